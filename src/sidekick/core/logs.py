@@ -1,0 +1,64 @@
+"""Process logging: one plain line per event by default, one JSON object per line on request.
+
+JSON lines use the same field names as the records ``sidekick ship`` produces
+(``@timestamp``, ``log.level``, ``log.logger``, ``message``), so a sidecar's own logs can be
+shipped by another sidecar without a parser. Extra structured fields passed with
+``logger.info(..., extra={"fields": {...}})`` are merged into the JSON object.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Literal, TextIO
+
+import msgspec
+
+LogFormat = Literal["text", "json"]
+
+_json = msgspec.json.Encoder()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_iso(record.created)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, object] = {
+            "@timestamp": _iso(record.created),
+            "log.level": record.levelname.lower(),
+            "log.logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            obj.update(fields)
+        if record.exc_info:
+            obj["error.stack_trace"] = self.formatException(record.exc_info)
+        return _json.encode(obj).decode()
+
+
+def setup_logging(
+    fmt: LogFormat = "text", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Configure the root logger once for the whole process."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.Formatter.converter = time.gmtime

@@ -1,0 +1,65 @@
+"""Records, and the small protocols that ship's plug-ins implement.
+
+A record is a flat ``dict`` keyed by OpenTelemetry / ECS-style dotted names
+(``@timestamp``, ``message``, ``log.file.path``, ``log.offset``, ``host.name``,
+``http.response.status_code`` ...). Flat dicts are what every sink encodes, and msgspec
+encodes a whole list of them in one call, which is where ship's speed comes from: work is
+done per batch, never per byte.
+
+Plug-in points, each one main method plus ``aclose()``:
+
+- ``Parser.parse(records)`` enriches records in place (one call per batch).
+- ``Sink.send(records)`` delivers a batch and says, per record, what became of it.
+
+Delivery outcomes: a sink returns a ``SendResult``. Indices in ``retry`` are sent again
+later (a 429 item in an Elasticsearch bulk response); indices in ``rejected`` go to the
+dead-letter file with their reason (a 400 item); every other record was delivered. A sink
+raises ``TemporaryError`` when nothing of the batch was delivered and a retry may help
+(connection refused, 503), ``PermanentError`` when the whole batch is rejected for good.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Record = dict[str, Any]
+
+# Field names used across ship (OpenTelemetry semantic conventions where one exists).
+TIMESTAMP = "@timestamp"
+MESSAGE = "message"
+FILE_PATH = "log.file.path"
+OFFSET = "log.offset"
+HOST_NAME = "host.name"
+PARSE_ERROR = "log.parse_error"  # marker on records a parser could not parse; value says why
+
+
+@dataclass(slots=True)
+class SendResult:
+    """What a sink did with a batch; empty means every record was delivered."""
+
+    retry: list[int] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def all_delivered(self) -> bool:
+        return not self.retry and not self.rejected
+
+
+DELIVERED = SendResult()
+
+
+class Parser(Protocol):
+    """Turns ``message`` into structured fields, in place, a batch at a time."""
+
+    def parse(self, records: list[Record]) -> None: ...
+
+
+class Sink(Protocol):
+    """Delivers batches of records to one destination."""
+
+    name: str
+
+    async def send(self, records: list[Record]) -> SendResult: ...
+
+    async def aclose(self) -> None: ...
