@@ -1,11 +1,124 @@
-"""`sidekick ship` command (being built)."""
+"""`sidekick ship`: tail files (and receive HTTP-posted logs), ship every line at least once.
+
+Builds one ``ShipConfig`` from the ``ship:`` section of ``--config`` < ``SIDEKICK_SHIP_*``
+environment < flags, checks it completely (``prepare``) so a user mistake is one sentence and
+exit code 2 before anything starts, then runs the shipper under the shared runtime. The
+Downward-API variables ``POD_NAME``, ``POD_NAMESPACE`` and ``CONTAINER_NAME`` and the host
+name are read here, once, and passed down in the config.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+from typing import Any
+
 import click
+from prometheus_client import CollectorRegistry
+
+from sidekick.cli.common import admin_addr, common_options, init_logging, key_values, overrides
+from sidekick.core.config import build_config
+from sidekick.core.durations import parse_duration
+from sidekick.core.errors import ConfigError
+from sidekick.core.runtime import Shutdown, run
+
+FLAGS = {
+    "inputs": "inputs",
+    "outputs": "outputs",
+    "parser": "parser",
+    "multiline_start": "multiline_start",
+    "state_dir": "state_dir",
+    "start_at": "start_at",
+    "max_line_bytes": "max_line_bytes",
+    "max_inflight_bytes": "max_inflight_bytes",
+    "ingest_token_file": "ingest.token_file",
+    "spool_max_bytes": "ingest.spool_max_bytes",
+}
 
 
-@click.command()
-def ship() -> None:
-    """Not available yet."""
-    raise click.UsageError("sidekick ship is not available yet")
+@click.command(context_settings={"auto_envvar_prefix": "SIDEKICK_SHIP"})
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="URL",
+    help="file:///glob/*.log to tail, or http://HOST:PORT to receive POSTed logs. Repeatable.",
+)
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="URL",
+    help="stdout:, file:///path, http(s)://host:port/path (more in docs/ship.md). Repeatable.",
+)
+@click.option(
+    "--parser", metavar="KIND", help="raw (default), json, nginx, apache or regex:PATTERN."
+)
+@click.option(
+    "--multiline-start", metavar="REGEX", help="A line matching REGEX starts a new record."
+)
+@click.option(
+    "--field", "fields", multiple=True, metavar="K=V", help="Add K=V to every record. Repeatable."
+)
+@click.option("--state-dir", metavar="DIR", help="Directory for checkpoints, dead letters, spool.")
+@click.option(
+    "--start-at",
+    type=click.Choice(["beginning", "end"]),
+    help="Where files already present at the first start are read from (default beginning).",
+)
+@click.option("--max-line-bytes", metavar="SIZE", help="Split longer lines (default 1MiB).")
+@click.option(
+    "--max-inflight-bytes",
+    metavar="SIZE",
+    help="Pause reading at this many undelivered bytes (default 64MiB).",
+)
+@click.option("--ingest-token-file", metavar="FILE", help="HTTP ingest: require this bearer token.")
+@click.option("--spool-max-bytes", metavar="SIZE", help="HTTP ingest: spool size limit.")
+@common_options(default_admin="0.0.0.0:8088")
+@click.pass_context
+def ship(ctx: click.Context, /, **params: Any) -> None:
+    """Ship log files and HTTP-posted logs to an aggregator, losing no line.
+
+    \b
+    sidekick ship --input 'file:///var/log/app/*.log' --output file:///tmp/out.ndjson \\
+                  --state-dir /var/lib/sidekick
+    """
+    init_logging(params)
+    cfg = load_config(ctx, params)
+    from sidekick.ship.app import prepare, run_shipper
+
+    prepared = prepare(cfg)
+    addr = admin_addr(params["admin_addr"])
+    timeout = parse_duration(params["shutdown_timeout"], name="--shutdown-timeout")
+    registry = CollectorRegistry()
+
+    async def main(shutdown: Shutdown) -> int:
+        await run_shipper(cfg, shutdown, registry, admin_addr=addr, prepared=prepared)
+        return 0
+
+    code = run(main, shutdown_timeout=timeout)
+    ctx.exit(code)
+
+
+def load_config(ctx: click.Context, params: dict[str, Any]) -> Any:
+    from sidekick.ship.config import ShipConfig
+
+    over = overrides(ctx, FLAGS)
+    if params.get("fields"):
+        try:
+            over["fields"] = key_values(params["fields"], "--field")
+        except click.BadParameter as exc:
+            raise ConfigError(f"--field {exc.message}") from None
+    env = os.environ
+    over["host_name"] = socket.gethostname()
+    for var, key in (
+        ("POD_NAME", "pod_name"),
+        ("POD_NAMESPACE", "pod_namespace"),
+        ("CONTAINER_NAME", "container_name"),
+    ):
+        if env.get(var):
+            over[key] = env[var]
+    cfg: ShipConfig = build_config(
+        ShipConfig, file=params.get("config_file"), section="ship", overrides=over
+    )
+    return cfg

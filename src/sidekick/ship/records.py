@@ -31,6 +31,8 @@ MESSAGE = "message"
 FILE_PATH = "log.file.path"
 OFFSET = "log.offset"
 HOST_NAME = "host.name"
+FILE_ID = "log.file.id"  # stable id of a file's bytes: (device, inode, fingerprint, truncations)
+FLAGS = "log.flags"  # list of markers, e.g. ["partial"] on the pieces of a split long line
 PARSE_ERROR = "log.parse_error"  # marker on records a parser could not parse; value says why
 
 

@@ -1,0 +1,205 @@
+"""``sidekick ship`` as a program: build the pipeline from the config and run it.
+
+``prepare(cfg)`` checks everything a user can get wrong (inputs, outputs, parser, multiline
+regex, state directory) before anything starts, raising ``ConfigError`` so the CLI prints
+one sentence and exits 2. ``run_shipper(cfg, shutdown, registry)`` then runs until SIGTERM:
+
+Root tasks (all owned by one ``TaskOwner``; if one dies, ``/healthz`` fails and the program
+exits with its error):
+
+- ``source <input>``: one per ``--input``; reads and awaits ``pipeline.emit``.
+- ``output <url>``: one per ``--output``; batches, sends, retries, dead-letters.
+- ``checkpoint``: writes the state file at most once per ``checkpoint_interval``.
+
+Shutdown: stop the sources, wait until everything read is delivered (bounded by the
+runtime's ``--shutdown-timeout``, which cancels us), close outputs, write the state file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from sidekick.core.addr import HostPort
+from sidekick.core.admin import AdminServer
+from sidekick.core.errors import ConfigError
+from sidekick.core.runtime import Shutdown, TaskOwner
+from sidekick.ship.checkpoints import CheckpointStore, prepare_state_dir
+from sidekick.ship.config import ShipConfig, seconds, size
+from sidekick.ship.deadletter import DeadLetter
+from sidekick.ship.metrics import ShipMetrics
+from sidekick.ship.pipeline import Pipeline, PipelineSettings
+from sidekick.ship.records import Parser, Sink
+from sidekick.ship.sinks import OutputSpec, create_sink
+from sidekick.ship.sources import check_input, create_source
+from sidekick.ship.sources.base import Source, SourceContext
+
+log = logging.getLogger("sidekick.ship")
+
+
+def make_parser(spec: str) -> Parser | None:
+    """The parser for ``--parser``; ``None`` for ``raw`` (the message is kept as read)."""
+    if spec == "raw":
+        return None
+    from sidekick.ship import parsers
+
+    factory = getattr(parsers, "create_parser", None)
+    if factory is None:
+        raise ConfigError(f"--parser {spec!r} is not available in this build; use --parser raw")
+    parser: Parser = factory(spec)
+    return parser
+
+
+def check_multiline(pattern: str | None) -> None:
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(
+            f"--multiline-start {pattern!r} is not a valid regular expression ({exc}); fix the pattern"
+        ) from None
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` built and checked; ``run_shipper`` uses it."""
+
+    state_dir: Path
+    sinks: list[Sink]
+    parser: Parser | None
+    outputs: list[str] = field(default_factory=list)
+
+
+def prepare(cfg: ShipConfig) -> Prepared:
+    """Check the whole config and build outputs and parser; ConfigError on a user mistake."""
+    if not cfg.inputs:
+        raise ConfigError("no --input given; add one, like --input 'file:///var/log/app/*.log'")
+    if not cfg.output_configs:
+        raise ConfigError(
+            "no --output given; add one, like --output stdout: or --output file:///tmp/out.ndjson"
+        )
+    for spec in cfg.inputs:
+        check_input(spec)
+    check_multiline(cfg.multiline_start)
+    if size(cfg.max_line_bytes) < 16:
+        raise ConfigError(
+            f"--max-line-bytes {cfg.max_line_bytes} is too small; use at least 16 bytes"
+        )
+    parser = make_parser(cfg.parser)
+    state_dir = prepare_state_dir(cfg.state_dir)
+    sinks: list[Sink] = []
+    names: list[str] = []
+    for out in cfg.output_configs:
+        sink = create_sink(OutputSpec(out.url, dict(out.options)))
+        if sink.name in names:
+            raise ConfigError(f"--output {out.url!r} is given twice; give each output once")
+        names.append(sink.name)
+        sinks.append(sink)
+    return Prepared(state_dir=state_dir, sinks=sinks, parser=parser, outputs=names)
+
+
+def pipeline_settings(cfg: ShipConfig) -> PipelineSettings:
+    return PipelineSettings(
+        max_inflight_bytes=size(cfg.max_inflight_bytes),
+        batch_max_bytes=size(cfg.batch.max_bytes),
+        batch_max_records=cfg.batch.max_records,
+        batch_timeout=seconds(cfg.batch.timeout),
+        retry_initial=seconds(cfg.retry.initial),
+        retry_max=seconds(cfg.retry.max),
+    )
+
+
+async def run_shipper(
+    cfg: ShipConfig,
+    shutdown: Shutdown,
+    registry: CollectorRegistry,
+    *,
+    admin_addr: HostPort | None = None,
+    prepared: Prepared | None = None,
+) -> None:
+    """Run the shipper until ``shutdown`` is requested, then drain and save the state."""
+    parts = prepared or prepare(cfg)
+    metrics = ShipMetrics(registry)
+    store = CheckpointStore(parts.state_dir)
+    store.lock()
+    owner = TaskOwner()
+    ready = False
+    admin: AdminServer | None = None
+    sources: list[Source] = []
+    ctx: SourceContext | None = None
+    try:
+        store.load()
+        if admin_addr is not None:
+            admin = AdminServer(
+                admin_addr,
+                registry,
+                healthy=owner.alive,
+                ready=lambda: (True, "ok") if ready else (False, "starting"),
+            )
+            await admin.start()
+        pipeline = Pipeline(
+            parts.sinks,
+            settings=pipeline_settings(cfg),
+            metrics=metrics,
+            dead_letter=DeadLetter(parts.state_dir),
+            parser=parts.parser,
+        )
+        ctx = SourceContext(
+            config=cfg,
+            checkpoints=store,
+            metrics=metrics,
+            state_dir=parts.state_dir,
+            static_fields=cfg.static_fields(),
+        )
+        sources = [create_source(spec, ctx) for spec in cfg.inputs]
+        source_tasks = [owner.spawn(f"source {s.name}", s.run(pipeline.emit)) for s in sources]
+        for out in pipeline.outputs:
+            owner.spawn(f"output {out.name}", out.run())
+        owner.spawn(
+            "checkpoint", _flush_checkpoints(store, metrics, seconds(cfg.checkpoint_interval))
+        )
+        ready = True
+        log.info("Shipping %s to %s.", ", ".join(cfg.inputs), ", ".join(parts.outputs))
+        while not shutdown.is_requested:
+            await owner.wait_until(shutdown)
+        ready = False
+        log.info(
+            "Stopping inputs and draining %d output(s) (%d bytes in flight).",
+            len(pipeline.outputs),
+            pipeline.inflight_bytes,
+        )
+        ctx.stopping.set()
+        await asyncio.wait(source_tasks)
+        await pipeline.drained()
+        log.info("Everything read was delivered; saving the checkpoint.")
+    finally:
+        ready = False
+        await owner.cancel_all(5.0)
+        for src in sources:
+            with contextlib.suppress(Exception):
+                await src.aclose()
+        for sink in parts.sinks:
+            try:
+                await sink.aclose()
+            except Exception as exc:
+                log.warning("Closing output %s failed: %s", sink.name, exc)
+        store.close()
+        if admin is not None:
+            await admin.aclose()
+
+
+async def _flush_checkpoints(store: CheckpointStore, metrics: ShipMetrics, interval: float) -> None:
+    writes = metrics.checkpoint_writes
+    while True:
+        await asyncio.sleep(interval)
+        before = store.writes
+        store.save_if_dirty()
+        if store.writes != before:
+            writes.inc()

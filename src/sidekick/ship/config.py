@@ -1,0 +1,157 @@
+"""The typed configuration of ``sidekick ship`` (the ``ship:`` section of ``--config``).
+
+Built once by the CLI from the config file < ``SIDEKICK_SHIP_*`` environment < flags and
+passed down; nothing below reads the environment. Sizes accept ``64MiB``/``1Mi``/bytes and
+durations ``500ms``/``30s``; ``__post_init__`` turns them into ints (bytes) and floats
+(seconds), so after construction every size field holds an ``int`` and every duration a
+``float`` (use ``size()``/``seconds()`` to read them with a precise type).
+
+Example::
+
+    ship:
+      inputs: ["file:///var/log/nginx/*.log", "http://0.0.0.0:8081"]
+      outputs:
+        - url: http://collector:9000/ingest
+          options: {gzip: true}
+      parser: nginx
+      fields: {env: prod}
+      state_dir: /var/lib/sidekick
+      batch: {max_bytes: 1MiB, max_records: 10000, timeout: 0s}
+      retry: {initial: 500ms, max: 30s}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from sidekick.core.durations import parse_duration
+from sidekick.core.sizes import parse_size
+
+Size = int | str
+Duration = float | str
+
+
+def size(value: Size) -> int:
+    return value if isinstance(value, int) else parse_size(value)
+
+
+def seconds(value: Duration) -> float:
+    return value if isinstance(value, float) else parse_duration(value)
+
+
+class OutputConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """One output: its URL (scheme picks the sink) and options for that kind of sink."""
+
+    url: str
+    options: dict[str, Any] = {}
+
+
+class BatchConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """How outputs group records: a batch is sent once it reaches ``max_bytes`` or
+    ``max_records``; while an output is busy, waiting records join the next batch.
+    ``timeout`` (seconds) is how long a free output waits for more records before sending a
+    small batch (0: send at once; raise it to make fewer, larger requests)."""
+
+    max_bytes: Size = "1MiB"
+    max_records: int = 10000
+    timeout: Duration = 0.0
+
+    def __post_init__(self) -> None:
+        self.max_bytes = parse_size(self.max_bytes, name="batch.max_bytes")
+        self.timeout = parse_duration(self.timeout, name="batch.timeout")
+        if self.max_records < 1:
+            raise msgspec.ValidationError("batch.max_records must be at least 1")
+
+
+class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Back-off between attempts of a failing output (seconds); retries never stop."""
+
+    initial: Duration = 0.5
+    max: Duration = 30.0
+
+    def __post_init__(self) -> None:
+        self.initial = parse_duration(self.initial, name="retry.initial")
+        self.max = parse_duration(self.max, name="retry.max")
+
+
+class IngestConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Options of the HTTP ingest input (``--input http://HOST:PORT``)."""
+
+    token_file: str | None = None
+    spool_max_bytes: Size = "1GiB"
+    max_body_bytes: Size = "10MiB"
+    max_records_per_request: int = 10000
+
+    def __post_init__(self) -> None:
+        self.spool_max_bytes = parse_size(self.spool_max_bytes, name="ingest.spool_max_bytes")
+        self.max_body_bytes = parse_size(self.max_body_bytes, name="ingest.max_body_bytes")
+
+
+class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Everything ``sidekick ship`` runs with."""
+
+    # file:///glob (tail) or http://HOST:PORT (ingest); at least one.
+    inputs: list[str] = []
+    # Each an URL string or {url, options}; normalised to OutputConfig.
+    outputs: list[str | OutputConfig] = []
+    # raw, json, nginx, apache or regex:PATTERN.
+    parser: str = "raw"
+    # A line matching this regex starts a new record; others join the previous one.
+    multiline_start: str | None = None
+    # Added to every record (--field k=v).
+    fields: dict[str, str] = {}
+    # Directory for the checkpoint, the dead-letter file and the ingest spool (required).
+    state_dir: str = ""
+    # Where existing files start on the very first run (files seen later start at 0).
+    start_at: Literal["beginning", "end"] = "beginning"
+    # Longer lines are split into pieces marked log.flags=["partial"].
+    max_line_bytes: Size = "1MiB"
+    # Reading pauses while this many bytes are read but not delivered by every output.
+    max_inflight_bytes: Size = "64MiB"
+    # Bytes read from a file per read call.
+    read_bytes: Size = "1MiB"
+    # How often globs and files are checked when inotify is not available (seconds).
+    poll_interval: Duration = 0.25
+    # How long a renamed or deleted file is kept open after its last growth (seconds).
+    rotate_wait: Duration = 1.0
+    # How often the checkpoint is written at most (seconds).
+    checkpoint_interval: Duration = 1.0
+    batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    # Filled in by the CLI (hostname, Downward-API env); empty means not set.
+    host_name: str = ""
+    pod_name: str = ""
+    pod_namespace: str = ""
+    container_name: str = ""
+
+    def __post_init__(self) -> None:
+        self.outputs = [OutputConfig(o) if isinstance(o, str) else o for o in self.outputs]
+        self.max_line_bytes = parse_size(self.max_line_bytes, name="max_line_bytes")
+        self.max_inflight_bytes = parse_size(self.max_inflight_bytes, name="max_inflight_bytes")
+        self.read_bytes = parse_size(self.read_bytes, name="read_bytes")
+        self.poll_interval = parse_duration(self.poll_interval, name="poll_interval")
+        self.rotate_wait = parse_duration(self.rotate_wait, name="rotate_wait")
+        self.checkpoint_interval = parse_duration(
+            self.checkpoint_interval, name="checkpoint_interval"
+        )
+
+    @property
+    def output_configs(self) -> list[OutputConfig]:
+        return [o if isinstance(o, OutputConfig) else OutputConfig(o) for o in self.outputs]
+
+    def static_fields(self) -> dict[str, Any]:
+        """Fields every record carries: host, Kubernetes identity, ``--field``s."""
+        out: dict[str, Any] = {}
+        if self.host_name:
+            out["host.name"] = self.host_name
+        if self.pod_name:
+            out["k8s.pod.name"] = self.pod_name
+        if self.pod_namespace:
+            out["k8s.namespace.name"] = self.pod_namespace
+        if self.container_name:
+            out["k8s.container.name"] = self.container_name
+        out.update(self.fields)
+        return out

@@ -1,0 +1,80 @@
+"""Prometheus metrics of ``sidekick ship`` (prefix ``sidekick_ship_``).
+
+One object owns them all so sources, the pipeline and sinks share one registry and the
+names are listed in one place (docs/ship.md repeats this list). Label values are inputs
+(the ``--input`` spec), outputs (the sink's name) and file paths.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class ShipMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = "sidekick_ship_"
+        r = registry
+        self.lines_read = Counter(
+            p + "lines_read", "Lines (records) read per input.", ["input"], registry=r
+        )
+        self.bytes_read = Counter(p + "bytes_read", "Bytes read per input.", ["input"], registry=r)
+        self.records_delivered = Counter(
+            p + "records_delivered", "Records an output accepted.", ["output"], registry=r
+        )
+        self.records_failed = Counter(
+            p + "records_failed",
+            "Records in send attempts that failed (they are retried).",
+            ["output"],
+            registry=r,
+        )
+        self.records_retried = Counter(
+            p + "records_retried", "Records sent again after a failure.", ["output"], registry=r
+        )
+        self.records_dead_lettered = Counter(
+            p + "records_dead_lettered",
+            "Records an output rejected for good, written to the dead-letter file.",
+            ["output"],
+            registry=r,
+        )
+        self.batches_sent = Counter(
+            p + "batches_sent", "Send attempts per output.", ["output"], registry=r
+        )
+        self.inflight_bytes = Gauge(
+            p + "inflight_bytes", "Bytes read but not yet delivered by every output.", registry=r
+        )
+        self.inflight_limit_bytes = Gauge(
+            p + "inflight_limit_bytes", "Reading pauses at this many bytes in flight.", registry=r
+        )
+        self.backpressure_waits = Counter(
+            p + "backpressure_waits",
+            "Times reading paused because the in-flight limit was reached.",
+            registry=r,
+        )
+        self.checkpoint_lag_bytes = Gauge(
+            p + "checkpoint_lag_bytes",
+            "Bytes of a file not yet covered by its checkpoint (size - committed offset).",
+            ["file"],
+            registry=r,
+        )
+        self.files_watched = Gauge(
+            p + "files_watched", "Files currently open for tailing.", ["input"], registry=r
+        )
+        self.rotations = Counter(
+            p + "rotations",
+            "Files renamed or deleted away from their path (rotations).",
+            ["input"],
+            registry=r,
+        )
+        self.truncations = Counter(
+            p + "truncations",
+            "Files found shorter than their read offset (copytruncate).",
+            ["input"],
+            registry=r,
+        )
+        self.lines_split = Counter(
+            p + "lines_split",
+            "Lines longer than --max-line-bytes, shipped in pieces.",
+            ["input"],
+            registry=r,
+        )
+        self.checkpoint_writes = Counter(p + "checkpoint_writes", "State file writes.", registry=r)

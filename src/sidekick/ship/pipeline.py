@@ -1,0 +1,284 @@
+"""Sources -> parser -> outputs, with bounded memory and at-least-once acknowledgement.
+
+``Pipeline.emit`` is the ``emit`` every source awaits. It waits while ``max_inflight_bytes``
+are read but not yet delivered (that wait *is* the backpressure: a tail reader stops
+reading, the log file on disk is the buffer), runs the parser over the whole batch once,
+and queues the batch on every output.
+
+Each output has one worker task. While the worker is busy sending, new batches queue up;
+when it is free it takes everything queued up to ``batch.max_records``/``batch.max_bytes``
+and sends it as one batch, so batches are large under load and latency is low when idle
+(``batch.timeout`` adds an optional wait for more records). A batch that fails is retried
+with jittered exponential back-off, forever: ``TemporaryError`` (or any unexpected error)
+retries the whole batch, ``SendResult.retry`` only those records, ``SendResult.rejected``
+and ``PermanentError`` go to the dead-letter file. A source batch counts as delivered once
+every output has delivered (or dead-lettered) all of its records; only then is its ``Ack``
+delivered and its bytes leave the in-flight total.
+
+Records are shared between outputs: sinks must not modify them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sidekick.core.backoff import Backoff
+from sidekick.core.errors import PermanentError, TemporaryError
+from sidekick.ship.acks import Ack
+from sidekick.ship.deadletter import DeadLetter
+from sidekick.ship.metrics import ShipMetrics
+from sidekick.ship.records import Parser, Record, Sink
+from sidekick.ship.sources.base import SourceBatch
+
+log = logging.getLogger("sidekick.ship.pipeline")
+
+
+@dataclass
+class PipelineSettings:
+    max_inflight_bytes: int = 64 * 1024 * 1024
+    batch_max_bytes: int = 1024 * 1024
+    batch_max_records: int = 10000
+    batch_timeout: float = 0.0
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+
+
+class _Unit:
+    """One source batch in flight; ``remaining`` counts undelivered slices over all outputs."""
+
+    __slots__ = ("ack", "pipeline", "records", "remaining", "size")
+
+    def __init__(
+        self, pipeline: Pipeline, records: list[Record], size: int, ack: Ack | None, outputs: int
+    ) -> None:
+        self.pipeline = pipeline
+        self.records = records
+        self.size = size
+        self.ack = ack
+        self.remaining = outputs
+
+    def slice_done(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.pipeline._unit_done(self)
+
+
+_Slice = tuple[_Unit, int, int]
+
+
+class OutputWorker:
+    """Sends queued records to one sink, in batches, retrying until each is delivered."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        settings: PipelineSettings,
+        metrics: ShipMetrics,
+        dead_letter: DeadLetter,
+    ) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.settings = settings
+        self.dead_letter = dead_letter
+        self._queue: deque[tuple[_Unit, int]] = deque()
+        self._queued_records = 0
+        self._wake = asyncio.Event()
+        self._delivered = metrics.records_delivered.labels(self.name)
+        self._failed = metrics.records_failed.labels(self.name)
+        self._retried = metrics.records_retried.labels(self.name)
+        self._dead = metrics.records_dead_lettered.labels(self.name)
+        self._sent = metrics.batches_sent.labels(self.name)
+        self.backoff = Backoff(settings.retry_initial, settings.retry_max)
+        self.failing = False
+
+    def put(self, unit: _Unit) -> None:
+        self._queue.append((unit, 0))
+        self._queued_records += len(unit.records)
+        self._wake.set()
+
+    async def _take(self) -> list[_Slice]:
+        while not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+        s = self.settings
+        if s.batch_timeout > 0 and self._queued_records < s.batch_max_records:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + s.batch_timeout
+            while self._queued_records < s.batch_max_records:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), left)
+                except TimeoutError:
+                    break
+        slices: list[_Slice] = []
+        count = 0
+        nbytes = 0
+        queue = self._queue
+        while queue and count < s.batch_max_records and nbytes < s.batch_max_bytes:
+            unit, lo = queue[0]
+            hi = len(unit.records)
+            room = s.batch_max_records - count
+            if hi - lo > room:
+                # The rest of this source batch stays queued as one more slice.
+                unit.remaining += 1
+                queue[0] = (unit, lo + room)
+                hi = lo + room
+            else:
+                queue.popleft()
+            slices.append((unit, lo, hi))
+            count += hi - lo
+            total = len(unit.records)
+            nbytes += unit.size * (hi - lo) // total if total else 0
+        self._queued_records -= count
+        return slices
+
+    async def run(self) -> None:
+        while True:
+            slices = await self._take()
+            if len(slices) == 1 and slices[0][1] == 0 and slices[0][2] == len(slices[0][0].records):
+                records = slices[0][0].records
+            else:
+                records = []
+                for unit, lo, hi in slices:
+                    records.extend(unit.records[lo:hi])
+            await self.deliver(records)
+            for unit, _lo, _hi in slices:
+                unit.slice_done()
+
+    async def deliver(self, records: list[Record]) -> None:
+        """Send until every record is delivered or dead-lettered."""
+        pending = records
+        while pending:
+            self._sent.inc()
+            try:
+                result = await self.sink.send(pending)
+            except TemporaryError as exc:
+                await self._failed_attempt(pending, str(exc), exc.retry_after)
+                continue
+            except PermanentError as exc:
+                self._to_dead_letter([(r, str(exc)) for r in pending])
+                self._recovered()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A bug or an unforeseen error in a sink must not drop data: retry it.
+                log.exception("Output %s failed unexpectedly; retrying.", self.name)
+                await self._failed_attempt(pending, f"{type(exc).__name__}: {exc}", None)
+                continue
+            n_retry = len(result.retry)
+            n_rejected = len(result.rejected)
+            self._delivered.inc(len(pending) - n_retry - n_rejected)
+            if n_rejected:
+                self._to_dead_letter([(pending[i], reason) for i, reason in result.rejected])
+            if not n_retry:
+                self._recovered()
+                return
+            pending = [pending[i] for i in result.retry]
+            await self._failed_attempt(pending, f"{n_retry} record(s) to retry", None)
+
+    async def _failed_attempt(
+        self, pending: Sequence[Record], reason: str, hint: float | None
+    ) -> None:
+        self._failed.inc(len(pending))
+        delay = self.backoff.next_delay()
+        if hint is not None:
+            delay = max(delay, min(hint, self.settings.retry_max))
+        if not self.failing:
+            log.warning(
+                "Output %s failed (%s); retrying %d record(s) in %.1fs and until it works.",
+                self.name,
+                reason,
+                len(pending),
+                delay,
+            )
+            self.failing = True
+        else:
+            log.debug("Output %s failed again (%s); next try in %.1fs.", self.name, reason, delay)
+        await asyncio.sleep(delay)
+        self._retried.inc(len(pending))
+
+    def _recovered(self) -> None:
+        if self.failing:
+            log.info("Output %s delivers again.", self.name)
+            self.failing = False
+        self.backoff.reset()
+
+    def _to_dead_letter(self, items: list[tuple[Record, str]]) -> None:
+        # If the dead-letter file cannot be written the error propagates: the task dies,
+        # /healthz fails and the records stay unacknowledged (they are re-read on restart).
+        self.dead_letter.write(self.name, items)
+        self._dead.inc(len(items))
+
+
+class Pipeline:
+    """The ``emit`` of every source, the in-flight bound, and the output workers."""
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        *,
+        settings: PipelineSettings,
+        metrics: ShipMetrics,
+        dead_letter: DeadLetter,
+        parser: Parser | None = None,
+    ) -> None:
+        if not sinks:
+            raise ValueError("a pipeline needs at least one output")
+        self.settings = settings
+        self.metrics = metrics
+        self.parser = parser
+        self.outputs = [OutputWorker(s, settings, metrics, dead_letter) for s in sinks]
+        self.inflight_bytes = 0
+        self.inflight_units = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._gauge = metrics.inflight_bytes
+        self._waits = metrics.backpressure_waits
+        metrics.inflight_limit_bytes.set(settings.max_inflight_bytes)
+
+    async def emit(self, batch: SourceBatch) -> None:
+        """Queue ``batch`` on every output; waits while the in-flight limit is reached."""
+        if not self._room.is_set():
+            self._waits.inc()
+            await self._room.wait()
+        records = batch.records
+        if not records:
+            if batch.ack is not None:
+                batch.ack.delivered()
+            return
+        if self.parser is not None:
+            self.parser.parse(records)
+        unit = _Unit(self, records, batch.size, batch.ack, len(self.outputs))
+        self.inflight_bytes += batch.size
+        self.inflight_units += 1
+        self._idle.clear()
+        if self.inflight_bytes >= self.settings.max_inflight_bytes:
+            self._room.clear()
+        self._gauge.set(self.inflight_bytes)
+        for out in self.outputs:
+            out.put(unit)
+
+    def _unit_done(self, unit: _Unit) -> None:
+        self.inflight_bytes -= unit.size
+        self.inflight_units -= 1
+        if self.inflight_bytes < self.settings.max_inflight_bytes:
+            self._room.set()
+        if self.inflight_units == 0:
+            self._idle.set()
+        self._gauge.set(self.inflight_bytes)
+        if unit.ack is not None:
+            unit.ack.delivered()
+
+    async def drained(self) -> None:
+        """Return once everything emitted so far has been delivered by every output."""
+        await self._idle.wait()

@@ -1,0 +1,43 @@
+"""``stdout:``: NDJSON on standard output, for debugging and for log collectors that read it.
+
+One ``write`` per batch on the raw file descriptor (no Python text layer). A write error
+(a closed pipe) is retried like any temporary failure: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sidekick.core.errors import TemporaryError
+from sidekick.ship.records import DELIVERED, Record, SendResult
+from sidekick.ship.sinks import OutputSpec
+from sidekick.ship.sinks._encode import encode_ndjson
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class StdoutSink:
+    def __init__(self, fd: int = 1) -> None:
+        self.name = "stdout:"
+        self.fd = fd
+
+    async def send(self, records: list[Record]) -> SendResult:
+        try:
+            write_all(self.fd, encode_ndjson(records))
+        except BlockingIOError as exc:
+            raise TemporaryError(f"stdout is not writable now: {exc}") from None
+        except OSError as exc:
+            raise TemporaryError(f"cannot write to stdout: {exc.strerror}") from None
+        return DELIVERED
+
+    async def aclose(self) -> None:
+        return None
+
+
+def create(spec: OutputSpec) -> StdoutSink:
+    return StdoutSink()

@@ -1,0 +1,77 @@
+"""What an input is to the pipeline: a ``Source`` that emits ``SourceBatch``es.
+
+A source runs until it is cancelled or ``ctx.stopping`` is set, and hands batches of records
+to ``emit``. ``await emit(batch)`` is where backpressure happens: it returns only when the
+pipeline has room for the batch's bytes, so a source that awaits it never reads ahead of
+what the outputs can take (a tailed file stays on disk, the ingest spool answers 503).
+
+Each batch carries an ``Ack`` from an ``AckTracker`` (``sidekick.ship.acks``) of the stream
+it came from; the pipeline calls ``ack.delivered()`` once every output has the batch, and the
+tracker advances the stream's committed position over the delivered prefix only. Sources
+persist that position through ``ctx.checkpoints`` (namespaced by their own ``name``).
+
+Static fields every record should carry (``host.name``, ``k8s.*``, ``--field``s) are in
+``ctx.static_fields``; sources add them when they build records, so nothing walks the
+records again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sidekick.ship.acks import Ack
+from sidekick.ship.records import Record
+
+if TYPE_CHECKING:
+    from sidekick.ship.checkpoints import CheckpointStore
+    from sidekick.ship.config import ShipConfig
+    from sidekick.ship.metrics import ShipMetrics
+
+
+@dataclass(slots=True)
+class SourceBatch:
+    """Records read from one stream, their size in bytes, and the token that acks them.
+
+    ``ack`` is ``None`` only for batches whose delivery needs no bookkeeping.
+    """
+
+    records: list[Record]
+    size: int
+    ack: Ack | None = None
+
+
+Emit = Callable[[SourceBatch], Awaitable[None]]
+
+
+@dataclass
+class SourceContext:
+    """Everything a source gets from the pipeline; passed to ``create(spec, ctx)``."""
+
+    config: ShipConfig
+    checkpoints: CheckpointStore
+    metrics: ShipMetrics
+    state_dir: Path
+    static_fields: dict[str, Any] = field(default_factory=dict)
+    # Set when the program is shutting down: stop reading, return from ``run``.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Source(Protocol):
+    """An input: reads records and emits them in batches until stopped."""
+
+    name: str
+
+    async def run(self, emit: Emit) -> None:
+        """Read and ``await emit(batch)`` until ``ctx.stopping`` is set or cancelled."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release files, sockets and servers; called once after ``run`` returned."""
+        ...
+
+
+SourceFactory = Callable[[str, SourceContext], Source]
