@@ -1,0 +1,74 @@
+"""``--parser nginx``: nginx ``combined`` access lines and error-log lines, told apart per line.
+
+Access lines are handled by :mod:`sidekick.ship.parsers._access`. Error lines look like
+
+    2024/01/02 03:04:05 [error] 123#0: *5 open() "/x" failed (2: No such file), client: 1.2.3.4,
+    server: x, request: "GET /x HTTP/1.1", host: "y"
+
+and give ``log.level``, ``process.pid``, ``thread.id`` (nginx's worker thread number),
+``nginx.connection.id``, ``message`` (the error text alone), and from the trailing context
+``client.address``, ``server.address``, the request fields, ``http.request.header.host``,
+``http.request.header.referer`` and ``nginx.upstream``. nginx writes error times in the
+server's local zone without an offset; they are read as UTC (containers run in UTC).
+
+Left out: custom ``log_format``s other than ``combined`` (with extra trailing fields allowed);
+use ``regex:`` for those.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sidekick.ship.parsers._access import AccessLogParser, request_fields
+from sidekick.ship.parsers._time import CachedTime
+from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
+
+ERROR = re.compile(
+    r"((\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2})) \[(\w+)\] (\d+)#(\d+): (?:\*(\d+) )?"
+    r"(.*?)(?:, client: ([^,]*), server: ([^,]*)(.*))?$",
+    re.DOTALL,
+)
+_CONTEXT = re.compile(r', (\w+): "((?:[^"\\]|\\.)*)"')
+_CONTEXT_FIELDS = {
+    "host": "http.request.header.host",
+    "referrer": "http.request.header.referer",
+    "upstream": "nginx.upstream",
+}
+
+
+class NginxParser(AccessLogParser):
+    name = "nginx"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._time = CachedTime()
+
+    def parse_other(self, rec: Record) -> None:
+        m = ERROR.match(rec[MESSAGE])
+        if m is None:
+            rec[PARSE_ERROR] = self._no_match
+            return
+        (ts, y, mo, d, hh, mi, ss, level, pid, tid, conn, text, client, server, context) = (
+            m.groups()
+        )
+        t = self._time.lookup(ts, (int(y), int(mo), int(d), int(hh), int(mi), int(ss)))
+        if t is None:
+            rec[PARSE_ERROR] = f"nginx: time {ts!r} is not a valid date"
+        else:
+            rec[TIMESTAMP] = t
+        rec["log.level"] = level
+        rec["process.pid"] = int(pid)
+        rec["thread.id"] = int(tid)
+        if conn is not None:
+            rec["nginx.connection.id"] = int(conn)
+        rec[MESSAGE] = text
+        if client is None:
+            return
+        rec["client.address"] = client
+        if server:
+            rec["server.address"] = server
+        for key, value in _CONTEXT.findall(context):
+            if key == "request":
+                request_fields(rec, value)
+            else:
+                rec[_CONTEXT_FIELDS.get(key, "nginx." + key)] = value
