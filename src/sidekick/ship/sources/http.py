@@ -1,0 +1,620 @@
+"""HTTP ingest: applications POST their logs to the sidecar, which answers only once they are safe.
+
+``--input http://HOST:PORT`` serves ``POST /v1/logs``. A request's body (JSON object or array,
+NDJSON, or plain text lines; optionally gzip) is read with a hard size cap, validated as a
+whole, turned into NDJSON lines and appended to the durable spool
+(``sidekick.ship.sources.spool``); ``202 Accepted`` is sent after the fsync. The spool is then
+shipped by the same pipeline, acks and checkpoints as a tailed file.
+
+Protection against a misbehaving client, each answered with a clear status and message:
+bearer token (401), content type (415), body and decompressed size (413), records per
+request (413), malformed JSON with its line number (400), spool full or unwritable (503 with
+``Retry-After``). A request is validated completely before anything is written, so a
+rejected request stores nothing. Memory stays bounded: bodies are read incrementally with a
+cap, gzip is inflated with a cap, and the bytes held by requests at once are limited by a
+budget (a request waits for room, never fails for lack of it).
+
+Left out: TLS (terminate it in front, or keep ingest on the Pod's localhost), other
+endpoints (health and metrics are on the admin server), and OTLP-formatted bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import socket
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sidekick.core.addr import HostPort, parse_hostport
+from sidekick.core.errors import ConfigError
+from sidekick.ship.config import size
+from sidekick.ship.records import MESSAGE, TIMESTAMP
+from sidekick.ship.sources.base import Emit, SourceContext
+from sidekick.ship.sources.spool import (
+    Spool,
+    SpoolFullError,
+    SpoolReader,
+    SpoolStats,
+    SpoolWriteError,
+)
+from sidekick.ship.timefmt import rfc3339_ns
+
+log = logging.getLogger("sidekick.ship.ingest")
+
+PATH = "/v1/logs"
+RETRY_AFTER_SECONDS = 5
+# Bytes that requests may hold in memory at once (raw body, inflated body, encoded lines).
+DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
+READ_CHUNK = 64 * 1024
+
+Kind = Literal["json", "ndjson", "text"]
+CONTENT_TYPES: dict[str, Kind] = {
+    "application/json": "json",
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/x-jsonlines": "ndjson",
+    "text/plain": "text",
+}
+
+
+# -- limits and errors ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_records: int = 10000
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+
+class Rejected(Exception):
+    """A request is refused with ``status`` and a one-sentence ``reason`` for the client."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+# -- body decoding (pure functions, tested directly) ---------------------------------------
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+
+
+def _type_name(obj: Any) -> str:
+    if obj is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+    }.get(type(obj), type(obj).__name__)
+
+
+def _add_timestamp(line: bytes, stamp: bytes) -> bytes:
+    """Put ``"@timestamp":...`` first into the JSON object ``line`` without re-encoding it."""
+    rest = line[1:].lstrip()
+    if rest.startswith(b"}"):
+        return b'{"@timestamp":' + stamp + b"}"
+    return b'{"@timestamp":' + stamp + b"," + rest
+
+
+def _line_of(body: bytes, pos: int) -> int:
+    return body.count(b"\n", 0, pos) + 1
+
+
+def _json_error(body: bytes, exc: msgspec.DecodeError, first_line: int = 1) -> str:
+    """``line N: <reason>`` from msgspec's message, which ends in ``(byte N)`` if known."""
+    msg = str(exc).removeprefix("JSON is malformed: ")
+    line = None
+    if msg.endswith(")") and "(byte " in msg:
+        head, _, tail = msg.rpartition(" (byte ")
+        with contextlib.suppress(ValueError):
+            line = _line_of(body, int(tail[:-1])) + first_line - 1
+            msg = head
+    if line is None:
+        line = body.count(b"\n") + first_line  # "truncated": the body ended early
+    return f"line {line}: {msg}"
+
+
+def encode_body(
+    kind: Kind, body: bytes, *, max_records: int, now_ns: int, charset: str = "utf-8"
+) -> tuple[bytes, int]:
+    """Validate a whole request body and return (NDJSON lines for the spool, record count).
+
+    Raises ``Rejected`` (400 or 413) without returning anything partial.
+    """
+    stamp = b'"' + rfc3339_ns(now_ns).encode() + b'"'
+    if kind == "ndjson":
+        return _encode_ndjson(body, max_records, stamp)
+    if kind == "json":
+        return _encode_json(body, max_records, stamp)
+    return _encode_text(body, max_records, stamp, charset)
+
+
+def _too_many(max_records: int) -> Rejected:
+    return Rejected(
+        413,
+        f"more than {max_records} records in one request; send at most {max_records} "
+        "records per request",
+    )
+
+
+def _encode_ndjson(body: bytes, max_records: int, stamp: bytes) -> tuple[bytes, int]:
+    out: list[bytes] = []
+    lines = body.split(b"\n")
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            obj = _decode(line)
+        except msgspec.DecodeError as exc:
+            raise Rejected(400, f"malformed NDJSON at {_json_error(line, exc, number)}") from None
+        if not isinstance(obj, dict):
+            raise Rejected(400, f"line {number}: expected a JSON object, got {_type_name(obj)}")
+        if len(out) >= max_records:
+            raise _too_many(max_records)
+        out.append(line if TIMESTAMP in obj else _add_timestamp(line, stamp))
+    out.append(b"")
+    return b"\n".join(out) if len(out) > 1 else b"", len(out) - 1
+
+
+def _encode_json(body: bytes, max_records: int, stamp: bytes) -> tuple[bytes, int]:
+    try:
+        doc = _decode(body)
+    except msgspec.DecodeError as exc:
+        raise Rejected(400, f"malformed JSON at {_json_error(body, exc)}") from None
+    items = doc if isinstance(doc, list) else [doc]
+    if len(items) > max_records:
+        raise _too_many(max_records)
+    ts = _decode(stamp)
+    out: list[bytes] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            where = f"item {index} of the array" if isinstance(doc, list) else "the body"
+            raise Rejected(400, f"{where}: expected a JSON object, got {_type_name(item)}")
+        if TIMESTAMP not in item:
+            item = {TIMESTAMP: ts, **item}
+        out.append(_encode(item))
+    out.append(b"")
+    return b"\n".join(out) if len(out) > 1 else b"", len(items)
+
+
+def _encode_text(body: bytes, max_records: int, stamp: bytes, charset: str) -> tuple[bytes, int]:
+    try:
+        text = body.decode(charset, "replace")
+    except LookupError:
+        raise Rejected(415, f"unknown charset {charset!r}; send UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    if len(lines) > max_records:
+        raise _too_many(max_records)
+    ts = _decode(stamp)
+    # Each line is one record, even an empty one: blank lines in a stack trace are data.
+    out = [_encode({TIMESTAMP: ts, MESSAGE: line.removesuffix("\r")}) for line in lines]
+    out.append(b"")
+    return b"\n".join(out) if len(out) > 1 else b"", len(lines)
+
+
+def inflate(body: bytes, limit: int) -> bytes:
+    """Gunzip ``body`` (several members allowed) to at most ``limit`` bytes; Rejected if not."""
+    out: list[bytes] = []
+    total = 0
+    data = body
+    while data:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            chunk = d.decompress(data, limit - total + 1)
+        except zlib.error as exc:
+            raise Rejected(400, f"the gzip body is corrupt ({exc}); send valid gzip") from None
+        total += len(chunk)
+        if total > limit or d.unconsumed_tail:
+            raise Rejected(
+                413,
+                f"the body inflates to more than {limit} bytes; send smaller requests",
+            )
+        if not d.eof:
+            raise Rejected(400, "the gzip body is truncated; send the whole gzip stream")
+        out.append(chunk)
+        data = d.unused_data
+    return b"".join(out)
+
+
+# -- memory budget -------------------------------------------------------------------------
+
+
+class MemoryBudget:
+    """Bytes that requests may hold at once; ``reserve`` waits until there is room."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, n: int) -> Any:
+        n = min(n, self.limit)  # a request larger than the budget runs alone
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.used -= n
+                self._cond.notify_all()
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+
+class TokenFile:
+    """Bearer tokens, one per line; re-read when the file's mtime or size changes.
+
+    Several lines allow rotation without downtime: add the new token, move clients, remove
+    the old one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self.tokens: list[bytes] = []
+        self.reload(initial=True)
+
+    def reload(self, *, initial: bool = False) -> None:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp == self._stamp:
+                return
+            text = self.path.read_bytes()
+        except OSError as exc:
+            if initial:
+                raise ConfigError(
+                    f"--ingest-token-file {str(self.path)!r} cannot be read ({exc.strerror}); "
+                    "give a readable file holding the token"
+                ) from None
+            log.warning(
+                "Cannot re-read token file %s (%s); keeping the tokens read before.",
+                self.path,
+                exc.strerror,
+            )
+            return
+        tokens = [t.strip() for t in text.splitlines() if t.strip()]
+        if not tokens:
+            if initial:
+                raise ConfigError(
+                    f"--ingest-token-file {str(self.path)!r} is empty; write the token into it"
+                )
+            log.warning("Token file %s is empty now; every request will get 401.", self.path)
+        elif not initial:
+            log.info("Token file %s changed; %d token(s) now valid.", self.path, len(tokens))
+        self.tokens = tokens
+        self._stamp = stamp
+
+    def check(self, header: str | None) -> bool:
+        self.reload()
+        if not header:
+            return False
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        candidate = given.strip().encode()
+        ok = False
+        for token in self.tokens:
+            # Compare with every token, always: the time taken reveals nothing about which.
+            ok |= hmac.compare_digest(candidate, token)
+        return ok
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        p = "sidekick_ship_ingest_"
+        r = registry
+        self.requests = Counter(
+            p + "requests", "Ingest requests answered, by status code.", ["code"], registry=r
+        )
+        self.records = Counter(
+            p + "records_accepted", "Records accepted (durably spooled).", registry=r
+        )
+        self.bytes = Counter(
+            p + "bytes_accepted", "Spool bytes written for accepted records.", registry=r
+        )
+        self.spool_bytes = Gauge(
+            p + "spool_bytes", "Bytes in the spool not yet fully delivered.", registry=r
+        )
+        self.spool_limit = Gauge(
+            p + "spool_limit_bytes", "Requests get 503 beyond this spool size.", registry=r
+        )
+        self.fsync = Histogram(
+            p + "fsync_seconds",
+            "Time of one spool write + fsync (shared by the requests of a group commit).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+
+
+# -- the server ----------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class IngestServer:
+    """The aiohttp application that validates requests and appends them to the spool."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        limits: IngestLimits,
+        metrics: IngestMetrics,
+        tokens: TokenFile | None = None,
+    ) -> None:
+        self.spool = spool
+        self.limits = limits
+        self.metrics = metrics
+        self.tokens = tokens
+        self.budget = MemoryBudget(limits.memory_budget)
+        self.app = web.Application(middlewares=[self._count])
+        self.app.router.add_post(PATH, self._post)
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            self.metrics.requests.labels(str(exc.status)).inc()
+            raise
+        self.metrics.requests.labels(str(resp.status)).inc()
+        return resp
+
+    async def _post(self, request: web.Request) -> web.Response:
+        try:
+            accepted = await self._accept(request)
+        except Rejected as exc:
+            resp = web.json_response({"error": exc.reason}, status=exc.status, headers=exc.headers)
+            if not request.content.at_eof():
+                # The unread rest of the body would otherwise be parsed as the next request.
+                resp.force_close()
+            return resp
+        return web.json_response({"accepted": accepted}, status=202)
+
+    async def _accept(self, request: web.Request) -> int:
+        if self.tokens is not None and not self.tokens.check(request.headers.get("Authorization")):
+            raise Rejected(
+                401,
+                "missing or wrong bearer token; send Authorization: Bearer <token>",
+                {"WWW-Authenticate": 'Bearer realm="sidekick"'},
+            )
+        kind = CONTENT_TYPES.get(request.content_type)
+        if kind is None:
+            known = ", ".join(CONTENT_TYPES)
+            raise Rejected(
+                415, f"Content-Type {request.content_type!r} is not supported; use one of {known}"
+            )
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip"):
+            raise Rejected(415, f"Content-Encoding {encoding!r} is not supported; use gzip or none")
+        gzipped = encoding != "identity"
+        if not self.spool.has_room(1):
+            raise self._full()
+        limit = self.limits.max_body_bytes
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise Rejected(
+                413,
+                f"the body has {declared} bytes, more than the limit of {limit}; send smaller requests",
+            )
+        raw_bound = declared if declared is not None else limit
+        # Raw body, inflated body, and the encoded lines (the timestamp added to tiny records
+        # is bounded per record) are held at once at worst.
+        need = raw_bound + (limit if gzipped else raw_bound) * 2 + self.limits.max_records * 48
+        async with self.budget.reserve(need):
+            body = await self._read(request, limit)
+            if gzipped:
+                body = inflate(body, limit)
+            payload, count = encode_body(
+                kind,
+                body,
+                max_records=self.limits.max_records,
+                now_ns=time.time_ns(),
+                charset=request.charset or "utf-8",
+            )
+            del body
+            if count == 0:
+                return 0
+            try:
+                await self.spool.append(payload)
+            except SpoolFullError:
+                raise self._full() from None
+            except SpoolWriteError as exc:
+                raise Rejected(
+                    503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                ) from None
+        self.metrics.records.inc(count)
+        self.metrics.bytes.inc(len(payload))
+        return count
+
+    def _full(self) -> Rejected:
+        return Rejected(
+            503,
+            f"the spool is full ({self.spool.used_bytes} of {self.spool.max_bytes} bytes wait for "
+            "delivery); retry later",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    async def _read(self, request: web.Request, limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            chunk = await request.content.read(READ_CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise Rejected(
+                    413,
+                    f"the body is larger than the limit of {limit} bytes; send smaller requests",
+                )
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+# -- the source ----------------------------------------------------------------------------
+
+
+def parse_spec(spec: str) -> HostPort:
+    parts = urlsplit(spec)
+    if parts.scheme.lower() != "http":
+        raise ConfigError(
+            f"--input {spec!r}: ingest over https is not supported; use http://HOST:PORT and "
+            "terminate TLS in front of it (or keep it on the Pod's localhost)"
+        )
+    if parts.path not in ("", "/", PATH) or parts.query:
+        raise ConfigError(
+            f"--input {spec!r}: give only HOST:PORT, like http://0.0.0.0:8081 "
+            f"(logs are POSTed to {PATH})"
+        )
+    return parse_hostport(parts.netloc, name=f"--input {spec!r}")
+
+
+class IngestSource:
+    """``--input http://HOST:PORT``: the ingest server plus the reader of its spool."""
+
+    def __init__(self, spec: str, ctx: SourceContext, *, segment_bytes: int | None = None) -> None:
+        self.spec = spec
+        self.name = spec
+        self.ctx = ctx
+        self.addr = parse_spec(spec)
+        ingest = ctx.config.ingest
+        self.metrics = IngestMetrics(getattr(ctx.metrics, "registry", None))
+        self.metrics.spool_limit.set(size(ingest.spool_max_bytes))
+        tokens = TokenFile(Path(ingest.token_file)) if ingest.token_file else None
+        stats = SpoolStats(
+            on_fsync=self.metrics.fsync.observe, on_bytes=self.metrics.spool_bytes.set
+        )
+        kwargs: dict[str, Any] = {} if segment_bytes is None else {"segment_bytes": segment_bytes}
+        self.spool = Spool(
+            ctx.state_dir / "spool", max_bytes=size(ingest.spool_max_bytes), stats=stats, **kwargs
+        )
+        if ingest.max_records_per_request < 1:
+            raise ConfigError("ingest.max_records_per_request must be at least 1; raise it")
+        self.server = IngestServer(
+            self.spool,
+            limits=IngestLimits(
+                max_body_bytes=size(ingest.max_body_bytes),
+                max_records=ingest.max_records_per_request,
+            ),
+            metrics=self.metrics,
+            tokens=tokens,
+        )
+        self._key = f"{self.name}/spool"
+        lines, nbytes = (
+            ctx.metrics.lines_read.labels(self.name),
+            ctx.metrics.bytes_read.labels(self.name),
+        )
+
+        def on_read(records: int, n: int) -> None:
+            lines.inc(records)
+            nbytes.inc(n)
+
+        self.reader = SpoolReader(
+            self.spool,
+            static_fields=ctx.static_fields,
+            load_position=self._load_position,
+            save_position=self._save_position,
+            on_read=on_read,
+        )
+        self._runner: web.AppRunner | None = None
+        # Bound now, not in ``run``: a taken port is a user mistake reported before start.
+        self._sock = _bind(self.addr, spec)
+        self.port: int = self._sock.getsockname()[1]
+        # Take over the spool a previous run left (the checkpoint store is loaded by now).
+        self.spool.open()
+        self.reader.start()
+
+    def _load_position(self) -> tuple[int, int] | None:
+        entry = self.ctx.checkpoints.get(self._key)
+        if not entry:
+            return None
+        try:
+            return int(entry["segment"]), int(entry["offset"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("Ignoring a damaged spool checkpoint entry %r.", entry)
+            return None
+
+    def _save_position(self, segment: int, offset: int) -> None:
+        entry = self.ctx.checkpoints.get(self._key)
+        if entry is None or entry.get("segment") != segment or entry.get("offset") != offset:
+            self.ctx.checkpoints.put(self._key, {"segment": segment, "offset": offset})
+
+    async def start(self) -> None:
+        """Start answering requests on the socket bound at creation."""
+        # The body is inflated by us, with a cap: aiohttp's own inflating is switched off.
+        runner = web.AppRunner(
+            self.server.app,
+            access_log=None,
+            handle_signals=False,
+            auto_decompress=False,
+            shutdown_timeout=RETRY_AFTER_SECONDS,
+        )
+        await runner.setup()
+        await web.SockSite(runner, self._sock).start()
+        self._runner = runner
+        log.info("Receiving logs on http://%s:%d%s.", self.addr.host, self.port, PATH)
+
+    async def run(self, emit: Emit) -> None:
+        if self._runner is None:
+            await self.start()
+        await self.reader.run(emit, self.ctx.stopping)
+        # Stop taking requests; whatever was accepted is in the spool for the next start.
+        await self._stop_server()
+
+    async def _stop_server(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def aclose(self) -> None:
+        await self._stop_server()
+        self._sock.close()
+        await self.spool.aclose()
+        # The active segment is sealed now; delete it if everything in it was delivered.
+        self.reader.sweep()
+
+
+def _bind(addr: HostPort, spec: str) -> socket.socket:
+    try:
+        return socket.create_server((addr.host, addr.port), reuse_port=False, backlog=1024)
+    except OSError as exc:
+        raise ConfigError(
+            f"--input {spec!r}: {addr} cannot be bound ({exc.strerror}); choose another "
+            "address or port"
+        ) from None
+
+
+def create(spec: str, ctx: SourceContext) -> IngestSource:
+    return IngestSource(spec, ctx)
