@@ -33,6 +33,8 @@ FLAGS = {
     "max_inflight_bytes": "max_inflight_bytes",
     "ingest_token_file": "ingest.token_file",
     "spool_max_bytes": "ingest.spool_max_bytes",
+    "ingest_max_body_bytes": "ingest.max_body_bytes",
+    "ingest_max_records": "ingest.max_records_per_request",
 }
 
 
@@ -74,6 +76,12 @@ FLAGS = {
 )
 @click.option("--ingest-token-file", metavar="FILE", help="HTTP ingest: require this bearer token.")
 @click.option("--spool-max-bytes", metavar="SIZE", help="HTTP ingest: spool size limit.")
+@click.option(
+    "--ingest-max-body-bytes", metavar="SIZE", help="HTTP ingest: request body limit (default 10MiB)."
+)
+@click.option(
+    "--ingest-max-records", type=int, metavar="N", help="HTTP ingest: records per request (default 10000)."
+)
 @common_options(default_admin="0.0.0.0:8088")
 @click.pass_context
 def ship(ctx: click.Context, /, **params: Any) -> None:
