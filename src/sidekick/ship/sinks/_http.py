@@ -1,0 +1,356 @@
+"""Shared plumbing of the aggregator outputs (Elasticsearch, Loki, OTLP, syslog).
+
+Every aggregator output needs the same few things, and they should behave the same way in all
+of them: options read from the URL query and the config file into a typed struct (one clear
+``ConfigError`` per mistake), secrets read from files, one lazily created HTTP session per
+output with TLS from a CA bundle, gzip request bodies, ``Retry-After`` honoured, and one
+classification of whole-response HTTP statuses:
+
+- connection errors, timeouts, 429 and 5xx: ``TemporaryError`` (nothing delivered, retry);
+- 401/403/404/405/407: ``TemporaryError`` too, logged as an error. These are configuration
+  problems of *ours* (a rotated password, a wrong URL path), not of the records; treating them
+  as permanent would dead-letter every record until someone notices, while retrying loses
+  nothing: the files on disk are the buffer and shipping resumes as soon as it is fixed;
+- 413: the batch is split in halves and each half sent on its own (a single record that is
+  still too large is rejected);
+- any other 4xx: the peer rejects the request itself; each output decides what that means.
+
+It also holds the RFC 3339 → epoch-nanoseconds conversion that Loki and OTLP both need, done
+with one compiled regex and a per-second cache rather than ``datetime`` per record.
+
+Left out: HTTP proxies, client certificates (mTLS) and request signing (AWS SigV4).
+"""
+
+from __future__ import annotations
+
+import calendar
+import email.utils
+import logging
+import re
+import ssl
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import aiohttp
+import msgspec
+
+from sidekick.core.config import field_path
+from sidekick.core.errors import ConfigError, TemporaryError
+from sidekick.ship.records import DELIVERED, Record, SendResult
+
+log = logging.getLogger("sidekick.ship.sinks")
+
+T = TypeVar("T")
+
+# Statuses that mean "our credentials or URL are wrong": retried (see module docstring).
+CONFIG_STATUSES = frozenset({401, 403, 404, 405, 407})
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The parts of an output URL every sink uses."""
+
+    url: str  # the URL as the user wrote it, for messages
+    scheme: str
+    tls: bool
+    host: str
+    port: int
+    path: str  # as written, not percent-decoded: it may hold a strftime pattern
+    username: str | None
+    query: dict[str, str]
+
+    @property
+    def hostport(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def base_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.hostport}"
+
+
+def parse_target(url: str, *, default_port: int) -> Target:
+    """Split an output URL; refuse what would leak or be silently ignored."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if parts.password is not None:
+        raise ConfigError(
+            f"output {_redact(url)!r} has a password in the URL; put it in a file and set "
+            "the password_file option instead"
+        )
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ConfigError(
+            f"output {url!r} has an invalid port; use HOST:PORT with a port from 1 to 65535"
+        ) from None
+    host = parts.hostname or ""
+    if not host:
+        raise ConfigError(f"output {url!r} names no host; write it as {scheme}://HOST:PORT/...")
+    if parts.fragment:
+        raise ConfigError(f"output {url!r} has a #fragment; remove it")
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in query:
+            raise ConfigError(f"output {url!r} sets option {key!r} twice; keep one")
+        query[key] = value
+    return Target(
+        url=url,
+        scheme=scheme,
+        tls=scheme.endswith("+https"),
+        host=host,
+        port=port,
+        path=parts.path,
+        username=parts.username,
+        query=query,
+    )
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def load_options(kind: type[T], target: Target, options: Mapping[str, Any]) -> T:
+    """Build the sink's option struct from the config file's options, overridden by the URL query."""
+    data: dict[str, Any] = dict(options)
+    data.update(target.query)
+    try:
+        return msgspec.convert(data, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        path, problem = field_path(exc)
+        text = str(exc)
+        unknown = re.search(r"unknown field `([^`]*)`", text)
+        if unknown:
+            known = ", ".join(sorted(getattr(kind, "__struct_fields__", ())))
+            raise ConfigError(
+                f"output {target.url!r}: unknown option {unknown.group(1)!r}; use one of {known}"
+            ) from None
+        where = f"option {path!r}" if path else "its options"
+        raise ConfigError(
+            f"output {target.url!r}: {where}: {problem}; fix it in the URL query "
+            "or the output's options"
+        ) from None
+
+
+def option_error(target: Target, option: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"output {target.url!r}: option {option!r} {problem}; {fix}")
+
+
+def read_secret(target: Target, option: str, path: str) -> str:
+    """The content of a secret file (a mounted Kubernetes Secret), without its final newline."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise option_error(
+            target, option, f"names {path!r}, which does not exist", "check the path"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8"
+        raise option_error(
+            target, option, f"names {path!r}, which cannot be read ({reason})", "fix the file"
+        ) from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise option_error(target, option, f"names {path!r}, which is empty", "fill the file")
+    return secret
+
+
+def tls_context(target: Target, ca_file: str | None) -> ssl.SSLContext | None:
+    if ca_file is not None and not target.tls:
+        raise option_error(
+            target,
+            "ca_file",
+            "is set but the URL is not TLS",
+            f"use the {target.scheme.split('+')[0]}+https:// scheme",
+        )
+    if not target.tls:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise option_error(
+            target,
+            "ca_file",
+            f"names {ca_file!r}, which is not a readable PEM bundle ({exc})",
+            "point it at the CA certificate file",
+        ) from None
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def gzip_bytes(body: bytes, level: int = 1) -> bytes:
+    # Level 1: log lines compress ~8x even at the fastest level; higher levels cost CPU that
+    # a sidecar sharing its Pod's budget should not spend.
+    comp = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return comp.compress(body) + comp.flush()
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if any."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def text(self, limit: int = 500) -> str:
+        text = self.body.decode("utf-8", "replace").strip()
+        return text if len(text) <= limit else text[:limit] + "…"
+
+
+class HttpClient:
+    """One pooled aiohttp session per output, created on first use (it needs a running loop)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = dict(headers or {})
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=8),
+                timeout=self._timeout,
+                headers=self._headers,
+                # Response bodies are small; requests are compressed by us, on purpose.
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        """POST ``body``; connection problems and timeouts become ``TemporaryError``."""
+        session = self._get_session()
+        try:
+            async with session.post(url, data=body, headers=headers) as resp:
+                payload = await resp.read()
+                return Response(resp.status, resp.headers, payload)
+        except TimeoutError:
+            raise TemporaryError(f"{self.name}: no answer from {url} in time") from None
+        except aiohttp.ClientError as exc:
+            raise TemporaryError(f"{self.name}: cannot reach {url}: {exc}") from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def raise_for_common_status(name: str, resp: Response, *, retry_statuses: frozenset[int]) -> None:
+    """Raise ``TemporaryError`` for statuses every output retries (see the module docstring)."""
+    status = resp.status
+    if status in retry_statuses:
+        raise TemporaryError(
+            f"{name}: HTTP {status}: {resp.text(200)}", retry_after=retry_after(resp.headers)
+        )
+    if status in CONFIG_STATUSES:
+        what = "credentials" if status in (401, 403, 407) else "URL"
+        # An error, not a warning: nothing is shipped until someone fixes this.
+        log.error(
+            "%s: HTTP %d (%s); check the output's %s. Records are kept and retried, not dropped.",
+            name,
+            status,
+            resp.text(200) or "no body",
+            what,
+        )
+        raise TemporaryError(
+            f"{name}: HTTP {status}; check the output's {what}",
+            retry_after=retry_after(resp.headers),
+        )
+
+
+def is_5xx_or_429(status: int) -> bool:
+    return status == 429 or 500 <= status <= 599
+
+
+async def send_splitting_on_413(
+    records: list[Record],
+    send_once: Callable[[list[Record]], Awaitable[SendResult | None]],
+) -> SendResult:
+    """Send ``records``; when the peer answers 413 (``send_once`` returns None), halve and retry.
+
+    Index lists in the halves' results are shifted back to positions in ``records``.
+    """
+    result = await send_once(records)
+    if result is not None:
+        return result
+    if len(records) == 1:
+        return SendResult(
+            rejected=[(0, "HTTP 413: the record alone exceeds the peer's request size limit")]
+        )
+    mid = len(records) // 2
+    out = SendResult()
+    for offset, part in ((0, records[:mid]), (mid, records[mid:])):
+        sub = await send_splitting_on_413(part, send_once)
+        out.retry.extend(i + offset for i in sub.retry)
+        out.rejected.extend((i + offset, why) for i, why in sub.rejected)
+    return out if not out.all_delivered else DELIVERED
+
+
+# --------------------------------------------------------------------------- time
+
+_RFC3339 = re.compile(
+    r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:[.,](\d+))?(?:([Zz])|([+-])(\d\d):?(\d\d))?$"
+)
+_epoch_seconds: dict[str, int] = {}
+
+
+def rfc3339_to_ns(ts: Any) -> int | None:
+    """Nanoseconds since the epoch for an RFC 3339 time string; None if it is not one.
+
+    A time without an offset is taken as UTC (that is what ship's sources write).
+    """
+    if not isinstance(ts, str):
+        return None
+    m = _RFC3339.match(ts)
+    if m is None:
+        return None
+    key = m.group(1) + "T" + m.group(2)
+    sec = _epoch_seconds.get(key)
+    if sec is None:
+        try:
+            sec = calendar.timegm(time.strptime(key, "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            return None
+        if len(_epoch_seconds) > 4096:
+            _epoch_seconds.clear()
+        _epoch_seconds[key] = sec
+    frac = m.group(3)
+    ns = int(frac[:9].ljust(9, "0")) if frac else 0
+    if m.group(5):
+        offset = int(m.group(6)) * 3600 + int(m.group(7)) * 60
+        sec = sec - offset if m.group(5) == "+" else sec + offset
+    return sec * 1_000_000_000 + ns

@@ -1,0 +1,338 @@
+"""Elasticsearch and OpenSearch output: the ``_bulk`` API with ``create`` actions.
+
+``elasticsearch://HOST:9200/INDEX`` (also ``opensearch://``, and ``+https`` for TLS). INDEX may
+hold a date pattern (``logs-%Y.%m.%d``) taken from each record's ``@timestamp`` in UTC.
+
+Why ``create`` with our own ``_id``: each document's id is a hash of its source identity
+(``log.file.id``), its byte offset (``log.offset``) and its text, so a batch sent again after a
+crash or a lost response stores nothing twice: Elasticsearch answers 409 for a document that
+already exists, and a 409 on ``create`` counts as delivered. The text is part of the hash
+because after a copytruncate the same file and offset carry a different line; without it that
+new line would collide with the old one and be dropped as a "duplicate". Records without a
+``log.file.id`` get no ``_id`` (Elasticsearch picks one), so only they can be duplicated by a
+resend. ``create`` also works for data streams, which refuse ``index``.
+
+The response is matched item by item, in order: 2xx and 409 delivered, 429 and 5xx retried
+(those items only), any other status rejected with Elasticsearch's error type and reason (the
+pipeline writes them to the dead-letter file). An HTTP 200 with ``"errors": true`` is neither
+all-good nor all-bad. A response that cannot be matched (unreadable, wrong item count) retries
+the whole batch, which the deterministic ids make safe.
+
+Whole-request statuses follow ``_http``: 429/5xx/connection errors and 401/403/404 are
+retried (a wrong password must not dead-letter everything), 413 halves the batch, another 4xx
+rejects the whole batch (``PermanentError``).
+
+Left out: ``index``/``update``/``delete`` actions, routing, ingest-pipeline selection per
+record, and sniffing for other cluster nodes (point the URL at a load balancer or service).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import time
+from typing import Any
+
+import msgspec
+
+from sidekick.core.durations import parse_duration
+from sidekick.core.errors import PermanentError, TemporaryError
+from sidekick.ship.records import DELIVERED, OFFSET, TIMESTAMP, Record, SendResult
+from sidekick.ship.sinks import OutputSpec
+from sidekick.ship.sinks._http import (
+    HttpClient,
+    Response,
+    Target,
+    gzip_bytes,
+    load_options,
+    option_error,
+    parse_target,
+    raise_for_common_status,
+    read_secret,
+    rfc3339_to_ns,
+    send_splitting_on_413,
+    tls_context,
+)
+
+log = logging.getLogger("sidekick.ship.sinks.elasticsearch")
+
+FILE_ID = "log.file.id"
+DEFAULT_INDEX = "sidekick-%Y.%m.%d"
+RETRY_STATUSES = frozenset({429, *range(500, 600)})
+
+# Only the response parts we match on; the rest of each item is skipped by the decoder.
+FILTER_PATH = "errors,items.*.status,items.*.error"
+
+# Hour is the finest unit: index names are cached per hour of record time.
+_DATE_TOKENS = set("YymdHjGVu%")
+_INDEX_FORBIDDEN = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+
+
+class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of an Elasticsearch/OpenSearch output (URL query or config file)."""
+
+    index: str | None = None  # overrides the URL path; may hold %Y %m %d %H ...
+    username: str | None = None  # HTTP basic auth user (the password comes from password_file)
+    password_file: str | None = None
+    api_key_file: str | None = None  # file holding the encoded API key ("id:key" base64)
+    ca_file: str | None = None  # PEM bundle to verify the server's certificate (+https only)
+    gzip: bool = True  # compress request bodies (level 1)
+    timeout: str | float = 30.0  # per request, a duration like 30s
+    pipeline: str | None = None  # an ingest pipeline to run every document through
+
+
+class _Error(msgspec.Struct):
+    type: str = "unknown"
+    reason: str | None = None
+    caused_by: dict[str, Any] | None = None
+
+
+class _Item(msgspec.Struct):
+    status: int
+    error: _Error | None = None
+
+
+class _Head(msgspec.Struct):
+    errors: bool
+
+
+class _Bulk(msgspec.Struct):
+    errors: bool
+    items: list[dict[str, _Item]]
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
+_bulk_decoder = msgspec.json.Decoder(_Bulk)
+
+
+def document_id(file_id: Any, offset: Any, message: Any) -> bytes:
+    """The deterministic ``_id``: base64url (no padding) of a 128-bit BLAKE2b digest."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{file_id}\x00{offset}\x00".encode())
+    if isinstance(message, str):
+        h.update(message.encode("utf-8", "surrogatepass"))
+    return base64.urlsafe_b64encode(h.digest())[:22]
+
+
+class IndexNamer:
+    """``logs-%Y.%m.%d`` → ``logs-2026.11.22`` from a record's ``@timestamp`` (UTC)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.dated = "%" in pattern
+        self._json = msgspec.json.encode(pattern)
+        self._cache: dict[int, bytes] = {}
+
+    def json_name(self, record: Record) -> bytes:
+        """The JSON-encoded index name for ``record``."""
+        if not self.dated:
+            return self._json
+        ns = rfc3339_to_ns(record.get(TIMESTAMP))
+        # A record without a readable time goes to the index of "now" rather than failing.
+        hour = (ns if ns is not None else time.time_ns()) // 3_600_000_000_000
+        name = self._cache.get(hour)
+        if name is None:
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            name = msgspec.json.encode(time.strftime(self.pattern, time.gmtime(hour * 3600)))
+            self._cache[hour] = name
+        return name
+
+
+def _check_index(pattern: str, target: Target) -> None:
+    tokens = re.findall(r"%(.)", pattern)
+    bad = [t for t in tokens if t not in _DATE_TOKENS]
+    if bad:
+        raise option_error(
+            target,
+            "index",
+            f"{pattern!r} uses %{bad[0]}",
+            "use only %Y %y %m %d %H %j %G %V %u (the hour is the finest unit)",
+        )
+    literal = re.sub(r"%.", "", pattern)
+    if not pattern or _INDEX_FORBIDDEN.search(literal) or pattern.startswith(("_", "-", "+")):
+        raise option_error(
+            target,
+            "index",
+            f"{pattern!r} is not a valid index name",
+            "use lowercase letters, digits, '-', '_' and '.', not starting with '_', '-' or '+'",
+        )
+
+
+class ElasticsearchSink:
+    """Sends batches to ``POST /_bulk``; see the module docstring for the outcome rules."""
+
+    def __init__(self, spec: OutputSpec) -> None:
+        target = parse_target(spec.url, default_port=9200)
+        opts = load_options(Options, target, spec.options)
+        kind = "opensearch" if target.scheme.startswith("opensearch") else "elasticsearch"
+        self.name = f"{kind} {target.hostport}"
+
+        pattern = opts.index
+        if pattern is None:
+            pattern = target.path.strip("/") or DEFAULT_INDEX
+            if "/" in pattern:
+                raise option_error(
+                    target,
+                    "index",
+                    f"would be {pattern!r} from the URL path, which has more than one segment",
+                    "give only the index in the path, like /logs-%Y.%m.%d",
+                )
+        _check_index(pattern, target)
+        self.index = IndexNamer(pattern)
+
+        headers = {"Content-Type": "application/x-ndjson", "Accept": "application/json"}
+        username = opts.username or target.username
+        if opts.api_key_file and (username or opts.password_file):
+            raise option_error(
+                target,
+                "api_key_file",
+                "is set together with username/password_file",
+                "use either an API key or basic auth, not both",
+            )
+        if opts.api_key_file:
+            key = read_secret(target, "api_key_file", opts.api_key_file)
+            headers["Authorization"] = f"ApiKey {key}"
+        elif username or opts.password_file:
+            if not (username and opts.password_file):
+                missing = "password_file" if username else "username"
+                raise option_error(
+                    target,
+                    missing,
+                    "is not set",
+                    "basic auth needs both username and password_file",
+                )
+            password = read_secret(target, "password_file", opts.password_file)
+            token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+        if opts.gzip:
+            headers["Content-Encoding"] = "gzip"
+        self._gzip = opts.gzip
+        self._headers = headers
+
+        query = f"filter_path={FILTER_PATH}"
+        if opts.pipeline:
+            query += f"&pipeline={opts.pipeline}"
+        self.url = f"{target.base_url()}/_bulk?{query}"
+        timeout = parse_duration(opts.timeout, name=f"output {spec.url!r}: option 'timeout'")
+        self._client = HttpClient(
+            self.name, ssl_context=tls_context(target, opts.ca_file), timeout=timeout
+        )
+        self._encoder = msgspec.json.Encoder()
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, records: list[Record]) -> bytes:
+        """The NDJSON bulk body: an action line then the document, for every record."""
+        # One msgspec call encodes every document; JSON strings never hold a raw newline, so
+        # splitting the result on b"\n" yields exactly one line per record.
+        docs = self._encoder.encode_lines(records).split(b"\n")
+        lines: list[bytes] = [b""] * (2 * len(records))
+        lines[1::2] = docs[: len(records)]
+        namer = self.index
+        for i, record in enumerate(records):
+            index = namer.json_name(record)
+            file_id = record.get(FILE_ID)
+            offset = record.get(OFFSET)
+            if file_id is None or offset is None:
+                lines[2 * i] = b'{"create":{"_index":' + index + b"}}"
+            else:
+                doc_id = document_id(file_id, offset, record.get("message"))
+                lines[2 * i] = b'{"create":{"_index":' + index + b',"_id":"' + doc_id + b'"}}'
+        lines.append(b"")
+        return b"\n".join(lines)
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, records: list[Record]) -> SendResult:
+        if not records:
+            return DELIVERED
+        return await send_splitting_on_413(records, self._send_once)
+
+    async def _send_once(self, records: list[Record]) -> SendResult | None:
+        body = self.encode(records)
+        if self._gzip:
+            body = gzip_bytes(body)
+        resp = await self._client.post(self.url, body, self._headers)
+        if resp.status == 413:
+            log.warning(
+                "%s: HTTP 413 for a bulk request of %d records (%d bytes); sending it in halves. "
+                "Lower batch.max_bytes to avoid this.",
+                self.name,
+                len(records),
+                len(body),
+            )
+            return None
+        raise_for_common_status(self.name, resp, retry_statuses=RETRY_STATUSES)
+        if not 200 <= resp.status < 300:
+            raise PermanentError(f"{self.name}: bulk request rejected: {_whole_reason(resp)}")
+        return self._match(records, resp)
+
+    def _match(self, records: list[Record], resp: Response) -> SendResult:
+        try:
+            head = _head_decoder.decode(resp.body)
+        except msgspec.DecodeError:
+            raise TemporaryError(
+                f"{self.name}: HTTP {resp.status} with an unreadable bulk response "
+                f"({resp.text(120)!r}); resending the batch"
+            ) from None
+        if not head.errors:
+            return DELIVERED
+        bulk = _bulk_decoder.decode(resp.body)
+        if len(bulk.items) != len(records):
+            raise TemporaryError(
+                f"{self.name}: bulk response has {len(bulk.items)} items for {len(records)} "
+                "documents; resending the batch"
+            )
+        result = SendResult()
+        for i, entry in enumerate(bulk.items):
+            item = next(iter(entry.values()))
+            status = item.status
+            if 200 <= status < 300 or status == 409:
+                continue
+            if status == 429 or status >= 500:
+                result.retry.append(i)
+            else:
+                result.rejected.append((i, _item_reason(status, item.error)))
+        if result.retry or result.rejected:
+            first = result.rejected[0][1] if result.rejected else "-"
+            log.warning(
+                "%s: bulk partially failed: %d of %d documents to retry (429/5xx), %d rejected "
+                "(first: %s)",
+                self.name,
+                len(result.retry),
+                len(records),
+                len(result.rejected),
+                first,
+            )
+            return result
+        return DELIVERED
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _item_reason(status: int, error: _Error | None) -> str:
+    if error is None:
+        return f"HTTP {status}"
+    reason = f"HTTP {status} {error.type}: {error.reason or ''}".rstrip(": ")
+    if error.caused_by:
+        cause = error.caused_by
+        reason += f" (caused by {cause.get('type', '?')}: {cause.get('reason', '')})"
+    return reason
+
+
+def _whole_reason(resp: Response) -> str:
+    try:
+        err = msgspec.json.decode(resp.body, type=dict[str, Any]).get("error")
+    except msgspec.DecodeError:
+        err = None
+    if isinstance(err, dict):
+        return f"HTTP {resp.status} {err.get('type', '?')}: {err.get('reason', '')}"
+    return f"HTTP {resp.status}: {resp.text(300)}"
+
+
+def create(spec: OutputSpec) -> ElasticsearchSink:
+    return ElasticsearchSink(spec)

@@ -1,0 +1,268 @@
+"""Grafana Loki output: ``POST /loki/api/v1/push`` with the JSON push format.
+
+``loki://HOST:3100`` (``loki+https://`` for TLS; a URL path other than ``/`` replaces the
+push path, for gateways). A batch becomes one request::
+
+    {"streams": [{"stream": {"job": "sidekick", "namespace": "web", ...},
+                  "values": [["1763810625123456789", "the line", {"log.offset": "42"}], ...]}]}
+
+Labels are few and chosen by config (``labels``: label name → record field), by default
+``job`` (the ``job`` option), ``namespace``, ``pod``, ``container`` and ``filename`` from the
+Kubernetes fields and the file path. Label names are sanitised to Loki's rules
+(``[a-zA-Z_][a-zA-Z0-9_]*``). Every other field travels as structured metadata (string values),
+so nothing is lost and label cardinality stays low; for a Loki without structured metadata
+(before 3.0) ``line_format: json`` sends the whole record as the line instead. Records are
+grouped by label set into streams and sorted by time within each stream, so Loki's
+out-of-order window is never needed inside one batch.
+
+Outcomes: 2xx delivered (a 2xx other than 200/204, such as the 260 some Loki versions use
+when they stored nothing new, is logged as a warning with the code); 429, 5xx and connection
+errors retried; 413 halves the batch; 401/403/404 retried with an error log (see ``_http``);
+any other 4xx — ``entry too far behind``, ``stream limit exceeded``, a line too long —
+rejects every record of the request with Loki's own error text, and the pipeline writes them
+to the dead-letter file. Loki may have stored part of such a request (its message says how
+many entries it ignored), so dead-lettered records can include some that did arrive: a
+visible duplicate is preferred to a silent loss.
+
+Left out: the protobuf+snappy push format, per-record tenants.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import time
+from typing import Any, Literal
+
+import msgspec
+
+from sidekick.core.durations import parse_duration
+from sidekick.ship.records import DELIVERED, MESSAGE, TIMESTAMP, Record, SendResult
+from sidekick.ship.sinks import OutputSpec
+from sidekick.ship.sinks._http import (
+    HttpClient,
+    Target,
+    gzip_bytes,
+    is_5xx_or_429,
+    load_options,
+    option_error,
+    parse_target,
+    raise_for_common_status,
+    read_secret,
+    rfc3339_to_ns,
+    send_splitting_on_413,
+    tls_context,
+)
+
+log = logging.getLogger("sidekick.ship.sinks.loki")
+
+PUSH_PATH = "/loki/api/v1/push"
+RETRY_STATUSES = frozenset({429, *range(500, 600)})
+DEFAULT_LABELS = {
+    "namespace": "k8s.namespace.name",
+    "pod": "k8s.pod.name",
+    "container": "k8s.container.name",
+    "filename": "log.file.path",
+}
+_LABEL_BAD = re.compile(r"[^a-zA-Z0-9_]")
+
+
+class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of a Loki output (URL query or config file)."""
+
+    job: str = "sidekick"  # the value of the "job" label ("" leaves the label out)
+    # label name -> record field; in a URL query write "name=field,name=field"
+    labels: dict[str, str] | str | None = None
+    tenant: str | None = None  # sent as X-Scope-OrgID (multi-tenant Loki)
+    username: str | None = None  # basic auth (Grafana Cloud, a gateway)
+    password_file: str | None = None
+    bearer_token_file: str | None = None
+    ca_file: str | None = None
+    gzip: bool = True
+    timeout: str | float = 30.0
+    line_format: Literal["message", "json"] = "message"
+
+
+def sanitize_label(name: str) -> str:
+    """Loki label names match ``[a-zA-Z_][a-zA-Z0-9_]*``: other characters become ``_``."""
+    name = _LABEL_BAD.sub("_", name)
+    if not name or name[0].isdigit():
+        name = "_" + name
+    return name
+
+
+def metadata_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return msgspec.json.encode(value).decode()
+
+
+class LokiSink:
+    """Sends batches to Loki's push API; see the module docstring for the outcome rules."""
+
+    def __init__(self, spec: OutputSpec) -> None:
+        target = parse_target(spec.url, default_port=3100)
+        opts = load_options(Options, target, spec.options)
+        self.name = f"loki {target.hostport}"
+        path = target.path if target.path not in ("", "/") else PUSH_PATH
+        self.url = target.base_url() + path
+
+        mapping = self._label_mapping(target, opts.labels)
+        self.labels: list[tuple[str, str]] = [
+            (sanitize_label(name), field) for name, field in mapping.items()
+        ]
+        self.static_labels: dict[str, str] = {"job": opts.job} if opts.job else {}
+        names = [n for n, _ in self.labels] + list(self.static_labels)
+        if len(set(names)) != len(names):
+            raise option_error(
+                target,
+                "labels",
+                f"gives the same label name twice after sanitising ({', '.join(names)})",
+                "rename one of them",
+            )
+        self._label_fields = {field for _, field in self.labels}
+        self.line_format = opts.line_format
+
+        headers = {"Content-Type": "application/json"}
+        if opts.tenant:
+            headers["X-Scope-OrgID"] = opts.tenant
+        if opts.bearer_token_file:
+            token = read_secret(target, "bearer_token_file", opts.bearer_token_file)
+            headers["Authorization"] = f"Bearer {token}"
+        username = opts.username or target.username
+        if username or opts.password_file:
+            if not (username and opts.password_file) or opts.bearer_token_file:
+                raise option_error(
+                    target,
+                    "password_file" if username else "username",
+                    "is missing or combined with bearer_token_file",
+                    "basic auth needs username and password_file, and no bearer token",
+                )
+            password = read_secret(target, "password_file", opts.password_file)
+            cred = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {cred}"
+        if opts.gzip:
+            headers["Content-Encoding"] = "gzip"
+        self._gzip = opts.gzip
+        self._headers = headers
+        timeout = parse_duration(opts.timeout, name=f"output {spec.url!r}: option 'timeout'")
+        self._client = HttpClient(
+            self.name, ssl_context=tls_context(target, opts.ca_file), timeout=timeout
+        )
+        self._encoder = msgspec.json.Encoder()
+
+    @staticmethod
+    def _label_mapping(target: Target, labels: dict[str, str] | str | None) -> dict[str, str]:
+        if labels is None:
+            return dict(DEFAULT_LABELS)
+        if isinstance(labels, dict):
+            return dict(labels)
+        mapping: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in labels.split(","))):
+            name, sep, field = part.partition("=")
+            if not sep or not name.strip() or not field.strip():
+                raise option_error(
+                    target,
+                    "labels",
+                    f"has {part!r}, which is not NAME=FIELD",
+                    "write it like labels=namespace=k8s.namespace.name,app=service.name",
+                )
+            mapping[name.strip()] = field.strip()
+        return mapping
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, records: list[Record]) -> bytes:
+        """The push request body for ``records`` (uncompressed JSON)."""
+        now = time.time_ns()
+        streams: dict[
+            tuple[tuple[str, str], ...], tuple[dict[str, str], list[tuple[int, list[Any]]]]
+        ] = {}
+        label_fields = self._label_fields
+        as_json = self.line_format == "json"
+        for record in records:
+            labels = dict(self.static_labels)
+            for name, field in self.labels:
+                value = record.get(field)
+                # Loki treats an empty label value as an absent label.
+                if value is not None and value != "":
+                    labels[name] = metadata_value(value)
+            key = tuple(sorted(labels.items())) if labels else ()
+            entry = streams.get(key)
+            if entry is None:
+                entry = (labels, [])
+                streams[key] = entry
+            ns = rfc3339_to_ns(record.get(TIMESTAMP))
+            if ns is None:
+                ns = now
+            if as_json:
+                value_row: list[Any] = [str(ns), self._encoder.encode(record).decode()]
+            else:
+                line = record.get(MESSAGE)
+                meta = {
+                    k: metadata_value(v)
+                    for k, v in record.items()
+                    if k != MESSAGE and k != TIMESTAMP and k not in label_fields and v is not None
+                }
+                value_row = [str(ns), line if isinstance(line, str) else metadata_value(line)]
+                if meta:
+                    value_row.append(meta)
+            entry[1].append((ns, value_row))
+        out = []
+        for labels, rows in streams.values():
+            rows.sort(key=lambda r: r[0])  # stable: equal times keep file order
+            out.append({"stream": labels, "values": [row for _, row in rows]})
+        return self._encoder.encode({"streams": out})
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, records: list[Record]) -> SendResult:
+        if not records:
+            return DELIVERED
+        return await send_splitting_on_413(records, self._send_once)
+
+    async def _send_once(self, records: list[Record]) -> SendResult | None:
+        body = self.encode(records)
+        if self._gzip:
+            body = gzip_bytes(body)
+        resp = await self._client.post(self.url, body, self._headers)
+        status = resp.status
+        if status == 413:
+            log.warning(
+                "%s: HTTP 413 for a push of %d records; sending it in halves",
+                self.name,
+                len(records),
+            )
+            return None
+        if 200 <= status < 300:
+            if status not in (200, 204):
+                log.warning(
+                    "%s: Loki answered HTTP %d (not 204) to a push of %d records: %s",
+                    self.name,
+                    status,
+                    len(records),
+                    resp.text(200) or "no body",
+                )
+            return DELIVERED
+        raise_for_common_status(self.name, resp, retry_statuses=RETRY_STATUSES)
+        assert not is_5xx_or_429(status)
+        reason = f"Loki HTTP {status}: {resp.text(1000) or 'no body'}"
+        log.warning(
+            "%s: Loki rejected a push of %d records (%s); they go to the dead-letter file",
+            self.name,
+            len(records),
+            reason,
+        )
+        return SendResult(rejected=[(i, reason) for i in range(len(records))])
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def create(spec: OutputSpec) -> LokiSink:
+    return LokiSink(spec)
