@@ -104,6 +104,8 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
     fields: dict[str, str] = {}
     # Directory for the checkpoint, the dead-letter file and the ingest spool (required).
     state_dir: str = ""
+    # A pending multi-line group is shipped after this long without a new line (seconds).
+    multiline_timeout: Duration = 1.0
     # Where existing files start on the very first run (files seen later start at 0).
     start_at: Literal["beginning", "end"] = "beginning"
     # Longer lines are split into pieces marked log.flags=["partial"].
@@ -134,6 +136,7 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
         self.read_bytes = parse_size(self.read_bytes, name="read_bytes")
         self.poll_interval = parse_duration(self.poll_interval, name="poll_interval")
         self.rotate_wait = parse_duration(self.rotate_wait, name="rotate_wait")
+        self.multiline_timeout = parse_duration(self.multiline_timeout, name="multiline_timeout")
         self.checkpoint_interval = parse_duration(
             self.checkpoint_interval, name="checkpoint_interval"
         )

@@ -1,0 +1,637 @@
+"""``file:///var/log/app/*.log``: tail files matching globs, losing no line.
+
+How it reads: each open file is read with ``pread`` in large chunks (``read_bytes``, 1 MiB),
+the chunk is cut at its last newline, split with one ``bytes.split``, decoded with one
+``decode`` and turned into records by one list comprehension sharing one timestamp string.
+The partial last line waits in memory (``carry``) for its newline. A line longer than
+``max_line_bytes`` is shipped in pieces, each marked ``log.flags: ["partial"]`` and the last
+also ``"partial_end"``; pieces are cut at UTF-8 character boundaries, so memory stays bounded
+by ``read_bytes + max_line_bytes`` per file. Invalid UTF-8 is replaced (U+FFFD); NUL bytes
+pass through (JSON escapes them).
+
+Identity: a file is (device, inode) plus a fingerprint (hash) of its first bytes, checked
+when a saved position is resumed after a restart, so a reused inode or a new file at the old
+path starts at 0 instead of at a stranger's offset. ``log.file.id`` is
+``<dev>-<ino>-<fingerprint>-<generation>``, saved in the state file, so the same bytes keep
+the same id across restarts and a copytruncate (a new generation) gets a new one.
+
+Rotation: the file is held open by descriptor, so a rename (even two) does not matter; when
+its inode is no longer at any matching path it is read to the end and released once it has
+not grown for ``rotate_wait``. After a restart, a saved file no longer matched by the globs
+is looked up by inode in the globs' directories and finished the same way. Copytruncate: a
+size below the read position means the file was truncated; reading restarts at 0 as a new
+generation (``sidekick_ship_truncations``).
+
+Discovery: globs are re-evaluated every ``poll_interval`` and whenever inotify reports a
+created, moved or deleted entry in a watched directory; inotify (through ctypes) also wakes
+the reader when a file grows. Without inotify the reader checks idle files every 100 ms.
+
+Checkpoints: each file has an ``AckTracker``; its committed position (the end of the
+delivered prefix, never past a pending multi-line group) is saved under
+``<input>/<dev>:<ino>``. New files start at 0; files present at the very first start begin
+at their end with ``start_at: end``.
+
+Left out: compressed rotated files, symlink following rules beyond what ``open`` does, and
+detecting a truncation that is refilled past the old offset between two checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import hashlib
+import logging
+import os
+import time
+from itertools import accumulate, count
+from operator import add
+from pathlib import Path
+from typing import Any
+
+from sidekick.core.errors import ConfigError
+from sidekick.ship.acks import AckTracker
+from sidekick.ship.config import seconds, size
+from sidekick.ship.records import FILE_ID, FILE_PATH, FLAGS, MESSAGE, OFFSET, TIMESTAMP, Record
+from sidekick.ship.sources._inotify import Inotify
+from sidekick.ship.sources.base import Emit, SourceBatch, SourceContext
+from sidekick.ship.timefmt import rfc3339_ns
+
+log = logging.getLogger("sidekick.ship.tail")
+
+FP_BYTES = 1024  # fingerprint length once the file is that long
+IDLE_POLL = 0.1  # seconds between growth checks of idle files when inotify is unavailable
+PARTIAL = ["partial"]
+PARTIAL_END = ["partial", "partial_end"]
+
+
+def fingerprint(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _utf8_cut(data: bytes | memoryview, limit: int) -> int:
+    """A cut position <= ``limit`` that does not split a UTF-8 character (if possible)."""
+    cut = limit
+    while cut > limit - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > limit - 4 and cut > 0 else limit
+
+
+class _File:
+    """One generation of one open file."""
+
+    def __init__(self, fd: int, path: str, dev: int, ino: int, key: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.dev = dev
+        self.ino = ino
+        self.key = key
+        self.gen = 0
+        self.fp = ""
+        self.fp_len = 0
+        self.file_id = ""
+        self.read_pos = 0  # bytes read so far; ``read_pos - len(carry)`` is the next record
+        self.carry = b""
+        self.continuing = False  # the carry continues a long line already shipped in pieces
+        self.tracker = AckTracker()
+        self.rotated_at: float | None = None
+        self.last_growth = time.monotonic()
+        self.joiner: Any = None
+        self.size = 0
+
+    @property
+    def ident(self) -> tuple[int, int]:
+        return (self.dev, self.ino)
+
+    def new_id(self) -> None:
+        self.file_id = f"{self.dev:x}-{self.ino:x}-{self.fp}-{self.gen}"
+
+
+class TailSource:
+    """Tails every file matching the globs of one ``file://`` input."""
+
+    def __init__(self, spec: str, patterns: list[str], ctx: SourceContext) -> None:
+        cfg = ctx.config
+        self.name = spec
+        self.patterns = patterns
+        self.ctx = ctx
+        self.store = ctx.checkpoints
+        self.static = dict(ctx.static_fields)
+        self.read_bytes = size(cfg.read_bytes)
+        self.max_line = size(cfg.max_line_bytes)
+        self.poll_interval = seconds(cfg.poll_interval)
+        self.rotate_wait = seconds(cfg.rotate_wait)
+        self.multiline_timeout = seconds(cfg.multiline_timeout)
+        self.multiline_start = cfg.multiline_start
+        self.start_at_end = cfg.start_at == "end"
+        self.files: dict[tuple[int, int], _File] = {}
+        self.retiring: list[tuple[str, AckTracker]] = []
+        m = ctx.metrics
+        self._lines = m.lines_read.labels(spec)
+        self._bytes = m.bytes_read.labels(spec)
+        self._rotations = m.rotations.labels(spec)
+        self._truncations = m.truncations.labels(spec)
+        self._split = m.lines_split.labels(spec)
+        self._watched = m.files_watched.labels(spec)
+        self._lag = m.checkpoint_lag_bytes
+        self._inotify: Inotify | None = None
+        self._wake = asyncio.Event()
+        self._rescan = True
+        self._prefix = spec + "/"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, emit: Emit) -> None:
+        stopping = self.ctx.stopping
+        first = not self.store.keys(self._prefix)
+        self._inotify = Inotify.create(self._on_inotify)
+        self._scan(first_start=first)
+        self._resume_missing()
+        loop = asyncio.get_running_loop()
+        next_scan = loop.time() + self.poll_interval
+        while not stopping.is_set():
+            progressed = False
+            for f in list(self.files.values()):
+                if stopping.is_set():
+                    break
+                if await self._read_once(f, emit):
+                    progressed = True
+            now = loop.time()
+            if self._rescan or now >= next_scan:
+                self._rescan = False
+                next_scan = now + self.poll_interval
+                self._scan(first_start=False)
+                await self._check_files(emit)
+            if not progressed:
+                await self._idle(stopping)
+
+    async def _idle(self, stopping: asyncio.Event) -> None:
+        timeout = self.poll_interval if self._inotify is not None else IDLE_POLL
+        self._wake.clear()
+        waiters = {
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(stopping.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _on_inotify(self, structural: bool) -> None:
+        if structural:
+            self._rescan = True
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+        for f in self.files.values():
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+        self.files.clear()
+        self._watched.set(0)
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def _matches(self) -> dict[tuple[int, int], str]:
+        found: dict[tuple[int, int], str] = {}
+        for pattern in self.patterns:
+            for path in glob.glob(pattern):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if not _is_regular(st.st_mode):
+                    continue
+                found.setdefault((st.st_dev, st.st_ino), path)
+        return found
+
+    def _scan(self, *, first_start: bool) -> None:
+        found = self._matches()
+        for ident, path in found.items():
+            f = self.files.get(ident)
+            if f is not None:
+                if f.path != path:
+                    f.path = path
+                    self.store.update(f.key, path=path)
+                if f.rotated_at is not None:
+                    f.rotated_at = None  # moved back under a matching name
+                continue
+            self._open(path, ident, first_start=first_start)
+        now = time.monotonic()
+        for ident, f in self.files.items():
+            if ident not in found and f.rotated_at is None:
+                f.rotated_at = now
+                self._rotations.inc()
+                log.info("%s was rotated or deleted; reading it to its end.", f.path)
+        if self._inotify is not None:
+            dirs = {_static_dir(p) for p in self.patterns}
+            dirs.update(os.path.dirname(f.path) for f in self.files.values())
+            self._inotify.watch_dirs(dirs)
+        self._watched.set(len(self.files))
+
+    def _open(
+        self,
+        path: str,
+        ident: tuple[int, int],
+        *,
+        first_start: bool,
+        rotated: bool = False,
+    ) -> _File | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("Cannot open %s (%s); will try again.", path, exc.strerror)
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ident:
+            os.close(fd)  # replaced between stat and open; the next scan sees the new one
+            return None
+        key = f"{self._prefix}{st.st_dev}:{st.st_ino}"
+        f = _File(fd, path, st.st_dev, st.st_ino, key)
+        f.size = st.st_size
+        saved = self.store.get(key)
+        resumed = False
+        if saved is not None:
+            fp_len = int(saved.get("fp_len", 0))
+            head = os.pread(fd, fp_len, 0) if fp_len else b""
+            if len(head) == fp_len and fingerprint(head) == saved.get("fp"):
+                offset = int(saved.get("offset", 0))
+                f.gen = int(saved.get("gen", 0))
+                f.fp, f.fp_len = str(saved["fp"]), fp_len
+                f.file_id = str(saved.get("id") or "")
+                if not f.file_id:
+                    f.new_id()
+                if st.st_size < offset:
+                    log.info("%s is shorter than its saved offset; reading it again from 0.", path)
+                    self._truncations.inc()
+                    f.gen += 1
+                    offset = 0
+                    self._take_fingerprint(f)
+                    f.new_id()
+                f.read_pos = offset
+                resumed = True
+            else:
+                log.info("%s is a new file at a known inode; reading it from 0.", path)
+        if not resumed:
+            self._take_fingerprint(f)
+            f.new_id()
+            if first_start and self.start_at_end:
+                f.read_pos = _last_line_end(fd, st.st_size)
+        f.tracker = self._tracker(f, f.read_pos)
+        if self.multiline_start is not None:
+            from sidekick.ship.parsers.multiline import MultilineJoiner
+
+            f.joiner = MultilineJoiner(self.multiline_start, max_bytes=self.max_line)
+        if rotated:
+            f.rotated_at = time.monotonic()
+        self.files[f.ident] = f
+        self._save_entry(f)
+        if not resumed:
+            log.info("Tailing %s from offset %d.", path, f.read_pos)
+        return f
+
+    def _resume_missing(self) -> None:
+        """Finish files saved in the state but no longer matched (rotated while we were down)."""
+        known = {f.key for f in self.files.values()}
+        missing = [k for k in self.store.keys(self._prefix) if k not in known]
+        if not missing:
+            return
+        wanted: dict[tuple[int, int], str] = {}
+        for key in missing:
+            entry = self.store.get(key)
+            try:
+                assert entry is not None
+                wanted[(int(entry["dev"]), int(entry["ino"]))] = key
+            except (KeyError, ValueError, TypeError):
+                self.store.drop(key)
+        dirs = {_static_dir(p) for p in self.patterns}
+        for key in missing:
+            entry = self.store.get(key)
+            if entry and entry.get("path"):
+                dirs.add(os.path.dirname(str(entry["path"])))
+        for d in dirs:
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                try:
+                    if not e.is_file(follow_symlinks=False):
+                        continue
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if ident in wanted and ident not in self.files:
+                    log.info("Finishing %s (rotated while ship was stopped).", e.path)
+                    self._open(e.path, ident, first_start=False, rotated=True)
+        for key in missing:
+            if key not in {f.key for f in self.files.values()}:
+                entry = self.store.get(key) or {}
+                log.info("%s is gone; forgetting its position.", entry.get("path", key))
+                self.store.drop(key)
+
+    def _take_fingerprint(self, f: _File) -> None:
+        head = os.pread(f.fd, FP_BYTES, 0)
+        f.fp = fingerprint(head)
+        f.fp_len = len(head)
+
+    def _tracker(self, f: _File, start: int) -> AckTracker:
+        key = f.key
+        store = self.store
+
+        def on_commit(pos: int) -> None:
+            store.update(key, offset=pos)
+
+        return AckTracker(start, on_commit)
+
+    def _save_entry(self, f: _File) -> None:
+        self.store.put(
+            f.key,
+            {
+                "path": f.path,
+                "dev": f.dev,
+                "ino": f.ino,
+                "fp": f.fp,
+                "fp_len": f.fp_len,
+                "id": f.file_id,
+                "gen": f.gen,
+                "offset": f.tracker.committed,
+            },
+        )
+
+    # -- periodic checks -------------------------------------------------------------------
+
+    async def _check_files(self, emit: Emit) -> None:
+        now = time.monotonic()
+        for f in list(self.files.values()):
+            try:
+                st = os.fstat(f.fd)
+            except OSError:
+                continue
+            f.size = st.st_size
+            if st.st_size < f.read_pos:
+                await self._truncated(f, emit)
+            elif f.fp_len < FP_BYTES and st.st_size > f.fp_len:
+                # Strengthen the identity check as the file grows; the id stays as it was.
+                self._take_fingerprint(f)
+                self.store.update(f.key, fp=f.fp, fp_len=f.fp_len)
+            self._lag.labels(f.path).set(max(0, st.st_size - f.tracker.committed))
+            if (
+                f.joiner is not None
+                and f.joiner.pending_offset is not None
+                and now - f.last_growth >= self.multiline_timeout
+                and not f.carry
+            ):
+                await self._flush_joiner(f, emit)
+            if (
+                f.rotated_at is not None
+                and now - f.last_growth >= self.rotate_wait
+                and now - f.rotated_at >= self.rotate_wait
+                and st.st_size <= f.read_pos
+            ):
+                await self._release(f, emit)
+        still: list[tuple[str, AckTracker]] = []
+        for key, tracker in self.retiring:
+            if tracker.idle:
+                self.store.drop(key)
+            else:
+                still.append((key, tracker))
+        self.retiring = still
+
+    async def _truncated(self, f: _File, emit: Emit) -> None:
+        # A pending multi-line group was read before the truncation: ship it first.
+        await self._flush_joiner(f, emit)
+        self._truncations.inc()
+        log.info(
+            "%s was truncated (size below offset %d); reading it again from 0.", f.path, f.read_pos
+        )
+        f.tracker.close()  # late acks of the old generation must not move the new offset
+        f.gen += 1
+        f.read_pos = 0
+        f.carry = b""
+        f.continuing = False
+        self._take_fingerprint(f)
+        f.new_id()
+        f.tracker = self._tracker(f, 0)
+        self._save_entry(f)
+
+    async def _release(self, f: _File, emit: Emit) -> None:
+        if f.carry:
+            # The last line of a rotated file never got its newline; ship it as it is.
+            data, f.carry = f.carry, b""
+            base = f.read_pos - len(data)
+            flags = PARTIAL_END if f.continuing else None
+            f.continuing = False
+            await self._emit_pieces(f, emit, [(base, data, flags)], f.read_pos)
+        await self._flush_joiner(f, emit)
+        del self.files[f.ident]
+        with contextlib.suppress(OSError):
+            os.close(f.fd)
+        with contextlib.suppress(KeyError):
+            self._lag.remove(f.path)
+        self._watched.set(len(self.files))
+        log.info("Finished %s at offset %d; released.", f.path, f.read_pos)
+        if f.tracker.idle:
+            self.store.drop(f.key)
+        else:
+            self.retiring.append((f.key, f.tracker))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _read_once(self, f: _File, emit: Emit) -> bool:
+        """Read one chunk of ``f`` and emit its complete lines; False at end of file."""
+        try:
+            data = os.pread(f.fd, self.read_bytes, f.read_pos)
+        except OSError as exc:
+            log.warning("Reading %s failed (%s); will retry.", f.path, exc.strerror)
+            return False
+        if not data:
+            return False
+        n = len(data)
+        f.read_pos += n
+        f.last_growth = time.monotonic()
+        self._bytes.inc(n)
+        if f.carry:
+            data = f.carry + data
+            f.carry = b""
+        base = f.read_pos - len(data)  # file offset of data[0]
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            f.carry = data
+        else:
+            complete = data[:cut]
+            f.carry = data[cut + 1 :]
+            end = base + cut + 1
+            if f.continuing or (len(complete) > self.max_line and self._has_long(complete)):
+                await self._emit_slow(f, emit, complete, base, end)
+            else:
+                await self._emit_fast(f, emit, complete, base, end)
+        if len(f.carry) > self.max_line:
+            await self._emit_carry_pieces(f, emit)
+        return True
+
+    def _has_long(self, complete: bytes) -> bool:
+        return max(map(len, complete.split(b"\n"))) > self.max_line
+
+    async def _emit_fast(self, f: _File, emit: Emit, complete: bytes, base: int, end: int) -> None:
+        messages = complete.decode("utf-8", "replace").split("\n")
+        # Start of line i: base + (lengths of the lines before it) + i newlines; all in C.
+        offsets = list(map(add, accumulate(map(len, complete.split(b"\n")), initial=base), count()))
+        offsets.pop()
+        if f.joiner is not None:
+            messages, offsets = f.joiner.feed(messages, offsets)
+            pending = f.joiner.pending_offset
+            if pending is not None:
+                end = pending
+        await self._emit_records(f, emit, messages, offsets, end, len(complete) + 1)
+
+    async def _emit_records(
+        self,
+        f: _File,
+        emit: Emit,
+        messages: list[str],
+        offsets: list[int],
+        end: int,
+        nbytes: int,
+        flags: list[list[str] | None] | None = None,
+    ) -> None:
+        ts = rfc3339_ns(time.time_ns())
+        path = f.path
+        fid = f.file_id
+        st = self.static
+        records: list[Record] = [
+            {TIMESTAMP: ts, MESSAGE: m, FILE_PATH: path, FILE_ID: fid, OFFSET: o, **st}
+            for m, o in zip(messages, offsets, strict=True)
+        ]
+        if flags is not None:
+            for rec, fl in zip(records, flags, strict=True):
+                if fl is not None:
+                    rec[FLAGS] = list(fl)
+        self._lines.inc(len(records))
+        await emit(SourceBatch(records, nbytes, f.tracker.track(end)))
+
+    async def _emit_slow(self, f: _File, emit: Emit, complete: bytes, base: int, end: int) -> None:
+        """Complete lines of which some are longer than ``max_line_bytes`` (or continue one)."""
+        pieces: list[tuple[int, bytes, list[str] | None]] = []
+        o = base
+        for line in complete.split(b"\n"):
+            n = len(line)
+            if f.continuing or n > self.max_line:
+                if not f.continuing:
+                    self._split.inc()
+                pieces.extend(self._cut(line, o, last=True))
+                f.continuing = False
+            else:
+                pieces.append((o, line, None))
+            o += n + 1
+        await self._emit_pieces(f, emit, pieces, end)
+
+    async def _emit_carry_pieces(self, f: _File, emit: Emit) -> None:
+        """The carry holds more than ``max_line_bytes`` without a newline: ship it in pieces."""
+        if not f.continuing:
+            self._split.inc()
+        data = f.carry
+        base = f.read_pos - len(data)
+        pieces: list[tuple[int, bytes, list[str] | None]] = []
+        pos = 0
+        while len(data) - pos > self.max_line:
+            cut = _utf8_cut(memoryview(data)[pos:], self.max_line)
+            pieces.append((base + pos, data[pos : pos + cut], PARTIAL))
+            pos += cut
+        f.carry = data[pos:]
+        f.continuing = True
+        await self._emit_pieces(f, emit, pieces, base + pos)
+
+    def _cut(
+        self, line: bytes, offset: int, *, last: bool
+    ) -> list[tuple[int, bytes, list[str] | None]]:
+        out: list[tuple[int, bytes, list[str] | None]] = []
+        pos = 0
+        view = memoryview(line)
+        while len(line) - pos > self.max_line:
+            cut = _utf8_cut(view[pos:], self.max_line)
+            out.append((offset + pos, line[pos : pos + cut], PARTIAL))
+            pos += cut
+        out.append((offset + pos, line[pos:], PARTIAL_END if last else PARTIAL))
+        return out
+
+    async def _emit_pieces(
+        self,
+        f: _File,
+        emit: Emit,
+        pieces: list[tuple[int, bytes, list[str] | None]],
+        end: int,
+    ) -> None:
+        messages = [p[1].decode("utf-8", "replace") for p in pieces]
+        offsets = [p[0] for p in pieces]
+        flags = [p[2] for p in pieces]
+        nbytes = sum(len(p[1]) for p in pieces)
+        if f.joiner is not None:
+            # Pieces of a long line are records of their own; first finish a pending group.
+            done, done_offsets = f.joiner.flush()
+            if done:
+                messages = done + messages
+                offsets = done_offsets + offsets
+                no_flags: list[list[str] | None] = [None] * len(done)
+                flags = no_flags + flags
+        await self._emit_records(f, emit, messages, offsets, end, nbytes, flags)
+
+    async def _flush_joiner(self, f: _File, emit: Emit) -> None:
+        if f.joiner is None:
+            return
+        messages, offsets = f.joiner.flush()
+        if messages:
+            end = f.read_pos - len(f.carry)
+            await self._emit_records(f, emit, messages, offsets, end, sum(map(len, messages)))
+
+
+def _is_regular(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)
+
+
+def _static_dir(pattern: str) -> str:
+    """The deepest directory of ``pattern`` without glob characters."""
+    parts = Path(pattern).parts
+    out: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        out.append(part)
+    return os.path.join(*out) if out else "/"
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    """The offset just after the last newline before ``size`` (0 if none in the last 1 MiB)."""
+    start = max(0, size - (1 << 20))
+    tail = os.pread(fd, size - start, start)
+    cut = tail.rfind(b"\n")
+    return start + cut + 1 if cut >= 0 else start if start else 0
+
+
+def parse_file_url(spec: str) -> list[str]:
+    """``file:///var/log/*.log`` -> ``["/var/log/*.log"]``; ConfigError if it is no local path."""
+    rest = spec.split(":", 1)[1]
+    if rest.startswith("//"):
+        host, _sep, path = rest[2:].partition("/")
+        if host not in ("", "localhost"):
+            raise ConfigError(
+                f"--input {spec!r}: file URLs name a local path; write file:///var/log/app/*.log"
+            )
+        path = "/" + path
+    else:
+        path = rest
+    if not path or path == "/" or path.endswith("/"):
+        raise ConfigError(
+            f"--input {spec!r} names no files; write a path or glob like file:///var/log/app/*.log"
+        )
+    return [path]
+
+
+def create(spec: str, ctx: SourceContext) -> TailSource:
+    return TailSource(spec, parse_file_url(spec), ctx)
