@@ -1,0 +1,250 @@
+"""Wires ``sidekick sync`` together: git environment, syncer, hooks, admin server, signals.
+
+The root tasks (see ``SyncApp.main``) are the sync loop and one task per configured hook;
+the admin server runs beside them. ``POST /sync`` and SIGHUP only trigger the loop. It
+leaves out flag parsing (``sidekick.cli.sync``) and the sync logic itself (``syncer``).
+
+``POST /sync`` may require a shared secret (``--trigger-secret-file``): GitHub's
+``X-Hub-Signature-256`` (HMAC-SHA256 of the body), GitLab's ``X-Gitlab-Token`` or
+``Authorization: Bearer <secret>`` are accepted; anything else gets 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from sidekick.core.addr import HostPort
+from sidekick.core.admin import AdminServer
+from sidekick.core.errors import ConfigError
+from sidekick.core.runtime import Shutdown, TaskOwner, run
+from sidekick.sync.config import SyncConfig
+from sidekick.sync.git import Git, Redactor
+from sidekick.sync.hooks import HookRunner, exechook, webhook
+from sidekick.sync.metrics import SyncMetrics
+from sidekick.sync.publish import WORKTREES
+from sidekick.sync.syncer import Syncer, default_link
+
+log = logging.getLogger("sidekick.sync")
+
+
+def build_git(cfg: SyncConfig, env: Mapping[str, str], redact: Redactor) -> Git:
+    """The git runner with transport settings that hold for every sync."""
+    # An empty helper resets any helper configured system-wide, so no helper stores our
+    # password; credentials come only from the askpass script.
+    config: list[tuple[str, str]] = [("credential.helper", "")]
+    if cfg.cookie_file:
+        config.append(("http.cookieFile", os.path.abspath(cfg.cookie_file)))
+    git_env = dict(env)
+    if cfg.ssh_key_files or cfg.ssh_known_hosts_file:
+        ssh = ["ssh", "-o", "BatchMode=yes"]
+        if cfg.ssh_key_files:
+            ssh += ["-o", "IdentitiesOnly=yes"]
+            for key in cfg.ssh_key_files:
+                ssh += ["-i", os.path.abspath(key)]
+        if cfg.ssh_known_hosts_file:
+            ssh += [
+                "-o",
+                f"UserKnownHostsFile={os.path.abspath(cfg.ssh_known_hosts_file)}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ]
+        git_env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+    return Git(cfg.git, env=git_env, redact=redact, config=config)
+
+
+def preflight(cfg: SyncConfig) -> None:
+    """Check the inputs that need the filesystem; raise ConfigError naming the fix."""
+    if not cfg.repo:
+        raise ConfigError(
+            "--repo is empty; give the repository URL, like --repo https://host/org/repo"
+        )
+    if cfg.period < 0.01:
+        raise ConfigError(f"--period {cfg.period:g}s is too short; use at least 10ms")
+    if cfg.sync_timeout < 0.01:
+        raise ConfigError(f"--sync-timeout {cfg.sync_timeout:g}s is too short; use at least 10ms")
+    if cfg.username and not cfg.password_file:
+        raise ConfigError("--username is set but --password-file is not; give both or neither")
+    if cfg.password_file and not cfg.username:
+        raise ConfigError("--password-file is set but --username is not; give both or neither")
+    files = [
+        ("--password-file", cfg.password_file),
+        ("--ssh-known-hosts-file", cfg.ssh_known_hosts_file),
+        ("--cookie-file", cfg.cookie_file),
+        ("--sparse-checkout-file", cfg.sparse_checkout_file),
+        ("--trigger-secret-file", cfg.trigger_secret_file),
+        *(("--ssh-key-file", k) for k in cfg.ssh_key_files),
+    ]
+    for flag, path in files:
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag} {path!r} does not exist or cannot be read; check the path")
+    if cfg.exechook_command is not None:
+        try:
+            argv = shlex.split(cfg.exechook_command)
+        except ValueError as exc:
+            raise ConfigError(
+                f"--exechook-command {cfg.exechook_command!r} cannot be split ({exc}); fix the quoting"
+            ) from None
+        if not argv:
+            raise ConfigError("--exechook-command is empty; give a command or leave it unset")
+    if cfg.webhook_url is not None and not cfg.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--webhook-url {Redactor()(cfg.webhook_url)!r} is not an http(s) URL; use http:// or https://"
+        )
+    root = Path(cfg.root)
+    if root.is_dir():
+        link = cfg.link or default_link(cfg.repo)
+        ours = {".git", WORKTREES, os.path.basename(link)}
+        foreign = [e for e in sorted(os.listdir(root)) if e not in ours and ".tmp-" not in e]
+        if foreign and not (root / ".git" / "HEAD").exists():
+            raise ConfigError(
+                f"--root {cfg.root!r} is not empty and not a git repository (it holds "
+                f"{foreign[0]!r}); sidekick sync never deletes files it did not create, so "
+                "empty it or point --root at an empty or missing directory"
+            )
+    elif root.exists():
+        raise ConfigError(f"--root {cfg.root!r} is not a directory; point it at a directory")
+
+
+def _read_secret(path: str) -> bytes:
+    return Path(path).read_bytes().strip()
+
+
+def verify_trigger(secret: bytes, headers: Mapping[str, str], body: bytes) -> bool:
+    """Accept GitHub's HMAC signature, GitLab's token or a bearer token."""
+    signature = headers.get("X-Hub-Signature-256")
+    if signature is not None:
+        expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature.strip().encode(), expected.encode())
+    token = headers.get("X-Gitlab-Token")
+    if token is None:
+        auth = headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            token = auth[len("Bearer ") :]
+    return token is not None and hmac.compare_digest(token.strip().encode(), secret)
+
+
+class SyncApp:
+    def __init__(
+        self, cfg: SyncConfig, admin_addr: HostPort, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.env = dict(os.environ if env is None else env)
+        self.redact = Redactor()
+        self.metrics = SyncMetrics()
+        self.owner = TaskOwner()
+        self.hooks: list[HookRunner] = []
+        self.session: aiohttp.ClientSession | None = None
+        self.syncer = Syncer(
+            cfg, git=build_git(cfg, self.env, self.redact), metrics=self.metrics, hooks=self.hooks
+        )
+        self.admin = AdminServer(
+            admin_addr, self.metrics.registry, healthy=self.owner.alive, ready=self.syncer.ready
+        )
+        self.admin.add_route("POST", "/sync", self._post_sync)
+
+    def on_hup(self) -> None:
+        log.info("Received SIGHUP, syncing now.")
+        self.syncer.trigger("signal")
+
+    async def _post_sync(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.cfg.trigger_secret_file is not None:
+            # Read per request so a rotated secret takes effect without a restart.
+            try:
+                secret = await asyncio.to_thread(_read_secret, self.cfg.trigger_secret_file)
+            except OSError as exc:
+                log.error(
+                    "--trigger-secret-file cannot be read (%s); refusing POST /sync.", exc.strerror
+                )
+                return web.Response(status=503, text="trigger secret unavailable\n")
+            if not verify_trigger(secret, request.headers, body):
+                log.warning("Refused POST /sync from %s: bad or missing signature.", request.remote)
+                self.metrics.triggers.labels("refused").inc()
+                return web.Response(status=401, text="bad or missing signature\n")
+        self.syncer.trigger("http")
+        return web.json_response({"status": "sync requested"}, status=202)
+
+    def _make_hooks(self) -> None:
+        cfg = self.cfg
+        if cfg.exechook_command:
+            self.hooks.append(
+                HookRunner(
+                    "exechook",
+                    exechook(cfg.exechook_command, cfg.exechook_timeout, self.env),
+                    cfg.exechook_backoff,
+                    self.metrics,
+                )
+            )
+        if cfg.webhook_url:
+            self.session = aiohttp.ClientSession()
+            self.hooks.append(
+                HookRunner(
+                    "webhook",
+                    webhook(
+                        self.session,
+                        cfg.webhook_url,
+                        method=cfg.webhook_method.upper(),
+                        timeout=cfg.webhook_timeout,
+                        success_status=cfg.webhook_success_status,
+                        redact=self.redact,
+                    ),
+                    cfg.webhook_backoff,
+                    self.metrics,
+                )
+            )
+
+    async def main(self, shutdown: Shutdown) -> int:
+        preflight(self.cfg)
+        self._make_hooks()
+        # --one-time is an init container: nothing probes it, so no admin server.
+        if not self.cfg.one_time:
+            await self.admin.start()
+        try:
+            if self.cfg.one_time:
+                return await self._one_time(shutdown)
+            # Root tasks: the sync loop, and one task per hook so a slow hook never
+            # holds up the next sync.
+            loop = self.owner.spawn("sync loop", self.syncer.run(shutdown))
+            for hook in self.hooks:
+                self.owner.spawn(f"hook {hook.name}", hook.run())
+            log.info(
+                "Syncing %s (ref %s) into %s every %gs.",
+                self.syncer.repo_shown,
+                self.cfg.ref,
+                self.syncer.tree.link,
+                self.cfg.period,
+            )
+            await self.owner.wait_until(shutdown)
+            code = loop.result() if loop.done() and not loop.cancelled() else 0
+            return int(code)
+        finally:
+            await self.owner.cancel_all(5.0)
+            await self.admin.aclose()
+            if self.session is not None:
+                await self.session.close()
+            self.syncer.aclose()
+
+    async def _one_time(self, shutdown: Shutdown) -> int:
+        code = await self.syncer.run(shutdown)
+        if code != 0 or self.syncer.published is None:
+            return code or 1
+        sha, path = self.syncer.published
+        for hook in self.hooks:
+            if not await hook.attempt(sha, path):
+                return 1
+        return 0
+
+
+def run_sync(cfg: SyncConfig, admin_addr: HostPort, shutdown_timeout: float) -> int:
+    app = SyncApp(cfg, admin_addr)
+    return run(app.main, shutdown_timeout=shutdown_timeout, on_hup=app.on_hup)

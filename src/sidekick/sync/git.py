@@ -1,0 +1,168 @@
+"""Run the real ``git`` CLI from asyncio, safely.
+
+Every call is an argv list (never a shell), runs with a per-call timeout, and is started in
+its own process group so a timeout or a cancelled sync kills git *and* the helpers it
+spawned (``ssh``, ``git-remote-http``, ``git-upload-pack``) instead of leaving them holding
+locks. Output is captured and every message that leaves this module is passed through
+``Redactor`` so a password in a URL or read from a password file never reaches a log line,
+an error or a metric.
+
+It leaves out any knowledge of what the commands mean: ``publish`` and ``syncer`` decide
+which commands to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sidekick.core.errors import TemporaryError
+
+log = logging.getLogger("sidekick.sync.git")
+
+# user:password@ in any URL-looking text; the user name is kept because it helps debugging.
+_URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*:)[^@/\s]*@")
+
+
+class GitError(TemporaryError):
+    """A git command failed or timed out; the message is already redacted."""
+
+    def __init__(self, message: str, *, stderr: str = "", returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+        self.returncode = returncode
+
+
+@dataclass
+class Redactor:
+    """Removes secrets from text: passwords inside URLs and any registered secret value."""
+
+    secrets: set[str] = field(default_factory=set)
+
+    def add(self, secret: str) -> None:
+        # Very short values would redact ordinary words; such a password is guessable anyway.
+        if len(secret) >= 3:
+            self.secrets.add(secret)
+
+    def __call__(self, text: str) -> str:
+        out = _URL_PASSWORD.sub(r"\g<pre>REDACTED@", text)
+        for secret in self.secrets:
+            out = out.replace(secret, "REDACTED")
+        return out
+
+
+@dataclass(frozen=True)
+class GitResult:
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class Git:
+    """Runs ``git`` commands in a repository directory with a fixed environment."""
+
+    def __init__(
+        self,
+        binary: str = "git",
+        *,
+        env: Mapping[str, str] | None = None,
+        redact: Redactor | None = None,
+        config: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.binary = binary
+        self.redact = redact or Redactor()
+        # The environment is built once by the caller; git must never prompt on a terminal.
+        base = dict(env if env is not None else os.environ)
+        base.setdefault("GIT_TERMINAL_PROMPT", "0")
+        base["LC_ALL"] = "C"
+        self.env = base
+        self.config = [a for k, v in config for a in ("-c", f"{k}={v}")]
+        self.calls = 0
+
+    async def run(
+        self,
+        *args: str,
+        cwd: str | os.PathLike[str],
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> GitResult:
+        """Run ``git <args>`` in ``cwd``; raise ``GitError`` on failure or timeout."""
+        argv = [self.binary, *self.config, *args]
+        what = "git " + " ".join(args[:2])
+        full_env = self.env if env is None else {**self.env, **env}
+        started = time.monotonic()
+        self.calls += 1
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=os.fspath(cwd),
+                env=full_env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise GitError(
+                f"git binary {self.binary!r} was not found; install git or point --git at it"
+            ) from None
+        except NotADirectoryError:
+            raise GitError(f"{what}: working directory {os.fspath(cwd)!r} is missing") from None
+        try:
+            out_b, err_b = await run_with_deadline(proc, timeout)
+        except TimeoutError:
+            raise GitError(
+                f"{what} did not finish within {timeout:g}s and was killed; "
+                "check the network or raise --sync-timeout"
+            ) from None
+        seconds = time.monotonic() - started
+        out = out_b.decode("utf-8", "replace")
+        err = self.redact(err_b.decode("utf-8", "replace"))
+        log.debug("%s exited %s in %.3fs", what, proc.returncode, seconds)
+        if check and proc.returncode != 0:
+            detail = last_lines(err) or f"exit status {proc.returncode}"
+            raise GitError(f"{what} failed: {detail}", stderr=err, returncode=proc.returncode)
+        return GitResult(out, err, seconds)
+
+
+async def run_with_deadline(
+    proc: asyncio.subprocess.Process, timeout: float, stdin: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """``communicate`` with a deadline; on timeout or cancellation kill the process group."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await proc.communicate(stdin)
+    except BaseException:
+        kill_group(proc)
+        with contextlib.suppress(Exception):
+            # Reap it so no zombie is left behind; the kill makes this quick.
+            await asyncio.shield(asyncio.wait_for(proc.wait(), 5))
+        raise
+
+
+def kill_group(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
+def remaining(deadline: float) -> float:
+    """Seconds left until the monotonic ``deadline`` (at least a sliver, so git gets a try)."""
+    return max(0.01, deadline - time.monotonic())
+
+
+def last_lines(text: str, n: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " / ".join(lines[-n:])

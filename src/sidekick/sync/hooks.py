@@ -1,0 +1,154 @@
+"""Hooks run after each publish: a command (``--exechook-command``) and an HTTP call
+(``--webhook-url``), both compatible with git-sync's.
+
+Each hook has its own owned task so a slow hook never delays the next sync. It always works
+on the newest published revision: if a hook is failing and a newer revision arrives, the
+retry goes straight to the newer one (the older revision is no longer served, so notifying
+about it is pointless). Failures are retried with back-off starting at ``--*-backoff`` and
+doubling up to a minute. Hooks may run more than once per revision (after a restart, for
+example), so they must be idempotent, as with git-sync.
+
+It leaves out ordering between the two hooks: they run independently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+import aiohttp
+
+from sidekick.core.backoff import Backoff
+from sidekick.core.errors import TemporaryError
+from sidekick.sync.git import Redactor, kill_group, last_lines, run_with_deadline
+from sidekick.sync.metrics import SyncMetrics
+
+log = logging.getLogger("sidekick.sync.hooks")
+
+Hook = Callable[[str, Path], Awaitable[None]]
+
+
+class HookError(TemporaryError):
+    """A hook failed; it will be retried."""
+
+
+class HookRunner:
+    """Runs one hook for the newest revision it was told about, retrying failures."""
+
+    def __init__(self, name: str, hook: Hook, backoff: float, metrics: SyncMetrics) -> None:
+        self.name = name
+        self.hook = hook
+        self.metrics = metrics
+        self.backoff = Backoff(initial=backoff, maximum=max(backoff, 60.0))
+        self._latest: tuple[str, Path] | None = None
+        self._wake = asyncio.Event()
+        self.done: str | None = None
+
+    def notify(self, sha: str, path: Path) -> None:
+        self._latest = (sha, path)
+        self._wake.set()
+
+    async def attempt(self, sha: str, path: Path) -> bool:
+        """Run the hook once now (``--one-time``); True on success."""
+        try:
+            await self.hook(sha, path)
+        except Exception as exc:
+            self.metrics.hooks.labels(self.name, "error").inc()
+            log.error("%s for %s failed: %s.", self.name, sha[:12], exc)
+            return False
+        self.done = sha
+        self.metrics.hooks.labels(self.name, "success").inc()
+        log.info("%s for %s succeeded.", self.name, sha[:12])
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._latest is not None and self._latest[0] != self.done:
+                sha, path = self._latest
+                try:
+                    await self.hook(sha, path)
+                except Exception as exc:
+                    delay = self.backoff.next_delay()
+                    self.metrics.hooks.labels(self.name, "error").inc()
+                    log.warning(
+                        "%s for %s failed: %s; retrying in %.1fs.", self.name, sha[:12], exc, delay
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
+                    self._wake.clear()
+                else:
+                    self.backoff.reset()
+                    self.done = sha
+                    self.metrics.hooks.labels(self.name, "success").inc()
+                    log.info("%s for %s succeeded.", self.name, sha[:12])
+
+
+def exechook(command: str, timeout: float, env: Mapping[str, str]) -> Hook:
+    """The command runs without a shell (split like one would), in the new worktree."""
+    argv = shlex.split(command)
+
+    async def run(sha: str, path: Path) -> None:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=path,
+                env={**env, "GITSYNC_HASH": sha},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise HookError(f"exechook {argv[0]!r} could not start: {exc.strerror}") from None
+        try:
+            out, _ = await run_with_deadline(proc, timeout)
+        except TimeoutError:
+            kill_group(proc)
+            raise HookError(f"exechook {argv[0]!r} did not finish within {timeout:g}s") from None
+        if proc.returncode != 0:
+            tail = last_lines(out.decode("utf-8", "replace"))
+            raise HookError(f"exechook {argv[0]!r} exited with status {proc.returncode}: {tail}")
+
+    return run
+
+
+def webhook(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    method: str,
+    timeout: float,
+    success_status: int,
+    redact: Redactor,
+) -> Hook:
+    """Calls ``url`` with the header ``Gitsync-Hash``; 0 as status accepts any answer."""
+
+    async def run(sha: str, path: Path) -> None:
+        try:
+            async with session.request(
+                method,
+                url,
+                headers={"Gitsync-Hash": sha},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                status = resp.status
+        except TimeoutError:
+            raise HookError(f"webhook {redact(url)} did not answer within {timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise HookError(f"webhook {redact(url)} failed: {redact(str(exc))}") from None
+        if success_status and status != success_status:
+            raise HookError(f"webhook {redact(url)} answered {status}, expected {success_status}")
+
+    return run
+
+
+def hook_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    return dict(os.environ if base is None else base)

@@ -1,0 +1,291 @@
+"""The published tree on disk: the local repository, its worktrees and the atomic link.
+
+Layout under ``--root``::
+
+    .git/                    the local repository (never read by consumers)
+    .worktrees/<sha>         one complete checkout per published revision
+    <link> -> .worktrees/<sha>   a relative symlink, replaced with rename(2)
+
+Each revision is checked out into ``.worktrees/build-*`` and renamed to its final name only
+when complete, so a directory named after a hash is always a whole tree (even after a crash
+mid-checkout). The link is swapped by creating a temporary symlink and renaming it over the
+old one, so a reader resolves either the old or the new revision, never a mix or nothing.
+The previous revision is kept until the next publish so a reader that resolved the link just
+before a swap finishes on a complete tree; older ones go after ``--stale-worktree-timeout``.
+
+The link is relative so the volume can be mounted at a different path in the consumer.
+It leaves out what to publish and when (``syncer``) and the git transport (``git``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sidekick.core.errors import PermanentError
+from sidekick.sync.git import Git, remaining
+
+log = logging.getLogger("sidekick.sync")
+
+SHA = re.compile(r"^[0-9a-f]{40}$")
+WORKTREES = ".worktrees"
+# Lock files a killed git leaves behind. Syncs are serialized inside this process and git
+# children are killed on timeout, so any of these present when a sync starts is stale.
+_LOCKS = ("index.lock", "shallow.lock", "config.lock", "HEAD.lock", "packed-refs.lock")
+
+
+class RootNotOurs(PermanentError):
+    """``--root`` holds files this program did not create; it refuses to delete them."""
+
+
+class Tree:
+    """The repository, worktrees and link under one ``--root``."""
+
+    def __init__(self, root: Path, link: Path, git: Git) -> None:
+        self.root = root
+        self.link = link
+        self.git = git
+        self.worktrees = root / WORKTREES
+        self.gitdir = root / ".git"
+        self._stale_since: dict[str, float] = {}
+        self._remote_url: str | None = None
+
+    # ---- the repository ---------------------------------------------------------------
+
+    def is_repo(self) -> bool:
+        """A cheap check done on every sync (no subprocess): the files git needs exist."""
+        head = self.gitdir / "HEAD"
+        try:
+            text = head.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        if not (text.startswith("ref: ") or SHA.match(text.strip())):
+            return False
+        return (self.gitdir / "objects").is_dir() and (self.gitdir / "config").is_file()
+
+    def _foreign_entries(self) -> list[str]:
+        ours = {".git", WORKTREES}
+        if self.link.parent == self.root:
+            ours.add(self.link.name)
+        out = []
+        for entry in sorted(os.listdir(self.root)):
+            if entry in ours or entry.startswith(f".{self.link.name}.tmp-"):
+                continue
+            out.append(entry)
+        return out
+
+    async def ensure_repo(self, url: str, deadline: float) -> list[str]:
+        """Create or repair the local repository; return the recoveries done (kinds)."""
+        recoveries: list[str] = []
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.is_repo():
+            foreign = self._foreign_entries()
+            if foreign:
+                shown = ", ".join(repr(e) for e in foreign[:3])
+                raise RootNotOurs(
+                    f"--root {str(self.root)!r} is not a git repository and holds files "
+                    f"sidekick sync did not create ({shown}); it will not delete them, so empty "
+                    "it or point --root at an empty or missing directory"
+                )
+            if self.gitdir.exists() or self.worktrees.exists():
+                log.warning(
+                    "Repository in %s is missing or corrupt; re-initialising it "
+                    "(the current revision stays published meanwhile).",
+                    self.root,
+                )
+                recoveries.append("repository")
+                await asyncio.to_thread(shutil.rmtree, self.gitdir, True)
+            await self.git.run(
+                "init", "--quiet", str(self.root), cwd=self.root.parent, timeout=remaining(deadline)
+            )
+            info = self.gitdir / "info"
+            info.mkdir(exist_ok=True)
+            (info / "exclude").write_text(
+                f"/{WORKTREES}/\n/{self.link.name}\n/.{self.link.name}.tmp-*\n"
+            )
+            self._remote_url = None
+        if self._remote_url != url:
+            await self.git.run(
+                "config", "remote.origin.url", url, cwd=self.root, timeout=remaining(deadline)
+            )
+            self._remote_url = url
+        for lock in self._stale_locks():
+            log.warning("Removing stale git lock %s left by an interrupted git command.", lock)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            recoveries.append("lock")
+        return recoveries
+
+    def _stale_locks(self) -> list[Path]:
+        found = [self.gitdir / name for name in _LOCKS if (self.gitdir / name).exists()]
+        admin = self.gitdir / "worktrees"
+        if admin.is_dir():
+            for wt in admin.iterdir():
+                found.extend(
+                    wt / name for name in ("index.lock", "HEAD.lock") if (wt / name).exists()
+                )
+        return found
+
+    # ---- worktrees --------------------------------------------------------------------
+
+    def current(self) -> tuple[str, Path] | None:
+        """The revision the link points at and the directory it resolves to, or None."""
+        try:
+            target = os.readlink(self.link)
+        except OSError:
+            return None
+        path = Path(os.path.normpath(self.link.parent / target))
+        sha = path.name[:40]
+        if not SHA.match(sha):
+            return None
+        return sha, path
+
+    def is_complete(self, path: Path, sha: str) -> bool:
+        """Whether ``path`` is an intact worktree of ``sha`` (no subprocess: cheap per poll).
+
+        It checks the worktree's ``.git`` file, its administrative directory in the repository
+        and the checked-out commit. Files edited inside the tree are not looked for: that
+        would stat every file on every poll.
+        """
+        try:
+            pointer = (path / ".git").read_text(encoding="utf-8").strip()
+        except OSError:
+            return False
+        if not pointer.startswith("gitdir: "):
+            return False
+        admin = Path(pointer[len("gitdir: ") :])
+        if not admin.is_absolute():
+            admin = path / admin
+        try:
+            head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+        except OSError:
+            return False
+        return head == sha
+
+    async def build(
+        self,
+        sha: str,
+        *,
+        deadline: float,
+        submodules: str,
+        depth: int,
+        sparse_patterns: Sequence[str] | None,
+        env: dict[str, str],
+    ) -> Path:
+        """Check ``sha`` out into a new complete worktree and return its path."""
+        self.worktrees.mkdir(exist_ok=True)
+        build = self.worktrees / f"build-{sha[:12]}-{secrets.token_hex(3)}"
+        args = ["worktree", "add", "--force", "--detach"]
+        if sparse_patterns is not None:
+            args.append("--no-checkout")
+        try:
+            await self.git.run(*args, str(build), sha, cwd=self.root, timeout=remaining(deadline))
+            if sparse_patterns is not None:
+                await self.git.run(
+                    "sparse-checkout",
+                    "set",
+                    "--no-cone",
+                    *sparse_patterns,
+                    cwd=build,
+                    timeout=remaining(deadline),
+                )
+                await self.git.run(
+                    "reset", "--quiet", "--hard", sha, cwd=build, timeout=remaining(deadline)
+                )
+            if submodules != "off" and (build / ".gitmodules").exists():
+                sub = ["submodule", "update", "--init"]
+                if submodules == "recursive":
+                    sub.append("--recursive")
+                if depth > 0:
+                    sub += ["--depth", str(depth)]
+                await self.git.run(*sub, cwd=build, timeout=remaining(deadline), env=env)
+            final = await self._free_name(sha)
+            os.rename(build, final)
+            await self.git.run(
+                "worktree", "repair", str(final), cwd=self.root, timeout=remaining(deadline)
+            )
+        except BaseException:
+            await asyncio.shield(self._discard(build))
+            raise
+        return final
+
+    async def _free_name(self, sha: str) -> Path:
+        """``.worktrees/<sha>``, unless that holds a broken tree the link still points at.
+
+        Then the repaired tree gets a suffix: replacing the broken one in place would leave
+        readers with no tree at all while the new one is built.
+        """
+        final = self.worktrees / sha
+        cur = self.current()
+        if not final.exists():
+            return final
+        if cur is None or cur[1] != final:
+            await asyncio.to_thread(shutil.rmtree, final, True)
+            return final
+        n = 1
+        while (self.worktrees / f"{sha}-{n}").exists():
+            n += 1
+        return self.worktrees / f"{sha}-{n}"
+
+    async def _discard(self, path: Path) -> None:
+        await asyncio.to_thread(shutil.rmtree, path, True)
+        with contextlib.suppress(Exception):
+            await self.git.run("worktree", "prune", cwd=self.root, timeout=30)
+
+    # ---- the link ---------------------------------------------------------------------
+
+    def swap(self, path: Path) -> None:
+        """Point the link at ``path`` atomically (relative symlink + rename over the old)."""
+        self.link.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(path, self.link.parent)
+        tmp = self.link.parent / f".{self.link.name}.tmp-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(target, tmp)
+        try:
+            os.replace(tmp, self.link)
+        except IsADirectoryError:
+            tmp.unlink()
+            raise RootNotOurs(
+                f"link {str(self.link)!r} is a real directory, not a symlink; sidekick sync will "
+                "not delete it, so remove it or choose another --link"
+            ) from None
+
+    # ---- cleanup ----------------------------------------------------------------------
+
+    async def remove_stale(self, keep: set[Path], timeout: float, deadline: float) -> int:
+        """Remove worktrees not in ``keep`` that have been stale for ``timeout`` seconds."""
+        if not self.worktrees.is_dir():
+            return 0
+        now = time.monotonic()
+        keep_names = {p.name for p in keep}
+        removed = 0
+        names = set(os.listdir(self.worktrees))
+        for name in list(self._stale_since):
+            if name not in names or name in keep_names:
+                del self._stale_since[name]
+        for name in sorted(names):
+            if name in keep_names:
+                continue
+            since = self._stale_since.setdefault(name, now)
+            if now - since >= timeout:
+                await asyncio.to_thread(shutil.rmtree, self.worktrees / name, True)
+                self._stale_since.pop(name, None)
+                removed += 1
+        if removed:
+            await self.git.run("worktree", "prune", cwd=self.root, timeout=remaining(deadline))
+        return removed
+
+    def worktree_count(self) -> int:
+        try:
+            return sum(1 for _ in os.scandir(self.worktrees))
+        except OSError:
+            return 0

@@ -1,0 +1,384 @@
+"""The sync loop: resolve the ref, fetch, check out, publish, clean up, repair, retry.
+
+One sync, in order: make sure ``--root`` holds a sound repository (re-initialise it, clear
+stale locks); resolve ``--ref`` with ``git ls-remote`` (a full commit hash needs no lookup);
+if the link already shows that commit in an intact worktree, stop (an idle poll costs one
+``ls-remote`` and no other subprocess); otherwise fetch exactly that commit at ``--depth``,
+build its worktree, swap the link, remove stale worktrees, and let git gc. Anything it finds
+broken on the way (a missing link, a damaged worktree) is repaired, logged once and counted,
+while the last good revision stays published.
+
+Triggers (the period, ``POST /sync``, SIGHUP) only set an event, so any number of them
+during a sync coalesce into one more sync. After a failure the next attempt waits a jittered
+back-off that grows from ``backoff_initial`` to ``backoff_max`` instead of the period.
+
+It leaves out HTTP and process wiring (``app``) and the on-disk layout (``publish``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+from sidekick.core.backoff import Backoff
+from sidekick.core.errors import PermanentError, SidekickError, TemporaryError
+from sidekick.core.runtime import Shutdown
+from sidekick.sync.config import SyncConfig
+from sidekick.sync.git import Git, GitError, Redactor, remaining
+from sidekick.sync.hooks import HookRunner
+from sidekick.sync.metrics import SyncMetrics
+from sidekick.sync.publish import SHA, Tree
+
+log = logging.getLogger("sidekick.sync")
+
+Outcome = Literal["published", "unchanged"]
+
+# Answers git's two prompts. It holds no secret: it reads the password file named in its
+# environment at the moment git asks, so a rotated password is used on the next sync and
+# the password never appears in an argv or an environment variable.
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "$SIDEKICK_SYNC_ASKPASS_USER" ;;
+  *) head -n 1 "$SIDEKICK_SYNC_ASKPASS_FILE" ;;
+esac
+"""
+
+
+class RefNotFound(PermanentError):
+    """The ref names nothing in the remote repository."""
+
+
+def default_link(repo: str) -> str:
+    """git-sync's default link name: the leaf of the repository URL without ``.git``."""
+    leaf = repo.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return leaf.removesuffix(".git") or "repo"
+
+
+class Syncer:
+    """Keeps ``cfg.ref`` of ``cfg.repo`` published under ``cfg.root``."""
+
+    def __init__(
+        self,
+        cfg: SyncConfig,
+        *,
+        git: Git,
+        metrics: SyncMetrics | None = None,
+        hooks: list[HookRunner] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.git = git
+        self.redact: Redactor = git.redact
+        self.metrics = metrics or SyncMetrics()
+        self.hooks = hooks or []
+        root = Path(cfg.root).absolute()
+        link_name = cfg.link or default_link(cfg.repo)
+        link = Path(link_name) if os.path.isabs(link_name) else root / link_name
+        self.tree = Tree(root, link, git)
+        self.published: tuple[str, Path] | None = None
+        self.consecutive_failures = 0
+        self.backoff = Backoff(initial=cfg.backoff_initial, maximum=cfg.backoff_max)
+        self.last_error: str | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._askpass_dir: str | None = None
+        self._previous_path: Path | None = None
+        self.repo_shown = self.redact(cfg.repo)
+
+    # ---- readiness --------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready once a revision is published; stays ready while later syncs fail."""
+        if self.published is None:
+            return False, "no revision published yet" + (
+                f" (last error: {self.last_error})" if self.last_error else ""
+            )
+        return True, f"serving {self.published[0]}"
+
+    # ---- triggers and the loop ----------------------------------------------------------
+
+    def trigger(self, source: str) -> None:
+        """Ask for a sync as soon as possible; requests made during a sync coalesce."""
+        self.metrics.triggers.labels(source).inc()
+        self._wake.set()
+
+    async def run(self, shutdown: Shutdown) -> int:
+        """Sync until shutdown; return an exit code for ``--one-time`` and ``--max-failures``."""
+        while not shutdown.is_requested:
+            self._wake.clear()
+            try:
+                await self.sync_once()
+            except Exception:
+                if self.cfg.one_time:
+                    return 1
+                limit = self.cfg.max_failures
+                if limit >= 0 and self.consecutive_failures > limit:
+                    log.error(
+                        "Giving up after %d failed sync(s) in a row (--max-failures %d).",
+                        self.consecutive_failures,
+                        limit,
+                    )
+                    return 1
+                delay = self.backoff.next_delay()
+                self.metrics.retry_delay.set(delay)
+                log.info("Retrying in %.1fs.", delay)
+            else:
+                if self.cfg.one_time:
+                    return 0
+                delay = self.cfg.period
+            if not await self._sleep(delay, shutdown):
+                self.metrics.triggers.labels("period").inc()
+        return 0
+
+    async def _sleep(self, delay: float, shutdown: Shutdown) -> bool:
+        """Wait ``delay`` seconds; True if woken early by a trigger or shutdown."""
+        wake = asyncio.ensure_future(self._wake.wait())
+        stop = asyncio.ensure_future(shutdown.requested.wait())
+        try:
+            done, _ = await asyncio.wait({wake, stop}, timeout=delay, return_when="FIRST_COMPLETED")
+        finally:
+            wake.cancel()
+            stop.cancel()
+        return bool(done)
+
+    # ---- one sync -----------------------------------------------------------------------
+
+    async def sync_once(self) -> Outcome:
+        """Run one sync now (waiting for one in progress); raise on failure."""
+        async with self._lock:
+            started = time.monotonic()
+            deadline = started + self.cfg.sync_timeout
+            try:
+                async with asyncio.timeout(self.cfg.sync_timeout + 5):
+                    outcome = await self._sync(deadline)
+            except Exception as exc:
+                self._failed(exc, time.monotonic() - started)
+                raise
+            seconds = time.monotonic() - started
+            self.metrics.syncs.labels(outcome).inc()
+            self.metrics.duration.labels(outcome).observe(seconds)
+            self.metrics.last_success.set(time.time())
+            self.metrics.consecutive_failures.set(0)
+            self.metrics.retry_delay.set(0)
+            self.metrics.worktrees.set(self.tree.worktree_count())
+            if self.consecutive_failures:
+                log.info("Sync succeeded again after %d failure(s).", self.consecutive_failures)
+            self.consecutive_failures = 0
+            self.last_error = None
+            self.backoff.reset()
+            return outcome
+
+    def _failed(self, exc: BaseException, seconds: float) -> None:
+        self.consecutive_failures += 1
+        self.metrics.syncs.labels("error").inc()
+        self.metrics.duration.labels("error").observe(seconds)
+        self.metrics.consecutive_failures.set(self.consecutive_failures)
+        if isinstance(exc, TimeoutError):
+            message = (
+                f"sync of {self.repo_shown} did not finish within "
+                f"{self.cfg.sync_timeout:g}s; raise --sync-timeout or check the network"
+            )
+        else:
+            message = self.redact(str(exc))
+        self.last_error = message
+        serving = f"; still serving {self.published[0][:12]}" if self.published else ""
+        if isinstance(exc, SidekickError | OSError | TimeoutError):
+            log.error("Sync failed: %s%s.", message.rstrip("."), serving)
+        else:
+            log.error("Sync failed unexpectedly: %s%s.", message, serving, exc_info=exc)
+
+    def _recovered(self, kind: str, message: str, *args: object) -> None:
+        self.metrics.recoveries.labels(kind).inc()
+        log.warning(message, *args)
+
+    async def _sync(self, deadline: float) -> Outcome:
+        for kind in await self.tree.ensure_repo(self.cfg.repo, deadline):
+            self.metrics.recoveries.labels(kind).inc()
+        env = self._auth_env()
+        sha = await self.resolve(deadline, env)
+        cur = self.tree.current()
+        if cur is not None and cur[0] == sha and self.tree.is_complete(cur[1], sha):
+            if self.published is None or self.published != cur:
+                # First sync of this process over a tree already published (a restart).
+                self._set_published(sha, cur[1])
+            await self._cleanup({cur[1]} | self._previous(cur[1]), deadline)
+            return "unchanged"
+
+        if self.published is not None:
+            psha, ppath = self.published
+            if cur is None:
+                self._recovered("link", "Link %s is missing; recreating it.", self.tree.link)
+            if not self.tree.is_complete(ppath, psha):
+                self._recovered(
+                    "worktree", "Worktree %s is missing or damaged; rebuilding it.", ppath
+                )
+        candidate = (
+            self.published[1]
+            if self.published is not None and self.published[0] == sha
+            else self.tree.worktrees / sha
+        )
+        if self.tree.is_complete(candidate, sha):
+            path = candidate
+        else:
+            if not await self._have(sha, deadline):
+                await self._fetch(sha, deadline, env)
+            path = await self.tree.build(
+                sha,
+                deadline=deadline,
+                submodules=self.cfg.submodules,
+                depth=self.cfg.depth,
+                sparse_patterns=self._sparse_patterns(),
+                env=env,
+            )
+        previous = cur[1] if cur is not None else None
+        self.tree.swap(path)
+        keep = {path} | ({previous} if previous is not None and previous != path else set())
+        self._previous_path = previous
+        await self._cleanup(keep, deadline)
+        await self._gc(deadline)
+        log.info("Published %s (%s of %s).", sha[:12], self.cfg.ref, self.repo_shown)
+        self._set_published(sha, path)
+        return "published"
+
+    def _previous(self, current: Path) -> set[Path]:
+        prev = self._previous_path
+        return {prev} if prev is not None and prev != current else set()
+
+    def _set_published(self, sha: str, path: Path) -> None:
+        self.published = (sha, path)
+        self.metrics.set_revision(sha)
+        for hook in self.hooks:
+            hook.notify(sha, path)
+
+    async def _cleanup(self, keep: set[Path], deadline: float) -> None:
+        removed = await self.tree.remove_stale(keep, self.cfg.stale_worktree_timeout, deadline)
+        if removed:
+            log.debug("Removed %d stale worktree(s).", removed)
+
+    async def _gc(self, deadline: float) -> None:
+        mode = self.cfg.git_gc
+        if mode == "off":
+            return
+        args = ["gc", "--quiet"]
+        if mode == "auto":
+            args.append("--auto")
+        elif mode == "aggressive":
+            args.append("--aggressive")
+        # Old revisions are unreachable once their worktree is gone; with depth 1 nothing
+        # else refers to them, so prune them now rather than after git's two weeks.
+        await self.git.run(
+            "-c", "gc.pruneExpire=now", *args, cwd=self.tree.root, timeout=remaining(deadline)
+        )
+
+    # ---- git steps ----------------------------------------------------------------------
+
+    async def resolve(self, deadline: float, env: dict[str, str]) -> str:
+        """The commit ``--ref`` names in the remote repository."""
+        ref = self.cfg.ref
+        if SHA.match(ref):
+            return ref
+        try:
+            result = await self.git.run(
+                "ls-remote", "origin", ref, cwd=self.tree.root, timeout=remaining(deadline), env=env
+            )
+        except GitError as exc:
+            raise GitError(
+                f"cannot list refs of {self.repo_shown}: {exc}; check the URL, the network "
+                "and the credentials"
+            ) from None
+        refs: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            sha, _, name = line.partition("\t")
+            refs[name.strip()] = sha.strip()
+        for name in (ref, f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"):
+            if name in refs:
+                return refs[name]
+        raise RefNotFound(
+            f"ref {ref!r} does not exist in {self.repo_shown}; set --ref to an existing "
+            "branch, tag or full 40-character commit hash"
+        )
+
+    async def _have(self, sha: str, deadline: float) -> bool:
+        result = await self.git.run(
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            f"{sha}^{{commit}}",
+            cwd=self.tree.root,
+            timeout=remaining(deadline),
+            check=False,
+        )
+        return result.stdout.strip() == sha
+
+    async def _fetch(self, sha: str, deadline: float, env: dict[str, str]) -> None:
+        args = ["fetch", "--no-tags", "--no-auto-gc", "--quiet", "origin", sha]
+        if self.cfg.depth > 0:
+            args += ["--depth", str(self.cfg.depth)]
+        if self.cfg.filter:
+            args += ["--filter", self.cfg.filter]
+        self.metrics.fetches.inc()
+        try:
+            await self.git.run(*args, cwd=self.tree.root, timeout=remaining(deadline), env=env)
+        except GitError as exc:
+            raise GitError(f"cannot fetch {sha[:12]} from {self.repo_shown}: {exc}") from None
+
+    # ---- inputs read on every sync ------------------------------------------------------
+
+    def _sparse_patterns(self) -> list[str] | None:
+        path = self.cfg.sparse_checkout_file
+        if path is None:
+            return None
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TemporaryError(
+                f"--sparse-checkout-file {path!r} cannot be read ({exc.strerror}); check the path"
+            ) from None
+        return [
+            line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+        ]
+
+    def _auth_env(self) -> dict[str, str]:
+        path = self.cfg.password_file
+        if path is None:
+            return {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise TemporaryError(
+                f"--password-file {path!r} cannot be read ({exc.strerror}); check the mounted secret"
+            ) from None
+        self.redact.add(password)
+        return {
+            "GIT_ASKPASS": self._askpass(),
+            "SIDEKICK_SYNC_ASKPASS_USER": self.cfg.username or "",
+            "SIDEKICK_SYNC_ASKPASS_FILE": os.path.abspath(path),
+        }
+
+    def _askpass(self) -> str:
+        if self._askpass_dir is None:
+            self._askpass_dir = tempfile.mkdtemp(prefix="sidekick-sync-")
+        script = Path(self._askpass_dir) / "askpass"
+        if not script.exists():
+            script.write_text(_ASKPASS)
+            script.chmod(0o700)
+        return str(script)
+
+    def aclose(self) -> None:
+        if self._askpass_dir is not None:
+            shutil.rmtree(self._askpass_dir, ignore_errors=True)
+            self._askpass_dir = None
+
+    async def wait_idle(self) -> None:
+        """Wait for a sync in progress to finish (used on shutdown)."""
+        async with self._lock:
+            pass
+
+
+__all__ = ["RefNotFound", "Syncer", "default_link"]
