@@ -1,0 +1,160 @@
+"""The example manifests are valid Kubernetes 1.33 objects and carry the hardening the seeds
+left out (probes, resources, securityContext, sizeLimit, rollout strategy, spread, PDB).
+
+Schema validation is kubernetes-validate in strict mode (unknown fields are errors). What the
+schema cannot say (every container has every probe, every emptyDir a sizeLimit, ...) is checked
+here directly, so a new container or volume cannot silently skip it.
+"""
+
+from __future__ import annotations
+
+import re
+import runpy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = ["nginx-logs", "webapp", "static-site", "app-to-sidecar"]
+MANIFESTS = [
+    REPO / "examples" / e / f"{e}{variant}.yaml" for e in EXAMPLES for variant in ("", "-classic")
+]
+K8S_VERSION = "1.33.0"
+make_classic = runpy.run_path(str(REPO / "deploy" / "make_classic.py"))
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def pod_specs(path: Path) -> list[dict[str, Any]]:
+    return [d["spec"]["template"]["spec"] for d in documents(path) if d["kind"] == "Deployment"]
+
+
+def all_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(spec.get("initContainers") or []) + list(spec["containers"])
+
+
+def long_running(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Main containers and native sidecars: the ones probes apply to."""
+    inits = [c for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"]
+    return inits + list(spec["containers"])
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifest_validates_against_kubernetes_1_33_strict(path: Path) -> None:
+    for doc in documents(path):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_classic_variant_is_generated_from_the_native_manifest(example: str) -> None:
+    native = REPO / "examples" / example / f"{example}.yaml"
+    committed = (REPO / "examples" / example / f"{example}-classic.yaml").read_text()
+    assert committed == make_classic["render"](native), (
+        f"regenerate: python deploy/make_classic.py {native.relative_to(REPO)}"
+    )
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_native_manifest_runs_sidecars_as_native_sidecars(example: str) -> None:
+    (spec,) = pod_specs(REPO / "examples" / example / f"{example}.yaml")
+    sidecars = [c for c in spec["initContainers"] if c.get("restartPolicy") == "Always"]
+    assert sidecars and len(spec["containers"]) == 1
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_classic_manifest_has_no_native_sidecars(example: str) -> None:
+    (spec,) = pod_specs(REPO / "examples" / example / f"{example}-classic.yaml")
+    assert all("restartPolicy" not in c for c in spec.get("initContainers") or [])
+    assert spec["containers"][0]["name"] in {"app", "nginx"}
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_long_running_container_has_startup_readiness_and_liveness_probes(path: Path) -> None:
+    for spec in pod_specs(path):
+        for c in long_running(spec):
+            missing = {"startupProbe", "readinessProbe", "livenessProbe"} - set(c)
+            assert not missing, f"{c['name']} lacks {missing}"
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_container_has_requests_and_limits(path: Path) -> None:
+    for spec in pod_specs(path):
+        for c in all_containers(spec):
+            res = c["resources"]
+            assert {"cpu", "memory"} <= set(res["requests"]), c["name"]
+            assert {"cpu", "memory"} <= set(res["limits"]), c["name"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_container_is_hardened(path: Path) -> None:
+    for spec in pod_specs(path):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert isinstance(spec["securityContext"]["runAsUser"], int)
+        for c in all_containers(spec):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert sc["readOnlyRootFilesystem"] is True, c["name"]
+            assert sc["runAsNonRoot"] is True, c["name"]
+            assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_empty_dir_has_a_size_limit(path: Path) -> None:
+    for spec in pod_specs(path):
+        for v in spec["volumes"]:
+            if "emptyDir" in v:
+                assert v["emptyDir"].get("sizeLimit"), v["name"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_deployment_rolls_out_without_losing_capacity_and_spreads_over_nodes(path: Path) -> None:
+    (deployment,) = [d for d in documents(path) if d["kind"] == "Deployment"]
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread[0]["topologyKey"] == "kubernetes.io/hostname"
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_pod_disruption_budget_and_service_select_the_deployments_pods(path: Path) -> None:
+    docs = documents(path)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (pdb,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"].items() <= labels.items()
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_no_shell_scripts_in_the_pod_spec(path: Path) -> None:
+    for spec in pod_specs(path):
+        for c in all_containers(spec):
+            assert c.get("command", [""])[0] not in {"sh", "bash", "/bin/sh"}, c["name"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_probe_ports_are_declared_container_ports(path: Path) -> None:
+    for spec in pod_specs(path):
+        for c in long_running(spec):
+            ports = {p["containerPort"] for p in c["ports"]}
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert c[kind]["httpGet"]["port"] in ports, f"{c['name']} {kind}"
+
+
+def test_image_requirements_are_the_package_dependencies_without_kubernetes_validate() -> None:
+    def names(lines: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[ ]", line.strip(), maxsplit=1)[0].lower() for line in lines}
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    declared = names(pyproject["project"]["dependencies"]) - {"kubernetes-validate"}
+    text = (REPO / "deploy" / "image-requirements.txt").read_text().splitlines()
+    listed = names([line for line in text if line.strip() and not line.startswith("#")])
+    assert listed == declared
