@@ -1,4 +1,4 @@
-"""Write the classic-sidecar variant of a manifest that uses native sidecars.
+"""Write the classic-sidecar and podman variants of a manifest that uses native sidecars.
 
 Native sidecars (``initContainers`` with ``restartPolicy: Always``) need Kubernetes >= 1.29, and
 ``podman kube play`` runs init containers to completion, so a sidecar there would block the Pod
@@ -7,9 +7,16 @@ containers, so ``kubectl exec``/``logs`` still default to the app) and drops its
 ``restartPolicy``. What is lost: start order (the app may start before its sidecars are ready)
 and stop order (sidecars get SIGTERM together with the app).
 
-The variants are generated, not hand-kept, and a test checks the committed ones are current:
+The podman variant is the classic one plus what ``podman kube play`` (4.x) needs: it has no
+Services, so the port a Service targets gets a ``hostPort`` of the same number (published on the
+host), and it cannot resolve the Downward API field ``metadata.namespace``, which becomes the
+literal ``podman``.
+
+The variants are generated, not hand-kept, and a test checks the committed ones are current
+(deploy/regenerate-variants.sh rewrites all of them):
 
     python deploy/make_classic.py examples/webapp/webapp.yaml > examples/webapp/webapp-classic.yaml
+    python deploy/make_classic.py --podman examples/webapp/webapp.yaml > examples/webapp/webapp-podman.yaml
 """
 
 from __future__ import annotations
@@ -46,23 +53,30 @@ def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _NoAliases.add_representer(str, _text)
 
 
-def classic(doc: dict[str, Any]) -> dict[str, Any]:
-    """The same object with its native sidecars turned into ordinary containers."""
-    doc = copy.deepcopy(doc)
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
     path = POD_SPEC_PATHS.get(doc.get("kind", ""))
     if path is None:
-        return doc
+        return None
     spec = doc
     for key in path:
         spec = spec[key]
+    return spec
+
+
+def classic(doc: dict[str, Any]) -> dict[str, Any]:
+    """The same object with its native sidecars turned into ordinary containers."""
+    doc = copy.deepcopy(doc)
+    spec = _pod_spec(doc)
+    if spec is None:
+        return doc
     inits = spec.get("initContainers") or []
     sidecars = [c for c in inits if c.get("restartPolicy") == "Always"]
+    remaining = [c for c in inits if c.get("restartPolicy") != "Always"]
     if not sidecars:
         return doc
     for container in sidecars:
         del container["restartPolicy"]
     spec["containers"] = list(spec["containers"]) + sidecars
-    remaining = [c for c in inits if c.get("restartPolicy") != "Always"]
     if remaining:
         spec["initContainers"] = remaining
     else:
@@ -70,21 +84,56 @@ def classic(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def render(source: Path) -> str:
+def podman(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The classic variant adapted to ``podman kube play``: Services become hostPorts."""
+    docs = [classic(d) for d in docs]
+    published = {
+        str(p.get("targetPort", p["port"]))
+        for d in docs
+        if d.get("kind") == "Service"
+        for p in d["spec"]["ports"]
+    }
+    for doc in docs:
+        spec = _pod_spec(doc)
+        if spec is None:
+            continue
+        for container in spec["containers"]:
+            for port in container.get("ports") or []:
+                if port.get("name") in published or str(port["containerPort"]) in published:
+                    port["hostPort"] = port["containerPort"]
+            for env in container.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("fieldRef") or {}
+                if ref.get("fieldPath") == "metadata.namespace":
+                    del env["valueFrom"]
+                    env["value"] = "podman"
+    return docs
+
+
+def render(source: Path, variant: str = "classic") -> str:
     docs = [d for d in yaml.safe_load_all(source.read_text()) if d]
-    header = (
-        f"# Generated from {source.name} by deploy/make_classic.py; do not edit by hand.\n"
-        "# Classic sidecars (ordinary containers) for Kubernetes < 1.29 and podman kube play.\n"
-    )
-    body = yaml.dump_all([classic(d) for d in docs], Dumper=_NoAliases, sort_keys=False, width=100)
-    return header + body
+    if variant == "podman":
+        header = (
+            f"# Generated from {source.name} by deploy/make_classic.py --podman; do not edit.\n"
+            "# For podman kube play: classic sidecars; the Service's port published as a hostPort.\n"
+        )
+        out = podman(docs)
+    else:
+        header = (
+            f"# Generated from {source.name} by deploy/make_classic.py; do not edit by hand.\n"
+            "# Classic sidecars (ordinary containers) for Kubernetes < 1.29.\n"
+        )
+        out = [classic(d) for d in docs]
+    return header + yaml.dump_all(out, Dumper=_NoAliases, sort_keys=False, width=100)
 
 
 def main(argv: list[str]) -> int:
+    variant = "classic"
+    if argv[:1] == ["--podman"]:
+        variant, argv = "podman", argv[1:]
     if len(argv) != 1:
-        print("usage: make_classic.py MANIFEST.yaml > MANIFEST-classic.yaml", file=sys.stderr)
+        print("usage: make_classic.py [--podman] MANIFEST.yaml > VARIANT.yaml", file=sys.stderr)
         return 2
-    sys.stdout.write(render(Path(argv[0])))
+    sys.stdout.write(render(Path(argv[0]), variant))
     return 0
 
 

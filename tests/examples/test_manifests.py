@@ -21,7 +21,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = ["nginx-logs", "webapp", "static-site", "app-to-sidecar"]
 MANIFESTS = [
-    REPO / "examples" / e / f"{e}{variant}.yaml" for e in EXAMPLES for variant in ("", "-classic")
+    REPO / "examples" / e / f"{e}{variant}.yaml"
+    for e in EXAMPLES
+    for variant in ("", "-classic", "-podman")
 ]
 K8S_VERSION = "1.33.0"
 make_classic = runpy.run_path(str(REPO / "deploy" / "make_classic.py"))
@@ -52,12 +54,21 @@ def test_manifest_validates_against_kubernetes_1_33_strict(path: Path) -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_classic_variant_is_generated_from_the_native_manifest(example: str) -> None:
+@pytest.mark.parametrize("variant", ["classic", "podman"])
+def test_variant_is_generated_from_the_native_manifest(example: str, variant: str) -> None:
     native = REPO / "examples" / example / f"{example}.yaml"
-    committed = (REPO / "examples" / example / f"{example}-classic.yaml").read_text()
-    assert committed == make_classic["render"](native), (
-        f"regenerate: python deploy/make_classic.py {native.relative_to(REPO)}"
-    )
+    committed = (REPO / "examples" / example / f"{example}-{variant}.yaml").read_text()
+    assert committed == make_classic["render"](native, variant), "run deploy/regenerate-variants.sh"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_podman_variant_publishes_the_service_target_port(example: str) -> None:
+    docs = documents(REPO / "examples" / example / f"{example}-podman.yaml")
+    (spec,) = pod_specs(REPO / "examples" / example / f"{example}-podman.yaml")
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    target = service["spec"]["ports"][0]["targetPort"]
+    (port,) = [p for c in spec["containers"] for p in c.get("ports") or [] if p["name"] == target]
+    assert port["hostPort"] == port["containerPort"]
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -69,9 +80,13 @@ def test_native_manifest_runs_sidecars_as_native_sidecars(example: str) -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_classic_manifest_has_no_native_sidecars(example: str) -> None:
+    (native,) = pod_specs(REPO / "examples" / example / f"{example}.yaml")
     (spec,) = pod_specs(REPO / "examples" / example / f"{example}-classic.yaml")
-    assert all("restartPolicy" not in c for c in spec.get("initContainers") or [])
-    assert spec["containers"][0]["name"] in {"app", "nginx"}
+    sidecars = [c["name"] for c in native["initContainers"] if c.get("restartPolicy") == "Always"]
+    one_shot = [c["name"] for c in native["initContainers"] if "restartPolicy" not in c]
+    assert [c["name"] for c in spec.get("initContainers") or []] == one_shot
+    assert [c["name"] for c in spec["containers"]] == [native["containers"][0]["name"], *sidecars]
+    assert all("restartPolicy" not in c for c in spec["containers"])
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
