@@ -36,6 +36,9 @@ from sidekick.ship.sources.base import SourceBatch
 
 log = logging.getLogger("sidekick.ship.pipeline")
 
+# Approximate memory of one record beyond its message: the dict, its offset, shared strings.
+RECORD_OVERHEAD = 512
+
 
 @dataclass
 class PipelineSettings:
@@ -258,8 +261,11 @@ class Pipeline:
             return
         if self.parser is not None:
             self.parser.parse(records)
-        unit = _Unit(self, records, batch.size, batch.ack, len(self.outputs))
-        self.inflight_bytes += batch.size
+        # Count what the records cost in memory, not only the bytes they were read from: a
+        # record dict with its strings is about RECORD_OVERHEAD bytes more than its line.
+        cost = batch.size + RECORD_OVERHEAD * len(records)
+        unit = _Unit(self, records, cost, batch.ack, len(self.outputs))
+        self.inflight_bytes += cost
         self.inflight_units += 1
         self._idle.clear()
         if self.inflight_bytes >= self.settings.max_inflight_bytes:
@@ -267,6 +273,9 @@ class Pipeline:
         self._gauge.set(self.inflight_bytes)
         for out in self.outputs:
             out.put(unit)
+        # Let the outputs run between two reads: without this a fast reader would fill the
+        # whole in-flight allowance before the first batch is sent.
+        await asyncio.sleep(0)
 
     def _unit_done(self, unit: _Unit) -> None:
         self.inflight_bytes -= unit.size

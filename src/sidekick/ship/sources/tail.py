@@ -450,6 +450,14 @@ class TailSource:
             log.warning("Reading %s failed (%s); will retry.", f.path, exc.strerror)
             return False
         if not data:
+            # At the end: a size below our position means copytruncate. Checked here, not
+            # only on the poll interval, so a refilled file is caught before it regrows.
+            try:
+                if os.fstat(f.fd).st_size < f.read_pos:
+                    await self._truncated(f, emit)
+                    return True
+            except OSError:
+                pass
             return False
         n = len(data)
         f.read_pos += n
