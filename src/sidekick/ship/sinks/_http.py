@@ -29,6 +29,7 @@ import logging
 import re
 import ssl
 import time
+import typing
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -137,10 +138,11 @@ def load_options(kind: type[T], target: Target, options: Mapping[str, Any]) -> T
                 f"output {target.url!r}: unknown option {unknown.group(1)!r}; use one of {known}"
             ) from None
         where = f"option {path!r}" if path else "its options"
-        raise ConfigError(
-            f"output {target.url!r}: {where}: {problem}; fix it in the URL query "
-            "or the output's options"
-        ) from None
+        fix = "fix it in the URL query or the output's options"
+        choices = typing.get_args(typing.get_type_hints(kind).get(path))
+        if choices and all(isinstance(c, str) for c in choices):
+            fix = "use one of " + ", ".join(choices)
+        raise ConfigError(f"output {target.url!r}: {where}: {problem}; {fix}") from None
 
 
 def option_error(target: Target, option: str, problem: str, fix: str) -> ConfigError:

@@ -1,0 +1,240 @@
+"""The Loki output against a server speaking Loki's documented push API (JSON).
+
+No Loki runs here: these are protocol tests of ``POST /loki/api/v1/push``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidekick.core.errors import ConfigError, TemporaryError
+from sidekick.ship.records import Sink
+from sidekick.ship.sinks.loki import sanitize_label
+from tests.conftest import free_port
+from tests.ship.sinks.conftest import ProtocolServer, Seen, make_records
+
+MakeSink = Callable[..., Sink]
+
+# The text Loki answers when an entry is older than its out-of-order window allows.
+TOO_FAR_BEHIND = (
+    "entry with timestamp 2026-11-22 08:00:00 +0000 UTC ignored, reason: 'entry too far behind, "
+    "oldest acceptable timestamp is: 2026-11-22T09:15:00Z' for stream: "
+    '{container="nginx", filename="/var/log/nginx/access.log", job="sidekick", namespace="shop", '
+    'pod="web-0"},\ntotal ignored: 1 out of 2\n'
+)
+
+
+def push(seen: Seen) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(seen.body)
+    return body
+
+
+async def test_push_request_is_json_on_the_push_path(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    sink = make_sink(f"loki://{server.hostport}")
+    assert (await sink.send(make_records(2))).all_delivered
+    [seen] = server.requests
+    assert seen.method == "POST"
+    assert seen.path == "/loki/api/v1/push"
+    assert seen.headers["Content-Type"] == "application/json"
+    assert seen.headers["Content-Encoding"] == "gzip"
+
+
+async def test_default_labels_come_from_kubernetes_fields_and_file_path(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    sink = make_sink(f"loki://{server.hostport}")
+    await sink.send(make_records(1))
+    [stream] = push(server.requests[0])["streams"]
+    assert stream["stream"] == {
+        "job": "sidekick",
+        "namespace": "shop",
+        "pod": "web-0",
+        "container": "nginx",
+        "filename": "/var/log/nginx/access.log",
+    }
+
+
+async def test_values_are_ns_timestamp_strings_lines_and_string_metadata(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    record = make_records(1, **{"http.response.status_code": 404, "tls": False})[0]
+    record["@timestamp"] = "2026-11-22T10:15:00.123456789Z"
+    sink = make_sink(f"loki://{server.hostport}")
+    await sink.send([record])
+    [stream] = push(server.requests[0])["streams"]
+    [[ts, line, meta]] = stream["values"]
+    assert ts == "1795342500123456789"
+    assert line == "line 0"
+    assert meta == {
+        "log.offset": "0",
+        "log.file.id": "2049:1234:9f86d081",
+        "host.name": "node-1",
+        "http.response.status_code": "404",
+        "tls": "false",
+    }
+
+
+async def test_records_are_grouped_into_one_stream_per_label_set(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    records = make_records(4)
+    records[1]["k8s.pod.name"] = records[3]["k8s.pod.name"] = "web-1"
+    sink = make_sink(f"loki://{server.hostport}")
+    await sink.send(records)
+    streams = push(server.requests[0])["streams"]
+    by_pod = {s["stream"]["pod"]: [v[1] for v in s["values"]] for s in streams}
+    assert by_pod == {"web-0": ["line 0", "line 2"], "web-1": ["line 1", "line 3"]}
+
+
+async def test_values_are_sorted_by_time_within_a_stream(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    records = make_records(3)
+    records[0]["@timestamp"] = "2026-11-22T10:00:03Z"
+    records[1]["@timestamp"] = "2026-11-22T10:00:01Z"
+    records[2]["@timestamp"] = "2026-11-22T10:00:02Z"
+    sink = make_sink(f"loki://{server.hostport}")
+    await sink.send(records)
+    [stream] = push(server.requests[0])["streams"]
+    assert [v[1] for v in stream["values"]] == ["line 1", "line 2", "line 0"]
+
+
+async def test_configured_labels_are_sanitised_to_loki_rules(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    sink = make_sink(
+        f"loki://{server.hostport}",
+        labels={"k8s.app-name": "k8s.pod.name", "9lives": "host.name"},
+        job="",
+    )
+    await sink.send(make_records(1))
+    [stream] = push(server.requests[0])["streams"]
+    assert stream["stream"] == {"k8s_app_name": "web-0", "_9lives": "node-1"}
+
+
+def test_sanitize_label_replaces_invalid_characters() -> None:
+    assert sanitize_label("http.status-code") == "http_status_code"
+    assert sanitize_label("1st") == "_1st"
+
+
+async def test_labels_from_the_url_query(server: ProtocolServer, make_sink: MakeSink) -> None:
+    sink = make_sink(f"loki://{server.hostport}?labels=ns=k8s.namespace.name&job=web")
+    await sink.send(make_records(1))
+    [stream] = push(server.requests[0])["streams"]
+    assert stream["stream"] == {"job": "web", "ns": "shop"}
+
+
+async def test_line_format_json_sends_the_whole_record_as_the_line(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    record = make_records(1)[0]
+    sink = make_sink(f"loki://{server.hostport}", line_format="json")
+    await sink.send([record])
+    [stream] = push(server.requests[0])["streams"]
+    [value] = stream["values"]
+    assert len(value) == 2
+    assert json.loads(value[1]) == record
+
+
+async def test_tenant_is_sent_as_x_scope_orgid(server: ProtocolServer, make_sink: MakeSink) -> None:
+    sink = make_sink(f"loki://{server.hostport}?tenant=team-a")
+    await sink.send(make_records(1))
+    assert server.requests[0].headers["X-Scope-OrgID"] == "team-a"
+
+
+async def test_entry_too_far_behind_rejects_the_records_with_lokis_text(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    server.reply(400, TOO_FAR_BEHIND, content_type="text/plain")
+    sink = make_sink(f"loki://{server.hostport}")
+    result = await sink.send(make_records(2))
+    assert [i for i, _ in result.rejected] == [0, 1]
+    reason = result.rejected[0][1]
+    assert reason.startswith("Loki HTTP 400: entry with timestamp")
+    assert "'entry too far behind" in reason
+    assert "total ignored: 1 out of 2" in reason
+    assert result.retry == []
+
+
+async def test_429_is_temporary_with_retry_after(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    server.reply(
+        429,
+        "Ingestion rate limit exceeded for user team-a (limit: 4194304 bytes/sec) while attempting "
+        "to ingest '2' lines totaling '200' bytes, reduce log volume or contact your Loki "
+        "administrator to see if the limit can be increased\n",
+        headers={"Retry-After": "3"},
+    )
+    sink = make_sink(f"loki://{server.hostport}")
+    with pytest.raises(TemporaryError, match="Ingestion rate limit exceeded") as info:
+        await sink.send(make_records(2))
+    assert info.value.retry_after == 3.0
+
+
+async def test_500_is_temporary(server: ProtocolServer, make_sink: MakeSink) -> None:
+    server.reply(500, "rpc error: code = Unavailable desc = no ingesters\n")
+    sink = make_sink(f"loki://{server.hostport}")
+    with pytest.raises(TemporaryError, match="HTTP 500"):
+        await sink.send(make_records(1))
+
+
+async def test_2xx_other_than_204_is_delivered_and_logged_with_its_code(
+    server: ProtocolServer, make_sink: MakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.reply(260, "")
+    sink = make_sink(f"loki://{server.hostport}")
+    with caplog.at_level(logging.WARNING, logger="sidekick.ship.sinks.loki"):
+        result = await sink.send(make_records(1))
+    assert result.all_delivered
+    assert "HTTP 260" in caplog.text
+
+
+async def test_204_logs_nothing(
+    server: ProtocolServer, make_sink: MakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(f"loki://{server.hostport}")
+    with caplog.at_level(logging.WARNING, logger="sidekick.ship.sinks.loki"):
+        await sink.send(make_records(1))
+    assert caplog.records == []
+
+
+async def test_connection_refused_is_a_temporary_error(make_sink: MakeSink) -> None:
+    sink = make_sink(f"loki://127.0.0.1:{free_port()}")
+    with pytest.raises(TemporaryError, match="cannot reach"):
+        await sink.send(make_records(1))
+
+
+async def test_bearer_token_file_is_sent(
+    server: ProtocolServer, make_sink: MakeSink, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("glc_abc\n")
+    sink = make_sink(f"loki://{server.hostport}", bearer_token_file=str(token))
+    await sink.send(make_records(1))
+    assert server.requests[0].headers["Authorization"] == "Bearer glc_abc"
+
+
+def test_malformed_labels_query_is_a_config_error(make_sink: MakeSink) -> None:
+    with pytest.raises(
+        ConfigError, match="option 'labels' has 'namespace', which is not NAME=FIELD"
+    ):
+        make_sink("loki://127.0.0.1:3100?labels=namespace")
+
+
+def test_labels_colliding_after_sanitising_are_a_config_error(make_sink: MakeSink) -> None:
+    with pytest.raises(ConfigError, match="same label name twice"):
+        make_sink("loki://127.0.0.1:3100", labels={"a.b": "x", "a_b": "y"})
+
+
+def test_unknown_line_format_is_a_config_error(make_sink: MakeSink) -> None:
+    with pytest.raises(ConfigError, match="option 'line_format'"):
+        make_sink("loki://127.0.0.1:3100?line_format=logfmt")
