@@ -163,9 +163,11 @@ async def test_segment_with_undelivered_records_is_kept(tmp_path: Path) -> None:
     spool = open_spool(tmp_path, segment_bytes=20)
     async with Reading(SpoolReader(spool)) as emit:
         await spool.append(line(1))
+        await emit.wait(1)
         await spool.append(line(2))
         await emit.wait(2)
         first, *rest = emit.batches
+        assert rest
         for b in rest:
             assert b.ack is not None
             b.ack.delivered()
