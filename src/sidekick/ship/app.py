@@ -162,9 +162,8 @@ async def run_shipper(
         source_tasks = [owner.spawn(f"source {s.name}", s.run(pipeline.emit)) for s in sources]
         for out in pipeline.outputs:
             owner.spawn(f"output {out.name}", out.run())
-        owner.spawn(
-            "checkpoint", _flush_checkpoints(store, metrics, seconds(cfg.checkpoint_interval))
-        )
+        owner.spawn("checkpoint", store.run_flusher(seconds(cfg.checkpoint_interval)))
+        owner.spawn("checkpoint metrics", _count_checkpoint_writes(store, metrics))
         ready = True
         log.info("Shipping %s to %s.", ", ".join(cfg.inputs), ", ".join(parts.outputs))
         while not shutdown.is_requested:
@@ -195,11 +194,9 @@ async def run_shipper(
             await admin.aclose()
 
 
-async def _flush_checkpoints(store: CheckpointStore, metrics: ShipMetrics, interval: float) -> None:
-    writes = metrics.checkpoint_writes
+async def _count_checkpoint_writes(store: CheckpointStore, metrics: ShipMetrics) -> None:
+    seen = 0
     while True:
-        await asyncio.sleep(interval)
-        before = store.writes
-        store.save_if_dirty()
-        if store.writes != before:
-            writes.inc()
+        await asyncio.sleep(1.0)
+        metrics.checkpoint_writes.inc(store.writes - seen)
+        seen = store.writes

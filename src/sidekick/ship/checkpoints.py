@@ -68,6 +68,7 @@ class CheckpointStore:
         self.dirty = False
         self.writes = 0
         self._lock_fd: int | None = None
+        self._changed = asyncio.Event()
 
     def lock(self) -> None:
         """Take the state directory's lock; UserError if another shipper holds it."""
@@ -114,17 +115,21 @@ class CheckpointStore:
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         self.streams[key] = entry
-        self.dirty = True
+        self._mark()
 
     def update(self, key: str, **fields: Any) -> None:
         entry = self.streams.get(key)
         if entry is not None:
             entry.update(fields)
-            self.dirty = True
+            self._mark()
 
     def drop(self, key: str) -> None:
         if self.streams.pop(key, None) is not None:
-            self.dirty = True
+            self._mark()
+
+    def _mark(self) -> None:
+        self.dirty = True
+        self._changed.set()
 
     def keys(self, prefix: str) -> list[str]:
         return [k for k in self.streams if k.startswith(prefix)]
@@ -159,10 +164,22 @@ class CheckpointStore:
                 log.error("Cannot write state file %s: %s", self.path, exc)
 
     async def run_flusher(self, interval: float) -> None:
-        """Write the state file at most once per ``interval`` while it changes."""
+        """Write the state file soon after it changes, but at most once per ``interval``.
+
+        The first change after a quiet spell is written at once, so a shipper killed shortly
+        after a (re)start repeats little; under steady load it is one write per interval.
+        """
+        loop = asyncio.get_running_loop()
+        last = -interval
         while True:
-            await asyncio.sleep(interval)
+            self._changed.clear()
+            if not self.dirty:
+                await self._changed.wait()
+            wait = last + interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
             self.save_if_dirty()
+            last = loop.time()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
