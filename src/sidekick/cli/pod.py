@@ -1,14 +1,174 @@
-"""`sidekick up` and `sidekick logs` commands (being built)."""
+"""``sidekick up`` (run Pod manifests as local processes) and ``sidekick logs`` (read their output)."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import click
 
+from sidekick.core.errors import ConfigError, UserError
+from sidekick.core.logs import setup_logging
 
-@click.command()
-def up() -> None:
-    """Not available yet."""
-    raise click.UsageError("sidekick up is not available yet")
+DEFAULT_RUN_DIR = ".sidekick/run"
+
+run_dir_option = click.option(
+    "--run-dir",
+    default=DEFAULT_RUN_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where volumes, log files and status of the pods live.",
+)
 
 
-commands: list[click.Command] = [up]
+@click.command(context_settings={"auto_envvar_prefix": "SIDEKICK_UP"})
+@click.argument("files", nargs=-1, required=True)
+@run_dir_option
+@click.option(
+    "--set-image",
+    "set_image",
+    multiple=True,
+    metavar="IMAGE=COMMAND",
+    help="Command for containers of IMAGE that have no command, e.g. "
+    "--set-image busybox='sh -c \"sleep 1d\"' (repeatable).",
+)
+@click.option(
+    "--fast-backoff",
+    is_flag=True,
+    help="Restart back-off of 0.1s doubling to 2s instead of 10s doubling to 5m.",
+)
+@click.option(
+    "--admin-addr",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="HOST:PORT for /status, /healthz, /readyz and /metrics (port 0 picks a free port, "
+    "written to RUN_DIR/admin-port); 'off' serves nothing.",
+)
+@click.option(
+    "--shutdown-timeout",
+    default=None,
+    help="How long stopping may take before every process is killed "
+    "(default: the longest terminationGracePeriodSeconds plus 10s).",
+)
+@click.option(
+    "--color/--no-color",
+    "colour",
+    default=None,
+    help="Colour the output prefixes (default: when a terminal).",
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def up(
+    files: tuple[str, ...],
+    run_dir: str,
+    set_image: tuple[str, ...],
+    fast_backoff: bool,
+    admin_addr: str,
+    shutdown_timeout: str | None,
+    colour: bool | None,
+    log_format: str,
+    log_level: str,
+) -> None:
+    """Run the Pods and Deployments in FILE... on this machine, in the foreground.
+
+    Containers run as host processes with the kubelet's lifecycle rules: init containers,
+    native sidecars, probes, restarts with back-off, preStop and grace periods. Volumes are
+    directories under --run-dir and mount paths are translated to them. Ctrl-C stops the pods
+    gracefully; a second Ctrl-C kills them at once.
+    """
+    from sidekick.cli.common import admin_addr as parse_admin
+    from sidekick.cli.common import key_values
+    from sidekick.core.durations import parse_duration
+    from sidekick.core.runtime import run
+    from sidekick.pod.app import UpConfig
+    from sidekick.pod.app import up as run_up
+    from sidekick.pod.manifest import read_manifests
+
+    setup_logging(log_format, log_level)  # type: ignore[arg-type]
+    images = key_values(set_image, "--set-image")
+    manifests = read_manifests(list(files), set_image=images)
+    addr = None if admin_addr == "off" else parse_admin(admin_addr)
+    if shutdown_timeout is None:
+        timeout = max(p.grace_period for p in manifests.pods) + 10.0
+    else:
+        timeout = parse_duration(shutdown_timeout, name="--shutdown-timeout")
+    cfg = UpConfig(manifests, Path(run_dir), addr, fast_backoff, colour)
+    code = run(lambda shutdown: run_up(cfg, shutdown), shutdown_timeout=timeout)
+    sys.exit(code)
+
+
+def _status(run_dir: Path, pod: str) -> dict[str, Any]:
+    path = run_dir / pod / "status.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        known = sorted(p.name for p in run_dir.glob("*/status.json") for p in [p.parent])
+        raise UserError(
+            f"pod {pod!r} not found in run dir {str(run_dir)!r}"
+            + (f"; pods there: {', '.join(known)}" if known else "; start it with sidekick up")
+            + " (or pass the --run-dir that sidekick up used)"
+        ) from None
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+@click.command(context_settings={"auto_envvar_prefix": "SIDEKICK_UP"})
+@click.argument("pod")
+@click.option(
+    "-c", "--container", default=None, help="Container name (default: the first main container)."
+)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the pod ends.")
+@click.option("--tail", type=int, default=-1, help="Only the last N lines (-1: all).")
+@run_dir_option
+def logs(pod: str, container: str | None, follow: bool, tail: int, run_dir: str) -> None:
+    """Print a container's output from a pod started by sidekick up, like kubectl logs."""
+    rdir = Path(run_dir)
+    status = _status(rdir, pod)
+    names = [c["name"] for c in status.get("initContainerStatuses", [])] + [
+        c["name"] for c in status.get("containerStatuses", [])
+    ]
+    if container is None:
+        mains = [c["name"] for c in status.get("containerStatuses", [])]
+        if not mains:
+            raise ConfigError(f"pod {pod!r} has no containers recorded; give -c CONTAINER")
+        container = mains[0]
+        if len(names) > 1:
+            click.echo(f'Defaulted container "{container}" out of: {", ".join(names)}', err=True)
+    elif names and container not in names:
+        raise ConfigError(
+            f"container {container!r} is not in pod {pod!r}; choose one of {', '.join(names)}"
+        )
+    path = rdir / pod / "logs" / f"{container}.log"
+    out = sys.stdout.buffer
+    if not path.exists():
+        raise UserError(f"container {container!r} of pod {pod!r} has no output yet")
+    with open(path, "rb") as f:
+        data = f.read()
+        if tail >= 0:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-tail:]) if tail else b""
+        out.write(data)
+        out.flush()
+        while follow:
+            chunk = f.read()
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if _status(rdir, pod).get("ended"):
+                break
+            time.sleep(0.2)
+
+
+commands: list[click.Command] = [up, logs]

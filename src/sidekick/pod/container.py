@@ -1,0 +1,504 @@
+"""One container: its environment, its process, its probes, hooks, restarts and status.
+
+``ContainerRunner.supervise()`` runs the container until it should not be restarted any more
+(``restartPolicy``: Always restarts on every exit, OnFailure on a non-zero exit, Never not at
+all), waiting the kubelet's back-off between restarts: 10 s doubling to 5 min, reset once a run
+lasted 10 min (``--fast-backoff``: 0.1 s doubling to 2 s, reset after 4 s). A failed liveness or
+startup probe, or a failed postStart hook, kills the container (preStop first, then SIGTERM,
+then SIGKILL after the grace period) and counts as an exit.
+
+The environment is built the kubelet's way: ``envFrom`` first, then ``env`` in order, each value
+``$(VAR)``-expanded against the variables declared before it; then ``command`` and ``args`` are
+expanded against all of them. Mount paths are translated after expansion, once. The host's
+PATH (with this Python's bin directory first, so ``sidekick`` is found), HOME, LANG, LC_ALL and TZ
+are passed as an image would provide them, plus HOSTNAME (the pod name) and the run markers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from sidekick.core.backoff import Backoff
+from sidekick.core.durations import format_duration
+from sidekick.pod.expand import expand
+from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV, Tracker, kill_group
+from sidekick.pod.manifest import Container, Manifests, Pod
+from sidekick.pod.output import Printer, pump
+from sidekick.pod.paths import PodDirs, check_container_paths
+from sidekick.pod.probes import ActionContext, ProbeWorker, run_action
+
+log = logging.getLogger("sidekick.up")
+
+POD_IP = "127.0.0.1"
+
+
+@dataclass
+class BackoffPolicy:
+    initial: float = 10.0
+    maximum: float = 300.0
+    reset_after: float = 600.0
+
+    @classmethod
+    def fast(cls) -> BackoffPolicy:
+        return cls(0.1, 2.0, 4.0)
+
+
+def _field(pod: Pod, path: str) -> str:
+    simple = {
+        "metadata.name": pod.name,
+        "metadata.namespace": pod.namespace,
+        "metadata.uid": pod.uid,
+        "status.podIP": POD_IP,
+        "status.podIPs": POD_IP,
+        "status.hostIP": POD_IP,
+        "status.hostIPs": POD_IP,
+        "spec.nodeName": pod.node_name,
+        "spec.serviceAccountName": pod.service_account,
+    }
+    if path in simple:
+        return simple[path]
+    for prefix, store in (
+        ("metadata.labels", pod.labels),
+        ("metadata.annotations", pod.annotations),
+    ):
+        if path.startswith(prefix + "['"):
+            return store.get(path[len(prefix) + 2 : -2], "")
+    return ""
+
+
+def declared_env(pod: Pod, c: Container, manifests: Manifests) -> dict[str, str]:
+    """The container's declared variables, expanded as the kubelet does (not yet translated)."""
+    env: dict[str, str] = {}
+    for ef in c.env_from:
+        prefix = str(ef.get("prefix") or "")
+        for ref_kind, store in (
+            ("configMapRef", manifests.config_maps),
+            ("secretRef", manifests.secrets),
+        ):
+            ref = ef.get(ref_kind)
+            if ref is not None:
+                for k, v in store.get((pod.namespace, ref.get("name", "")), {}).items():
+                    env[prefix + k] = v.decode(errors="replace")
+    for e in c.env:
+        name = e["name"]
+        src = e.get("valueFrom")
+        if not src:
+            env[name] = expand(str(e.get("value") or ""), env)
+            continue
+        if "fieldRef" in src:
+            env[name] = _field(pod, src["fieldRef"]["fieldPath"])
+        for ref_kind, store in (
+            ("configMapKeyRef", manifests.config_maps),
+            ("secretKeyRef", manifests.secrets),
+        ):
+            ref = src.get(ref_kind)
+            if ref is not None:
+                value = store.get((pod.namespace, ref.get("name", "")), {}).get(ref["key"])
+                if value is not None:
+                    env[name] = value.decode(errors="replace")
+    return env
+
+
+def base_env(pod: Pod, c: Container, run_id: str) -> dict[str, str]:
+    bindir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    if bindir not in path.split(":"):
+        path = f"{bindir}:{path}"
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "HOSTNAME": pod.name}
+    for k in ("LANG", "LC_ALL", "TZ"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    env[RUN_ENV] = run_id
+    env[CONTAINER_ENV] = f"{pod.name}/{c.name}"
+    return env
+
+
+def exit_code(returncode: int) -> int:
+    """A shell-style exit code: killed by signal N is 128+N, as Kubernetes reports it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+@dataclass
+class Status:
+    state: str = "Waiting"  # Waiting | Running | Terminated
+    reason: str = "PodInitializing"
+    message: str = ""
+    exit_code: int | None = None
+    started: bool = False
+    ready: bool = False
+    restarts: int = 0
+    pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def summary(self) -> str:
+        if self.state == "Running":
+            word = "Ready" if self.ready else ("Running" if self.started else "Running, starting")
+            text = word
+        elif self.state == "Terminated":
+            text = f"Terminated ({self.reason}, exit code {self.exit_code})"
+        else:
+            text = f"Waiting ({self.reason})"
+        if self.message and self.state != "Running":
+            text += f": {self.message}"
+        return f"{text}, restarts {self.restarts}"
+
+
+class ContainerRunner:
+    def __init__(
+        self,
+        pod: Pod,
+        spec: Container,
+        manifests: Manifests,
+        dirs: PodDirs,
+        tracker: Tracker,
+        printer: Printer,
+        session: Callable[[], aiohttp.ClientSession],
+        restart_policy: str,
+        backoff: BackoffPolicy,
+        grace: float,
+        on_change: Callable[[ContainerRunner], None],
+    ) -> None:
+        self.pod = pod
+        self.spec = spec
+        self.dirs = dirs
+        self.tracker = tracker
+        self.printer = printer
+        self.restart_policy = restart_policy
+        self.policy = backoff
+        self.backoff = Backoff(initial=backoff.initial, maximum=backoff.maximum, jitter=0)
+        self.grace = grace
+        self.on_change = on_change
+        self.name = f"{pod.name}/{spec.name}"
+        self.status = Status()
+        self.started = asyncio.Event()
+        self.post_started = asyncio.Event()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.stopping = False
+        self._stop_event = asyncio.Event()
+        self._kill_task: asyncio.Task[None] | None = None
+        self.probes: dict[str, ProbeWorker] = {}
+        self._on_started: Callable[[], None] = lambda: None
+
+        translate = dirs.translators[spec.name]
+        declared = declared_env(pod, spec, manifests)
+        env = base_env(pod, spec, tracker.run_id)
+        env.update({k: translate(v) for k, v in declared.items()})
+        self.argv = [translate(expand(a, declared)) for a in [*spec.command, *spec.args]]
+        self.cwd = check_container_paths(spec, translate) or None
+        self.ctx = ActionContext(
+            env=env,
+            expand_env=declared,
+            cwd=self.cwd,
+            translate=translate,
+            ports={p.name: p.port for p in spec.ports if p.name},
+            tracker=tracker,
+            session=session,
+        )
+        self.last_returncode: int | None = None
+
+    # --- status ----------------------------------------------------------------------------
+
+    def _set(self, **changes: Any) -> None:
+        before = self.status.summary()
+        for k, v in changes.items():
+            setattr(self.status, k, v)
+        if self.status.summary() != before:
+            self.on_change(self)
+
+    def status_json(self) -> dict[str, Any]:
+        s = self.status
+        out: dict[str, Any] = {
+            "name": self.spec.name,
+            "type": self.spec.kind,
+            "state": s.state,
+            "reason": s.reason,
+            "ready": s.ready,
+            "started": s.started,
+            "restartCount": s.restarts,
+            "command": self.argv,
+        }
+        if s.message:
+            out["message"] = s.message
+        if s.exit_code is not None:
+            out["exitCode"] = s.exit_code
+        if s.pid is not None and s.state == "Running":
+            out["pid"] = s.pid
+        if s.started_at:
+            out["startedAt"] = s.started_at
+        if s.finished_at:
+            out["finishedAt"] = s.finished_at
+        return out
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def supervise(self) -> int:
+        """Run, restarting per policy, until done or stopped; return the last exit code."""
+        while True:
+            began = time.monotonic()
+            code = await self._run_once()
+            if self.stopping:
+                return code
+            restart = self.restart_policy == "Always" or (
+                self.restart_policy == "OnFailure" and code != 0
+            )
+            if not restart:
+                return code
+            if time.monotonic() - began >= self.policy.reset_after:
+                self.backoff.reset()
+            delay = self.backoff.next_delay()
+            self._set(
+                state="Waiting",
+                reason="CrashLoopBackOff",
+                message=f"back-off {format_duration(delay)} restarting failed container",
+            )
+            log.info(
+                "%s exited with code %d; restarting in %s.", self.name, code, format_duration(delay)
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), delay)
+            if self.stopping:
+                return code
+            self.status.restarts += 1
+
+    async def _run_once(self) -> int:
+        self._set(state="Waiting", reason="ContainerCreating", message="", ready=False)
+        try:
+            with self.tracker.starting_process():
+                proc = await asyncio.create_subprocess_exec(
+                    *self.argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=self.ctx.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    limit=1 << 20,
+                )
+                self.tracker.own.add(proc.pid)
+        except OSError as exc:
+            msg = f"cannot run {self.argv[0]!r}: {exc.strerror}"
+            log.error("%s: %s; check the command.", self.name, msg)
+            self._set(
+                state="Terminated",
+                reason="StartError",
+                message=msg,
+                exit_code=128,
+                finished_at=time.time(),
+            )
+            return 128
+        self.proc = proc
+        assert proc.stdout is not None
+        reader = asyncio.create_task(
+            pump(proc.stdout, self.dirs.log_file(self.spec.name), self.printer, self.name),
+            name=f"output {self.name}",
+        )
+        self._kill_task = None
+        self._set(
+            state="Running",
+            reason="",
+            pid=proc.pid,
+            started_at=time.time(),
+            exit_code=None,
+            started=False,
+        )
+        probe_tasks: list[asyncio.Task[None]] = []
+        try:
+            if self.spec.post_start is not None:
+                ok, why = await self._post_start(proc)
+                if not ok and proc.returncode is None:
+                    log.warning("%s: postStart hook failed (%s); killing it.", self.name, why)
+                    self._set(message=f"postStart hook failed: {why}")
+                    self.kill("FailedPostStartHook", run_pre_stop=False)
+            self.post_started.set()
+            if proc.returncode is None and self._kill_task is None:
+                probe_tasks = self._start_probes()
+            await proc.wait()
+            if self._kill_task is not None:
+                await self._kill_task
+        finally:
+            for t in probe_tasks:
+                t.cancel()
+            for t in probe_tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            self.probes = {}
+            if proc.returncode is None:  # cancelled: leave nothing running
+                kill_group(proc.pid, signal.SIGKILL)
+            await self._clean_up(proc, reader)
+        code = exit_code(proc.returncode if proc.returncode is not None else -9)
+        self.last_returncode = code
+        reason = (
+            self.status.reason
+            if self.status.reason in ("FailedPostStartHook",)
+            else ("Completed" if code == 0 else "Error")
+        )
+        if self._kill_reason:
+            reason = self._kill_reason
+        self._set(
+            state="Terminated",
+            reason=reason,
+            exit_code=code,
+            ready=False,
+            finished_at=time.time(),
+        )
+        self._kill_reason = ""
+        return code
+
+    _kill_reason = ""
+
+    async def _post_start(self, proc: asyncio.subprocess.Process) -> tuple[bool, str]:
+        assert self.spec.post_start is not None
+        hook = asyncio.create_task(run_action(self.spec.post_start, self.ctx, self.grace))
+        exited = asyncio.create_task(proc.wait())
+        await asyncio.wait({hook, exited}, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        if not hook.done():
+            hook.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hook
+            return True, "container exited"
+        return hook.result()
+
+    async def _clean_up(self, proc: asyncio.subprocess.Process, reader: asyncio.Task[None]) -> None:
+        # The kubelet kills every process of a container when its main process ends.
+        kill_group(proc.pid, signal.SIGKILL)
+        if self.tracker.marked(self.name):
+            self.tracker.kill_marked(self.name)
+        self.tracker.own.discard(proc.pid)
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), 5.0)
+        except TimeoutError:
+            reader.cancel()
+            log.warning("%s: output pipe still open after exit; stopped reading it.", self.name)
+
+    def _start_probes(self) -> list[asyncio.Task[None]]:
+        tasks: list[asyncio.Task[None]] = []
+        spec = self.spec
+
+        def later() -> None:
+            for kind, probe in (
+                ("readiness", spec.readiness_probe),
+                ("liveness", spec.liveness_probe),
+            ):
+                if probe is not None:
+                    worker = ProbeWorker(kind, probe, self.ctx, self._probe_changed(kind))
+                    self.probes[kind] = worker
+                    tasks.append(
+                        asyncio.create_task(worker.run(), name=f"probe {kind} {self.name}")
+                    )
+
+        def on_started() -> None:
+            self._set(started=True, ready=spec.readiness_probe is None)
+            self.started.set()
+            later()
+
+        self._on_started = on_started
+        if spec.startup_probe is not None:
+            worker = ProbeWorker(
+                "startup", spec.startup_probe, self.ctx, self._probe_changed("startup")
+            )
+            self.probes["startup"] = worker
+            tasks.append(asyncio.create_task(worker.run(), name=f"probe startup {self.name}"))
+        else:
+            on_started()
+        return tasks
+
+    def _probe_changed(self, kind: str) -> Callable[[bool, str], None]:
+        def changed(ok: bool, reason: str) -> None:
+            if kind == "startup":
+                if ok:
+                    self.probes["startup"].on_change = lambda ok, r: None
+                    self._on_started()
+                else:
+                    log.warning("%s: startup probe failed (%s); killing it.", self.name, reason)
+                    self.kill("StartupProbeFailed")
+            elif kind == "readiness":
+                if not ok:
+                    log.info("%s: readiness probe failed (%s).", self.name, reason)
+                self._set(ready=ok)
+            elif not ok:
+                log.warning("%s: liveness probe failed (%s); restarting it.", self.name, reason)
+                self.kill("LivenessProbeFailed")
+
+        return changed
+
+    def kill(self, reason: str, *, run_pre_stop: bool = True) -> None:
+        """Terminate the running instance (the supervise loop then decides on a restart)."""
+        if self._kill_task is not None or self.proc is None or self.proc.returncode is not None:
+            return
+        self._kill_reason = reason
+        for worker in self.probes.values():
+            worker.on_change = lambda ok, r: None
+        self._kill_task = asyncio.create_task(
+            self._terminate(self.proc, self.grace, run_pre_stop), name=f"kill {self.name}"
+        )
+
+    async def stop(self, grace: float) -> None:
+        """Stop for good: no restart, preStop, SIGTERM, SIGKILL after ``grace``."""
+        self.stopping = True
+        self._stop_event.set()
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        if self._kill_task is None:
+            self.grace = grace
+            self._kill_task = asyncio.create_task(
+                self._terminate(proc, grace, True), name=f"stop {self.name}"
+            )
+        await asyncio.shield(self._kill_task)
+
+    async def _terminate(
+        self, proc: asyncio.subprocess.Process, grace: float, run_pre_stop: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        for worker in self.probes.values():
+            worker.on_change = lambda ok, r: None
+        if run_pre_stop and self.spec.pre_stop is not None:
+            self._set(ready=False)
+            ok, why = await run_action(self.spec.pre_stop, self.ctx, grace)
+            if not ok:
+                log.warning("%s: preStop hook failed (%s).", self.name, why)
+        if proc.returncode is None:
+            # After a long preStop the kubelet still allows 2 s for SIGTERM.
+            deadline = (
+                max(deadline, loop.time() + 2.0)
+                if run_pre_stop and self.spec.pre_stop
+                else deadline
+            )
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                log.warning(
+                    "%s did not stop within the grace period of %s; sending SIGKILL.",
+                    self.name,
+                    format_duration(grace),
+                )
+                kill_group(proc.pid, signal.SIGKILL)
+                await proc.wait()
+
+
+def port_in_use(port: int) -> bool:
+    """True when something on this machine already listens on TCP ``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False

@@ -1,0 +1,136 @@
+"""Leave nothing behind: process groups, orphans, zombies.
+
+Every container runs in its own session (so its own process group), and every process
+``sidekick up`` starts carries two environment variables: ``SIDEKICK_RUN_ID`` (one per run)
+and ``SIDEKICK_CONTAINER`` (``pod/container``). A container's processes are found by those
+markers in ``/proc/<pid>/environ`` even after they left the group (a daemon that called
+``setsid``), which is how the kubelet's "all processes of a container die with it" is kept.
+
+``sidekick up`` also makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``), so
+orphaned grandchildren are re-parented to it instead of init; it reaps those zombies when
+SIGCHLD arrives. Its own children are waited for by asyncio, so only processes it did not start
+itself are reaped here, and never while a start is in progress.
+
+Left out: a process that clears its environment and escapes the subreaper (re-parented
+elsewhere) cannot be found; and if ``sidekick up`` itself is killed with SIGKILL its children
+keep running, as with any supervisor that has no cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+log = logging.getLogger("sidekick.up")
+
+PR_SET_CHILD_SUBREAPER = 36
+RUN_ENV = "SIDEKICK_RUN_ID"
+CONTAINER_ENV = "SIDEKICK_CONTAINER"
+
+
+def become_subreaper() -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class Tracker:
+    """The pids this process started itself, so the orphan reaper leaves them to asyncio."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.own: set[int] = set()
+        self.starting = 0
+
+    @contextlib.contextmanager
+    def starting_process(self) -> Iterator[None]:
+        self.starting += 1
+        try:
+            yield
+        finally:
+            self.starting -= 1
+
+    def reap_orphans(self) -> int:
+        """Reap zombie children this process did not start; return how many."""
+        if self.starting:
+            return 0
+        reaped = 0
+        for pid in _children():
+            if pid in self.own or _state(pid) != "Z":
+                continue
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped += 1
+        return reaped
+
+    def marked(self, container: str | None = None) -> list[int]:
+        """Pids whose environment carries this run's marker (and ``container``'s, if given)."""
+        want_run = f"{RUN_ENV}={self.run_id}".encode()
+        want_c = f"{CONTAINER_ENV}={container}".encode() if container else None
+        me = os.getpid()
+        out: list[int] = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if want_run in env and (want_c is None or want_c in env):
+                out.append(int(name))
+        return out
+
+    def kill_marked(self, container: str | None = None) -> int:
+        """SIGKILL every marked process (of ``container``); wait a moment for them to go."""
+        pids = self.marked(container)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2.0
+        while pids and time.monotonic() < deadline:
+            self.reap_orphans()
+            pids = [p for p in pids if _alive(p)]
+            if pids:
+                time.sleep(0.01)
+        return len(pids)
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _children() -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out.extend(int(p) for p in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    state = _state(pid)
+    return state not in ("", "Z", "X")

@@ -1,0 +1,216 @@
+"""Volumes as directories under the run dir, and mount paths translated to them.
+
+A container cannot see ``/var/log/nginx`` as its volume without a mount namespace, so the
+opposite is done: every occurrence of a container's ``mountPath`` in its command, args, env
+values, ``workingDir``, probe and hook commands, and in the files of the ConfigMaps it mounts, is
+rewritten to the directory that backs the volume. Longer mount paths win (``/etc/nginx/conf.d``
+before ``/etc/nginx``), and a mount path only matches at path boundaries: ``/data`` is rewritten
+in ``/data``, ``/data/x`` and ``--dir=/data``, but not in ``/database`` or ``/srv/data``.
+
+Layout of ``<run-dir>/<pod>/``::
+
+    volumes/<volume>/                 emptyDir and secret volumes (shared by all containers)
+    configmaps/<volume>/<container>/  a ConfigMap volume, one translated copy per container
+    image/<container>/...             files a known image provides (see ``images``)
+    state/<container>/                pid files and temp directories of such images
+    logs/<container>.log              the container's output, read by ``sidekick logs``
+
+What it leaves out: a program that builds paths at run time from pieces, or reads a path
+from a file that is not a mounted ConfigMap, sees the unmounted path. ``readOnly`` and the
+read-only nature of ConfigMap and Secret volumes are not enforced (without a mount namespace
+a host process owned by the same user can always write); ``sidekick up`` warns about it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sidekick.core.errors import ConfigError
+from sidekick.pod.images import image_files
+from sidekick.pod.manifest import Container, Manifests, Pod
+
+log = logging.getLogger("sidekick.up")
+
+
+class Translator:
+    """Rewrite container paths to host paths, longest container path first."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = dict(table)
+        keys = sorted((k for k in table if k != "/"), key=len, reverse=True)
+        self._re = (
+            re.compile(r"(?<![\w.~/-])(" + "|".join(re.escape(k) for k in keys) + r")(?![\w.-])")
+            if keys
+            else None
+        )
+
+    def __call__(self, text: str) -> str:
+        if self._re is None:
+            return text
+        return self._re.sub(lambda m: self.table[m.group(1)], text)
+
+
+@dataclass
+class PodDirs:
+    root: Path
+    logs: Path
+    translators: dict[str, Translator] = field(default_factory=dict)
+    state: dict[str, Path] = field(default_factory=dict)
+    size_limits: list[tuple[str, Path, int]] = field(default_factory=list)
+
+    def log_file(self, container: str) -> Path:
+        return self.logs / f"{container}.log"
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+def _items(
+    source: dict[str, object], data: dict[str, bytes], where: str
+) -> list[tuple[str, bytes, int]]:
+    default_mode = int(source.get("defaultMode") or 0o644)  # type: ignore[call-overload]
+    items = source.get("items")
+    out: list[tuple[str, bytes, int]] = []
+    if items:
+        for item in items:  # type: ignore[attr-defined]
+            key = item["key"]
+            if key not in data:
+                if source.get("optional"):
+                    continue
+                raise ConfigError(
+                    f"{where}: key {key!r} is not in the object; use one of {sorted(data)}"
+                )
+            out.append((item["path"], data[key], int(item.get("mode") or default_mode)))
+    else:
+        out = [(k, v, default_mode) for k, v in data.items()]
+    return out
+
+
+def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
+    """Create the pod's directories (fresh, like a new pod) and every container's translator."""
+    root = (run_dir / pod.name).resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    dirs = PodDirs(root=root, logs=root / "logs")
+    dirs.logs.mkdir(parents=True)
+    backing: dict[str, Path] = {}
+    for vol in pod.volumes.values():
+        if vol.kind in ("emptyDir", "secret"):
+            backing[vol.name] = root / "volumes" / vol.name
+            backing[vol.name].mkdir(parents=True)
+            if vol.kind == "emptyDir" and vol.size_limit is not None:
+                dirs.size_limits.append((vol.name, backing[vol.name], vol.size_limit))
+            if vol.kind == "emptyDir" and vol.source.get("medium") == "Memory":
+                log.info(
+                    "Pod %s: emptyDir %r (medium: Memory) is an ordinary directory here.",
+                    pod.name,
+                    vol.name,
+                )
+        elif vol.kind == "hostPath":
+            path = Path(str(vol.source["path"]))
+            htype = str(vol.source.get("type") or "")
+            if htype == "DirectoryOrCreate":
+                path.mkdir(parents=True, exist_ok=True)
+            elif htype == "FileOrCreate":
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch(exist_ok=True)
+            elif htype == "Directory" and not path.is_dir():
+                raise ConfigError(
+                    f"volume {vol.name!r}: hostPath {str(path)!r} is not a directory; create it "
+                    "or use type: DirectoryOrCreate"
+                )
+            elif htype == "File" and not path.is_file():
+                raise ConfigError(
+                    f"volume {vol.name!r}: hostPath {str(path)!r} is not a file; create it "
+                    "or use type: FileOrCreate"
+                )
+            backing[vol.name] = path
+        if vol.kind == "secret":
+            data = manifests.secrets.get((pod.namespace, str(vol.source.get("secretName"))), {})
+            for rel, blob, mode in _items(vol.source, data, f"volume {vol.name!r}"):
+                _write(backing[vol.name] / rel, blob, mode)
+
+    for c in pod.all_containers:
+        state = root / "state" / c.name
+        state.mkdir(parents=True)
+        dirs.state[c.name] = state
+        table: dict[str, str] = {}
+        for m in c.mounts:
+            vol = pod.volumes[m.name]
+            if vol.kind == "configMap":
+                base = root / "configmaps" / vol.name / c.name
+            else:
+                base = backing[vol.name]
+            target = base / m.sub_path if m.sub_path else base
+            if m.sub_path and vol.kind == "emptyDir":
+                target.mkdir(parents=True, exist_ok=True)
+            table[m.mount_path] = str(target)
+            if m.read_only and vol.kind in ("emptyDir", "hostPath"):
+                log.warning(
+                    "%s: container %r mounts %r readOnly; sidekick up cannot enforce that "
+                    "for a host process, so writes will succeed.",
+                    pod.origin,
+                    c.name,
+                    m.mount_path,
+                )
+        files = image_files(c.image, c.command, str(state))
+        image_root = root / "image" / c.name
+        mounted = list(table)
+        for ipath, text in files.items():
+            if any(_under(ipath, mp) for mp in mounted):
+                continue  # a volume mounted over this part of the image hides it
+            _write(image_root / ipath.lstrip("/"), text.encode(), 0o644)
+            # Each directory of the image's files stands for that directory of the image.
+            parent = os.path.dirname(ipath)
+            table.setdefault(parent, str(image_root / parent.lstrip("/")))
+        translate = Translator(table)
+        dirs.translators[c.name] = translate
+        # Image files may name mounted paths (nginx.conf names /var/log/nginx).
+        for ipath in files:
+            host = image_root / ipath.lstrip("/")
+            if host.exists():
+                host.write_text(translate(host.read_text()))
+        for m in c.mounts:
+            vol = pod.volumes[m.name]
+            if vol.kind != "configMap":
+                continue
+            base = root / "configmaps" / vol.name / c.name
+            if base.exists():
+                continue
+            base.mkdir(parents=True)
+            data = manifests.config_maps.get((pod.namespace, str(vol.source.get("name"))), {})
+            for rel, blob, mode in _items(vol.source, data, f"volume {vol.name!r}"):
+                # Binary data is never rewritten.
+                with contextlib.suppress(UnicodeDecodeError):
+                    blob = translate(blob.decode()).encode()
+                _write(base / rel, blob, mode)
+    return dirs
+
+
+def check_container_paths(c: Container, translate: Translator) -> str:
+    """The host working directory of ``c`` (created if it is inside a volume)."""
+    if not c.working_dir:
+        return ""
+    wd = translate(c.working_dir)
+    if not os.path.isdir(wd):
+        if wd != c.working_dir:
+            os.makedirs(wd, exist_ok=True)
+        else:
+            raise ConfigError(
+                f"{c.path}.workingDir: {c.working_dir!r} does not exist on this machine; "
+                "mount a volume there or create the directory"
+            )
+    return wd

@@ -1,0 +1,192 @@
+"""Probes and lifecycle hooks: run one action, and the kubelet's probe loop.
+
+An action is ``exec`` (a host process with the container's environment, working directory and
+path translation; exit code 0 is success), ``httpGet`` (any status from 200 to 399 is
+success; HTTPS certificates are not verified, as the kubelet does not verify them), ``tcpSocket``
+(the connection opens) or, for hooks only, ``sleep``. A probe passes after ``successThreshold``
+consecutive successes and fails after ``failureThreshold`` consecutive failures, checked every
+``periodSeconds`` after ``initialDelaySeconds``, each attempt limited to ``timeoutSeconds``.
+gRPC probes are refused when the manifest is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from sidekick.pod.expand import expand
+from sidekick.pod.hygiene import Tracker, kill_group
+from sidekick.pod.manifest import (
+    Action,
+    ExecAction,
+    HTTPGetAction,
+    Probe,
+    TCPSocketAction,
+)
+from sidekick.pod.paths import Translator
+
+log = logging.getLogger("sidekick.up")
+
+
+@dataclass
+class ActionContext:
+    """What an action of one container needs to run like that container."""
+
+    env: dict[str, str]
+    expand_env: dict[str, str]
+    cwd: str | None
+    translate: Translator
+    ports: dict[str, int]
+    tracker: Tracker
+    session: Callable[[], aiohttp.ClientSession]
+    host: str = "127.0.0.1"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _port(port: int | str, ctx: ActionContext) -> int:
+    if isinstance(port, int):
+        return port
+    if port.isdigit():
+        return int(port)
+    return ctx.ports[port]
+
+
+async def run_action(action: Action, ctx: ActionContext, timeout: float) -> tuple[bool, str]:
+    """Run ``action`` once; return (succeeded, a short reason)."""
+    try:
+        if isinstance(action, ExecAction):
+            return await _exec(action, ctx, timeout)
+        if isinstance(action, HTTPGetAction):
+            return await asyncio.wait_for(_http(action, ctx), timeout)
+        if isinstance(action, TCPSocketAction):
+            return await asyncio.wait_for(_tcp(action, ctx), timeout)
+        await asyncio.sleep(action.seconds)
+        return True, f"slept {action.seconds:g}s"
+    except TimeoutError:
+        return False, f"timed out after {timeout:g}s"
+
+
+async def _exec(action: ExecAction, ctx: ActionContext, timeout: float) -> tuple[bool, str]:
+    argv = [ctx.translate(expand(a, ctx.expand_env)) for a in action.command]
+    if not argv:
+        return False, "exec command is empty"
+    try:
+        with ctx.tracker.starting_process():
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=ctx.env,
+                cwd=ctx.cwd or None,
+                start_new_session=True,
+            )
+            ctx.tracker.own.add(proc.pid)
+    except OSError as exc:
+        return False, f"exec {argv[0]!r} failed: {exc.strerror}"
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        kill_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await proc.wait()
+        return False, f"command timed out after {timeout:g}s"
+    finally:
+        if proc.returncode is None:
+            kill_group(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(proc.wait())
+        ctx.tracker.own.discard(proc.pid)
+        kill_group(proc.pid, signal.SIGKILL)  # anything it left in its group
+    text = out.decode(errors="replace").strip()[:200]
+    if proc.returncode == 0:
+        return True, text
+    return False, f"exit code {proc.returncode}" + (f": {text}" if text else "")
+
+
+async def _http(action: HTTPGetAction, ctx: ActionContext) -> tuple[bool, str]:
+    host = action.host or ctx.host
+    scheme = "https" if action.scheme == "HTTPS" else "http"
+    path = action.path if action.path.startswith("/") else "/" + action.path
+    url = f"{scheme}://{host}:{_port(action.port, ctx)}{path}"
+    headers = {"User-Agent": "kube-probe/1.33", "Accept": "*/*"}
+    headers.update(dict(action.headers))
+    try:
+        async with ctx.session().get(url, headers=headers, ssl=False) as resp:
+            await resp.read()
+            ok = 200 <= resp.status < 400
+            return ok, f"GET {url}: HTTP {resp.status}"
+    except aiohttp.ClientError as exc:
+        return False, f"GET {url}: {exc or type(exc).__name__}"
+    except OSError as exc:
+        return False, f"GET {url}: {exc.strerror or exc}"
+
+
+async def _tcp(action: TCPSocketAction, ctx: ActionContext) -> tuple[bool, str]:
+    host = action.host or ctx.host
+    port = _port(action.port, ctx)
+    try:
+        _reader, writer = await asyncio.open_connection(host, port)
+    except OSError as exc:
+        return False, f"dial tcp {host}:{port}: {exc.strerror or exc}"
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True, f"connected to {host}:{port}"
+
+
+ProbeKind = str  # "startup" | "readiness" | "liveness"
+
+
+class ProbeWorker:
+    """Runs one probe of one container instance; calls ``on_change(ok, reason)`` on a flip.
+
+    ``result`` starts as the kubelet's initial value: failure for readiness, success for
+    liveness, unknown (None) for startup.
+    """
+
+    def __init__(
+        self,
+        kind: ProbeKind,
+        probe: Probe,
+        ctx: ActionContext,
+        on_change: Callable[[bool, str], None],
+    ) -> None:
+        self.kind = kind
+        self.probe = probe
+        self.ctx = ctx
+        self.on_change = on_change
+        self.result: bool | None = {"readiness": False, "liveness": True}.get(kind)
+        self.successes = 0
+        self.failures = 0
+        self.last_reason = ""
+
+    async def run(self) -> None:
+        p = self.probe
+        if p.initial_delay:
+            await asyncio.sleep(p.initial_delay)
+        loop = asyncio.get_running_loop()
+        while True:
+            begun = loop.time()
+            ok, reason = await run_action(p.action, self.ctx, p.timeout)
+            self.last_reason = reason
+            if ok:
+                self.successes += 1
+                self.failures = 0
+                if self.result is not True and self.successes >= p.success_threshold:
+                    self.result = True
+                    self.on_change(True, reason)
+            else:
+                self.failures += 1
+                self.successes = 0
+                if self.result is not False and self.failures >= p.failure_threshold:
+                    self.result = False
+                    self.on_change(False, reason)
+            # Like the kubelet's ticker: the period counts from the start of the attempt.
+            await asyncio.sleep(max(0.0, p.period - (loop.time() - begun)))

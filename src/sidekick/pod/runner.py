@@ -1,0 +1,293 @@
+"""The lifecycle of one Pod, in the kubelet's order.
+
+1. Init containers run one by one. A regular one must exit 0 before the next starts; if it
+   fails it is restarted with back-off, unless ``restartPolicy: Never``, which fails the Pod.
+   A native sidecar (``restartPolicy: Always``) is started and the next init container waits
+   until it has *started*: its startupProbe succeeded, or, without one, its process runs and
+   its postStart hook finished. Sidecars are restarted whenever they exit.
+2. Main containers start in order (each after the previous one's postStart hook).
+3. The Pod ends when it is stopped (Ctrl-C, SIGTERM), evicted (an emptyDir over its
+   sizeLimit), or, under ``restartPolicy`` Never or OnFailure, when every main container has
+   exited for good (Job semantics). Then the main containers are stopped together, and after
+   them the sidecars one by one in reverse order, each with preStop, SIGTERM and SIGKILL
+   after what is left of ``terminationGracePeriodSeconds`` (at least 2 s, as the kubelet gives).
+
+Phase: Pending (init), Running, Succeeded (all main containers exited 0), Failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from sidekick.core.errors import ConfigError
+from sidekick.pod.container import BackoffPolicy, ContainerRunner, port_in_use
+from sidekick.pod.hygiene import Tracker
+from sidekick.pod.manifest import Manifests, Pod
+from sidekick.pod.output import Printer
+from sidekick.pod.paths import prepare
+
+log = logging.getLogger("sidekick.up")
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+    return total
+
+
+def check_ports(pods: list[Pod]) -> None:
+    """Refuse to start when a declared TCP containerPort is already taken on this machine."""
+    problems = []
+    claimed: dict[int, str] = {}
+    for pod in pods:
+        for c in pod.all_containers:
+            for p in c.ports:
+                if p.protocol != "TCP":
+                    continue
+                who = f"pod {pod.name!r} container {c.name!r}"
+                if p.port in claimed:
+                    problems.append(
+                        f"{who}: containerPort {p.port} is also declared by {claimed[p.port]}; "
+                        "pods share this machine's network here, so change one of them"
+                    )
+                elif port_in_use(p.port):
+                    problems.append(
+                        f"{who}: containerPort {p.port} is already in use on this machine; "
+                        "stop what listens there or change the port"
+                    )
+                claimed[p.port] = who
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+class PodRunner:
+    def __init__(
+        self,
+        pod: Pod,
+        manifests: Manifests,
+        run_dir: Path,
+        tracker: Tracker,
+        printer: Printer,
+        backoff: BackoffPolicy,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.pod = pod
+        self.manifests = manifests
+        self.tracker = tracker
+        self.printer = printer
+        self.backoff = backoff
+        self.on_change = on_change
+        self.dirs = prepare(pod, manifests, run_dir)
+        self.phase = "Pending"
+        self.reason = ""
+        self.message = ""
+        self.runners: dict[str, ContainerRunner] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._stop = asyncio.Event()
+        self.started_at = time.time()
+        self.ended = False
+        for c in pod.all_containers:
+            if c.kind == "init":
+                policy = "Never" if pod.restart_policy == "Never" else "OnFailure"
+            elif c.kind == "sidecar":
+                policy = "Always"
+            else:
+                policy = pod.restart_policy
+            self.runners[c.name] = ContainerRunner(
+                pod,
+                c,
+                manifests,
+                self.dirs,
+                tracker,
+                printer,
+                self.session,
+                policy,
+                backoff,
+                pod.grace_period,
+                self._changed,
+            )
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # Probes must not share keep-alive connections: each probe is a fresh request.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True), auto_decompress=False
+            )
+        return self._session
+
+    def _changed(self, runner: ContainerRunner) -> None:
+        log.info("%s %s", runner.name, runner.status.summary())
+        self.write_status()
+        self.on_change()
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "Running" and all(
+            r.status.ready for r in self.runners.values() if r.spec.kind != "init"
+        )
+
+    def status_json(self) -> dict[str, Any]:
+        pod = self.pod
+        return {
+            "name": pod.name,
+            "namespace": pod.namespace,
+            "phase": self.phase,
+            "reason": self.reason,
+            "message": self.message,
+            "ready": self.ready,
+            "ended": self.ended,
+            "podIP": "127.0.0.1",
+            "runDir": str(self.dirs.root),
+            "initContainerStatuses": [
+                r.status_json() for r in self.runners.values() if r.spec.kind != "main"
+            ],
+            "containerStatuses": [
+                r.status_json() for r in self.runners.values() if r.spec.kind == "main"
+            ],
+        }
+
+    def write_status(self) -> None:
+        tmp = self.dirs.root / "status.json.tmp"
+        tmp.write_text(json.dumps(self.status_json(), indent=2))
+        tmp.replace(self.dirs.root / "status.json")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run the pod to its end; return 0 if it succeeded or was stopped, else 1."""
+        tasks: dict[str, asyncio.Task[int]] = {}
+        sidecars: list[ContainerRunner] = []
+        watchers = [asyncio.create_task(self._watch_sizes(), name=f"sizes {self.pod.name}")]
+        self.write_status()
+        try:
+            failed = await self._run_inits(tasks, sidecars)
+            if failed is None:
+                self.phase = "Running"
+                self.write_status()
+                failed = await self._run_mains(tasks)
+            self.phase = "Failed" if failed else "Succeeded"
+            return 1 if failed else 0
+        finally:
+            await self._shut_down(tasks, sidecars)
+            for w in watchers:
+                w.cancel()
+            if self._session is not None:
+                await self._session.close()
+            if self.reason == "Evicted":
+                self.phase = "Failed"
+            self.ended = True
+            self.write_status()
+            self.on_change()
+
+    async def _until_stopped(self, aw: asyncio.Future[Any] | asyncio.Task[Any]) -> bool:
+        """Wait for ``aw`` or a stop; return True if stopped first."""
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({stop, aw}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        return self._stop.is_set()
+
+    async def _run_inits(
+        self, tasks: dict[str, asyncio.Task[int]], sidecars: list[ContainerRunner]
+    ) -> bool | None:
+        for c in self.pod.init_containers:
+            runner = self.runners[c.name]
+            task = asyncio.create_task(runner.supervise(), name=f"container {runner.name}")
+            tasks[c.name] = task
+            if c.kind == "sidecar":
+                sidecars.append(runner)
+                started = asyncio.create_task(runner.started.wait())
+                try:
+                    either = asyncio.ensure_future(
+                        asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+                    )
+                    if await self._until_stopped(either):
+                        return self.reason == "Evicted"
+                    if task.done() and not runner.started.is_set():
+                        return False  # only a stop ends a sidecar
+                finally:
+                    started.cancel()
+                continue
+            if await self._until_stopped(task):
+                return self.reason == "Evicted"
+            code = task.result()
+            if code != 0:
+                self.reason = "InitContainerFailed"
+                self.message = f"init container {c.name!r} exited with code {code}"
+                log.error("Pod %s failed: %s.", self.pod.name, self.message)
+                return True
+        return None
+
+    async def _run_mains(self, tasks: dict[str, asyncio.Task[int]]) -> bool:
+        mains: list[asyncio.Task[int]] = []
+        for c in self.pod.containers:
+            runner = self.runners[c.name]
+            task = asyncio.create_task(runner.supervise(), name=f"container {runner.name}")
+            tasks[c.name] = task
+            mains.append(task)
+            # The kubelet starts the next container after this one's postStart hook.
+            if c.post_start is not None:
+                running = asyncio.create_task(runner.post_started.wait())
+                await asyncio.wait({running, task}, return_when=asyncio.FIRST_COMPLETED)
+                running.cancel()
+        if await self._until_stopped(asyncio.ensure_future(asyncio.gather(*mains))):
+            return self.reason == "Evicted"
+        codes = [t.result() for t in mains]
+        self.reason = "Completed"
+        failed = any(codes)
+        log.info(
+            "Pod %s completed: every main container exited (%s).",
+            self.pod.name,
+            ", ".join(
+                f"{c.name}={code}" for c, code in zip(self.pod.containers, codes, strict=True)
+            ),
+        )
+        return failed
+
+    async def _shut_down(
+        self, tasks: dict[str, asyncio.Task[int]], sidecars: list[ContainerRunner]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pod.grace_period
+        mains = [self.runners[c.name] for c in self.pod.containers]
+        regular_inits = [self.runners[c.name] for c in self.pod.init_containers if c.kind == "init"]
+        first = [*mains, *regular_inits]
+        await asyncio.gather(*(r.stop(self.pod.grace_period) for r in first))
+        for r in reversed(sidecars):
+            await r.stop(max(2.0, deadline - loop.time()))
+        for t in tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def _watch_sizes(self) -> None:
+        if not self.dirs.size_limits:
+            return
+        while True:
+            for name, path, limit in self.dirs.size_limits:
+                used = await asyncio.to_thread(_du, path)
+                if used > limit:
+                    self.reason = "Evicted"
+                    self.message = (
+                        f"emptyDir volume {name!r} uses {used} bytes, over its sizeLimit of "
+                        f"{limit} bytes"
+                    )
+                    log.error("Pod %s evicted: %s.", self.pod.name, self.message)
+                    self.phase = "Failed"
+                    self.stop()
+                    return
+            await asyncio.sleep(1.0)
