@@ -1,4 +1,4 @@
-"""Fixtures for the aggregator-output tests: a protocol test server and sink factories.
+"""Fixtures for the aggregator-output tests: a protocol test server, sinks, a real rsyslogd.
 
 No Elasticsearch, Loki or OpenTelemetry collector runs here. ``ProtocolServer`` is a real
 aiohttp server on 127.0.0.1 that records every request byte for byte and answers with what
@@ -7,9 +7,14 @@ the test queues, modelled on the official documentation's examples of each API.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +23,7 @@ from multidict import CIMultiDictProxy
 
 from sidekick.ship.records import Record, Sink
 from sidekick.ship.sinks import OutputSpec, create_sink
+from tests.conftest import free_port
 
 
 @dataclass
@@ -141,3 +147,119 @@ def make_records(n: int, **extra: Any) -> list[Record]:
         }
         for i in range(n)
     ]
+
+
+# ---------------------------------------------------------------------------- rsyslog
+
+RSYSLOGD = "/usr/sbin/rsyslogd"
+
+# One line per message: the fields the syslog tests check, separated by "|". UDP is lossy by
+# design: the receive buffer is made large enough that a test burst is not dropped by the kernel.
+RSYSLOG_CONF = """\
+global(workDirectory="{work}" maxMessageSize="64k")
+module(load="imtcp")
+module(load="imudp")
+template(name="fields" type="string"
+         string="%app-name%|%syslogseverity%|%syslogfacility%|%hostname%|%timereported:::date-rfc3339%|%structured-data%|%msg%\\n")
+input(type="imtcp" address="127.0.0.1" port="{port}")
+input(type="imudp" address="127.0.0.1" port="{port}" rcvbufSize="8m")
+action(type="omfile" file="{out}" template="fields")
+"""
+
+
+@dataclass
+class SyslogLine:
+    app_name: str
+    severity: int
+    facility: int
+    hostname: str
+    timestamp: str
+    structured_data: str
+    msg: str
+
+
+class Rsyslog:
+    """A private rsyslogd (never the system daemon) listening on 127.0.0.1:port, TCP and UDP."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.dir = directory
+        self.port = port
+        self.out = directory / "out.log"
+        self.conf = directory / "rsyslog.conf"
+        self.pidfile = directory / "rsyslogd.pid"
+        self.conf.write_text(RSYSLOG_CONF.format(work=directory, port=port, out=self.out))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with (self.dir / "rsyslogd.stderr").open("ab") as stderr:
+            return subprocess.Popen(
+                [RSYSLOGD, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    async def start(self) -> None:
+        self.proc = self._spawn()
+        deadline = time.monotonic() + 15
+        while not (self._tcp_listening() and self._udp_bound()):
+            if self.proc.poll() is not None:
+                err = (self.dir / "rsyslogd.stderr").read_text()
+                raise RuntimeError(f"rsyslogd exited with {self.proc.returncode}: {err}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("rsyslogd did not start listening within 15s")
+            await asyncio.sleep(0.05)
+
+    def _tcp_listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    def _udp_bound(self) -> bool:
+        # Read the kernel's socket table rather than probing with bind(), which could steal
+        # the port from rsyslogd in the instant before it binds.
+        wanted = f"0100007F:{self.port:04X}"
+        table = Path("/proc/net/udp").read_text().splitlines()[1:]
+        return any(line.split()[1] == wanted for line in table)
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+    def lines(self) -> list[SyslogLine]:
+        if not self.out.exists():
+            return []
+        out = []
+        for text in self.out.read_text(encoding="utf-8", errors="replace").splitlines():
+            app, sev, fac, host, ts, sd, msg = text.split("|", 6)
+            out.append(SyslogLine(app, int(sev), int(fac), host, ts, sd, msg))
+        return out
+
+    async def wait_for(self, count: int, timeout: float = 20.0) -> list[SyslogLine]:
+        """The output lines, once at least ``count`` have arrived (or the timeout passed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.lines()
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def rsyslog(tmp_path: Path) -> AsyncIterator[Rsyslog]:
+    directory = tmp_path / "rsyslog"
+    directory.mkdir()
+    daemon = Rsyslog(directory, free_port())
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
