@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,15 +99,16 @@ class ProtocolServer:
         return responder(seen)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[ProtocolServer]:
+@asynccontextmanager
+async def serve(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[ProtocolServer]:
+    """Run a ``ProtocolServer`` on 127.0.0.1 (over TLS when ``ssl_context`` is given)."""
     srv = ProtocolServer()
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", srv.handle)
     # auto_decompress=False: the test sees the body bytes exactly as the sink sent them.
     runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
     srv.port = sockets[0].getsockname()[1]
@@ -113,6 +116,33 @@ async def server() -> AsyncIterator[ProtocolServer]:
         yield srv
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ProtocolServer]:
+    async with serve() as srv:
+        yield srv
+
+
+@dataclass
+class TlsFiles:
+    cert: Path  # self-signed for IP 127.0.0.1; also the CA bundle a client must trust
+    key: Path
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A certificate for 127.0.0.1 made by the real openssl CLI."""
+    d = tmp_path_factory.mktemp("tls")
+    files = TlsFiles(cert=d / "cert.pem", key=d / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(files.key), "-out", str(files.cert),
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return files
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ API reference (``took``/``errors``/``items`` with one ``create`` object per docu
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from sidekick.core.errors import ConfigError, PermanentError, TemporaryError
 from sidekick.ship.records import Sink
 from sidekick.ship.sinks.elasticsearch import document_id
 from tests.conftest import free_port
-from tests.ship.sinks.conftest import ProtocolServer, Seen, make_records
+from tests.ship.sinks.conftest import ProtocolServer, Seen, TlsFiles, make_records, serve
 
 MakeSink = Callable[..., Sink]
 
@@ -393,3 +394,27 @@ def test_username_without_password_file_is_a_config_error(make_sink: MakeSink) -
 def test_ca_file_on_plain_http_is_a_config_error(make_sink: MakeSink, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"use the elasticsearch\+https:// scheme"):
         make_sink(f"elasticsearch://127.0.0.1:9200/logs?ca_file={tmp_path}/ca.pem")
+
+
+async def test_https_verifies_the_server_with_the_ca_file(
+    tls_files: TlsFiles, make_sink: MakeSink
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files.cert, tls_files.key)
+    async with serve(context) as es:
+        es.default = all_created
+        sink = make_sink(f"elasticsearch+https://{es.hostport}/logs?ca_file={tls_files.cert}")
+        assert (await sink.send(make_records(2))).all_delivered
+        assert len(es.requests) == 1
+
+
+async def test_https_server_not_signed_by_a_trusted_ca_is_a_temporary_error(
+    tls_files: TlsFiles, make_sink: MakeSink
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files.cert, tls_files.key)
+    async with serve(context) as es:
+        sink = make_sink(f"elasticsearch+https://{es.hostport}/logs")
+        with pytest.raises(TemporaryError, match="certificate verify failed"):
+            await sink.send(make_records(1))
+        assert es.requests == []
