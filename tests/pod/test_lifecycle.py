@@ -1,0 +1,313 @@
+"""The kubelet's order and termination rules, measured from timestamps the containers write."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.pod.conftest import Up, read_times
+
+
+def ev(name: str) -> str:
+    """Shell that appends ``name <unix time>`` to the shared events file."""
+    return f"echo {name} $$(date +%s.%N) >> /ts/events"
+
+
+def looping(name: str, before: str = "") -> str:
+    """A container that records its start and its SIGTERM, then exits 0 on SIGTERM."""
+    return (
+        f"{ev(name + '-start')}; trap '{ev(name + '-term')}; exit 0' TERM; {before}"
+        "while true; do sleep 0.05; done"
+    )
+
+
+MOUNT = "volumeMounts: [{name: ts, mountPath: /ts}]"
+
+
+def events(up: Up, pod: str = "order") -> dict[str, float]:
+    path = up.run_dir / pod / "volumes" / "ts" / "events"
+    return read_times(path) if path.exists() else {}
+
+
+ORDER = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: order}}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: ts, emptyDir: {{}}}}]
+  initContainers:
+    - name: init1
+      command: [sh, -c, "{ev("init1-start")}; sleep 0.2; {ev("init1-end")}"]
+      {MOUNT}
+    - name: init2
+      command: [sh, -c, "{ev("init2-start")}; sleep 0.2; {ev("init2-end")}"]
+      {MOUNT}
+    - name: side1
+      restartPolicy: Always
+      command: [sh, -c, "{looping("side1", f"sleep 0.3; {ev('side1-ready')}; touch /ts/side1-ready; ")}"]
+      startupProbe:
+        exec: {{command: [test, -f, /ts/side1-ready]}}
+        periodSeconds: 1
+        failureThreshold: 10
+      {MOUNT}
+    - name: side2
+      restartPolicy: Always
+      command: [sh, -c, "{looping("side2")}"]
+      {MOUNT}
+  containers:
+    - name: main1
+      command: [sh, -c, "{looping("main1")}"]
+      {MOUNT}
+    - name: main2
+      command: [sh, -c, "{looping("main2")}"]
+      {MOUNT}
+"""
+
+
+def test_start_order_is_inits_then_sidecars_after_startup_then_mains(
+    start_up: Callable[..., Up],
+) -> None:
+    up = start_up(ORDER)
+    up.wait_for(lambda: "main2-start" in events(up), what="main2 start event")
+    t = events(up)
+    assert t["init1-end"] <= t["init2-start"]
+    assert t["init2-end"] <= t["side1-start"]
+    # side2 waits for side1's startupProbe, which can only pass after side1-ready.
+    assert t["side1-ready"] <= t["side2-start"]
+    assert t["side2-start"] <= t["main1-start"] <= t["main2-start"]
+    assert up.stop() == 0
+
+
+def test_stop_terminates_mains_then_sidecars_in_reverse_order(
+    start_up: Callable[..., Up],
+) -> None:
+    up = start_up(ORDER)
+    up.wait_for(lambda: up.container("main2")["state"] == "Running", what="main2 running")
+    up.wait_for(lambda: "main2-start" in events(up), what="main2 start event")
+    assert up.stop() == 0
+    t = events(up)
+    assert max(t["main1-term"], t["main2-term"]) <= t["side2-term"] <= t["side1-term"]
+
+
+JOB = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: order}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: ts, emptyDir: {{}}}}]
+  initContainers:
+    - name: side
+      restartPolicy: Always
+      command: [sh, -c, "{looping("side")}"]
+      {MOUNT}
+  containers:
+    - name: job
+      command: [sh, -c, "{ev("job-start")}; sleep 0.3; {ev("job-end")}; exit $(CODE)"]
+      env: [{{name: CODE, value: "0"}}]
+      {MOUNT}
+"""
+
+
+def test_job_completion_stops_sidecars_and_exits_zero(start_up: Callable[..., Up]) -> None:
+    up = start_up(JOB)
+    assert up.wait_exit() == 0
+    t = events(up)
+    assert t["job-end"] <= t["side-term"]
+    status = json.loads((up.run_dir / "order" / "status.json").read_text())
+    assert status["phase"] == "Succeeded"
+    assert "Pod order completed" in up.err
+
+
+def test_job_with_failed_main_container_exits_one(start_up: Callable[..., Up]) -> None:
+    up = start_up(JOB.replace('value: "0"', 'value: "3"'))
+    assert up.wait_exit() == 1
+    status = json.loads((up.run_dir / "order" / "status.json").read_text())
+    assert status["phase"] == "Failed"
+    assert status["containerStatuses"][0]["exitCode"] == 3
+    assert "side-term" in events(up)
+
+
+def test_failed_init_container_under_never_fails_pod_without_starting_mains(
+    start_up: Callable[..., Up],
+) -> None:
+    manifest = f"""
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: order}}
+    spec:
+      restartPolicy: Never
+      volumes: [{{name: ts, emptyDir: {{}}}}]
+      initContainers:
+        - name: init
+          command: [sh, -c, "{ev("init-start")}; exit 4"]
+          {MOUNT}
+      containers:
+        - name: main
+          command: [sh, -c, "{ev("main-start")}"]
+          {MOUNT}
+    """
+    up = start_up(manifest)
+    assert up.wait_exit() == 1
+    assert "init-start" in events(up)
+    assert "main-start" not in events(up)
+    assert "init container 'init' exited with code 4" in up.err
+
+
+def test_restart_backoff_delays_double(start_up: Callable[..., Up]) -> None:
+    manifest = f"""
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: order}}
+    spec:
+      volumes: [{{name: ts, emptyDir: {{}}}}]
+      containers:
+        - name: crash
+          command: [sh, -c, "echo start $$(date +%s.%N) >> /ts/starts; exit 1"]
+          {MOUNT}
+    """
+    up = start_up(manifest)
+    starts_file = up.run_dir / "order" / "volumes" / "ts" / "starts"
+    up.wait_for(
+        lambda: starts_file.exists() and len(starts_file.read_text().splitlines()) >= 5,
+        what="5 starts",
+    )
+    starts = [float(line.split()[1]) for line in starts_file.read_text().splitlines()]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)][:4]
+    # --fast-backoff: 0.1 s, 0.2 s, 0.4 s, 0.8 s (plus start-up time of sh).
+    for expected, gap in zip([0.1, 0.2, 0.4, 0.8], gaps, strict=True):
+        assert expected <= gap < expected + 0.5, gaps
+    assert up.container("crash")["restartCount"] >= 4
+    assert up.stop() == 0
+
+
+def test_on_failure_does_not_restart_a_successful_container(start_up: Callable[..., Up]) -> None:
+    manifest = f"""
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: order}}
+    spec:
+      restartPolicy: OnFailure
+      volumes: [{{name: ts, emptyDir: {{}}}}]
+      containers:
+        - name: once
+          command: [sh, -c, "echo run >> /ts/runs; exit 0"]
+          {MOUNT}
+    """
+    up = start_up(manifest)
+    assert up.wait_exit() == 0
+    assert (up.run_dir / "order" / "volumes" / "ts" / "runs").read_text() == "run\n"
+
+
+def test_prestop_runs_before_sigterm(start_up: Callable[..., Up]) -> None:
+    manifest = f"""
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: order}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      volumes: [{{name: ts, emptyDir: {{}}}}]
+      containers:
+        - name: web
+          command: [sh, -c, "{looping("web")}"]
+          lifecycle:
+            preStop:
+              exec: {{command: [sh, -c, "{ev("prestop")}; sleep 0.3"]}}
+          {MOUNT}
+    """
+    up = start_up(manifest)
+    up.wait_for(lambda: up.container("web")["state"] == "Running", what="web running")
+    up.wait_for(lambda: "web-start" in events(up), what="start event")
+    assert up.stop() == 0
+    t = events(up)
+    assert t["prestop"] + 0.3 <= t["web-term"]
+
+
+def test_poststart_hook_runs_after_start(start_up: Callable[..., Up]) -> None:
+    manifest = f"""
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: order}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      volumes: [{{name: ts, emptyDir: {{}}}}]
+      containers:
+        - name: web
+          command: [sh, -c, "{looping("web")}"]
+          lifecycle:
+            postStart:
+              exec: {{command: [sh, -c, "{ev("poststart")}"]}}
+          {MOUNT}
+    """
+    up = start_up(manifest)
+    up.wait_for(lambda: "poststart" in events(up), what="postStart event")
+    assert up.stop() == 0
+
+
+def test_grace_period_ends_with_sigkill(start_up: Callable[..., Up]) -> None:
+    manifest = """
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: order}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: stubborn
+          command: [python3, -c, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(100)"]
+    """
+    up = start_up(manifest)
+    up.wait_for(lambda: "up" in up.out, what="container output")
+    began = time.monotonic()
+    assert up.stop(signal.SIGTERM) == 0
+    took = time.monotonic() - began
+    assert 1.0 <= took < 5.0
+    status = json.loads((up.run_dir / "order" / "status.json").read_text())
+    assert status["containerStatuses"][0]["exitCode"] == 137
+    assert "did not stop within the grace period of 1s; sending SIGKILL" in up.err
+
+
+def test_second_sigint_kills_at_once(start_up: Callable[..., Up]) -> None:
+    manifest = """
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: order}
+    spec:
+      terminationGracePeriodSeconds: 60
+      containers:
+        - name: stubborn
+          command: [python3, -c, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(100)"]
+    """
+    up = start_up(manifest)
+    up.wait_for(lambda: "up" in up.out, what="container output")
+    up.proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    began = time.monotonic()
+    up.proc.send_signal(signal.SIGINT)
+    up.wait_exit(10)
+    assert time.monotonic() - began < 3.0
+    assert "Received second SIGINT" in up.err
+
+
+def test_sidecar_output_is_prefixed_and_logged(start_up: Callable[..., Up], tmp_path: Path) -> None:
+    manifest = """
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: order}
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: talker
+          command: [sh, -c, "echo hello; echo to-stderr >&2; printf no-newline"]
+    """
+    up = start_up(manifest)
+    assert up.wait_exit() == 0
+    assert "order/talker | hello\n" in up.out
+    assert "order/talker | to-stderr\n" in up.out
+    assert "order/talker | no-newline\n" in up.out
+    log = (up.run_dir / "order" / "logs" / "talker.log").read_text()
+    assert log == "hello\nto-stderr\nno-newline\n"
