@@ -1,0 +1,190 @@
+"""The ``http:`` output and shutdown, with a real ``sidekick ship`` process and aiohttp server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from sidekick.ship.checkpoints import STATE_FILE
+from sidekick.ship.deadletter import DEAD_LETTER_FILE
+from tests.conftest import free_port
+from tests.ship.helpers import ShipperProcess
+
+
+class Server:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.status = 200
+        self.delay = 0.0
+        self.records: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.headers.append(dict(request.headers))
+        # aiohttp has already undone a Content-Encoding: gzip here.
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.status == 200:
+            self.records.extend(msgspec.json.decode(x) for x in body.splitlines())
+            return web.Response(status=200)
+        return web.Response(status=self.status, text="mapping error: field [x] is bad")
+
+    async def __aenter__(self) -> Server:
+        app = web.Application()
+        app.router.add_post("/ingest", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ingest"
+
+
+def shipper_for(tmp_path: Path, url: str, *extra: str) -> ShipperProcess:
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    return ShipperProcess(
+        [
+            "--input",
+            f"file://{logs}/*.log",
+            "--output",
+            url,
+            "--state-dir",
+            str(tmp_path / "state"),
+            *extra,
+        ],
+        tmp_path / "shipper.log",
+    )
+
+
+async def until(pred: Any, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_http_output_posts_ndjson_batches(tmp_path: Path) -> None:
+    async with Server() as server:
+        sh = shipper_for(tmp_path, server.url)
+
+        (tmp_path / "logs" / "a.log").write_text("one\ntwo\n")
+        sh.start()
+        try:
+            await until(lambda: len(server.records) == 2)
+            assert await asyncio.to_thread(sh.terminate) == 0
+        finally:
+            sh.stop_quietly()
+    assert [r["message"] for r in server.records] == ["one", "two"]
+    assert server.headers[0]["Content-Type"] == "application/x-ndjson"
+
+
+async def test_http_output_4xx_goes_to_the_dead_letter_file_and_is_counted(tmp_path: Path) -> None:
+    async with Server() as server:
+        server.status = 400
+        sh = shipper_for(tmp_path, server.url)
+
+        (tmp_path / "logs" / "a.log").write_text("rejected 1\nrejected 2\n")
+        sh.start()
+        try:
+            await asyncio.to_thread(sh.wait_ready)
+            dead = tmp_path / "state" / DEAD_LETTER_FILE
+            await until(dead.exists)
+            await until(
+                lambda: (
+                    sh.metric("sidekick_ship_records_dead_lettered_total", output=server.url) == 2
+                )
+            )
+            assert await asyncio.to_thread(sh.terminate) == 0
+        finally:
+            sh.stop_quietly()
+    lines = [msgspec.json.decode(x) for x in dead.read_bytes().splitlines()]
+    assert [x["record"]["message"] for x in lines] == ["rejected 1", "rejected 2"]
+    assert lines[0]["reason"].startswith("HTTP 400: mapping error")
+    assert lines[0]["output"] == server.url
+    # The checkpoint moved on: a dead-lettered batch is done, not retried forever.
+    state = msgspec.json.decode((tmp_path / "state" / STATE_FILE).read_bytes())
+    assert [e["offset"] for e in state["streams"].values()] == [22]
+    assert "rejected 2 record(s) for good" in sh.log()
+
+
+async def test_http_output_gzip_option_compresses_bodies(tmp_path: Path) -> None:
+    async with Server() as server:
+        config = tmp_path / "ship.yaml"
+        config.write_text(
+            f"ship:\n  outputs:\n    - url: {server.url}\n      options: {{gzip: true}}\n"
+        )
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        (logs / "a.log").write_text("zipped\n")
+        sh = ShipperProcess(
+            [
+                "--config",
+                str(config),
+                "--input",
+                f"file://{logs}/*.log",
+                "--state-dir",
+                str(tmp_path / "state"),
+            ],
+            tmp_path / "shipper.log",
+        ).start()
+        try:
+            await until(lambda: len(server.records) == 1)
+            assert await asyncio.to_thread(sh.terminate) == 0
+        finally:
+            sh.stop_quietly()
+    assert server.headers[0]["Content-Encoding"] == "gzip"
+    assert server.records[0]["message"] == "zipped"
+
+
+async def test_sigterm_drains_in_flight_batches_and_writes_the_checkpoint(tmp_path: Path) -> None:
+    async with Server() as server:
+        server.delay = 1.5  # the batch is in flight when SIGTERM arrives
+        sh = shipper_for(tmp_path, server.url)
+
+        log = tmp_path / "logs" / "a.log"
+        log.write_text("".join(f"line {i}\n" for i in range(1000)))
+        sh.start()
+        try:
+            await until(lambda: len(server.headers) >= 1)
+            assert server.records == []
+            code = await asyncio.to_thread(sh.terminate)
+        finally:
+            sh.stop_quietly()
+    assert code == 0
+    assert len(server.records) == 1000
+    state = msgspec.json.decode((tmp_path / "state" / STATE_FILE).read_bytes())
+    assert [e["offset"] for e in state["streams"].values()] == [log.stat().st_size]
+
+
+async def test_readyz_and_metrics_are_served_while_shipping(tmp_path: Path) -> None:
+    async with Server() as server:
+        sh = shipper_for(tmp_path, server.url)
+
+        (tmp_path / "logs" / "a.log").write_text("x\n")
+        sh.start()
+        try:
+            await asyncio.to_thread(sh.wait_ready)
+            await until(lambda: len(server.records) == 1)
+            assert sh.get("/healthz")[0] == 200
+            spec = f"file://{tmp_path}/logs/*.log"
+            await until(lambda: sh.metric("sidekick_ship_lines_read_total", input=spec) == 1)
+            assert sh.metric("sidekick_ship_bytes_read_total", input=spec) == 2
+            assert sh.metric("sidekick_ship_records_delivered_total", output=server.url) == 1
+            assert sh.metric("sidekick_ship_inflight_bytes") == 0
+            assert await asyncio.to_thread(sh.terminate) == 0
+        finally:
+            sh.stop_quietly()
