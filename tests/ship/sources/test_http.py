@@ -261,7 +261,7 @@ async def test_unsupported_content_encoding_is_415(state_dir: Path) -> None:
 
 
 async def test_gzip_bomb_is_413_without_inflating_it(state_dir: Path) -> None:
-    bomb = gzip.compress(b"\n" * (200 * 1024 * 1024), compresslevel=9)
+    bomb = gzip.compress(b"\n" * (64 * 1024 * 1024), compresslevel=9)
     assert len(bomb) < 1024 * 1024
     async with run_ingest(state_dir, max_body_bytes="1MiB") as ing:
         status, answer, _ = await ing.post(bomb, **{"Content-Encoding": "gzip"})

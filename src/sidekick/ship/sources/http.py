@@ -94,7 +94,7 @@ class Rejected(Exception):
 # -- body decoding (pure functions, tested directly) ---------------------------------------
 
 _decode = msgspec.json.decode
-_encode = msgspec.json.Encoder().encode
+_encode_lines = msgspec.json.Encoder().encode_lines
 
 
 def _type_name(obj: Any) -> str:
@@ -107,14 +107,6 @@ def _type_name(obj: Any) -> str:
         str: "a string",
         list: "an array",
     }.get(type(obj), type(obj).__name__)
-
-
-def _add_timestamp(line: bytes, stamp: bytes) -> bytes:
-    """Put ``"@timestamp":...`` first into the JSON object ``line`` without re-encoding it."""
-    rest = line[1:].lstrip()
-    if rest.startswith(b"}"):
-        return b'{"@timestamp":' + stamp + b"}"
-    return b'{"@timestamp":' + stamp + b"," + rest
 
 
 def _line_of(body: bytes, pos: int) -> int:
@@ -142,7 +134,7 @@ def encode_body(
 
     Raises ``Rejected`` (400 or 413) without returning anything partial.
     """
-    stamp = b'"' + rfc3339_ns(now_ns).encode() + b'"'
+    stamp = rfc3339_ns(now_ns)
     if kind == "ndjson":
         return _encode_ndjson(body, max_records, stamp)
     if kind == "json":
@@ -158,27 +150,45 @@ def _too_many(max_records: int) -> Rejected:
     )
 
 
-def _encode_ndjson(body: bytes, max_records: int, stamp: bytes) -> tuple[bytes, int]:
-    out: list[bytes] = []
-    lines = body.split(b"\n")
-    for number, raw in enumerate(lines, 1):
+def _encode_ndjson(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]:
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    if len(lines) > max_records:
+        raise _too_many(max_records)
+    try:
+        objs = [_decode(line) for line in lines]
+    except msgspec.DecodeError:
+        raise _ndjson_error(body) from None
+    return _encode_objects(objs, stamp, lambda: _ndjson_error(body))
+
+
+def _ndjson_error(body: bytes) -> Rejected:
+    """Find the first bad line again, slowly, to name it (only rejected bodies pay this)."""
+    for number, raw in enumerate(body.split(b"\n"), 1):
         line = raw.strip()
         if not line:
             continue
         try:
             obj = _decode(line)
         except msgspec.DecodeError as exc:
-            raise Rejected(400, f"malformed NDJSON at {_json_error(line, exc, number)}") from None
+            return Rejected(400, f"malformed NDJSON at {_json_error(line, exc, number)}")
         if not isinstance(obj, dict):
-            raise Rejected(400, f"line {number}: expected a JSON object, got {_type_name(obj)}")
-        if len(out) >= max_records:
-            raise _too_many(max_records)
-        out.append(line if TIMESTAMP in obj else _add_timestamp(line, stamp))
-    out.append(b"")
-    return b"\n".join(out) if len(out) > 1 else b"", len(out) - 1
+            return Rejected(400, f"line {number}: expected a JSON object, got {_type_name(obj)}")
+    return Rejected(400, "malformed NDJSON")
 
 
-def _encode_json(body: bytes, max_records: int, stamp: bytes) -> tuple[bytes, int]:
+def _encode_objects(
+    objs: list[Any], stamp: str, error: Callable[[], Rejected]
+) -> tuple[bytes, int]:
+    for obj in objs:
+        if type(obj) is not dict:
+            raise error()
+        if TIMESTAMP not in obj:
+            obj[TIMESTAMP] = stamp
+    # One encoder call for the whole request: validation is per line, encoding is not.
+    return (_encode_lines(objs) if objs else b""), len(objs)
+
+
+def _encode_json(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]:
     try:
         doc = _decode(body)
     except msgspec.DecodeError as exc:
@@ -186,20 +196,18 @@ def _encode_json(body: bytes, max_records: int, stamp: bytes) -> tuple[bytes, in
     items = doc if isinstance(doc, list) else [doc]
     if len(items) > max_records:
         raise _too_many(max_records)
-    ts = _decode(stamp)
-    out: list[bytes] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            where = f"item {index} of the array" if isinstance(doc, list) else "the body"
-            raise Rejected(400, f"{where}: expected a JSON object, got {_type_name(item)}")
-        if TIMESTAMP not in item:
-            item = {TIMESTAMP: ts, **item}
-        out.append(_encode(item))
-    out.append(b"")
-    return b"\n".join(out) if len(out) > 1 else b"", len(items)
+
+    def error() -> Rejected:
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                where = f"item {index} of the array" if isinstance(doc, list) else "the body"
+                return Rejected(400, f"{where}: expected a JSON object, got {_type_name(item)}")
+        return Rejected(400, "malformed JSON")
+
+    return _encode_objects(items, stamp, error)
 
 
-def _encode_text(body: bytes, max_records: int, stamp: bytes, charset: str) -> tuple[bytes, int]:
+def _encode_text(body: bytes, max_records: int, stamp: str, charset: str) -> tuple[bytes, int]:
     try:
         text = body.decode(charset, "replace")
     except LookupError:
@@ -209,11 +217,9 @@ def _encode_text(body: bytes, max_records: int, stamp: bytes, charset: str) -> t
         lines.pop()  # the newline that ends the last line
     if len(lines) > max_records:
         raise _too_many(max_records)
-    ts = _decode(stamp)
     # Each line is one record, even an empty one: blank lines in a stack trace are data.
-    out = [_encode({TIMESTAMP: ts, MESSAGE: line.removesuffix("\r")}) for line in lines]
-    out.append(b"")
-    return b"\n".join(out) if len(out) > 1 else b"", len(lines)
+    objs = [{TIMESTAMP: stamp, MESSAGE: line.removesuffix("\r")} for line in lines]
+    return (_encode_lines(objs) if objs else b""), len(objs)
 
 
 def inflate(body: bytes, limit: int) -> bytes:
