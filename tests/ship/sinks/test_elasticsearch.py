@@ -171,7 +171,7 @@ async def test_document_id_is_derived_from_file_identity_offset_and_text(
     assert first == second
     assert first[0] != first[1]
     assert first[0] == document_id("2049:1234:9f86d081", 0, "line 0").decode()
-    assert len(first[0]) == 22
+    assert len(first[0]) == 24
 
 
 async def test_same_offset_with_different_text_gets_a_different_id() -> None:

@@ -39,7 +39,7 @@ import msgspec
 
 from sidekick.core.durations import parse_duration
 from sidekick.core.errors import PermanentError, TemporaryError
-from sidekick.ship.records import DELIVERED, OFFSET, TIMESTAMP, Record, SendResult
+from sidekick.ship.records import DELIVERED, MESSAGE, OFFSET, TIMESTAMP, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._http import (
     HttpClient,
@@ -60,6 +60,8 @@ log = logging.getLogger("sidekick.ship.sinks.elasticsearch")
 
 FILE_ID = "log.file.id"
 DEFAULT_INDEX = "sidekick-%Y.%m.%d"
+ID_DIGEST = 18  # bytes: 144 bits, 24 base64 characters
+_NO_DIGEST = bytes(ID_DIGEST)
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
 
 # Only the response parts we match on; the rest of each item is skipped by the decoder.
@@ -107,13 +109,42 @@ _head_decoder = msgspec.json.Decoder(_Head)
 _bulk_decoder = msgspec.json.Decoder(_Bulk)
 
 
+def _id_key(file_id: Any, offset: Any, message: Any) -> bytes:
+    text = message if isinstance(message, str) else ""
+    return f"{file_id}\x00{offset}\x00{text}".encode("utf-8", "surrogatepass")
+
+
 def document_id(file_id: Any, offset: Any, message: Any) -> bytes:
-    """The deterministic ``_id``: base64url (no padding) of a 128-bit BLAKE2b digest."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{file_id}\x00{offset}\x00".encode())
-    if isinstance(message, str):
-        h.update(message.encode("utf-8", "surrogatepass"))
-    return base64.urlsafe_b64encode(h.digest())[:22]
+    """The deterministic ``_id``: base64url of a 144-bit BLAKE2b digest (24 characters)."""
+    digest = hashlib.blake2b(_id_key(file_id, offset, message), digest_size=ID_DIGEST).digest()
+    return base64.urlsafe_b64encode(digest)
+
+
+def document_ids(records: list[Record]) -> list[bytes | None]:
+    """``document_id`` for every record (None without a file identity), in bulk.
+
+    A 18-byte digest is exactly 24 base64 characters with no padding, so the digests of a
+    whole batch are base64-encoded in one call and sliced, instead of one call per record.
+    """
+    blake = hashlib.blake2b
+    digests: list[bytes] = []
+    missing: list[int] = []
+    for i, record in enumerate(records):
+        file_id = record.get(FILE_ID)
+        offset = record.get(OFFSET)
+        if file_id is None or offset is None:
+            missing.append(i)
+            digests.append(_NO_DIGEST)
+        else:
+            message = record.get(MESSAGE)
+            text = message if isinstance(message, str) else ""
+            key = f"{file_id}\x00{offset}\x00{text}".encode("utf-8", "surrogatepass")
+            digests.append(blake(key, digest_size=ID_DIGEST).digest())  # as _id_key, inlined
+    joined = base64.urlsafe_b64encode(b"".join(digests))
+    ids: list[bytes | None] = [joined[k : k + 24] for k in range(0, len(joined), 24)]
+    for i in missing:
+        ids[i] = None
+    return ids
 
 
 class IndexNamer:
@@ -123,21 +154,41 @@ class IndexNamer:
         self.pattern = pattern
         self.dated = "%" in pattern
         self._json = msgspec.json.encode(pattern)
-        self._cache: dict[int, bytes] = {}
+        self._by_hour: dict[int, bytes] = {}
+        self._by_prefix: dict[str, bytes] = {}  # "2026-11-22T10" of UTC ("...Z") times
 
-    def json_name(self, record: Record) -> bytes:
-        """The JSON-encoded index name for ``record``."""
+    def json_names(self, records: list[Record]) -> list[bytes]:
+        """The JSON-encoded index name of every record."""
         if not self.dated:
-            return self._json
-        ns = rfc3339_to_ns(record.get(TIMESTAMP))
+            return [self._json] * len(records)
+        by_prefix = self._by_prefix
+        out: list[bytes] = []
+        for record in records:
+            ts = record.get(TIMESTAMP)
+            # Fast path: the sources write UTC times ending in "Z"; the first 13 characters
+            # (date and hour) decide the index.
+            if isinstance(ts, str) and ts.endswith("Z"):
+                prefix = ts[:13]
+                name = by_prefix.get(prefix)
+                if name is None:
+                    if len(by_prefix) > 1024:
+                        by_prefix.clear()
+                    name = by_prefix[prefix] = self._for_time(ts)
+                out.append(name)
+            else:
+                out.append(self._for_time(ts))
+        return out
+
+    def _for_time(self, ts: Any) -> bytes:
+        ns = rfc3339_to_ns(ts)
         # A record without a readable time goes to the index of "now" rather than failing.
         hour = (ns if ns is not None else time.time_ns()) // 3_600_000_000_000
-        name = self._cache.get(hour)
+        name = self._by_hour.get(hour)
         if name is None:
-            if len(self._cache) > 1024:
-                self._cache.clear()
+            if len(self._by_hour) > 1024:
+                self._by_hour.clear()
             name = msgspec.json.encode(time.strftime(self.pattern, time.gmtime(hour * 3600)))
-            self._cache[hour] = name
+            self._by_hour[hour] = name
         return name
 
 
@@ -226,21 +277,20 @@ class ElasticsearchSink:
 
     def encode(self, records: list[Record]) -> bytes:
         """The NDJSON bulk body: an action line then the document, for every record."""
+        n = len(records)
         # One msgspec call encodes every document; JSON strings never hold a raw newline, so
         # splitting the result on b"\n" yields exactly one line per record.
         docs = self._encoder.encode_lines(records).split(b"\n")
-        lines: list[bytes] = [b""] * (2 * len(records))
-        lines[1::2] = docs[: len(records)]
-        namer = self.index
-        for i, record in enumerate(records):
-            index = namer.json_name(record)
-            file_id = record.get(FILE_ID)
-            offset = record.get(OFFSET)
-            if file_id is None or offset is None:
-                lines[2 * i] = b'{"create":{"_index":' + index + b"}}"
-            else:
-                doc_id = document_id(file_id, offset, record.get("message"))
-                lines[2 * i] = b'{"create":{"_index":' + index + b',"_id":"' + doc_id + b'"}}'
+        names = self.index.json_names(records)
+        ids = document_ids(records)
+        lines: list[bytes] = [b""] * (2 * n)
+        lines[0::2] = [
+            b'{"create":{"_index":%s,"_id":"%s"}}' % (name, doc_id)
+            if doc_id is not None
+            else b'{"create":{"_index":%s}}' % name
+            for name, doc_id in zip(names, ids, strict=True)
+        ]
+        lines[1::2] = docs[:n]
         lines.append(b"")
         return b"\n".join(lines)
 

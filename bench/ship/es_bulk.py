@@ -1,0 +1,246 @@
+"""Tail → Elasticsearch bulk: records/s of ``sidekick ship`` into a fake ``_bulk`` endpoint.
+
+The real CLI tails a generated nginx access log (``bench/.work``) and ships it with the
+``elasticsearch://`` output to an in-process aiohttp server on 127.0.0.1 that speaks the bulk
+protocol (NDJSON ``create`` actions in, a filter_path-shaped all-created response out) and
+counts documents. No Elasticsearch runs: this measures our side — tailing, parsing, bulk
+encoding, gzip, HTTP — not an indexer. The server shares the machine's two cores with the
+shipper, so the numbers are a lower bound.
+
+In the same run, for the ratio, the same input is shipped with the plain ``http:`` NDJSON
+output to a minimal counting endpoint (the cheapest output we have), and the sink's own
+encode(+gzip) speed is measured in-process without the pipeline.
+
+    .venv/bin/python bench/ship/es_bulk.py [--lines 500000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "src"))
+
+from _common import (
+    WORK,
+    CountingSink,
+    cpu_seconds,
+    generate_access_log,
+    host_info,
+    peak_rss_mib,
+    sidekick,
+    start,
+    stop,
+    table,
+    wait_for,
+    write_results,
+)
+
+from sidekick.ship.sinks import OutputSpec
+from sidekick.ship.sinks._http import gzip_bytes
+from sidekick.ship.sinks.elasticsearch import ElasticsearchSink
+
+_CREATED = b'{"create":{"status":201}}'
+
+
+class FakeBulk:
+    """``POST /_bulk`` on 127.0.0.1 in a thread: counts documents, answers all created."""
+
+    def __init__(self) -> None:
+        self.docs = 0
+        self.requests = 0
+        self.bad = 0  # action lines that are not create-with-_id
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake bulk", daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def __enter__(self) -> FakeBulk:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def reset(self) -> None:
+        self.docs = self.requests = self.bad = 0
+
+    async def _bulk(self, request: web.Request) -> web.Response:
+        body = await request.read()  # aiohttp undoes Content-Encoding: gzip
+        lines = body.split(b"\n")
+        n = (len(lines) - 1) // 2
+        actions = lines[0 : 2 * n : 2]
+        self.bad += sum(1 for a in actions if not a.startswith(b'{"create":') or b'"_id"' not in a)
+        self.docs += n
+        self.requests += 1
+        items = b",".join([_CREATED] * n)
+        return web.Response(
+            body=b'{"errors":false,"items":[' + items + b"]}", content_type="application/json"
+        )
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application(client_max_size=512 * 1024 * 1024)
+        app.router.add_post("/_bulk", self._bulk)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._ready.set()
+        self._loop.run_forever()
+
+
+def ship(
+    name: str, output: str, parser: str, input_path: Path, lines: int, count: Any
+) -> dict[str, Any]:
+    workdir = WORK / "es_bulk" / name.replace(" ", "-")
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    shipper = sidekick(workdir, input_path, output, parser)
+    t0 = time.monotonic()
+    proc = start(shipper, workdir / "shipper.log")
+    status = wait_for(count, lines, proc, timeout=120 + lines / 5_000)
+    elapsed = time.monotonic() - t0
+    cpu = rss = float("nan")
+    if proc.poll() is None:
+        cpu = cpu_seconds(proc.pid)
+        rss = peak_rss_mib(proc.pid)
+    stop(proc)
+    delivered = count()
+    if status != "ok":
+        log = (workdir / "shipper.log").read_text(errors="replace")[-1500:]
+        print(f"  {name}: {status} after {delivered:,} records\n{log}", flush=True)
+    return {
+        "name": name,
+        "parser": parser,
+        "status": status,
+        "records": lines,
+        "delivered": delivered,
+        "seconds": elapsed,
+        "records_per_s": delivered / elapsed,
+        "cpu_us_per_record": cpu / max(delivered, 1) * 1e6,
+        "peak_rss_mib": rss,
+    }
+
+
+def encode_only(input_path: Path, n: int) -> dict[str, float]:
+    """The Elasticsearch sink's encode (and encode+gzip) speed on tail-shaped records."""
+    with input_path.open(encoding="ascii") as f:
+        messages = [next(f).rstrip("\n") for _ in range(n)]
+    records = [
+        {
+            "@timestamp": f"2026-11-22T10:15:{i % 60:02d}.{i % 1_000_000_000:09d}Z",
+            "message": m,
+            "log.file.path": str(input_path),
+            "log.offset": i * 150,
+            "log.file.id": "2049:1234:9f86d081",
+            "host.name": "node-1",
+        }
+        for i, m in enumerate(messages)
+    ]
+    sink = ElasticsearchSink(OutputSpec(url="elasticsearch://127.0.0.1:9/logs-%Y.%m.%d"))
+    batch = 2000
+    t0 = time.perf_counter()
+    size = 0
+    for i in range(0, n, batch):
+        size += len(sink.encode(records[i : i + batch]))
+    t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    zsize = 0
+    for i in range(0, n, batch):
+        zsize += len(gzip_bytes(sink.encode(records[i : i + batch])))
+    t_gz = time.perf_counter() - t0
+    return {
+        "records": n,
+        "encode_records_per_s": n / t_enc,
+        "encode_gzip_records_per_s": n / t_gz,
+        "bulk_bytes_per_record": size / n,
+        "gzip_ratio": size / max(zsize, 1),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lines", type=int, default=500_000)
+    ap.add_argument("--quick", action="store_true", help="100,000 lines")
+    ap.add_argument("--parsers", default="raw,nginx", help="comma-separated")
+    args = ap.parse_args()
+    lines = 100_000 if args.quick else args.lines
+    input_path = generate_access_log(lines)
+
+    results: dict[str, Any] = {"host": host_info(), "lines": lines, "runs": []}
+    enc = encode_only(input_path, min(lines, 100_000))
+    results["encode"] = enc
+    print(
+        f"Elasticsearch sink in-process: encode {enc['encode_records_per_s']:,.0f} records/s, "
+        f"encode+gzip {enc['encode_gzip_records_per_s']:,.0f} records/s "
+        f"({enc['bulk_bytes_per_record']:.0f} B/record, gzip {enc['gzip_ratio']:.1f}x)",
+        flush=True,
+    )
+    rows = []
+    with FakeBulk() as es, CountingSink() as http:
+        for parser in args.parsers.split(","):
+            es.reset()
+            run = ship(
+                f"sidekick {parser} -> elasticsearch",
+                f"elasticsearch://127.0.0.1:{es.port}/logs-%Y.%m.%d",
+                parser,
+                input_path,
+                lines,
+                lambda es=es: es.docs,
+            )
+            run["bulk_requests"] = es.requests
+            run["bad_actions"] = es.bad
+            http.reset()
+            peer = ship(
+                f"sidekick {parser} -> http ndjson",
+                f"http://127.0.0.1:{http.http_port}/ingest",
+                parser,
+                input_path,
+                lines,
+                lambda http=http: http.lines,
+            )
+            results["runs"] += [run, peer]
+            for r in (run, peer):
+                rows.append(
+                    [
+                        r["name"],
+                        r["status"],
+                        f"{r['records_per_s']:,.0f}",
+                        f"{r['cpu_us_per_record']:.1f}",
+                        f"{r['peak_rss_mib']:.0f}",
+                    ]
+                )
+            ratio = run["records_per_s"] / max(peer["records_per_s"], 1e-9)
+            rows.append([f"  ratio elasticsearch/http ({parser})", "", f"{ratio:.2f}x", "", ""])
+            if es.bad:
+                print(f"  warning: {es.bad} bulk action lines were not create-with-_id")
+    print()
+    print(table(rows, ["run", "status", "records/s", "CPU µs/record", "peak RSS MiB"]))
+    path = write_results("es_bulk", results)
+    print(f"\nResults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
