@@ -41,6 +41,8 @@ def prepare_state_dir(path: str | Path) -> Path:
     p = Path(path)
     if not str(path):
         raise ConfigError("--state-dir is required; give a directory where ship keeps its state")
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--state-dir {str(p)!r} is not a directory; choose a directory")
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
