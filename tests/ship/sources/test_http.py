@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import os
 import time
@@ -347,3 +348,20 @@ async def test_accepted_records_are_on_disk_as_ndjson(state_dir: Path) -> None:
         [segment] = list((state_dir / "spool").glob("*" + SUFFIX))
         lines = segment.read_bytes().splitlines()
     assert [msgspec.json.decode(line)["seq"] for line in lines] == [0, 1, 2]
+
+
+async def test_body_that_trickles_in_too_slowly_is_408(state_dir: Path) -> None:
+    async with run_ingest(state_dir) as ing:
+        server = ing.source.server
+        server.limits = dataclasses.replace(server.limits, body_timeout=0.3)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", ing.source.port)
+        writer.write(
+            b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            b"Content-Length: 1000\r\n\r\n" + ndjson(1)
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(_reader.readline(), 5)
+        writer.close()
+        await writer.wait_closed()
+    assert status_line.startswith(b"HTTP/1.1 408")
+    assert spooled_bytes(state_dir) == 0

@@ -79,6 +79,8 @@ class IngestLimits:
     max_body_bytes: int = 10 * 1024 * 1024
     max_records: int = 10000
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    # A body that trickles in slower than this holds budget others need: 408.
+    body_timeout: float = 30.0
 
 
 class Rejected(Exception):
@@ -439,7 +441,15 @@ class IngestServer:
         # is bounded per record) are held at once at worst.
         need = raw_bound + (limit if gzipped else raw_bound) * 2 + self.limits.max_records * 48
         async with self.budget.reserve(need):
-            body = await self._read(request, limit)
+            try:
+                async with asyncio.timeout(self.limits.body_timeout):
+                    body = await self._read(request, limit)
+            except TimeoutError:
+                raise Rejected(
+                    408,
+                    f"the body did not arrive within {self.limits.body_timeout:g}s; "
+                    "send it faster or in smaller requests",
+                ) from None
             if gzipped:
                 body = inflate(body, limit)
             payload, count = encode_body(
@@ -515,6 +525,12 @@ class IngestSource:
         self.name = spec
         self.ctx = ctx
         self.addr = parse_spec(spec)
+        spool_dir = (ctx.state_dir / "spool").resolve()
+        if spool_dir in _SPOOLS_IN_USE:
+            raise ConfigError(
+                f"--input {spec!r}: another http:// input already uses the spool in "
+                f"{str(ctx.state_dir)!r}; give one http:// input (it takes logs from every client)"
+            )
         ingest = ctx.config.ingest
         self.metrics = IngestMetrics(getattr(ctx.metrics, "registry", None))
         self.metrics.spool_limit.set(size(ingest.spool_max_bytes))
@@ -523,9 +539,7 @@ class IngestSource:
             on_fsync=self.metrics.fsync.observe, on_bytes=self.metrics.spool_bytes.set
         )
         kwargs: dict[str, Any] = {} if segment_bytes is None else {"segment_bytes": segment_bytes}
-        self.spool = Spool(
-            ctx.state_dir / "spool", max_bytes=size(ingest.spool_max_bytes), stats=stats, **kwargs
-        )
+        self.spool = Spool(spool_dir, max_bytes=size(ingest.spool_max_bytes), stats=stats, **kwargs)
         if ingest.max_records_per_request < 1:
             raise ConfigError("ingest.max_records_per_request must be at least 1; raise it")
         self.server = IngestServer(
@@ -537,7 +551,8 @@ class IngestSource:
             metrics=self.metrics,
             tokens=tokens,
         )
-        self._key = f"{self.name}/spool"
+        # Keyed by the spool, not the address: moving ingest to another port keeps the position.
+        self._key = "ingest/spool"
         lines, nbytes = (
             ctx.metrics.lines_read.labels(self.name),
             ctx.metrics.bytes_read.labels(self.name),
@@ -555,12 +570,18 @@ class IngestSource:
             on_read=on_read,
         )
         self._runner: web.AppRunner | None = None
+        self._spool_dir = spool_dir
         # Bound now, not in ``run``: a taken port is a user mistake reported before start.
         self._sock = _bind(self.addr, spec)
         self.port: int = self._sock.getsockname()[1]
         # Take over the spool a previous run left (the checkpoint store is loaded by now).
-        self.spool.open()
-        self.reader.start()
+        try:
+            self.spool.open()
+            self.reader.start()
+        except BaseException:
+            self._sock.close()
+            raise
+        _SPOOLS_IN_USE.add(spool_dir)
 
     def _load_position(self) -> tuple[int, int] | None:
         entry = self.ctx.checkpoints.get(self._key)
@@ -610,15 +631,20 @@ class IngestSource:
         await self.spool.aclose()
         # The active segment is sealed now; delete it if everything in it was delivered.
         self.reader.sweep()
+        _SPOOLS_IN_USE.discard(self._spool_dir)
+
+
+# Spool directories of the ingest sources alive in this process (one per state directory).
+_SPOOLS_IN_USE: set[Path] = set()
 
 
 def _bind(addr: HostPort, spec: str) -> socket.socket:
     try:
         return socket.create_server((addr.host, addr.port), reuse_port=False, backlog=1024)
     except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(
-            f"--input {spec!r}: {addr} cannot be bound ({exc.strerror}); choose another "
-            "address or port"
+            f"--input {spec!r}: {addr} cannot be bound ({reason}); choose another address or port"
         ) from None
 
 
