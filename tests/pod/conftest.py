@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -134,10 +135,8 @@ class Up:
             self._run_id = (self.run_dir / "run-id").read_text().strip()
         if self._run_id:
             for pid in marked_pids(self._run_id):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import time
@@ -178,7 +179,7 @@ def test_restart_backoff_delays_double(start_up: Callable[..., Up]) -> None:
         what="5 starts",
     )
     starts = [float(line.split()[1]) for line in starts_file.read_text().splitlines()]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)][:4]
+    gaps = [b - a for a, b in itertools.pairwise(starts)][:4]
     # --fast-backoff: 0.1 s, 0.2 s, 0.4 s, 0.8 s (plus start-up time of sh).
     for expected, gap in zip([0.1, 0.2, 0.4, 0.8], gaps, strict=True):
         assert expected <= gap < expected + 0.5, gaps

@@ -313,7 +313,7 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
         if found:
             problems.extend(f"{origin}: {p}" for p in found)
             continue
-        ns = str((doc["metadata"] or {}).get("namespace") or "default")
+        ns = str((doc["metadata"] or {}).get("namespace") or "")
         if kind == "ConfigMap":
             data = {k: str(v).encode() for k, v in (doc.get("data") or {}).items()}
             for k, v in (doc.get("binaryData") or {}).items():
@@ -339,11 +339,21 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
             template = spec.get("template") or {}
             tmeta = dict(template.get("metadata") or {})
             tmeta["name"] = _name(doc)
-            tmeta.setdefault("namespace", ns)
+            tmeta.setdefault("namespace", ns or "default")
             pod_doc = {"metadata": tmeta, "spec": template.get("spec") or {}}
             pod_docs.append((origin, "spec.template.", pod_doc))
         else:
             pod_docs.append((origin, "", doc))
+    # Like `kubectl apply -n NS -f`, an object that names no namespace lands in the Pod's.
+    namespaces = {
+        str((d.get("metadata") or {}).get("namespace") or "default") for _o, _p, d in pod_docs
+    }
+    for store in (config_maps, secrets):
+        for (ns, name), value in list(store.items()):
+            if not ns:
+                del store[(ns, name)]
+                for pod_ns in namespaces:
+                    store.setdefault((pod_ns, name), value)
     pods: list[Pod] = []
     names: set[str] = set()
     for origin, prefix, doc in pod_docs:
@@ -465,6 +475,7 @@ def _container(
     image = str(raw.get("image") or "")
     command = [str(c) for c in raw.get("command") or []]
     args = [str(a) for a in raw.get("args") or []]
+    given = len(problems)
     if not command:
         note = annotations.get(COMMAND_ANNOTATION + name)
         if note is not None:
@@ -480,7 +491,7 @@ def _container(
             from sidekick.pod.images import default_command
 
             command = default_command(image)
-    if not command and not problems:
+    if not command and len(problems) == given:
         problems.append(
             f"{where}: container {name!r} has no command and sidekick up cannot run image "
             f"{image!r}; add command: [...] to the container, or the annotation "

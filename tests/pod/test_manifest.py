@@ -1,0 +1,278 @@
+"""Manifest checks: schema errors with field paths, local-runner checks, exit code 2."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sidekick.core.errors import ConfigError
+from sidekick.pod.manifest import read_manifests
+from tests.conftest import SIDEKICK
+
+
+def up(tmp_path: Path, manifest: str, *args: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "pod.yaml"
+    path.write_text(textwrap.dedent(manifest))
+    return subprocess.run(
+        [*SIDEKICK, "up", str(path), "--run-dir", str(tmp_path / "run"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def problems(tmp_path: Path, manifest: str) -> str:
+    path = tmp_path / "pod.yaml"
+    path.write_text(textwrap.dedent(manifest))
+    with pytest.raises(ConfigError) as info:
+        read_manifests([str(path)])
+    return str(info.value)
+
+
+def test_wrong_type_is_reported_with_field_path_and_exit_2(tmp_path: Path) -> None:
+    result = up(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          containers:
+            - name: a
+              command: [sleep, "1"]
+            - name: b
+              command: [sleep, "1"]
+              ports: [{containerPort: http}]
+        """,
+    )
+    assert result.returncode == 2
+    assert "spec.containers[1].ports[0].containerPort: must be an integer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_problem_is_listed_one_per_line(tmp_path: Path) -> None:
+    text = problems(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          containers:
+            - name: a
+              command: [sleep, "1"]
+              bogus: 1
+              livenessProbe: {exec: {command: [true]}, periodSeconds: soon}
+        """,
+    )
+    lines = text.splitlines()
+    assert any("spec.containers[0].bogus: unknown field" in line for line in lines)
+    assert any(
+        "spec.containers[0].livenessProbe.periodSeconds: must be an integer" in line
+        for line in lines
+    )
+
+
+def test_missing_required_field_is_named(tmp_path: Path) -> None:
+    text = problems(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          containers:
+            - command: [sleep, "1"]
+        """,
+    )
+    assert "spec.containers[0].name: required value is missing" in text
+
+
+def test_container_without_command_names_container_and_fix(tmp_path: Path) -> None:
+    result = up(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          containers:
+            - name: app
+              image: example/app:1.0
+        """,
+    )
+    assert result.returncode == 2
+    assert "container 'app' has no command" in result.stderr
+    assert "sidekick.dev/command.app" in result.stderr
+
+
+def test_command_annotation_as_list_or_shell_words(tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: Pod
+            metadata:
+              name: web
+              annotations:
+                sidekick.dev/command.a: '[python3, -m, http.server]'
+                sidekick.dev/command.b: sh -c 'echo "hi there"'
+            spec:
+              containers:
+                - {name: a, image: python, args: ["8000"]}
+                - {name: b, image: busybox}
+            """
+        )
+    )
+    pod = read_manifests([str(path)]).pods[0]
+    assert pod.containers[0].command == ["python3", "-m", "http.server"]
+    assert pod.containers[0].args == ["8000"]
+    assert pod.containers[1].command == ["sh", "-c", 'echo "hi there"']
+
+
+def test_set_image_gives_a_command_to_an_image(tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n"
+        "spec: {containers: [{name: a, image: 'registry.example/tools/busybox:1.36'}]}\n"
+    )
+    pod = read_manifests([str(path)], set_image={"busybox": "sleep 5"}).pods[0]
+    assert pod.containers[0].command == ["sleep", "5"]
+
+
+def test_grpc_probe_is_named_unsupported(tmp_path: Path) -> None:
+    text = problems(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          containers:
+            - name: a
+              command: [sleep, "1"]
+              readinessProbe: {grpc: {port: 9000}}
+        """,
+    )
+    assert "spec.containers[0].readinessProbe.grpc: gRPC probes are not supported" in text
+
+
+def test_unknown_volume_and_missing_configmap_are_reported(tmp_path: Path) -> None:
+    text = problems(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          volumes: [{name: conf, configMap: {name: web-conf}}]
+          containers:
+            - name: a
+              command: [sleep, "1"]
+              volumeMounts: [{name: data, mountPath: /data}]
+        """,
+    )
+    assert "spec.volumes[0].configMap.name: ConfigMap 'web-conf' is not in the given files" in text
+    assert "spec.containers[0].volumeMounts[0].name: no volume named 'data'" in text
+
+
+def test_other_kinds_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    result = up(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec: {ports: [{port: 80}]}
+        ---
+        apiVersion: policy/v1
+        kind: PodDisruptionBudget
+        metadata: {name: web}
+        spec: {minAvailable: 1}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          restartPolicy: Never
+          containers: [{name: a, command: ["true"]}]
+        """,
+        "--fast-backoff",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Service 'web': skipped" in result.stderr
+    assert "PodDisruptionBudget 'web': skipped" in result.stderr
+
+
+def test_deployment_template_becomes_one_pod_named_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "deploy.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {name: web}
+            spec:
+              replicas: 3
+              selector: {matchLabels: {app: web}}
+              template:
+                metadata: {labels: {app: web}}
+                spec:
+                  containers: [{name: a, command: [sleep, "1"]}]
+            """
+        )
+    )
+    pods = read_manifests([str(path)]).pods
+    assert [(p.name, p.labels, p.restart_policy) for p in pods] == [
+        ("web", {"app": "web"}, "Always")
+    ]
+    assert "replicas 3; sidekick up runs one replica" in caplog.text
+
+
+def test_deployment_errors_name_the_template_path(tmp_path: Path) -> None:
+    text = problems(
+        tmp_path,
+        """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        spec:
+          selector: {matchLabels: {app: web}}
+          template:
+            spec:
+              containers: [{name: a, image: example/app}]
+        """,
+    )
+    assert "spec.template.spec.containers[0]: container 'a' has no command" in text
+
+
+def test_port_already_in_use_is_refused_before_start(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = up(
+            tmp_path,
+            f"""
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: web}}
+            spec:
+              volumes: [{{name: d, emptyDir: {{}}}}]
+              containers:
+                - name: server
+                  command: [sh, -c, "touch /d/started"]
+                  ports: [{{containerPort: {port}}}]
+                  volumeMounts: [{{name: d, mountPath: /d}}]
+            """,
+        )
+    assert result.returncode == 2
+    assert f"container 'server': containerPort {port} is already in use" in result.stderr
+    assert not (tmp_path / "run" / "web" / "volumes" / "d" / "started").exists()
