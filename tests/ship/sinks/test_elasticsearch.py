@@ -418,3 +418,37 @@ async def test_https_server_not_signed_by_a_trusted_ca_is_a_temporary_error(
         with pytest.raises(TemporaryError, match="certificate verify failed"):
             await sink.send(make_records(1))
         assert es.requests == []
+
+
+async def test_password_file_is_read_again_after_a_401(
+    es: ProtocolServer, make_sink: MakeSink, tmp_path: Path
+) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("old")
+    es.reply(401, "", content_type="application/json")
+    sink = make_sink(
+        f"elasticsearch://{es.hostport}/logs", username="elastic", password_file=str(pw)
+    )
+    with pytest.raises(TemporaryError):
+        await sink.send(make_records(1))
+    pw.write_text("rotated")  # the Secret was updated
+    assert (await sink.send(make_records(1))).all_delivered
+    # base64("elastic:old"), then base64("elastic:rotated")
+    assert [s.headers["Authorization"] for s in es.requests] == [
+        "Basic ZWxhc3RpYzpvbGQ=",
+        "Basic ZWxhc3RpYzpyb3RhdGVk",
+    ]
+
+
+def test_api_key_and_basic_auth_together_are_a_config_error(
+    make_sink: MakeSink, tmp_path: Path
+) -> None:
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    with pytest.raises(ConfigError, match="use only one way to authenticate"):
+        make_sink(
+            "elasticsearch://127.0.0.1:9200/logs",
+            username="u",
+            password_file=str(secret),
+            api_key_file=str(secret),
+        )

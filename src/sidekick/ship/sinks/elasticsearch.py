@@ -42,6 +42,7 @@ from sidekick.core.errors import PermanentError, TemporaryError
 from sidekick.ship.records import DELIVERED, MESSAGE, OFFSET, TIMESTAMP, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._http import (
+    Credentials,
     HttpClient,
     Response,
     Target,
@@ -50,7 +51,6 @@ from sidekick.ship.sinks._http import (
     option_error,
     parse_target,
     raise_for_common_status,
-    read_secret,
     rfc3339_to_ns,
     send_splitting_on_413,
     tls_context,
@@ -235,29 +235,12 @@ class ElasticsearchSink:
         self.index = IndexNamer(pattern)
 
         headers = {"Content-Type": "application/x-ndjson", "Accept": "application/json"}
-        username = opts.username or target.username
-        if opts.api_key_file and (username or opts.password_file):
-            raise option_error(
-                target,
-                "api_key_file",
-                "is set together with username/password_file",
-                "use either an API key or basic auth, not both",
-            )
-        if opts.api_key_file:
-            key = read_secret(target, "api_key_file", opts.api_key_file)
-            headers["Authorization"] = f"ApiKey {key}"
-        elif username or opts.password_file:
-            if not (username and opts.password_file):
-                missing = "password_file" if username else "username"
-                raise option_error(
-                    target,
-                    missing,
-                    "is not set",
-                    "basic auth needs both username and password_file",
-                )
-            password = read_secret(target, "password_file", opts.password_file)
-            token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-            headers["Authorization"] = f"Basic {token}"
+        credentials = Credentials(
+            target,
+            username=opts.username or target.username,
+            password_file=opts.password_file,
+            api_key_file=opts.api_key_file,
+        )
         if opts.gzip:
             headers["Content-Encoding"] = "gzip"
         self._gzip = opts.gzip
@@ -269,7 +252,10 @@ class ElasticsearchSink:
         self.url = f"{target.base_url()}/_bulk?{query}"
         timeout = parse_duration(opts.timeout, name=f"output {spec.url!r}: option 'timeout'")
         self._client = HttpClient(
-            self.name, ssl_context=tls_context(target, opts.ca_file), timeout=timeout
+            self.name,
+            ssl_context=tls_context(target, opts.ca_file),
+            timeout=timeout,
+            credentials=credentials,
         )
         self._encoder = msgspec.json.Encoder()
 

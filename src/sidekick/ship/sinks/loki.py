@@ -29,7 +29,6 @@ Left out: the protobuf+snappy push format, per-record tenants.
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import time
@@ -41,6 +40,7 @@ from sidekick.core.durations import parse_duration
 from sidekick.ship.records import DELIVERED, MESSAGE, TIMESTAMP, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._http import (
+    Credentials,
     HttpClient,
     Target,
     gzip_bytes,
@@ -49,7 +49,6 @@ from sidekick.ship.sinks._http import (
     option_error,
     parse_target,
     raise_for_common_status,
-    read_secret,
     rfc3339_to_ns,
     send_splitting_on_413,
     tls_context,
@@ -131,28 +130,22 @@ class LokiSink:
         headers = {"Content-Type": "application/json"}
         if opts.tenant:
             headers["X-Scope-OrgID"] = opts.tenant
-        if opts.bearer_token_file:
-            token = read_secret(target, "bearer_token_file", opts.bearer_token_file)
-            headers["Authorization"] = f"Bearer {token}"
-        username = opts.username or target.username
-        if username or opts.password_file:
-            if not (username and opts.password_file) or opts.bearer_token_file:
-                raise option_error(
-                    target,
-                    "password_file" if username else "username",
-                    "is missing or combined with bearer_token_file",
-                    "basic auth needs username and password_file, and no bearer token",
-                )
-            password = read_secret(target, "password_file", opts.password_file)
-            cred = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-            headers["Authorization"] = f"Basic {cred}"
+        credentials = Credentials(
+            target,
+            username=opts.username or target.username,
+            password_file=opts.password_file,
+            bearer_token_file=opts.bearer_token_file,
+        )
         if opts.gzip:
             headers["Content-Encoding"] = "gzip"
         self._gzip = opts.gzip
         self._headers = headers
         timeout = parse_duration(opts.timeout, name=f"output {spec.url!r}: option 'timeout'")
         self._client = HttpClient(
-            self.name, ssl_context=tls_context(target, opts.ca_file), timeout=timeout
+            self.name,
+            ssl_context=tls_context(target, opts.ca_file),
+            timeout=timeout,
+            credentials=credentials,
         )
         self._encoder = msgspec.json.Encoder()
 
