@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 class ShipMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         p = "sidekick_ship_"
         r = registry
         self.lines_read = Counter(

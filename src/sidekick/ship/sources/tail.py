@@ -44,6 +44,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from itertools import accumulate, count
 from operator import add
 from pathlib import Path
@@ -138,6 +139,7 @@ class TailSource:
         self._wake = asyncio.Event()
         self._rescan = True
         self._prefix = spec + "/"
+        self._build = record_builder(self.static)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -474,7 +476,7 @@ class TailSource:
             complete = data[:cut]
             f.carry = data[cut + 1 :]
             end = base + cut + 1
-            if f.continuing or (len(complete) > self.max_line and self._has_long(complete)):
+            if f.continuing:
                 await self._emit_slow(f, emit, complete, base, end)
             else:
                 await self._emit_fast(f, emit, complete, base, end)
@@ -482,13 +484,14 @@ class TailSource:
             await self._emit_carry_pieces(f, emit)
         return True
 
-    def _has_long(self, complete: bytes) -> bool:
-        return max(map(len, complete.split(b"\n"))) > self.max_line
-
     async def _emit_fast(self, f: _File, emit: Emit, complete: bytes, base: int, end: int) -> None:
+        lengths = list(map(len, complete.split(b"\n")))
+        if len(complete) > self.max_line and max(lengths) > self.max_line:
+            await self._emit_slow(f, emit, complete, base, end)
+            return
         messages = complete.decode("utf-8", "replace").split("\n")
         # Start of line i: base + (lengths of the lines before it) + i newlines; all in C.
-        offsets = list(map(add, accumulate(map(len, complete.split(b"\n")), initial=base), count()))
+        offsets = list(map(add, accumulate(lengths, initial=base), count()))
         offsets.pop()
         if f.joiner is not None:
             messages, offsets = f.joiner.feed(messages, offsets)
@@ -508,13 +511,7 @@ class TailSource:
         flags: list[list[str] | None] | None = None,
     ) -> None:
         ts = rfc3339_ns(time.time_ns())
-        path = f.path
-        fid = f.file_id
-        st = self.static
-        records: list[Record] = [
-            {TIMESTAMP: ts, MESSAGE: m, FILE_PATH: path, FILE_ID: fid, OFFSET: o, **st}
-            for m, o in zip(messages, offsets, strict=True)
-        ]
+        records = self._build(ts, f.path, f.file_id, messages, offsets)
         if flags is not None:
             for rec, fl in zip(records, flags, strict=True):
                 if fl is not None:
@@ -595,6 +592,28 @@ class TailSource:
         if messages:
             end = f.read_pos - len(f.carry)
             await self._emit_records(f, emit, messages, offsets, end, sum(map(len, messages)))
+
+
+Builder = Callable[[str, str, str, list[str], list[int]], list[Record]]
+
+
+def record_builder(static: dict[str, Any]) -> Builder:
+    """A function that builds a chunk's records with one list comprehension.
+
+    The static fields are written into the comprehension's dict display as constant keys
+    (names bound to their values), which makes building a record about a third cheaper than
+    merging them with ``**static`` per record. Keys are inserted with ``repr``, so any field
+    name is safe; later keys win, as with ``{**record, **static}``.
+    """
+    names = {f"_s{i}": v for i, v in enumerate(static.values())}
+    extra = "".join(f", {k!r}: _s{i}" for i, k in enumerate(static))
+    source = (
+        "lambda ts, path, fid, messages, offsets: ["
+        f"{{{TIMESTAMP!r}: ts, {MESSAGE!r}: m, {FILE_PATH!r}: path, {FILE_ID!r}: fid, "
+        f"{OFFSET!r}: o{extra}}} for m, o in zip(messages, offsets)]"
+    )
+    builder: Builder = eval(source, {"__builtins__": {"zip": zip}, **names})
+    return builder
 
 
 def _is_regular(mode: int) -> bool:
