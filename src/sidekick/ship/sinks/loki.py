@@ -124,7 +124,6 @@ class LokiSink:
                 f"gives the same label name twice after sanitising ({', '.join(names)})",
                 "rename one of them",
             )
-        self._label_fields = {field for _, field in self.labels}
         self.line_format = opts.line_format
 
         headers = {"Content-Type": "application/json"}
@@ -173,36 +172,42 @@ class LokiSink:
     def encode(self, records: list[Record]) -> bytes:
         """The push request body for ``records`` (uncompressed JSON)."""
         now = time.time_ns()
-        streams: dict[
-            tuple[tuple[str, str], ...], tuple[dict[str, str], list[tuple[int, list[Any]]]]
-        ] = {}
-        label_fields = self._label_fields
+        # Stream key: the label fields' raw values in a fixed order (no dict or sort per
+        # record); the label dict is built once per distinct stream.
+        streams: dict[tuple[Any, ...], tuple[dict[str, str], list[tuple[int, list[Any]]]]] = {}
+        label_names = [name for name, _ in self.labels]
+        label_fields = [field for _, field in self.labels]
+        skip = {MESSAGE, TIMESTAMP, *label_fields}
         as_json = self.line_format == "json"
+        encode = self._encoder.encode
         for record in records:
-            labels = dict(self.static_labels)
-            for name, field in self.labels:
-                value = record.get(field)
-                # Loki treats an empty label value as an absent label.
-                if value is not None and value != "":
-                    labels[name] = metadata_value(value)
-            key = tuple(sorted(labels.items())) if labels else ()
-            entry = streams.get(key)
+            key = tuple([record.get(f) for f in label_fields])
+            try:
+                entry = streams.get(key)
+            except TypeError:  # a list or map as a label value: key on its text instead
+                key = tuple(None if v is None else metadata_value(v) for v in key)
+                entry = streams.get(key)
             if entry is None:
+                labels = dict(self.static_labels)
+                for name, value in zip(label_names, key, strict=True):
+                    # Loki treats an empty label value as an absent label.
+                    if value is not None and value != "":
+                        labels[name] = metadata_value(value)
                 entry = (labels, [])
                 streams[key] = entry
             ns = rfc3339_to_ns(record.get(TIMESTAMP))
             if ns is None:
                 ns = now
             if as_json:
-                value_row: list[Any] = [str(ns), self._encoder.encode(record).decode()]
+                value_row: list[Any] = [str(ns), encode(record).decode()]
             else:
                 line = record.get(MESSAGE)
                 meta = {
-                    k: metadata_value(v)
+                    k: v if type(v) is str else metadata_value(v)
                     for k, v in record.items()
-                    if k != MESSAGE and k != TIMESTAMP and k not in label_fields and v is not None
+                    if k not in skip and v is not None
                 }
-                value_row = [str(ns), line if isinstance(line, str) else metadata_value(line)]
+                value_row = [str(ns), line if type(line) is str else metadata_value(line)]
                 if meta:
                     value_row.append(meta)
             entry[1].append((ns, value_row))

@@ -99,6 +99,13 @@ def _sd_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
+def _sd_value(value: Any) -> str:
+    text = value if type(value) is str else msgspec.json.encode(value).decode()
+    if "\\" in text or '"' in text or "]" in text:
+        return _sd_escape(text)
+    return text
+
+
 def _timestamp(value: Any) -> str:
     if isinstance(value, str):
         m = _TS.match(value)
@@ -155,6 +162,7 @@ class SyslogSink:
         self.max_datagram = opts.max_datagram_bytes
         self.timeout = parse_duration(opts.timeout, name=f"output {spec.url!r}: option 'timeout'")
         self.truncated = 0  # UDP messages cut to max_datagram_bytes
+        self._sd_names: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
@@ -179,6 +187,15 @@ class SyslogSink:
 
     # ------------------------------------------------------------------ formatting
 
+    def _sd_name(self, key: str) -> str:
+        """An SD-PARAM name (printable ASCII without ``= ]"`` and space, at most 32), cached."""
+        name = self._sd_names.get(key)
+        if name is None:
+            if len(self._sd_names) > 4096:
+                self._sd_names.clear()
+            name = self._sd_names[key] = _SD_NAME_BAD.sub("_", key)[:32]
+        return name
+
     def format(self, record: Record) -> bytes:
         """One RFC 5424 message (without framing)."""
         level = record.get(LEVEL)
@@ -198,7 +215,7 @@ class SyslogSink:
         sd = "-"
         if self.sd_id is not None:
             params = [
-                f'{_SD_NAME_BAD.sub("_", k)[:32]}="{_sd_escape(v if isinstance(v, str) else msgspec.json.encode(v).decode())}"'
+                f'{self._sd_name(k)}="{_sd_value(v)}"'
                 for k, v in record.items()
                 if k not in _SKIP_IN_SD and v is not None
             ]
