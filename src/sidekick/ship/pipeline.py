@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,13 +32,28 @@ from sidekick.core.errors import PermanentError, TemporaryError
 from sidekick.ship.acks import Ack
 from sidekick.ship.deadletter import DeadLetter
 from sidekick.ship.metrics import ShipMetrics
-from sidekick.ship.records import Parser, Record, Sink
+from sidekick.ship.records import FILE_ID, FILE_PATH, HOST_NAME, MESSAGE, Parser, Record, Sink
 from sidekick.ship.sources.base import SourceBatch
 
 log = logging.getLogger("sidekick.ship.pipeline")
 
-# Approximate memory of one record beyond its message: the dict, its offset, shared strings.
+# Least memory one record is counted for beyond its line: the dict, its list slot, its offset.
 RECORD_OVERHEAD = 512
+# Fields whose value is one string shared by every record of a file.
+_SHARED = frozenset((FILE_PATH, FILE_ID, HOST_NAME, MESSAGE))
+
+
+def record_overhead(sample: Record) -> int:
+    """Memory of one record like ``sample`` beyond its message bytes (a per-batch estimate).
+
+    Measured on the first record after parsing, so parsed fields are counted too: the nginx
+    parser roughly doubles a record's size. Values shared by a file's records are left out.
+    """
+    size = sys.getsizeof(sample) + 56  # the dict, the message's str header, the list slot
+    for key, value in sample.items():
+        if key not in _SHARED:
+            size += sys.getsizeof(value)
+    return max(RECORD_OVERHEAD, size)
 
 
 @dataclass
@@ -261,9 +277,8 @@ class Pipeline:
             return
         if self.parser is not None:
             self.parser.parse(records)
-        # Count what the records cost in memory, not only the bytes they were read from: a
-        # record dict with its strings is about RECORD_OVERHEAD bytes more than its line.
-        cost = batch.size + RECORD_OVERHEAD * len(records)
+        # Count what the records cost in memory, not only the bytes they were read from.
+        cost = batch.size + record_overhead(records[0]) * len(records)
         unit = _Unit(self, records, cost, batch.ack, len(self.outputs))
         self.inflight_bytes += cost
         self.inflight_units += 1
