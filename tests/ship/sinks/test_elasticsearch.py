@@ -452,3 +452,42 @@ def test_api_key_and_basic_auth_together_are_a_config_error(
             password_file=str(secret),
             api_key_file=str(secret),
         )
+
+
+async def test_item_refused_for_lack_of_privileges_is_retried_not_rejected(
+    es: ProtocolServer, make_sink: MakeSink
+) -> None:
+    response = {
+        "took": 2,
+        "errors": True,
+        "items": [
+            item(201),
+            {
+                "create": {
+                    "_index": "logs",
+                    "_id": "d1",
+                    "status": 403,
+                    "error": {
+                        "type": "security_exception",
+                        "reason": "action [indices:data/write/bulk[s]] is unauthorized for user [shipper]",
+                    },
+                }
+            },
+        ],
+    }
+    es.reply(200, json.dumps(response), content_type="application/json")
+    sink = make_sink(f"elasticsearch://{es.hostport}/logs")
+    result = await sink.send(make_records(2))
+    assert result.retry == [1]
+    assert result.rejected == []
+
+
+async def test_item_without_a_status_resends_the_batch(
+    es: ProtocolServer, make_sink: MakeSink
+) -> None:
+    es.reply(
+        200, '{"errors":true,"items":[{"create":{"_id":"x"}}]}', content_type="application/json"
+    )
+    sink = make_sink(f"elasticsearch://{es.hostport}/logs")
+    with pytest.raises(TemporaryError, match="items cannot be read"):
+        await sink.send(make_records(1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -161,3 +163,18 @@ def test_unknown_facility_is_a_config_error(make_sink: MakeSink) -> None:
 def test_severity_out_of_range_is_a_config_error(make_sink: MakeSink) -> None:
     with pytest.raises(ConfigError, match="option 'severity' is 9; use a number from 0 to 7"):
         make_sink("syslog+tcp://127.0.0.1:514?severity=9")
+
+
+async def test_udp_to_a_port_nobody_listens_on_is_counted_as_an_error(
+    make_sink: MakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(f"syslog+udp://127.0.0.1:{free_port()}")
+    assert isinstance(sink, SyslogSink)
+    with caplog.at_level(logging.WARNING, logger="sidekick.ship.sinks.syslog"):
+        for _ in range(20):
+            await sink.send(make_records(1))
+            if sink.udp_errors:
+                break
+            await asyncio.sleep(0.05)
+    assert sink.udp_errors >= 1
+    assert "probably lost" in caplog.text

@@ -13,8 +13,9 @@ new line would collide with the old one and be dropped as a "duplicate". Records
 resend. ``create`` also works for data streams, which refuse ``index``.
 
 The response is matched item by item, in order: 2xx and 409 delivered, 429 and 5xx retried
-(those items only), any other status rejected with Elasticsearch's error type and reason (the
-pipeline writes them to the dead-letter file). An HTTP 200 with ``"errors": true`` is neither
+(those items only), 401/403 retried too (a missing index privilege is fixed by granting it, not
+by dead-lettering every document; it is logged as an error), any other status rejected with
+Elasticsearch's error type and reason (the pipeline writes them to the dead-letter file). An HTTP 200 with ``"errors": true`` is neither
 all-good nor all-bad. A response that cannot be matched (unreadable, wrong item count) retries
 the whole batch, which the deterministic ids make safe.
 
@@ -316,13 +317,19 @@ class ElasticsearchSink:
             ) from None
         if not head.errors:
             return DELIVERED
-        bulk = _bulk_decoder.decode(resp.body)
-        if len(bulk.items) != len(records):
+        try:
+            bulk = _bulk_decoder.decode(resp.body)
+        except msgspec.DecodeError as exc:  # includes ValidationError (an item without status)
+            raise TemporaryError(
+                f"{self.name}: bulk response items cannot be read ({exc}); resending the batch"
+            ) from None
+        if len(bulk.items) != len(records) or not all(bulk.items):
             raise TemporaryError(
                 f"{self.name}: bulk response has {len(bulk.items)} items for {len(records)} "
                 "documents; resending the batch"
             )
         result = SendResult()
+        unauthorized: list[str] = []
         for i, entry in enumerate(bulk.items):
             item = next(iter(entry.values()))
             status = item.status
@@ -330,13 +337,25 @@ class ElasticsearchSink:
                 continue
             if status == 429 or status >= 500:
                 result.retry.append(i)
+            elif status in (401, 403):
+                # The user may not write to this index: a privilege to grant, not a bad
+                # document, so the item is retried (and logged) rather than dead-lettered.
+                result.retry.append(i)
+                unauthorized.append(_item_reason(status, item.error))
             else:
                 result.rejected.append((i, _item_reason(status, item.error)))
+        if unauthorized:
+            log.error(
+                "%s: %d documents refused for lack of privileges (first: %s); grant the user "
+                "the create_doc privilege on the index. They are kept and retried.",
+                self.name,
+                len(unauthorized),
+                unauthorized[0],
+            )
         if result.retry or result.rejected:
             first = result.rejected[0][1] if result.rejected else "-"
             log.warning(
-                "%s: bulk partially failed: %d of %d documents to retry (429/5xx), %d rejected "
-                "(first: %s)",
+                "%s: bulk partially failed: %d of %d documents to retry, %d rejected (first: %s)",
                 self.name,
                 len(result.retry),
                 len(records),

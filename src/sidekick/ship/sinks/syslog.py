@@ -167,6 +167,7 @@ class SyslogSink:
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_protocol: _UdpErrors | None = None
 
     @staticmethod
     def _severity(target: Target, value: str | int) -> int:
@@ -281,8 +282,8 @@ class SyslogSink:
         if self._udp is None:
             loop = asyncio.get_running_loop()
             try:
-                self._udp, _ = await loop.create_datagram_endpoint(
-                    asyncio.DatagramProtocol, remote_addr=(self.host, self.port)
+                self._udp, self._udp_protocol = await loop.create_datagram_endpoint(
+                    lambda: _UdpErrors(self.name), remote_addr=(self.host, self.port)
                 )
             except OSError as exc:
                 raise TemporaryError(f"{self.name}: cannot open a UDP socket: {exc}") from None
@@ -303,11 +304,35 @@ class SyslogSink:
                 self.truncated,
             )
 
+    @property
+    def udp_errors(self) -> int:
+        """Errors reported for the UDP socket (each means lost datagrams)."""
+        return self._udp_protocol.errors if self._udp_protocol is not None else 0
+
     async def aclose(self) -> None:
         await self._drop_tcp()
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+
+
+class _UdpErrors(asyncio.DatagramProtocol):
+    """Counts and logs the errors a UDP peer reports (ICMP port unreachable: nobody listens)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.errors = 0
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors += 1
+        if self.errors & (self.errors - 1) == 0:  # 1st, 2nd, 4th, 8th ...: visible, not a flood
+            log.warning(
+                "%s: the network reports %s; datagrams sent around now were probably lost "
+                "(%d such errors so far)",
+                self.name,
+                exc,
+                self.errors,
+            )
 
 
 def create(spec: OutputSpec) -> SyslogSink:
