@@ -239,3 +239,18 @@ async def test_multiline_groups_are_joined_into_one_record(tmp_path: Path) -> No
     assert first["message"].splitlines()[-1] == "ValueError: x"
     assert first["log.offset"] == 0
     assert second["message"] == "2024-01-02 INFO next"
+
+
+async def test_file_rotated_while_stopped_is_finished_from_its_checkpoint(tmp_path: Path) -> None:
+    cfg = cfg_for(tmp_path, rotate_wait=0.2)
+    log = tmp_path / "logs" / "a.log"
+    log.write_bytes(b"shipped\n")
+    async with shipping(cfg):
+        await wait_for(lambda: messages(tmp_path) == ["shipped"])
+    with log.open("ab") as f:
+        f.write(b"written while stopped\n")
+    os.rename(log, tmp_path / "logs" / "a.log.1")
+    log.write_bytes(b"new file\n")
+    async with shipping(cfg):
+        await wait_for(lambda: len(messages(tmp_path)) == 3)
+    assert sorted(messages(tmp_path)[1:]) == ["new file", "written while stopped"]

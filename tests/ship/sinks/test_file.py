@@ -1,0 +1,76 @@
+"""The ``file:`` and ``stdout:`` outputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from sidekick.core.errors import ConfigError
+from sidekick.ship.sinks import OutputSpec, create_sink
+from sidekick.ship.sinks.file import FileSink
+from tests.conftest import SIDEKICK
+
+
+async def test_file_output_appends_one_ndjson_line_per_record(tmp_path: Path) -> None:
+    path = tmp_path / "out.ndjson"
+    path.write_bytes(b'{"already":"there"}\n')
+    sink = create_sink(OutputSpec(f"file://{path}"))
+    await sink.send([{"message": "a"}, {"message": "b\nc"}])
+    await sink.aclose()
+    lines = [msgspec.json.decode(x) for x in path.read_bytes().splitlines()]
+    assert lines == [{"already": "there"}, {"message": "a"}, {"message": "b\nc"}]
+
+
+async def test_file_output_reopens_a_file_moved_away(tmp_path: Path) -> None:
+    path = tmp_path / "out.ndjson"
+    sink = create_sink(OutputSpec(f"file://{path}"))
+    assert isinstance(sink, FileSink)
+    await sink.send([{"message": "1"}])
+    os.rename(path, tmp_path / "out.ndjson.1")
+    sink._checked = 0.0  # the identity check runs at most once a second
+    await sink.send([{"message": "2"}])
+    await sink.aclose()
+    assert msgspec.json.decode(path.read_bytes()) == {"message": "2"}
+
+
+def test_file_output_in_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        create_sink(OutputSpec(f"file://{tmp_path}/nope/out.ndjson"))
+
+
+def test_stdout_output_writes_ndjson_to_standard_output(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text("to stdout\n")
+    proc = subprocess.Popen(
+        [
+            *SIDEKICK,
+            "ship",
+            "--input",
+            f"file://{logs}/*.log",
+            "--output",
+            "stdout:",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert msgspec.json.decode(line)["message"] == "to stdout"
