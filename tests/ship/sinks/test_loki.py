@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from sidekick.core.errors import ConfigError, TemporaryError
+from sidekick.ship.deadletter import DEAD_LETTER_FILE
 from sidekick.ship.records import Sink
 from sidekick.ship.sinks.loki import sanitize_label
 from tests.conftest import free_port
+from tests.ship.helpers import read_ndjson, ship_config, shipping, wait_for
 from tests.ship.sinks.conftest import ProtocolServer, Seen, make_records
 
 MakeSink = Callable[..., Sink]
@@ -238,3 +240,28 @@ def test_labels_colliding_after_sanitising_are_a_config_error(make_sink: MakeSin
 def test_unknown_line_format_is_a_config_error(make_sink: MakeSink) -> None:
     with pytest.raises(ConfigError, match="option 'line_format'"):
         make_sink("loki://127.0.0.1:3100?line_format=logfmt")
+
+
+async def test_shipper_dead_letters_a_push_loki_refuses_and_moves_on(
+    server: ProtocolServer, tmp_path: Path
+) -> None:
+    server.reply(400, TOO_FAR_BEHIND, content_type="text/plain")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("old line\n")
+    cfg = ship_config(
+        inputs=[f"file://{logs}/*.log"],
+        outputs=[f"loki://{server.hostport}?gzip=false"],
+        state_dir=str(tmp_path / "state"),
+    )
+    dead_file = tmp_path / "state" / DEAD_LETTER_FILE
+    async with shipping(cfg):
+        await wait_for(lambda: bool(read_ndjson(dead_file)))
+        with (logs / "app.log").open("a") as f:
+            f.write("new line\n")
+        await wait_for(lambda: len(server.requests) == 2)
+    [dead] = read_ndjson(dead_file)
+    assert dead["record"]["message"] == "old line"
+    assert "entry too far behind" in dead["reason"]
+    [stream] = push(server.requests[1])["streams"]
+    assert [v[1] for v in stream["values"]] == ["new line"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from sidekick.core.errors import ConfigError, PermanentError, TemporaryError
 from sidekick.ship.records import Sink
 from sidekick.ship.sinks.otlp import OtlpSink, rpc_status_message
 from tests.conftest import free_port
+from tests.ship.helpers import ship_config, shipping, wait_for
 from tests.ship.sinks.conftest import ProtocolServer, Seen, make_records
 
 MakeSink = Callable[..., Sink]
@@ -235,3 +237,32 @@ async def test_custom_path_and_headers(server: ProtocolServer, make_sink: MakeSi
 def test_unknown_encoding_is_a_config_error(make_sink: MakeSink) -> None:
     with pytest.raises(ConfigError, match="option 'encoding'"):
         make_sink("otlp://127.0.0.1:4318?encoding=xml")
+
+
+async def test_shipper_exports_tailed_lines_as_otlp_log_records(
+    server: ProtocolServer, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("".join(f"line {i}\n" for i in range(50)))
+    cfg = ship_config(
+        inputs=[f"file://{logs}/*.log"],
+        outputs=[f"otlp://{server.hostport}"],
+        state_dir=str(tmp_path / "state"),
+        pod_name="web-0",
+    )
+
+    def bodies() -> list[str]:
+        return [
+            lr.body.string_value
+            for seen in server.requests
+            for rl in decode(seen).resource_logs
+            for sl in rl.scope_logs
+            for lr in sl.log_records
+        ]
+
+    async with shipping(cfg):
+        await wait_for(lambda: len(bodies()) >= 50)
+    assert bodies() == [f"line {i}" for i in range(50)]
+    rl = decode(server.requests[0]).resource_logs[0]
+    assert attrs(rl.resource.attributes)["k8s.pod.name"] == "web-0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from sidekick.core.errors import ConfigError, TemporaryError
 from sidekick.ship.records import Record, Sink
 from sidekick.ship.sinks.syslog import SyslogSink
 from tests.conftest import free_port
+from tests.ship.helpers import ship_config, shipping
 from tests.ship.sinks.conftest import Rsyslog, make_records
 
 MakeSink = Callable[..., Sink]
@@ -178,3 +180,20 @@ async def test_udp_to_a_port_nobody_listens_on_is_counted_as_an_error(
             await asyncio.sleep(0.05)
     assert sink.udp_errors >= 1
     assert "probably lost" in caplog.text
+
+
+async def test_shipper_delivers_every_tailed_line_to_rsyslog(
+    rsyslog: Rsyslog, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("".join(f"line {i}\n" for i in range(1000)))
+    cfg = ship_config(
+        inputs=[f"file://{logs}/*.log"],
+        outputs=[f"syslog+tcp://127.0.0.1:{rsyslog.port}?app_name=web"],
+        state_dir=str(tmp_path / "state"),
+    )
+    async with shipping(cfg):
+        lines = await rsyslog.wait_for(1000)
+    assert sorted(line.msg for line in lines) == sorted(f"line {i}" for i in range(1000))
+    assert {line.app_name for line in lines} == {"web"}
