@@ -155,15 +155,9 @@ class Tree:
         and the checked-out commit. Files edited inside the tree are not looked for: that
         would stat every file on every poll.
         """
-        try:
-            pointer = (path / ".git").read_text(encoding="utf-8").strip()
-        except OSError:
+        admin = _admin_dir(path)
+        if admin is None:
             return False
-        if not pointer.startswith("gitdir: "):
-            return False
-        admin = Path(pointer[len("gitdir: ") :])
-        if not admin.is_absolute():
-            admin = path / admin
         try:
             head = (admin / "HEAD").read_text(encoding="utf-8").strip()
         except OSError:
@@ -209,9 +203,11 @@ class Tree:
                 await self.git.run(*sub, cwd=build, timeout=remaining(deadline), env=env)
             final = await self._free_name(sha)
             os.rename(build, final)
-            await self.git.run(
-                "worktree", "repair", str(final), cwd=self.root, timeout=remaining(deadline)
-            )
+            # What ``git worktree repair`` would do, without a subprocess: the repository's
+            # record of the worktree (gitrepository-layout: worktrees/<id>/gitdir) follows it.
+            admin = _admin_dir(final)
+            if admin is not None:
+                (admin / "gitdir").write_text(f"{final / '.git'}\n")
         except BaseException:
             await asyncio.shield(self._discard(build))
             raise
@@ -277,15 +273,52 @@ class Tree:
                 continue
             since = self._stale_since.setdefault(name, now)
             if now - since >= timeout:
-                await asyncio.to_thread(shutil.rmtree, self.worktrees / name, True)
+                await asyncio.to_thread(self._remove_worktree, self.worktrees / name)
                 self._stale_since.pop(name, None)
                 removed += 1
-        if removed:
+        if removed and self._has_orphans():
             await self.git.run("worktree", "prune", cwd=self.root, timeout=remaining(deadline))
         return removed
 
+    def _remove_worktree(self, path: Path) -> None:
+        """Delete a worktree and the repository's record of it (``git worktree remove``
+        without the subprocess or its refusal to delete damaged trees)."""
+        admin = _admin_dir(path)
+        shutil.rmtree(path, ignore_errors=True)
+        if admin is not None and admin.parent == self.gitdir / "worktrees":
+            shutil.rmtree(admin, ignore_errors=True)
+
+    def _has_orphans(self) -> bool:
+        """Whether git records a worktree whose directory is gone (then ``worktree prune``)."""
+        admin = self.gitdir / "worktrees"
+        try:
+            entries = list(admin.iterdir())
+        except OSError:
+            return False
+        for entry in entries:
+            try:
+                target = Path((entry / "gitdir").read_text(encoding="utf-8").strip())
+            except OSError:
+                return True
+            if not target.parent.is_dir():
+                return True
+        return False
+
     def worktree_count(self) -> int:
+        """Directories under ``.worktrees`` (finished or not)."""
         try:
             return sum(1 for _ in os.scandir(self.worktrees))
         except OSError:
             return 0
+
+
+def _admin_dir(worktree: Path) -> Path | None:
+    """The repository's administrative directory for ``worktree``, from its ``.git`` file."""
+    try:
+        pointer = (worktree / ".git").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if not pointer.startswith("gitdir: "):
+        return None
+    admin = Path(pointer[len("gitdir: ") :])
+    return admin if admin.is_absolute() else worktree / admin

@@ -225,8 +225,9 @@ class Syncer:
         if self.tree.is_complete(candidate, sha):
             path = candidate
         else:
-            if not await self._have(sha, deadline):
-                await self._fetch(sha, deadline, env)
+            # Always fetch: asking git first whether it has the commit costs a process on
+            # every publish to save one only when going back to an old revision.
+            await self._fetch(sha, deadline, env)
             path = await self.tree.build(
                 sha,
                 deadline=deadline,
@@ -302,18 +303,6 @@ class Syncer:
             f"ref {ref!r} does not exist in {self.repo_shown}; set --ref to an existing "
             "branch, tag or full 40-character commit hash"
         )
-
-    async def _have(self, sha: str, deadline: float) -> bool:
-        result = await self.git.run(
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            f"{sha}^{{commit}}",
-            cwd=self.tree.root,
-            timeout=remaining(deadline),
-            check=False,
-        )
-        return result.stdout.strip() == sha
 
     async def _fetch(self, sha: str, deadline: float, env: dict[str, str]) -> None:
         args = ["fetch", "--no-tags", "--no-auto-gc", "--quiet", "origin", sha]

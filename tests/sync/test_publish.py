@@ -1,0 +1,177 @@
+"""Publishing: the link always shows one whole revision; disk use stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+from tests.sync.conftest import Upstream, make_syncer, metric
+
+FILES = [f"page{i}.html" for i in range(8)]
+
+
+def revision_files(n: int) -> dict[str, str]:
+    # Each file is long enough that a partially written one would be visible as such.
+    return {name: f"rev {n}\n" * 400 + f"end {n}\n" for name in FILES}
+
+
+class Reader(threading.Thread):
+    """Reads every file through one resolution of the link, as fast as it can."""
+
+    def __init__(self, link: Path) -> None:
+        super().__init__(daemon=True)
+        self.link = link
+        self.stop = threading.Event()
+        self.checks = 0
+        self.problems: list[str] = []
+        self.seen: set[int] = set()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                fd = os.open(self.link, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                self.problems.append("link missing")
+                continue
+            try:
+                revs = set()
+                for name in FILES:
+                    with open(name, opener=lambda p, fl: os.open(p, fl, dir_fd=fd)) as f:
+                        text = f.read()
+                    lines = text.splitlines()
+                    head = lines[0].split()[1]
+                    if len(lines) != 401 or lines[-1] != f"end {head}":
+                        self.problems.append(f"{name} incomplete: {len(lines)} lines")
+                    revs.add(int(head))
+                if len(revs) != 1:
+                    self.problems.append(f"mixed revisions {sorted(revs)}")
+                self.seen |= revs
+            except OSError as exc:
+                self.problems.append(f"read failed: {exc}")
+            finally:
+                os.close(fd)
+            self.checks += 1
+
+
+async def test_reader_never_sees_a_missing_link_a_partial_file_or_mixed_revisions(
+    tmp_path: Path,
+) -> None:
+    up = Upstream(tmp_path / "up")
+    up.commit(revision_files(0))
+    syncer = make_syncer(tmp_path / "root", up.url, link="site")
+    await syncer.sync_once()
+    shas = up.prepare([revision_files(n) for n in range(1, 301)])
+    reader = Reader(tmp_path / "root" / "site")
+    reader.start()
+    try:
+        for sha in shas:
+            up.publish(sha)
+            assert await syncer.sync_once() == "published"
+            await asyncio.sleep(0.02)
+    finally:
+        reader.stop.set()
+        reader.join(10)
+        syncer.aclose()
+    assert reader.problems == []
+    assert reader.checks >= 1000
+    assert 300 in reader.seen and len(reader.seen) > 100
+
+
+async def test_link_is_relative_and_names_the_revision(upstream: Upstream, tmp_path: Path) -> None:
+    syncer = make_syncer(tmp_path / "root", upstream.url)
+    await syncer.sync_once()
+    target = os.readlink(tmp_path / "root" / "upstream")
+    assert target == f".worktrees/{upstream.head()}"
+    assert (tmp_path / "root" / "upstream" / "index.html").read_text() == "rev 0\n"
+    syncer.aclose()
+
+
+async def test_previous_revision_is_kept_until_the_next_publish(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    syncer = make_syncer(tmp_path / "root", upstream.url)
+    first = upstream.head()
+    await syncer.sync_once()
+    second = upstream.commit({"index.html": "rev 1\n"})
+    await syncer.sync_once()
+    wt = tmp_path / "root" / ".worktrees"
+    assert sorted(os.listdir(wt)) == sorted([first, second])
+    third = upstream.commit({"index.html": "rev 2\n"})
+    await syncer.sync_once()
+    assert sorted(os.listdir(wt)) == sorted([second, third])
+    syncer.aclose()
+
+
+async def test_stale_worktrees_wait_for_the_stale_timeout(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    syncer = make_syncer(tmp_path / "root", upstream.url, stale_worktree_timeout=0.5)
+    first = upstream.head()
+    await syncer.sync_once()
+    upstream.commit({"index.html": "rev 1\n"})
+    await syncer.sync_once()
+    upstream.commit({"index.html": "rev 2\n"})
+    await syncer.sync_once()
+    wt = tmp_path / "root" / ".worktrees"
+    assert first in os.listdir(wt)
+    await asyncio.sleep(0.6)
+    await syncer.sync_once()
+    assert first not in os.listdir(wt)
+    syncer.aclose()
+
+
+async def test_unchanged_remote_runs_no_fetch(upstream: Upstream, tmp_path: Path) -> None:
+    syncer = make_syncer(tmp_path / "root", upstream.url)
+    assert await syncer.sync_once() == "published"
+    calls = syncer.git.calls
+    assert await syncer.sync_once() == "unchanged"
+    assert syncer.git.calls - calls == 1  # only ls-remote
+    assert metric(syncer, "sidekick_sync_fetches_total") == 1
+    syncer.aclose()
+
+
+async def test_ref_can_be_a_tag_or_an_old_commit(upstream: Upstream, tmp_path: Path) -> None:
+    from tests.sync.conftest import git
+
+    old = upstream.head()
+    git(upstream.path, "tag", "-a", "-m", "v1", "v1")
+    upstream.commit({"index.html": "rev 1\n"})
+    by_tag = make_syncer(tmp_path / "a", upstream.url, ref="v1")
+    await by_tag.sync_once()
+    assert (tmp_path / "a" / "upstream" / "index.html").read_text() == "rev 0\n"
+    by_hash = make_syncer(tmp_path / "b", upstream.url, ref=old)
+    await by_hash.sync_once()
+    assert os.readlink(tmp_path / "b" / "upstream").endswith(old)
+    by_tag.aclose()
+    by_hash.aclose()
+
+
+async def test_sparse_checkout_file_limits_the_files(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit({"docs/a.md": "a\n", "src/b.py": "b\n"})
+    patterns = tmp_path / "sparse"
+    patterns.write_text("/docs/\n")
+    syncer = make_syncer(tmp_path / "root", upstream.url, sparse_checkout_file=str(patterns))
+    await syncer.sync_once()
+    link = tmp_path / "root" / "upstream"
+    assert (link / "docs" / "a.md").exists()
+    assert not (link / "src").exists()
+    syncer.aclose()
+
+
+async def test_a_thousand_syncs_leave_at_most_two_worktrees(tmp_path: Path) -> None:
+    up = Upstream(tmp_path / "up")
+    up.commit({"index.html": "rev 0\n"})
+    shas = up.prepare([{"index.html": f"rev {n}\n"} for n in range(1, 1001)])
+    syncer = make_syncer(tmp_path / "root", up.url, link="site")
+    root = tmp_path / "root"
+    most = 0
+    for sha in shas:
+        up.publish(sha)
+        assert await syncer.sync_once() == "published"
+        most = max(most, len(os.listdir(root / ".worktrees")))
+    assert most <= 2
+    assert len(os.listdir(root / ".git" / "worktrees")) <= 2
+    assert (root / "site" / "index.html").read_text() == "rev 1000\n"
+    syncer.aclose()
