@@ -72,7 +72,11 @@ def shipper(port: int, output: str, state_dir: Path) -> Iterator[subprocess.Pope
 def seqs_in(path: Path) -> list[int]:
     if not path.exists():
         return []
-    return [json.loads(line)["seq"] for line in path.read_text().splitlines() if line]
+    data = path.read_bytes()
+    # The output is being appended to while we read: a last line without its newline is
+    # still being written.
+    complete = data[: data.rfind(b"\n") + 1]
+    return [json.loads(line)["seq"] for line in complete.splitlines() if line]
 
 
 def wait_for_seqs(path: Path, expected: set[int], timeout: float = 15) -> list[int]:
