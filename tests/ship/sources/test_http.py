@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import msgspec
+import pytest
+from prometheus_client import generate_latest
 
+from sidekick.ship.sources.http import MemoryBudget, Rejected, inflate
 from sidekick.ship.sources.spool import SUFFIX
 from tests.ship.sources.conftest import run_ingest
 
@@ -365,3 +368,48 @@ async def test_body_that_trickles_in_too_slowly_is_408(state_dir: Path) -> None:
         await writer.wait_closed()
     assert status_line.startswith(b"HTTP/1.1 408")
     assert spooled_bytes(state_dir) == 0
+
+
+async def test_ingest_metrics_are_in_the_shippers_registry(state_dir: Path) -> None:
+    async with run_ingest(state_dir) as ing:
+        await ing.post(ndjson(5))
+        text = generate_latest(ing.source.ctx.metrics.registry).decode()
+    assert 'sidekick_ship_ingest_requests_total{code="202"} 1.0' in text
+    assert "sidekick_ship_ingest_records_accepted_total 5.0" in text
+    assert "sidekick_ship_ingest_fsync_seconds_count" in text
+    assert "sidekick_ship_ingest_spool_bytes" in text
+
+
+async def test_memory_budget_makes_requests_wait_rather_than_exceed_it() -> None:
+    budget = MemoryBudget(100)
+    peak = 0
+    order: list[str] = []
+
+    async def request(name: str, n: int) -> None:
+        nonlocal peak
+        async with budget.reserve(n):
+            peak = max(peak, budget.used)
+            order.append(name)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(request("a", 60), request("b", 60), request("c", 30))
+    assert peak <= 100
+    assert budget.used == 0
+    assert sorted(order) == ["a", "b", "c"]
+
+
+async def test_request_larger_than_the_whole_budget_runs_alone() -> None:
+    budget = MemoryBudget(100)
+    async with budget.reserve(10_000):
+        assert budget.used == 100
+
+
+def test_multi_member_gzip_is_inflated_whole() -> None:
+    body = gzip.compress(b"one\n") + gzip.compress(b"two\n")
+    assert inflate(body, 100) == b"one\ntwo\n"
+
+
+def test_truncated_gzip_is_400() -> None:
+    with pytest.raises(Rejected) as err:
+        inflate(gzip.compress(b"x" * 1000)[:-10], 10_000)
+    assert err.value.status == 400

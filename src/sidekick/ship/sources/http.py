@@ -532,7 +532,7 @@ class IngestSource:
                 f"{str(ctx.state_dir)!r}; give one http:// input (it takes logs from every client)"
             )
         ingest = ctx.config.ingest
-        self.metrics = IngestMetrics(getattr(ctx.metrics, "registry", None))
+        self.metrics = IngestMetrics(ctx.metrics.registry)
         self.metrics.spool_limit.set(size(ingest.spool_max_bytes))
         tokens = TokenFile(Path(ingest.token_file)) if ingest.token_file else None
         stats = SpoolStats(
