@@ -33,7 +33,7 @@ import aiohttp
 from sidekick.core.backoff import Backoff
 from sidekick.core.durations import format_duration
 from sidekick.pod.expand import expand
-from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV, Tracker, kill_group
+from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV, Tracker, kill_group, spawn
 from sidekick.pod.manifest import Container, Manifests, Pod
 from sidekick.pod.output import Printer, pump
 from sidekick.pod.paths import PodDirs, check_container_paths
@@ -276,18 +276,7 @@ class ContainerRunner:
     async def _run_once(self) -> int:
         self._set(state="Waiting", reason="ContainerCreating", message="", ready=False)
         try:
-            with self.tracker.starting_process():
-                proc = await asyncio.create_subprocess_exec(
-                    *self.argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=self.ctx.env,
-                    cwd=self.cwd,
-                    start_new_session=True,
-                    limit=1 << 20,
-                )
-                self.tracker.own.add(proc.pid)
+            proc, stdout, _pipe = await spawn(self.tracker, self.argv, self.ctx.env, self.cwd)
         except OSError as exc:
             msg = f"cannot run {self.argv[0]!r}: {exc.strerror}"
             log.error("%s: %s; check the command.", self.name, msg)
@@ -300,9 +289,8 @@ class ContainerRunner:
             )
             return 128
         self.proc = proc
-        assert proc.stdout is not None
         reader = asyncio.create_task(
-            pump(proc.stdout, self.dirs.log_file(self.spec.name), self.printer, self.name),
+            pump(stdout, self.dirs.log_file(self.spec.name), self.printer, self.name),
             name=f"output {self.name}",
         )
         self._kill_task = None

@@ -18,6 +18,7 @@ keep running, as with any supervisor that has no cgroup.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -134,3 +135,38 @@ def _state(pid: int) -> str:
 def _alive(pid: int) -> bool:
     state = _state(pid)
     return state not in ("", "Z", "X")
+
+
+async def spawn(
+    tracker: Tracker, argv: list[str], env: dict[str, str], cwd: str | None
+) -> tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.BaseTransport]:
+    """Start ``argv`` in its own session with stdout+stderr on a pipe read by the returned reader.
+
+    The pipe is made here rather than by asyncio because asyncio's ``Process.wait()`` also
+    waits for its pipes to close, and a daemonized grandchild may hold them open forever; this
+    way the exit is seen at once, and the leftovers can then be killed.
+    """
+    loop = asyncio.get_running_loop()
+    r, w = os.pipe()
+    try:
+        with tracker.starting_process():
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=w,
+                stderr=w,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+            tracker.own.add(proc.pid)
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(r, "rb", buffering=0)
+    )
+    return proc, reader, transport

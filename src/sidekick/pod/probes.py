@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from sidekick.pod.expand import expand
-from sidekick.pod.hygiene import Tracker, kill_group
+from sidekick.pod.hygiene import Tracker, kill_group, spawn
 from sidekick.pod.manifest import (
     Action,
     ExecAction,
@@ -77,33 +77,24 @@ async def _exec(action: ExecAction, ctx: ActionContext, timeout: float) -> tuple
     if not argv:
         return False, "exec command is empty"
     try:
-        with ctx.tracker.starting_process():
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=ctx.env,
-                cwd=ctx.cwd or None,
-                start_new_session=True,
-            )
-            ctx.tracker.own.add(proc.pid)
+        proc, reader, pipe = await spawn(ctx.tracker, argv, ctx.env, ctx.cwd or None)
     except OSError as exc:
         return False, f"exec {argv[0]!r} failed: {exc.strerror}"
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
-        kill_group(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            await proc.wait()
         return False, f"command timed out after {timeout:g}s"
     finally:
+        kill_group(proc.pid, signal.SIGKILL)  # on timeout, and anything left in its group
         if proc.returncode is None:
-            kill_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(BaseException):
                 await asyncio.shield(proc.wait())
         ctx.tracker.own.discard(proc.pid)
-        kill_group(proc.pid, signal.SIGKILL)  # anything it left in its group
+        out = b""
+        # Whatever it printed is in the pipe already; a lingering grandchild may keep it open.
+        with contextlib.suppress(TimeoutError, OSError):
+            out = await asyncio.wait_for(reader.read(4096), 0.2)
+        pipe.close()
     text = out.decode(errors="replace").strip()[:200]
     if proc.returncode == 0:
         return True, text
