@@ -491,3 +491,15 @@ async def test_item_without_a_status_resends_the_batch(
     sink = make_sink(f"elasticsearch://{es.hostport}/logs")
     with pytest.raises(TemporaryError, match="items cannot be read"):
         await sink.send(make_records(1))
+
+
+async def test_large_batch_is_gzip_compressed_whole(
+    es: ProtocolServer, make_sink: MakeSink
+) -> None:
+    # Bodies over 64 KiB are compressed in a worker thread; the result must be the same.
+    records = make_records(2000)
+    sink = make_sink(f"elasticsearch://{es.hostport}/logs")
+    assert (await sink.send(records)).all_delivered
+    [seen] = es.requests
+    assert len(seen.body) > 64 * 1024
+    assert ndjson(seen)[1::2] == records

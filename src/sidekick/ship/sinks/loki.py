@@ -43,7 +43,7 @@ from sidekick.ship.sinks._http import (
     Credentials,
     HttpClient,
     Target,
-    gzip_bytes,
+    gzip_off_loop,
     is_5xx_or_429,
     load_options,
     option_error,
@@ -227,7 +227,7 @@ class LokiSink:
     async def _send_once(self, records: list[Record]) -> SendResult | None:
         body = self.encode(records)
         if self._gzip:
-            body = gzip_bytes(body)
+            body = await gzip_off_loop(body)
         resp = await self._client.post(self.url, body, self._headers)
         status = resp.status
         if status == 413:

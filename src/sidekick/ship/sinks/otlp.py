@@ -53,7 +53,7 @@ from sidekick.ship.sinks._http import (
     HttpClient,
     Response,
     Target,
-    gzip_bytes,
+    gzip_off_loop,
     load_options,
     option_error,
     parse_target,
@@ -427,7 +427,7 @@ class OtlpSink:
     async def _send_once(self, records: list[Record]) -> SendResult | None:
         body = self.encode(records)
         if self._gzip:
-            body = gzip_bytes(body)
+            body = await gzip_off_loop(body)
         resp = await self._client.post(self.url, body, self._headers)
         status = resp.status
         if 200 <= status < 300:
