@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
-from collections.abc import Iterator
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from sidekick.sync.config import SyncConfig
 from sidekick.sync.git import Git, Redactor
 from sidekick.sync.metrics import SyncMetrics
 from sidekick.sync.syncer import Syncer
+from tests.conftest import SIDEKICK, free_port
 
 GIT_ENV = {
     **os.environ,
@@ -121,3 +126,92 @@ def metric(syncer_or_registry: Any, name: str, labels: dict[str, str] | None = N
     registry = getattr(registry, "registry", registry)
     value = registry.get_sample_value(name, labels or {})
     return 0.0 if value is None else float(value)
+
+
+class CliSync:
+    """``sidekick sync`` running as a real subprocess with its admin server on ``port``."""
+
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.proc = subprocess.Popen(
+            [*SIDEKICK, "sync", "--admin-addr", f"127.0.0.1:{port}", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**GIT_ENV, **(env or {})},
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def request(
+        self,
+        path: str,
+        method: str = "GET",
+        data: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str]:
+        req = urllib.request.Request(
+            self.url(path),
+            method=method,
+            data=data if method != "GET" else None,
+            headers=headers or {},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"sidekick sync exited {self.proc.returncode}: {self.proc.stderr.read() if self.proc.stderr else ''}"
+                )
+            if self.request("/readyz")[0] == 200:
+                return
+            time.sleep(0.05)
+        raise AssertionError("sidekick sync did not become ready")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _out, err = self.proc.communicate(timeout=30)
+        return err
+
+
+@pytest.fixture
+def cli_sync() -> Iterator[Callable[..., CliSync]]:
+    started: list[CliSync] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> CliSync:
+        proc = CliSync(args, free_port(), env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.communicate(timeout=10)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.01) -> float:
+    """Poll until ``predicate()``; return the seconds it took or fail."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None

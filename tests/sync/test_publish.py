@@ -38,7 +38,8 @@ class Reader(threading.Thread):
             try:
                 revs = set()
                 for name in FILES:
-                    with open(name, opener=lambda p, fl: os.open(p, fl, dir_fd=fd)) as f:
+                    file_fd = os.open(name, os.O_RDONLY, dir_fd=fd)
+                    with os.fdopen(file_fd) as f:
                         text = f.read()
                     lines = text.splitlines()
                     head = lines[0].split()[1]

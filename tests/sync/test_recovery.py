@@ -132,7 +132,7 @@ async def test_root_with_foreign_files_is_left_alone(upstream: Upstream, tmp_pat
     root.mkdir()
     (root / "precious.txt").write_text("keep me")
     syncer = make_syncer(root, upstream.url)
-    with pytest.raises(RootNotOurs, match="precious.txt"):
+    with pytest.raises(RootNotOurs, match=r"precious\.txt"):
         await syncer.sync_once()
     assert (root / "precious.txt").read_text() == "keep me"
     assert os.listdir(root) == ["precious.txt"]
