@@ -106,9 +106,10 @@ class CachedTime:
 
 
 _ISO = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9})\d*)?"
-    r"\s*([Zz]|[+-]\d{2}:?\d{2})?$"
+    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9})\d*)?\s*([Zz]|[+-]\d{2}:?\d{2})?$"
 )
+# (date-time to the second, zone) -> "YYYY-MM-DDTHH:MM:SS." in UTC; bounded like the others.
+_iso_cache: dict[tuple[str, str | None], str | None] = {}
 
 
 def iso8601(text: str) -> str | None:
@@ -116,14 +117,31 @@ def iso8601(text: str) -> str | None:
     m = _ISO.match(text)
     if m is None:
         return None
-    y, mo, d, hh, mi, ss, frac, zone = m.groups()
+    seconds, frac, zone = m.groups()
+    key = (seconds, zone)
     try:
-        tz = _offset(zone) if zone else UTC
-        dt = datetime(int(y), int(mo), int(d), int(hh), int(mi), int(ss), tzinfo=tz)
-    except ValueError:
+        prefix = _iso_cache[key]
+    except KeyError:
+        try:
+            tz = _offset(zone) if zone else UTC
+            dt = datetime(
+                int(seconds[0:4]),
+                int(seconds[5:7]),
+                int(seconds[8:10]),
+                int(seconds[11:13]),
+                int(seconds[14:16]),
+                int(seconds[17:19]),
+                tzinfo=tz,
+            )
+            prefix = rfc3339(dt)[:20]
+        except ValueError:
+            prefix = None
+        if len(_iso_cache) >= CACHE_LIMIT:
+            _iso_cache.clear()
+        _iso_cache[key] = prefix
+    if prefix is None:
         return None
-    nanos = int(frac.ljust(9, "0")) if frac else 0
-    return rfc3339(dt, nanos)
+    return prefix + (frac.ljust(9, "0") if frac else "000000000") + "Z"
 
 
 def epoch(value: float) -> str | None:

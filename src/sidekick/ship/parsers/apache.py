@@ -29,9 +29,9 @@ ERROR = re.compile(
     r"\[(?:([^:\]]*):)?(\w+)\]"
     r"(?: \[pid (\d+)(?::tid (\d+))?\])?"
     r"(?: \[client ([^\]]+)\])? ?"
-    r"(.*?)(?:, referer: (\S*))?$",
-    re.DOTALL,
 )
+# Found with str.rfind: a lazy ``(.*?)`` before an optional group made the pattern ~10x slower.
+_REFERER = ", referer: "
 
 
 class ApacheParser(AccessLogParser):
@@ -42,16 +42,23 @@ class ApacheParser(AccessLogParser):
         self._time = CachedTime()
 
     def parse_other(self, rec: Record) -> None:
-        m = ERROR.match(rec[MESSAGE])
+        message: str = rec[MESSAGE]
+        m = ERROR.match(message)
         if m is None:
             rec[PARSE_ERROR] = self._no_match
             return
-        (mon, d, hh, mi, ss, frac, y, module, level, pid, tid, client, text, referer) = m.groups()
+        (mon, d, hh, mi, ss, frac, y, module, level, pid, tid, client) = m.groups()
+        text = message[m.end() :]
+        referer = None
+        cut = text.rfind(_REFERER)
+        if cut >= 0 and " " not in text[cut + len(_REFERER) :]:
+            referer = text[cut + len(_REFERER) :]
+            text = text[:cut]
         key = f"{y}{mon}{d}{hh}{mi}{ss}"
         month = MONTHS.get(mon, 0)
         t = self._time.lookup(key, (int(y), month, int(d), int(hh), int(mi), int(ss)))
         if t is None:
-            rec[PARSE_ERROR] = f"apache: time of {rec[MESSAGE][:32]!r} is not a valid date"
+            rec[PARSE_ERROR] = f"apache: time of {message[:32]!r} is not a valid date"
         else:
             if frac:
                 # The cached string ends ".000000000Z"; put the sub-second digits in.

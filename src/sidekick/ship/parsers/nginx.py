@@ -25,9 +25,11 @@ from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 
 ERROR = re.compile(
     r"((\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2})) \[(\w+)\] (\d+)#(\d+): (?:\*(\d+) )?"
-    r"(.*?)(?:, client: ([^,]*), server: ([^,]*)(.*))?$",
-    re.DOTALL,
 )
+# The text ends where nginx's context begins; found with str.find, since a lazy ``(.*?)``
+# followed by an optional group made the pattern ~10x slower.
+_CLIENT = ", client: "
+_CLIENT_SERVER = re.compile(r", client: ([^,]*), server: ([^,]*)")
 _CONTEXT = re.compile(r', (\w+): "((?:[^"\\]|\\.)*)"')
 _CONTEXT_FIELDS = {
     "host": "http.request.header.host",
@@ -44,13 +46,13 @@ class NginxParser(AccessLogParser):
         self._time = CachedTime()
 
     def parse_other(self, rec: Record) -> None:
-        m = ERROR.match(rec[MESSAGE])
+        message: str = rec[MESSAGE]
+        m = ERROR.match(message)
         if m is None:
             rec[PARSE_ERROR] = self._no_match
             return
-        (ts, y, mo, d, hh, mi, ss, level, pid, tid, conn, text, client, server, context) = (
-            m.groups()
-        )
+        (ts, y, mo, d, hh, mi, ss, level, pid, tid, conn) = m.groups()
+        text = message[m.end() :]
         t = self._time.lookup(ts, (int(y), int(mo), int(d), int(hh), int(mi), int(ss)))
         if t is None:
             rec[PARSE_ERROR] = f"nginx: time {ts!r} is not a valid date"
@@ -61,13 +63,17 @@ class NginxParser(AccessLogParser):
         rec["thread.id"] = int(tid)
         if conn is not None:
             rec["nginx.connection.id"] = int(conn)
-        rec[MESSAGE] = text
-        if client is None:
+        cut = text.find(_CLIENT)
+        cm = _CLIENT_SERVER.match(text, cut) if cut >= 0 else None
+        if cm is None:
+            rec[MESSAGE] = text
             return
+        rec[MESSAGE] = text[:cut]
+        client, server = cm.groups()
         rec["client.address"] = client
         if server:
             rec["server.address"] = server
-        for key, value in _CONTEXT.findall(context):
+        for key, value in _CONTEXT.findall(text, cm.end()):
             if key == "request":
                 request_fields(rec, value)
             else:
