@@ -2,9 +2,10 @@
 
 Every aggregator output needs the same few things, and they should behave the same way in all
 of them: options read from the URL query and the config file into a typed struct (one clear
-``ConfigError`` per mistake), secrets read from files, one lazily created HTTP session per
-output with TLS from a CA bundle, gzip request bodies, ``Retry-After`` honoured, and one
-classification of whole-response HTTP statuses:
+``ConfigError`` per mistake), secrets read from files (and read again when the file changes
+or the server refuses them), one lazily created HTTP session per output with TLS from a CA
+bundle, gzip request bodies (big ones compressed off the event loop), ``Retry-After``
+honoured, and one classification of whole-response HTTP statuses:
 
 - connection errors, timeouts, 429 and 5xx: ``TemporaryError`` (nothing delivered, retry);
 - 401/403/404/405/407: ``TemporaryError`` too, logged as an error. These are configuration
@@ -414,10 +415,6 @@ def raise_for_common_status(name: str, resp: Response, *, retry_statuses: frozen
             f"{name}: HTTP {status}; check the output's {what}",
             retry_after=retry_after(resp.headers),
         )
-
-
-def is_5xx_or_429(status: int) -> bool:
-    return status == 429 or 500 <= status <= 599
 
 
 async def send_splitting_on_413(

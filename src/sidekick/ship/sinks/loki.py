@@ -44,7 +44,6 @@ from sidekick.ship.sinks._http import (
     HttpClient,
     Target,
     gzip_off_loop,
-    is_5xx_or_429,
     load_options,
     option_error,
     parse_target,
@@ -248,7 +247,6 @@ class LokiSink:
                 )
             return DELIVERED
         raise_for_common_status(self.name, resp, retry_statuses=RETRY_STATUSES)
-        assert not is_5xx_or_429(status)
         reason = f"Loki HTTP {status}: {resp.text(1000) or 'no body'}"
         log.warning(
             "%s: Loki rejected a push of %d records (%s); they go to the dead-letter file",
