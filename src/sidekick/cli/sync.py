@@ -21,6 +21,7 @@ from click.core import ParameterSource
 from sidekick.cli.common import admin_addr, common_options, init_logging, overrides
 from sidekick.core.config import build_config
 from sidekick.core.durations import parse_duration
+from sidekick.core.errors import ConfigError
 from sidekick.sync.config import SyncConfig
 
 
@@ -277,6 +278,12 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
         ParameterSource.ENVIRONMENT,
     ):
         over["password_file"] = _private_file(password)
+    if params.get("config_file") is None:
+        for field, flag in (("repo", "--repo"), ("root", "--root")):
+            if field not in over:
+                raise ConfigError(
+                    f"{flag} is required; give it as a flag or as GITSYNC_{field.upper()}"
+                )
     cfg = build_config(
         SyncConfig,
         file=params.get("config_file"),

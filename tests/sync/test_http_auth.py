@@ -1,0 +1,183 @@
+"""Syncing over HTTP with a user name and password, from ``git http-backend``.
+
+The server is ``git http-backend`` run as CGI behind a small aiohttp wrapper that checks
+HTTP Basic credentials, as a git host would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from sidekick.sync.git import GitError
+from tests.conftest import SIDEKICK
+from tests.sync.conftest import GIT_ENV, Upstream, make_syncer
+
+PASSWORD = "s3cret-Pa55word"
+
+
+class GitHttpServer:
+    def __init__(self, base: Path, user: str, password: str) -> None:
+        self.base = base
+        self.user = user
+        self.password = password
+        self.requests = 0
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        expected = "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'})
+        body = await request.read()
+        env = {
+            "PATH": GIT_ENV["PATH"],
+            "GIT_PROJECT_ROOT": str(self.base),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": request.path,
+            "QUERY_STRING": request.query_string,
+            "REQUEST_METHOD": request.method,
+            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": self.user,
+            "REMOTE_ADDR": request.remote or "",
+            "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            "git",
+            "http-backend",
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate(body)
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status = 200
+        headers = {}
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers[name] = value.strip()
+        return web.Response(status=status, body=payload, headers=headers)
+
+
+@pytest.fixture
+async def http_git(upstream: Upstream) -> AsyncIterator[GitHttpServer]:
+    server = GitHttpServer(upstream.path.parent, "alice", PASSWORD)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server.url = f"http://127.0.0.1:{port}/{upstream.path.name}"
+    yield server
+    await runner.cleanup()
+
+
+def password_file(tmp_path: Path, password: str) -> str:
+    path = tmp_path / "password"
+    path.write_text(password + "\n")
+    return str(path)
+
+
+async def test_username_and_password_file_authenticate(
+    http_git: GitHttpServer, tmp_path: Path, upstream: Upstream
+) -> None:
+    syncer = make_syncer(
+        tmp_path / "root",
+        http_git.url,
+        username="alice",
+        password_file=password_file(tmp_path, PASSWORD),
+    )
+    assert await syncer.sync_once() == "published"
+    assert (tmp_path / "root" / "upstream" / "index.html").read_text() == "rev 0\n"
+    assert http_git.requests > 0
+    syncer.aclose()
+
+
+async def test_password_file_is_read_again_on_every_sync(
+    http_git: GitHttpServer, tmp_path: Path, upstream: Upstream
+) -> None:
+    pw = password_file(tmp_path, PASSWORD)
+    syncer = make_syncer(tmp_path / "root", http_git.url, username="alice", password_file=pw)
+    await syncer.sync_once()
+    http_git.password = "rotated-Pa55word"
+    password_file(tmp_path, "rotated-Pa55word")
+    upstream.commit({"index.html": "rev 1\n"})
+    assert await syncer.sync_once() == "published"
+    syncer.aclose()
+
+
+async def test_wrong_password_fails_without_revealing_it(
+    http_git: GitHttpServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-Pa55word"
+    syncer = make_syncer(
+        tmp_path / "root",
+        http_git.url,
+        username="alice",
+        password_file=password_file(tmp_path, wrong),
+    )
+    with pytest.raises(GitError) as info:
+        await syncer.sync_once()
+    assert "Authentication failed" in str(info.value) or "401" in str(info.value)
+    assert wrong not in str(info.value)
+    assert wrong not in caplog.text
+    assert wrong not in (syncer.last_error or "")
+    assert wrong.encode() not in generate_latest(syncer.metrics.registry)
+    syncer.aclose()
+
+
+async def test_password_in_the_url_is_redacted_in_logs_and_errors(
+    http_git: GitHttpServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = http_git.url.replace("http://", f"http://alice:{PASSWORD}@")
+    syncer = make_syncer(tmp_path / "root", url)
+    assert await syncer.sync_once() == "published"
+    http_git.password = "changed-Pa55word"
+    with pytest.raises(GitError) as info:
+        await syncer.sync_once()
+    assert PASSWORD not in str(info.value)
+    assert "alice:REDACTED@" in str(info.value)
+    assert PASSWORD not in caplog.text
+    syncer.aclose()
+
+
+async def test_cli_never_prints_the_password(http_git: GitHttpServer, tmp_path: Path) -> None:
+    wrong = "wrong-Pa55word"
+    proc = await asyncio.create_subprocess_exec(
+        *SIDEKICK,
+        "sync",
+        "--repo",
+        http_git.url,
+        "--root",
+        str(tmp_path / "root"),
+        "--username",
+        "alice",
+        "--password-file",
+        password_file(tmp_path, wrong),
+        "--one-time",
+        "--log-level",
+        "debug",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=GIT_ENV,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert b"cannot list refs" in err
+    assert wrong.encode() not in out + err
