@@ -95,7 +95,8 @@ class Rejected(Exception):
 
 # -- body decoding (pure functions, tested directly) ---------------------------------------
 
-_decode = msgspec.json.decode
+# A Decoder instance: twice as fast per call as ``msgspec.json.decode`` on short lines.
+_decode = msgspec.json.Decoder().decode
 _encode_lines = msgspec.json.Encoder().encode_lines
 
 
@@ -153,18 +154,24 @@ def _too_many(max_records: int) -> Rejected:
 
 
 def _encode_ndjson(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]:
-    lines = [line for line in body.split(b"\n") if line.strip()]
+    lines = [line for line in body.split(b"\n") if line]
     if len(lines) > max_records:
-        raise _too_many(max_records)
+        lines = [line for line in lines if not line.isspace()]
+        if len(lines) > max_records:
+            raise _too_many(max_records)
     try:
         objs = [_decode(line) for line in lines]
     except msgspec.DecodeError:
-        raise _ndjson_error(body) from None
-    return _encode_objects(objs, stamp, lambda: _ndjson_error(body))
+        # A malformed line, or only a blank one ("\r", spaces): sort it out line by line.
+        objs = _ndjson_slow(body)
+    if not _stamp_objects(objs, stamp):
+        _ndjson_slow(body)  # raises, naming the line that is not an object
+    return _encode_lines(objs) if objs else b"", len(objs)
 
 
-def _ndjson_error(body: bytes) -> Rejected:
-    """Find the first bad line again, slowly, to name it (only rejected bodies pay this)."""
+def _ndjson_slow(body: bytes) -> list[Any]:
+    """Decode line by line, skipping blank lines; Rejected naming the first bad line."""
+    objs = []
     for number, raw in enumerate(body.split(b"\n"), 1):
         line = raw.strip()
         if not line:
@@ -172,22 +179,21 @@ def _ndjson_error(body: bytes) -> Rejected:
         try:
             obj = _decode(line)
         except msgspec.DecodeError as exc:
-            return Rejected(400, f"malformed NDJSON at {_json_error(line, exc, number)}")
+            raise Rejected(400, f"malformed NDJSON at {_json_error(line, exc, number)}") from None
         if not isinstance(obj, dict):
-            return Rejected(400, f"line {number}: expected a JSON object, got {_type_name(obj)}")
-    return Rejected(400, "malformed NDJSON")
+            raise Rejected(400, f"line {number}: expected a JSON object, got {_type_name(obj)}")
+        objs.append(obj)
+    return objs
 
 
-def _encode_objects(
-    objs: list[Any], stamp: str, error: Callable[[], Rejected]
-) -> tuple[bytes, int]:
+def _stamp_objects(objs: list[Any], stamp: str) -> bool:
+    """Add the receive time where ``@timestamp`` is missing; False if one is not an object."""
     for obj in objs:
         if type(obj) is not dict:
-            raise error()
+            return False
         if TIMESTAMP not in obj:
             obj[TIMESTAMP] = stamp
-    # One encoder call for the whole request: validation is per line, encoding is not.
-    return (_encode_lines(objs) if objs else b""), len(objs)
+    return True
 
 
 def _encode_json(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]:
@@ -199,14 +205,13 @@ def _encode_json(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]
     if len(items) > max_records:
         raise _too_many(max_records)
 
-    def error() -> Rejected:
+    if not _stamp_objects(items, stamp):
         for index, item in enumerate(items):
             if not isinstance(item, dict):
                 where = f"item {index} of the array" if isinstance(doc, list) else "the body"
-                return Rejected(400, f"{where}: expected a JSON object, got {_type_name(item)}")
-        return Rejected(400, "malformed JSON")
-
-    return _encode_objects(items, stamp, error)
+                raise Rejected(400, f"{where}: expected a JSON object, got {_type_name(item)}")
+    # One encoder call for the whole request: validation is per record, encoding is not.
+    return _encode_lines(items) if items else b"", len(items)
 
 
 def _encode_text(body: bytes, max_records: int, stamp: str, charset: str) -> tuple[bytes, int]:
