@@ -146,6 +146,10 @@ def load_options(kind: type[T], target: Target, options: Mapping[str, Any]) -> T
         choices = typing.get_args(typing.get_type_hints(kind).get(path))
         if choices and all(isinstance(c, str) for c in choices):
             fix = "use one of " + ", ".join(choices)
+        elif problem.startswith("expected bool"):
+            fix = "use true or false"
+        elif problem.startswith("expected int"):
+            fix = "use a whole number"
         raise ConfigError(f"output {target.url!r}: {where}: {problem}; {fix}") from None
 
 
