@@ -1,0 +1,85 @@
+"""Seed 000: nginx with a log-reading sidecar on a shared emptyDir, with the real nginx.
+
+The article's manifest is used as written, with two changes for a test machine: a ConfigMap
+mounted at /etc/nginx/conf.d makes nginx listen on a free port instead of 80 (the nginx
+image reads its servers from there, so this is how one would do it on a cluster too), and the
+sidecar's loop sleeps 1 s instead of 30 s.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Callable
+
+from tests.conftest import free_port
+from tests.pod.conftest import Up
+
+SEED = """
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: nginx-conf
+data:
+  default.conf: |
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            root /usr/share/nginx/html;
+        }}
+    }}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: webserver
+spec:
+  volumes:
+    - name: shared-logs
+      emptyDir: {{}}
+    - name: nginx-conf
+      configMap:
+        name: nginx-conf
+
+  containers:
+    - name: nginx
+      image: nginx
+      volumeMounts:
+        - name: shared-logs
+          mountPath: /var/log/nginx
+        - name: nginx-conf
+          mountPath: /etc/nginx/conf.d
+
+    - name: sidecar-container
+      image: busybox
+      command: ["sh","-c","while true; do cat /var/log/nginx/access.log /var/log/nginx/error.log; sleep 1; done"]
+      volumeMounts:
+        - name: shared-logs
+          mountPath: /var/log/nginx
+"""
+
+
+def test_seed_000_sidecar_prints_nginx_access_log(start_up: Callable[..., Up]) -> None:
+    port = free_port()
+    up = start_up(SEED.format(port=port))
+
+    def get() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                return int(resp.status)
+        except OSError:
+            return 0
+
+    assert up.wait_for(get, what="nginx answering") == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html?from=seed000") as resp:
+        assert b"Welcome to nginx!" in resp.read()
+    line = '"GET /index.html?from=seed000 HTTP/1.1" 200'
+    up.wait_for(
+        lambda: any(
+            row.startswith("webserver/sidecar-container | ") and line in row
+            for row in up.out.splitlines()
+        ),
+        what="access log line printed by the sidecar",
+    )
+    log = up.run_dir / "webserver" / "volumes" / "shared-logs" / "access.log"
+    assert line in log.read_text()
+    assert up.stop() == 0
