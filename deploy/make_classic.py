@@ -9,8 +9,10 @@ and stop order (sidecars get SIGTERM together with the app).
 
 The podman variant is the classic one plus what ``podman kube play`` (4.x) needs: it has no
 Services, so the port a Service targets gets a ``hostPort`` of the same number (published on the
-host), and it cannot resolve the Downward API field ``metadata.namespace``, which becomes the
-literal ``podman``.
+host) and replicas is 1; init containers are kept after they exit (podman's default removal
+races with its exit detection); it cannot resolve the Downward API field ``metadata.namespace``, which
+becomes the literal ``podman``; and it does not expand ``$(VAR)`` in command/args, so the
+variant carries them expanded.
 
 The variants are generated, not hand-kept, and a test checks the committed ones are current
 (deploy/regenerate-variants.sh rewrites all of them):
@@ -22,6 +24,7 @@ The variants are generated, not hand-kept, and a test checks the committed ones 
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,9 +87,36 @@ def classic(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+_VAR = re.compile(r"\$\((\w+)\)")
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    # Kubernetes' rule: $(NAME) of a defined variable is replaced, $$ escapes, others stay.
+    def one(match: re.Match[str]) -> str:
+        if match.start() > 0 and text[match.start() - 1] == "$":
+            return match.group(0)
+        return env.get(match.group(1), match.group(0))
+
+    return _VAR.sub(one, text).replace("$$(", "$(")
+
+
 def podman(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The classic variant adapted to ``podman kube play``: Services become hostPorts."""
+    """The classic variant adapted to ``podman kube play``: one replica (each would be a Pod
+    on the same host ports), Services become hostPorts, and ``$(VAR)`` references in command
+    and args are expanded here because podman passes them through literally."""
     docs = [classic(d) for d in docs]
+    for doc in docs:
+        if doc.get("kind") in {"Deployment", "StatefulSet"}:
+            doc["spec"]["replicas"] = 1
+            if doc["spec"]["template"]["spec"].get("initContainers"):
+                # podman 4 removes a "once" init container right after it exits and races with
+                # its own exit detection ("cannot remove container ... as it is running");
+                # "always" keeps the exited container, which is harmless.
+                # podman reads it from the Deployment's own metadata, not the Pod template's.
+                meta = doc["metadata"]
+                meta.setdefault("annotations", {})["io.podman.annotations.init.container.type"] = (
+                    "always"
+                )
     published = {
         str(p.get("targetPort", p["port"]))
         for d in docs
@@ -106,6 +136,10 @@ def podman(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if ref.get("fieldPath") == "metadata.namespace":
                     del env["valueFrom"]
                     env["value"] = "podman"
+            values = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+            for key in ("command", "args"):
+                if key in container:
+                    container[key] = [_expand(str(a), values) for a in container[key]]
     return docs
 
 

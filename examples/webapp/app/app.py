@@ -61,11 +61,13 @@ def log_request(response):  # type: ignore[no-untyped-def]
         fields = {
             "http.request.method": request.method,
             "url.path": request.path,
+            "url.query": request.query_string.decode("latin-1"),
             "http.response.status_code": response.status_code,
             "client.address": request.headers.get("X-Real-IP", request.remote_addr),
         }
+        target = request.full_path.rstrip("?")
         request_log.info(
-            "%s %s %d", request.method, request.path, response.status_code, extra={"fields": fields}
+            "%s %s %d", request.method, target, response.status_code, extra={"fields": fields}
         )
     return response
 
