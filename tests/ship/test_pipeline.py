@@ -236,3 +236,26 @@ def test_tracker_ends_at_the_last_end_in_any_delivery_order(order: list[int]) ->
     for i in order:
         acks[i].delivered()
     assert tracker.committed == 40 and tracker.idle
+
+
+async def test_emit_waits_while_an_output_has_its_queue_full(tmp_path: Path) -> None:
+    sink = ScriptedSink("s")
+    sink.gate = asyncio.Event()
+    pipe, _ = make(tmp_path, sink, batch_max_bytes=1, max_queued_batches=2)
+    tracker = AckTracker()
+    tasks = [asyncio.create_task(o.run()) for o in pipe.outputs]
+    try:
+        await pipe.emit(batch(tracker, 1, "a"))  # taken by the output, blocked in send
+        await asyncio.sleep(0.01)
+        await pipe.emit(batch(tracker, 2, "b"))
+        await pipe.emit(batch(tracker, 3, "c"))  # two batches wait: the queue is full
+        fourth = asyncio.create_task(pipe.emit(batch(tracker, 4, "d")))
+        await asyncio.sleep(0.05)
+        assert not fourth.done()
+        sink.gate.set()
+        await asyncio.wait_for(fourth, 5)
+        await asyncio.wait_for(pipe.drained(), 5)
+    finally:
+        for t in tasks:
+            t.cancel()
+    assert tracker.committed == 4

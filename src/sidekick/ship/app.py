@@ -113,6 +113,7 @@ def pipeline_settings(cfg: ShipConfig) -> PipelineSettings:
         batch_timeout=seconds(cfg.batch.timeout),
         retry_initial=seconds(cfg.retry.initial),
         retry_max=seconds(cfg.retry.max),
+        max_queued_batches=cfg.batch.max_queued,
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import msgspec
 
 from sidekick.core.durations import parse_duration
+from sidekick.core.errors import ConfigError
 from sidekick.core.sizes import parse_size
 
 Size = int | str
@@ -57,12 +58,17 @@ class BatchConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_bytes: Size = "1MiB"
     max_records: int = 10000
     timeout: Duration = 0.0
+    # Reading pauses while an output has this many full batches waiting (besides the one it
+    # is sending); the in-flight limit still bounds the total over all outputs.
+    max_queued: int = 2
 
     def __post_init__(self) -> None:
         self.max_bytes = parse_size(self.max_bytes, name="batch.max_bytes")
         self.timeout = parse_duration(self.timeout, name="batch.timeout")
         if self.max_records < 1:
-            raise msgspec.ValidationError("batch.max_records must be at least 1")
+            raise ConfigError("config field 'batch.max_records' must be at least 1; raise it")
+        if self.max_queued < 1:
+            raise ConfigError("config field 'batch.max_queued' must be at least 1; raise it")
 
 
 class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):

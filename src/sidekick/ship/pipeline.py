@@ -1,8 +1,9 @@
 """Sources -> parser -> outputs, with bounded memory and at-least-once acknowledgement.
 
 ``Pipeline.emit`` is the ``emit`` every source awaits. It waits while ``max_inflight_bytes``
-are read but not yet delivered (that wait *is* the backpressure: a tail reader stops
-reading, the log file on disk is the buffer), runs the parser over the whole batch once,
+(the memory of records read but not yet delivered) are in flight, or while an output has
+``max_queued_batches`` full batches waiting (that wait *is* the backpressure: a tail reader
+stops reading, the log file on disk is the buffer), runs the parser over the whole batch once,
 and queues the batch on every output.
 
 Each output has one worker task. While the worker is busy sending, new batches queue up;
@@ -24,7 +25,7 @@ import asyncio
 import logging
 import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sidekick.core.backoff import Backoff
@@ -64,19 +65,27 @@ class PipelineSettings:
     batch_timeout: float = 0.0
     retry_initial: float = 0.5
     retry_max: float = 30.0
+    max_queued_batches: int = 2
 
 
 class _Unit:
     """One source batch in flight; ``remaining`` counts undelivered slices over all outputs."""
 
-    __slots__ = ("ack", "pipeline", "records", "remaining", "size")
+    __slots__ = ("ack", "cost", "pipeline", "records", "remaining", "size")
 
     def __init__(
-        self, pipeline: Pipeline, records: list[Record], size: int, ack: Ack | None, outputs: int
+        self,
+        pipeline: Pipeline,
+        records: list[Record],
+        size: int,
+        cost: int,
+        ack: Ack | None,
+        outputs: int,
     ) -> None:
         self.pipeline = pipeline
         self.records = records
-        self.size = size
+        self.size = size  # bytes read (batches are cut by these)
+        self.cost = cost  # memory held (the in-flight limit counts these)
         self.ack = ack
         self.remaining = outputs
 
@@ -105,6 +114,8 @@ class OutputWorker:
         self.dead_letter = dead_letter
         self._queue: deque[tuple[_Unit, int]] = deque()
         self._queued_records = 0
+        self.queued_bytes = 0
+        self.on_dequeue: Callable[[], None] | None = None
         self._wake = asyncio.Event()
         self._delivered = metrics.records_delivered.labels(self.name)
         self._failed = metrics.records_failed.labels(self.name)
@@ -117,6 +128,7 @@ class OutputWorker:
     def put(self, unit: _Unit) -> None:
         self._queue.append((unit, 0))
         self._queued_records += len(unit.records)
+        self.queued_bytes += unit.size
         self._wake.set()
 
     async def _take(self) -> list[_Slice]:
@@ -156,6 +168,9 @@ class OutputWorker:
             total = len(unit.records)
             nbytes += unit.size * (hi - lo) // total if total else 0
         self._queued_records -= count
+        self.queued_bytes = max(0, self.queued_bytes - nbytes) if queue else 0
+        if self.on_dequeue is not None:
+            self.on_dequeue()
         return slices
 
     async def run(self) -> None:
@@ -264,6 +279,11 @@ class Pipeline:
         self._gauge = metrics.inflight_bytes
         self._waits = metrics.backpressure_waits
         metrics.inflight_limit_bytes.set(settings.max_inflight_bytes)
+        # Reading also pauses while an output has this much waiting: more queued work does
+        # not make it faster, and memory stays a few batches per output.
+        self._queue_limit = settings.batch_max_bytes * settings.max_queued_batches
+        for out in self.outputs:
+            out.on_dequeue = self._update_room
 
     async def emit(self, batch: SourceBatch) -> None:
         """Queue ``batch`` on every output; waits while the in-flight limit is reached."""
@@ -279,24 +299,31 @@ class Pipeline:
             self.parser.parse(records)
         # Count what the records cost in memory, not only the bytes they were read from.
         cost = batch.size + record_overhead(records[0]) * len(records)
-        unit = _Unit(self, records, cost, batch.ack, len(self.outputs))
+        unit = _Unit(self, records, batch.size, cost, batch.ack, len(self.outputs))
         self.inflight_bytes += cost
         self.inflight_units += 1
         self._idle.clear()
-        if self.inflight_bytes >= self.settings.max_inflight_bytes:
-            self._room.clear()
         self._gauge.set(self.inflight_bytes)
         for out in self.outputs:
             out.put(unit)
+        self._update_room()
         # Let the outputs run between two reads: without this a fast reader would fill the
         # whole in-flight allowance before the first batch is sent.
         await asyncio.sleep(0)
 
-    def _unit_done(self, unit: _Unit) -> None:
-        self.inflight_bytes -= unit.size
-        self.inflight_units -= 1
-        if self.inflight_bytes < self.settings.max_inflight_bytes:
+    def _update_room(self) -> None:
+        full = self.inflight_bytes >= self.settings.max_inflight_bytes or any(
+            o.queued_bytes >= self._queue_limit for o in self.outputs
+        )
+        if full:
+            self._room.clear()
+        else:
             self._room.set()
+
+    def _unit_done(self, unit: _Unit) -> None:
+        self.inflight_bytes -= unit.cost
+        self.inflight_units -= 1
+        self._update_room()
         if self.inflight_units == 0:
             self._idle.set()
         self._gauge.set(self.inflight_bytes)
