@@ -75,7 +75,7 @@ class Syncer:
         self.git = git
         self.redact: Redactor = git.redact
         self.metrics = metrics or SyncMetrics()
-        self.hooks = hooks or []
+        self.hooks = hooks if hooks is not None else []
         root = Path(cfg.root).absolute()
         link_name = cfg.link or default_link(cfg.repo)
         link = Path(link_name) if os.path.isabs(link_name) else root / link_name
