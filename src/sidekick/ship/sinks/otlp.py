@@ -118,51 +118,90 @@ def _hex_id(value: Any, length: int) -> bytes | None:
     return None
 
 
+# Where each record field goes; decided once per field name and cached.
+_ATTR, _RESOURCE, _SKIP, _LEVEL, _TRACE = range(5)
+_TRACE_NAMES = {name for pair in _TRACE_FIELDS for name in pair}
+_kinds: dict[str, int] = {}
+
+
+def _kind(key: str) -> int:
+    kind = _kinds.get(key)
+    if kind is None:
+        if key in (TIMESTAMP, MESSAGE):
+            kind = _SKIP
+        elif key == LEVEL:
+            kind = _LEVEL
+        elif key in _TRACE_NAMES:
+            kind = _TRACE
+        elif key.startswith(RESOURCE_PREFIXES):
+            kind = _RESOURCE
+        else:
+            kind = _ATTR
+        if len(_kinds) > 4096:
+            _kinds.clear()
+        _kinds[key] = kind
+    return kind
+
+
 class _Split:
     """One record split into the parts of an OTLP log record."""
 
     __slots__ = ("attributes", "body", "level", "span_id", "time", "trace_id")
 
-    def __init__(self, record: Record, now: int) -> None:
+    def __init__(self, record: Record, attrs: dict[str, Any], traced: bool, now: int) -> None:
         ts = rfc3339_to_ns(record.get(TIMESTAMP))
         self.time = ts if ts is not None else now
         self.body = record.get(MESSAGE)
         level = record.get(LEVEL)
         self.level = level if isinstance(level, str) else None
-        attrs = {
-            k: v
-            for k, v in record.items()
-            if v is not None
-            and k not in (TIMESTAMP, MESSAGE)
-            and not (k == LEVEL and self.level is not None)
-            and not k.startswith(RESOURCE_PREFIXES)
-        }
         self.trace_id = self.span_id = b""
-        for (snake, dotted), length in zip(_TRACE_FIELDS, (32, 16), strict=True):
-            for name in (snake, dotted):
-                raw = _hex_id(attrs.get(name), length)
-                if raw is not None:
-                    if snake == "trace_id":
-                        self.trace_id = raw
-                    else:
-                        self.span_id = raw
-                    del attrs[name]
-                    break
+        if traced:
+            for (snake, dotted), length in zip(_TRACE_FIELDS, (32, 16), strict=True):
+                for name in (snake, dotted):
+                    raw = _hex_id(attrs.get(name), length)
+                    if raw is not None:
+                        if snake == "trace_id":
+                            self.trace_id = raw
+                        else:
+                            self.span_id = raw
+                        del attrs[name]
+                        break
         self.attributes = attrs
 
 
 def group_by_resource(records: list[Record], now: int) -> list[tuple[dict[str, Any], list[_Split]]]:
-    groups: dict[tuple[tuple[str, Any], ...], tuple[dict[str, Any], list[_Split]]] = {}
+    """Records split into resource and log-record parts, grouped by resource."""
+    groups: dict[tuple[Any, ...], tuple[dict[str, Any], list[_Split]]] = {}
+    kinds = _kinds
     for record in records:
-        resource = {
-            k: v for k, v in record.items() if k.startswith(RESOURCE_PREFIXES) and v is not None
-        }
-        key = tuple(sorted((k, str(v)) for k, v in resource.items()))
-        group = groups.get(key)
+        resource: dict[str, Any] = {}
+        attrs: dict[str, Any] = {}
+        traced = False
+        for k, v in record.items():
+            if v is None:
+                continue
+            kind = kinds.get(k)
+            if kind is None:
+                kind = _kind(k)
+            if kind == _ATTR:
+                attrs[k] = v
+            elif kind == _RESOURCE:
+                resource[k] = v
+            elif kind == _TRACE:
+                attrs[k] = v
+                traced = True
+            elif kind == _LEVEL and not isinstance(v, str):
+                attrs[k] = v  # a numeric level stays an attribute; text becomes the severity
+        key = tuple(resource.items())
+        try:
+            group = groups.get(key)
+        except TypeError:  # a list or map as a resource value: key on its text instead
+            key = tuple((k, str(v)) for k, v in resource.items())
+            group = groups.get(key)
         if group is None:
             group = (resource, [])
             groups[key] = group
-        group[1].append(_Split(record, now))
+        group[1].append(_Split(record, attrs, traced, now))
     return list(groups.values())
 
 
