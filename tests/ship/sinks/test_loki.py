@@ -265,3 +265,13 @@ async def test_shipper_dead_letters_a_push_loki_refuses_and_moves_on(
     assert "entry too far behind" in dead["reason"]
     [stream] = push(server.requests[1])["streams"]
     assert [v[1] for v in stream["values"]] == ["new line"]
+
+
+async def test_label_field_holding_a_list_becomes_its_json_text(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    sink = make_sink(f"loki://{server.hostport}", labels={"tags": "tags"}, job="")
+    await sink.send(make_records(2, tags=["a", "b"]))
+    [stream] = push(server.requests[0])["streams"]
+    assert stream["stream"] == {"tags": '["a","b"]'}
+    assert len(stream["values"]) == 2

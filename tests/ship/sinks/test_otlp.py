@@ -266,3 +266,14 @@ async def test_shipper_exports_tailed_lines_as_otlp_log_records(
     assert bodies() == [f"line {i}" for i in range(50)]
     rl = decode(server.requests[0]).resource_logs[0]
     assert attrs(rl.resource.attributes)["k8s.pod.name"] == "web-0"
+
+
+async def test_resource_attribute_holding_a_list_is_kept_as_an_array(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    sink = make_sink(f"otlp://{server.hostport}")
+    await sink.send(make_records(2, **{"host.ip": ["10.0.0.1", "10.0.0.2"]}))
+    [rl] = decode(server.requests[0]).resource_logs
+    ips = attrs(rl.resource.attributes)["host.ip"]
+    assert [v.string_value for v in ips.values] == ["10.0.0.1", "10.0.0.2"]
+    assert len(rl.scope_logs[0].log_records) == 2
