@@ -97,7 +97,7 @@ def start(work: Path, manifest: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [*SIDEKICK, "up", str(path), "--run-dir", str(work / "run"), "--admin-addr", "127.0.0.1:0"],
         stdout=subprocess.DEVNULL,
-        stderr=open(work / "up.err", "wb"),  # noqa: SIM115 - closed with the process
+        stderr=open(work / "up.err", "wb"),
         cwd=ROOT,
     )
 
