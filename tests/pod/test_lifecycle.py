@@ -312,3 +312,63 @@ def test_sidecar_output_is_prefixed_and_logged(start_up: Callable[..., Up], tmp_
     assert "order/talker | no-newline\n" in up.out
     log = (up.run_dir / "order" / "logs" / "talker.log").read_text()
     assert log == "hello\nto-stderr\nno-newline\n"
+
+
+def test_failed_init_container_is_retried_with_backoff_until_it_succeeds(
+    start_up: Callable[..., Up],
+) -> None:
+    manifest = f"""
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: order}}
+    spec:
+      restartPolicy: Always
+      terminationGracePeriodSeconds: 2
+      volumes: [{{name: ts, emptyDir: {{}}}}]
+      initContainers:
+        - name: flaky
+          command: [sh, -c, "echo try >> /ts/tries; test $$(wc -l < /ts/tries) -ge 3"]
+          {MOUNT}
+      containers:
+        - name: main
+          command: [sh, -c, "{looping("main")}"]
+          {MOUNT}
+    """
+    up = start_up(manifest)
+    up.wait_for(lambda: "main-start" in events(up), what="main start")
+    tries = (up.run_dir / "order" / "volumes" / "ts" / "tries").read_text()
+    assert tries == "try\ntry\ntry\n"
+    assert up.container("flaky")["restartCount"] == 2
+    assert up.stop() == 0
+
+
+def test_prestop_http_hook_is_called(start_up: Callable[..., Up], tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = (
+        "import http.server, sys\\n"
+        "class H(http.server.BaseHTTPRequestHandler):\\n"
+        "    def do_GET(self):\\n"
+        "        print('hook', self.path, flush=True); self.send_response(200); self.end_headers()\\n"
+        "    def log_message(self, *a): pass\\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\\n"
+    )
+    manifest = f"""
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: order}}
+    spec:
+      terminationGracePeriodSeconds: 3
+      containers:
+        - name: web
+          command: [python3, -c, "{server}", "{port}"]
+          readinessProbe: {{tcpSocket: {{port: {port}}}, periodSeconds: 1}}
+          lifecycle:
+            preStop:
+              httpGet: {{path: /drain, port: {port}}}
+    """
+    up = start_up(manifest)
+    up.wait_for(lambda: up.container("web")["ready"], what="ready")
+    assert up.stop() == 0
+    assert "order/web | hook /drain" in up.out

@@ -34,6 +34,7 @@ from sidekick.core.backoff import Backoff
 from sidekick.core.durations import format_duration
 from sidekick.pod.expand import expand
 from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV, Tracker, kill_group, spawn
+from sidekick.pod.images import stop_signal
 from sidekick.pod.manifest import Container, Manifests, Pod
 from sidekick.pod.output import Printer, pump
 from sidekick.pod.paths import PodDirs, check_container_paths
@@ -208,6 +209,7 @@ class ContainerRunner:
             session=session,
         )
         self.last_returncode: int | None = None
+        self.stop_signal = stop_signal(spec.image, spec.command)
 
     # --- status ----------------------------------------------------------------------------
 
@@ -468,7 +470,7 @@ class ContainerRunner:
                 else deadline
             )
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(self.stop_signal)
             try:
                 await asyncio.wait_for(proc.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:

@@ -4,7 +4,8 @@ There are no images locally, so a container without ``command`` has nothing to r
 images the seed systems use without a command, this module knows the image's entrypoint and
 the files of the image that entrypoint needs, rewritten for a host process:
 
-* ``nginx`` runs ``nginx -c /etc/nginx/nginx.conf -g "daemon off;"`` with the image's own
+* ``nginx`` runs ``nginx -c /etc/nginx/nginx.conf -g "daemon off;"`` (stopped with SIGQUIT,
+  the image's STOPSIGNAL, so requests in flight finish) with the image's own
   ``nginx.conf`` (logs in ``/var/log/nginx``, ``include /etc/nginx/conf.d/*.conf``) and its
   ``default.conf`` (port 80, ``/usr/share/nginx/html``). These paths are translated like mount
   paths, so a ConfigMap mounted at ``/etc/nginx/conf.d`` or an emptyDir at ``/var/log/nginx``
@@ -17,6 +18,7 @@ Anything else needs ``command``, the ``sidekick.dev/command.<container>`` annota
 from __future__ import annotations
 
 import os
+import signal
 
 NGINX_COMMAND = ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
 
@@ -71,6 +73,13 @@ def image_name(image: str) -> str:
     """``docker.io/library/nginx:1.27-alpine`` -> ``nginx``."""
     ref = image.split("@")[0].rsplit("/", 1)[-1]
     return ref.split(":")[0]
+
+
+def stop_signal(image: str, command: list[str]) -> signal.Signals:
+    """The image's STOPSIGNAL: nginx's image stops with SIGQUIT (graceful), others SIGTERM."""
+    if image_name(image) == "nginx" and command and os.path.basename(command[0]) == "nginx":
+        return signal.SIGQUIT
+    return signal.SIGTERM
 
 
 def default_command(image: str) -> list[str]:
