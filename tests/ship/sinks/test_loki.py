@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from sidekick.core.errors import ConfigError, TemporaryError
 from sidekick.ship.deadletter import DEAD_LETTER_FILE
 from sidekick.ship.records import Sink
-from sidekick.ship.sinks.loki import sanitize_label
+from sidekick.ship.sinks.loki import BISECT_REQUESTS, sanitize_label
 from tests.conftest import free_port
 from tests.ship.helpers import read_ndjson, ship_config, shipping, wait_for
 from tests.ship.sinks.conftest import ProtocolServer, Seen, make_records
@@ -152,18 +153,67 @@ async def test_tenant_is_sent_as_x_scope_orgid(server: ProtocolServer, make_sink
     assert server.requests[0].headers["X-Scope-OrgID"] == "team-a"
 
 
-async def test_entry_too_far_behind_rejects_the_records_with_lokis_text(
+class FakeLoki:
+    """Answers pushes like Loki: stores valid entries (ignoring exact duplicates) and refuses
+    entries older than ``oldest_ns`` with 400 and Loki's text for the last one refused."""
+
+    def __init__(self, oldest_ns: int) -> None:
+        self.oldest_ns = oldest_ns
+        self.stored: list[tuple[str, str]] = []
+
+    def __call__(self, seen: Seen) -> web.Response:
+        ignored: list[str] = []
+        total = 0
+        for stream in push(seen)["streams"]:
+            for ts, line, *_ in stream["values"]:
+                total += 1
+                if int(ts) < self.oldest_ns:
+                    ignored.append(
+                        f"entry with timestamp {ts} ignored, reason: 'entry too far behind, "
+                        "oldest acceptable timestamp is: 2026-11-22T10:15:00Z' for stream: "
+                        '{job="sidekick"}'
+                    )
+                elif (ts, line) not in self.stored:
+                    self.stored.append((ts, line))
+        if ignored:
+            text = f"{ignored[-1]},\ntotal ignored: {len(ignored)} out of {total}\n"
+            return web.Response(status=400, text=text)
+        return web.Response(status=204)
+
+
+async def test_entries_too_far_behind_are_isolated_and_rejected_with_lokis_text(
     server: ProtocolServer, make_sink: MakeSink
 ) -> None:
-    server.reply(400, TOO_FAR_BEHIND, content_type="text/plain")
+    records = make_records(8)
+    for i in range(8):
+        records[i]["@timestamp"] = f"2026-11-22T10:15:{10 + i:02d}Z"
+    records[2]["@timestamp"] = "2026-11-22T08:00:00Z"
+    records[5]["@timestamp"] = "2026-11-22T08:00:01Z"
+    loki = FakeLoki(oldest_ns=1795342500_000000000)  # 2026-11-22T10:15:00Z
+    server.default = loki
     sink = make_sink(f"loki://{server.hostport}")
-    result = await sink.send(make_records(2))
-    assert [i for i, _ in result.rejected] == [0, 1]
-    reason = result.rejected[0][1]
-    assert reason.startswith("Loki HTTP 400: entry with timestamp")
-    assert "'entry too far behind" in reason
-    assert "total ignored: 1 out of 2" in reason
+    result = await sink.send(records)
+    assert [i for i, _ in result.rejected] == [2, 5]
     assert result.retry == []
+    reason = dict(result.rejected)[2]
+    assert reason.startswith("Loki HTTP 400: entry with timestamp 1795334400000000000 ignored")
+    assert "'entry too far behind" in reason
+    assert "total ignored: 1 out of 1" in reason
+    # Every other line is stored exactly once although some were pushed more than once.
+    assert sorted(line for _, line in loki.stored) == [f"line {i}" for i in (0, 1, 3, 4, 6, 7)]
+
+
+async def test_search_for_refused_entries_is_bounded(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    records = make_records(200)
+    for record in records:
+        record["@timestamp"] = "2026-11-22T08:00:00Z"
+    server.default = FakeLoki(oldest_ns=1795342500_000000000)
+    sink = make_sink(f"loki://{server.hostport}")
+    result = await sink.send(records)
+    assert sorted(i for i, _ in result.rejected) == list(range(200))
+    assert len(server.requests) <= 1 + BISECT_REQUESTS
 
 
 async def test_429_is_temporary_with_retry_after(

@@ -17,12 +17,18 @@ out-of-order window is never needed inside one batch.
 
 Outcomes: 2xx delivered (a 2xx other than 200/204, such as the 260 some Loki versions use
 when they stored nothing new, is logged as a warning with the code); 429, 5xx and connection
-errors retried; 413 halves the batch; 401/403/404 retried with an error log (see ``_http``);
-any other 4xx — ``entry too far behind``, ``stream limit exceeded``, a line too long —
-rejects every record of the request with Loki's own error text, and the pipeline writes them
-to the dead-letter file. Loki may have stored part of such a request (its message says how
-many entries it ignored), so dead-lettered records can include some that did arrive: a
-visible duplicate is preferred to a silent loss.
+errors retried; 401/403/404 retried with an error log (see ``_http``).
+
+Any other 4xx — ``entry too far behind``, ``line too long``, ``stream limit exceeded`` — is
+Loki refusing some entries of the push while storing the valid ones. Its text names one of
+them, not all, so the batch is pushed again in halves, recursively, until the refused records
+are isolated; they alone go to the dead-letter file with Loki's text for them. Pushing again
+is safe because Loki ignores an entry identical (stream, timestamp, line) to one it already
+has. The search is bounded (``BISECT_REQUESTS`` extra pushes per batch, enough to isolate a
+few refused records or a contiguous run of old ones in 10,000); past it, the records not yet
+isolated are dead-lettered together, including any Loki did store — a visible duplicate in
+the dead-letter file is preferred to a silent loss. A 413 is searched the same way, without
+the bound.
 
 Left out: the protobuf+snappy push format, per-record tenants.
 """
@@ -49,7 +55,6 @@ from sidekick.ship.sinks._http import (
     parse_target,
     raise_for_common_status,
     rfc3339_to_ns,
-    send_splitting_on_413,
     tls_context,
 )
 
@@ -57,6 +62,9 @@ log = logging.getLogger("sidekick.ship.sinks.loki")
 
 PUSH_PATH = "/loki/api/v1/push"
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
+TOO_LARGE = "HTTP 413: the record alone exceeds Loki's request size limit"
+# Extra pushes allowed per batch to isolate the records Loki refuses (see the docstring).
+BISECT_REQUESTS = 64
 DEFAULT_LABELS = {
     "namespace": "k8s.namespace.name",
     "pod": "k8s.pod.name",
@@ -221,21 +229,43 @@ class LokiSink:
     async def send(self, records: list[Record]) -> SendResult:
         if not records:
             return DELIVERED
-        return await send_splitting_on_413(records, self._send_once)
+        budget = [BISECT_REQUESTS]
+        return await self._send_part(records, budget)
 
-    async def _send_once(self, records: list[Record]) -> SendResult | None:
+    async def _send_part(self, records: list[Record], budget: list[int]) -> SendResult:
+        """Push ``records``; on 413 or a refusal, push halves (see the module docstring)."""
+        outcome = await self._push(records)
+        if outcome is None:
+            return DELIVERED
+        if len(records) == 1:
+            return SendResult(rejected=[(0, outcome)])
+        if outcome != TOO_LARGE:
+            if budget[0] < 2:
+                log.warning(
+                    "%s: Loki refused a push of %d records and the search for the refused "
+                    "ones is out of requests; all %d go to the dead-letter file (%s)",
+                    self.name,
+                    len(records),
+                    len(records),
+                    outcome,
+                )
+                return SendResult(rejected=[(i, outcome) for i in range(len(records))])
+            budget[0] -= 2
+        mid = len(records) // 2
+        result = SendResult()
+        for offset, part in ((0, records[:mid]), (mid, records[mid:])):
+            sub = await self._send_part(part, budget)
+            result.retry.extend(i + offset for i in sub.retry)
+            result.rejected.extend((i + offset, why) for i, why in sub.rejected)
+        return result if not result.all_delivered else DELIVERED
+
+    async def _push(self, records: list[Record]) -> str | None:
+        """One push: None when delivered, ``TOO_LARGE`` on 413, else Loki's refusal text."""
         body = self.encode(records)
         if self._gzip:
             body = await gzip_off_loop(body)
         resp = await self._client.post(self.url, body, self._headers)
         status = resp.status
-        if status == 413:
-            log.warning(
-                "%s: HTTP 413 for a push of %d records; sending it in halves",
-                self.name,
-                len(records),
-            )
-            return None
         if 200 <= status < 300:
             if status not in (200, 204):
                 log.warning(
@@ -245,16 +275,29 @@ class LokiSink:
                     len(records),
                     resp.text(200) or "no body",
                 )
-            return DELIVERED
+            return None
+        if status == 413:
+            log.warning(
+                "%s: HTTP 413 for a push of %d records; sending it in halves",
+                self.name,
+                len(records),
+            )
+            return TOO_LARGE
         raise_for_common_status(self.name, resp, retry_statuses=RETRY_STATUSES)
         reason = f"Loki HTTP {status}: {resp.text(1000) or 'no body'}"
-        log.warning(
-            "%s: Loki rejected a push of %d records (%s); they go to the dead-letter file",
-            self.name,
-            len(records),
-            reason,
-        )
-        return SendResult(rejected=[(i, reason) for i in range(len(records))])
+        if len(records) > 1:
+            log.warning(
+                "%s: Loki refused a push of %d records (%s); pushing halves to find the "
+                "refused ones",
+                self.name,
+                len(records),
+                reason,
+            )
+        else:
+            log.warning(
+                "%s: Loki refused a record (%s); it goes to the dead-letter file", self.name, reason
+            )
+        return reason
 
     async def aclose(self) -> None:
         await self._client.aclose()
