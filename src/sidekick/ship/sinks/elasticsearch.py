@@ -35,6 +35,7 @@ import logging
 import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
@@ -94,7 +95,7 @@ class _Error(msgspec.Struct):
 
 class _Item(msgspec.Struct):
     status: int
-    error: _Error | None = None
+    error: _Error | str | None = None  # very old versions send the error as a string
 
 
 class _Head(msgspec.Struct):
@@ -249,7 +250,7 @@ class ElasticsearchSink:
 
         query = f"filter_path={FILTER_PATH}"
         if opts.pipeline:
-            query += f"&pipeline={opts.pipeline}"
+            query += f"&pipeline={quote(opts.pipeline, safe='')}"
         self.url = f"{target.base_url()}/_bulk?{query}"
         timeout = parse_duration(opts.timeout, name=f"output {spec.url!r}: option 'timeout'")
         self._client = HttpClient(
@@ -369,9 +370,11 @@ class ElasticsearchSink:
         await self._client.aclose()
 
 
-def _item_reason(status: int, error: _Error | None) -> str:
+def _item_reason(status: int, error: _Error | str | None) -> str:
     if error is None:
         return f"HTTP {status}"
+    if isinstance(error, str):
+        return f"HTTP {status}: {error}"
     reason = f"HTTP {status} {error.type}: {error.reason or ''}".rstrip(": ")
     if error.caused_by:
         cause = error.caused_by
