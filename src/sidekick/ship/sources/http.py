@@ -59,6 +59,8 @@ RETRY_AFTER_SECONDS = 5
 # Bytes that requests may hold in memory at once (raw body, inflated body, encoded lines).
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 READ_CHUNK = 64 * 1024
+# Worst case of Python objects per byte of JSON (an array of empty objects), for the budget.
+DECODED_EXPANSION = 32
 
 Kind = Literal["json", "ndjson", "text"]
 CONTENT_TYPES: dict[str, Kind] = {
@@ -153,12 +155,20 @@ def _too_many(max_records: int) -> Rejected:
     )
 
 
+def _check_lines(body: bytes, max_records: int) -> None:
+    """Refuse more lines than records allowed before splitting: a body of 10 MiB of
+    newlines would otherwise become millions of Python objects."""
+    if body.count(b"\n", 0, len(body) - 1) >= max_records:
+        raise Rejected(
+            413,
+            f"more than {max_records} lines in one request; send at most {max_records} "
+            "records (lines) per request",
+        )
+
+
 def _encode_ndjson(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]:
+    _check_lines(body, max_records)
     lines = [line for line in body.split(b"\n") if line]
-    if len(lines) > max_records:
-        lines = [line for line in lines if not line.isspace()]
-        if len(lines) > max_records:
-            raise _too_many(max_records)
     try:
         objs = [_decode(line) for line in lines]
     except msgspec.DecodeError:
@@ -219,11 +229,10 @@ def _encode_text(body: bytes, max_records: int, stamp: str, charset: str) -> tup
         text = body.decode(charset, "replace")
     except LookupError:
         raise Rejected(415, f"unknown charset {charset!r}; send UTF-8") from None
+    _check_lines(body, max_records)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
-    if len(lines) > max_records:
-        raise _too_many(max_records)
     # Each line is one record, even an empty one: blank lines in a stack trace are data.
     objs = [{TIMESTAMP: stamp, MESSAGE: line.removesuffix("\r")} for line in lines]
     return (_encode_lines(objs) if objs else b""), len(objs)
@@ -442,9 +451,17 @@ class IngestServer:
                 f"the body has {declared} bytes, more than the limit of {limit}; send smaller requests",
             )
         raw_bound = declared if declared is not None else limit
-        # Raw body, inflated body, and the encoded lines (the timestamp added to tiny records
-        # is bounded per record) are held at once at worst.
-        need = raw_bound + (limit if gzipped else raw_bound) * 2 + self.limits.max_records * 48
+        inflated_bound = limit if gzipped else raw_bound
+        # Held at once at worst: the raw body, the inflated body, the decoded objects (Python
+        # objects of JSON like [{},{},...] take up to ~32x its bytes) and the encoded lines
+        # (the receive time added to each record is bounded by the record limit).
+        need = (
+            raw_bound
+            + (inflated_bound if gzipped else 0)
+            + inflated_bound * DECODED_EXPANSION
+            + inflated_bound
+            + self.limits.max_records * 48
+        )
         async with self.budget.reserve(need):
             try:
                 async with asyncio.timeout(self.limits.body_timeout):
