@@ -415,7 +415,7 @@ def test_truncated_gzip_is_400() -> None:
     assert err.value.status == 400
 
 
-async def test_body_of_only_newlines_is_413_before_it_is_split(state_dir: Path) -> None:
+async def test_body_of_only_newlines_beyond_the_record_limit_is_413(state_dir: Path) -> None:
     async with run_ingest(state_dir, max_records_per_request=1000) as ing:
         status, answer, _ = await ing.post(b"\n" * 900_000)
     assert status == 413
