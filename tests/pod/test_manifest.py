@@ -276,3 +276,18 @@ def test_port_already_in_use_is_refused_before_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"container 'server': containerPort {port} is already in use" in result.stderr
     assert not (tmp_path / "run" / "web" / "volumes" / "d" / "started").exists()
+
+
+def test_names_that_are_not_dns_names_are_refused(tmp_path: Path) -> None:
+    text = problems(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: ..}
+        spec:
+          containers: [{name: Web_1, command: [sleep, "1"]}]
+        """,
+    )
+    assert "metadata.name: '..' is not a valid name" in text
+    assert "spec.containers[0].name: 'Web_1' is not a valid container name" in text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import shlex
 import socket
 from dataclasses import dataclass, field
@@ -598,6 +599,9 @@ def _container(
     return c
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
 _FIELDS = {
     "metadata.name",
     "metadata.namespace",
@@ -651,6 +655,12 @@ def _build_pod(
     name = str(meta.get("name") or "")
     if not name:
         problems.append(f"{origin}: metadata.name: required value is missing")
+    elif not _DNS_SUBDOMAIN.fullmatch(name) or len(name) > 253:
+        # Also keeps the name safe as a directory name under the run dir.
+        problems.append(
+            f"{origin}: metadata.name: {name!r} is not a valid name; use lower-case letters, "
+            "digits, '-' and '.', starting and ending with a letter or digit"
+        )
     namespace = str(meta.get("namespace") or "default")
     annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
@@ -702,6 +712,11 @@ def _build_pod(
             _container(raw, "main", f"{sp}.containers[{i}]", annotations, set_image, volumes, local)
         )
     for c in [*inits, *mains]:
+        if not _DNS_LABEL.fullmatch(c.name) or len(c.name) > 63:
+            local.append(
+                f"{c.path}.name: {c.name!r} is not a valid container name; use lower-case "
+                "letters, digits and '-', starting and ending with a letter or digit"
+            )
         if c.name in seen:
             local.append(f"{c.path}.name: duplicate container name {c.name!r}; rename one")
         seen.add(c.name)

@@ -26,6 +26,7 @@ class Printer:
             colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
         self.colour = colour
         self.width = 0
+        self.closed = False
 
     def prefix(self, name: str) -> bytes:
         pad = name.ljust(self.width)
@@ -35,8 +36,15 @@ class Printer:
         return f"\x1b[{code}m{pad} |\x1b[0m ".encode()
 
     def write_lines(self, prefix: bytes, lines: list[bytes]) -> None:
-        self.stream.write(b"".join(prefix + line + b"\n" for line in lines))
-        self.stream.flush()
+        if self.closed:
+            return
+        try:
+            self.stream.write(b"".join(prefix + line + b"\n" for line in lines))
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            # `sidekick up | head`: the reader went away. Containers keep running and their
+            # log files keep growing; only the terminal copy stops.
+            self.closed = True
 
 
 async def pump(reader: asyncio.StreamReader, log_file: Path, printer: Printer, name: str) -> None:
