@@ -107,9 +107,11 @@ def upstream(tmp_path: Path) -> Upstream:
     return up
 
 
-def make_syncer(root: Path, repo: str, **kw: Any) -> Syncer:
+def make_syncer(root: Path, repo: str, git_env: dict[str, str] | None = None, **kw: Any) -> Syncer:
     cfg = SyncConfig(repo=repo, root=str(root), **kw)
-    git_runner = Git(cfg.git, env=GIT_ENV, redact=Redactor(), config=[("credential.helper", "")])
+    git_runner = Git(
+        cfg.git, env=git_env or GIT_ENV, redact=Redactor(), config=[("credential.helper", "")]
+    )
     return Syncer(cfg, git=git_runner, metrics=SyncMetrics())
 
 

@@ -176,3 +176,39 @@ async def test_a_thousand_syncs_leave_at_most_two_worktrees(tmp_path: Path) -> N
     assert len(os.listdir(root / ".git" / "worktrees")) <= 2
     assert (root / "site" / "index.html").read_text() == "rev 1000\n"
     syncer.aclose()
+
+
+async def test_submodules_are_checked_out_recursively(tmp_path: Path) -> None:
+    from tests.sync.conftest import GIT_ENV, git
+
+    lib = Upstream(tmp_path / "lib")
+    lib.commit({"lib.txt": "library\n"})
+    site = Upstream(tmp_path / "site")
+    # file:// submodules are refused by default since git 2.38.1; allow them for this test.
+    allow = ["-c", "protocol.file.allow=always"]
+    git(site.path, *allow, "submodule", "add", "-q", lib.url, "vendor/lib")
+    site.commit({"index.html": "with submodule\n"})
+    env = {
+        **GIT_ENV,
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "protocol.file.allow",
+        "GIT_CONFIG_VALUE_0": "always",
+    }
+    syncer = make_syncer(tmp_path / "root", site.url, git_env=env)
+    await syncer.sync_once()
+    assert (tmp_path / "root" / "site" / "vendor" / "lib" / "lib.txt").read_text() == "library\n"
+    syncer.aclose()
+
+
+async def test_partial_clone_filter_still_checks_out_every_file(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    from tests.sync.conftest import git
+
+    git(upstream.path, "config", "uploadpack.allowFilter", "true")
+    upstream.commit({"big.bin": "x" * 100_000})
+    syncer = make_syncer(tmp_path / "root", upstream.url, filter="blob:none")
+    await syncer.sync_once()
+    assert len((tmp_path / "root" / "upstream" / "big.bin").read_text()) == 100_000
+    assert git(tmp_path / "root", "config", "remote.origin.promisor") == "true"
+    syncer.aclose()
