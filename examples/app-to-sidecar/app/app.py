@@ -11,6 +11,7 @@ example. Installs its own SIGTERM handler because Python as PID 1 would ignore S
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -64,6 +65,9 @@ def healthz() -> str:
 
 
 def main() -> int:
+    # Werkzeug logs every request (probes included) to stderr; the request log above, or
+    # the event sent to the sidecar, is this app's record of requests.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server(BIND, PORT, app, threaded=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -82,6 +82,9 @@ def main() -> int:
     request_log.setLevel(logging.INFO)
     request_log.propagate = False
 
+    # Werkzeug logs every request (probes included) to stderr; the request log above, or
+    # the event sent to the sidecar, is this app's record of requests.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server(BIND, PORT, app, threaded=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
