@@ -420,3 +420,39 @@ async def test_body_of_only_newlines_beyond_the_record_limit_is_413(state_dir: P
         status, answer, _ = await ing.post(b"\n" * 900_000)
     assert status == 413
     assert "lines" in answer["error"]
+
+
+async def test_shrinking_a_reservation_lets_a_waiting_request_in() -> None:
+    budget = MemoryBudget(100)
+    entered = asyncio.Event()
+
+    async def waiter() -> None:
+        async with budget.reserve(50):
+            entered.set()
+
+    async with budget.reserve(90) as held:
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(0.01)
+        assert not entered.is_set()
+        held.shrink(40)
+        await asyncio.wait_for(entered.wait(), 1)
+    await task
+    assert budget.used == 0
+
+
+async def test_cancelled_waiter_gives_back_nothing_it_did_not_get() -> None:
+    budget = MemoryBudget(100)
+
+    async def waiter() -> None:
+        async with budget.reserve(80):
+            pass
+
+    async with budget.reserve(60):
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert budget.used == 0
+    async with budget.reserve(100):
+        assert budget.used == 100

@@ -11,8 +11,9 @@ bearer token (401), content type (415), body and decompressed size (413), record
 request (413), malformed JSON with its line number (400), spool full or unwritable (503 with
 ``Retry-After``). A request is validated completely before anything is written, so a
 rejected request stores nothing. Memory stays bounded: bodies are read incrementally with a
-cap, gzip is inflated with a cap, and the bytes held by requests at once are limited by a
-budget (a request waits for room, never fails for lack of it).
+cap, gzip is inflated with a cap, line floods are refused before splitting, and what requests
+hold at once is limited by two budgets (bodies arriving; bodies being worked on), each request
+counted at its worst case; a request waits for room, never fails for lack of it.
 
 Left out: TLS (terminate it in front, or keep ingest on the Pod's localhost), other
 endpoints (health and metrics are on the admin server), and OTLP-formatted bodies.
@@ -28,7 +29,8 @@ import os
 import socket
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,8 +58,6 @@ log = logging.getLogger("sidekick.ship.ingest")
 
 PATH = "/v1/logs"
 RETRY_AFTER_SECONDS = 5
-# Bytes that requests may hold in memory at once (raw body, inflated body, encoded lines).
-DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 # Worst case of Python objects per byte of JSON (an array of empty objects), for the budget.
 DECODED_EXPANSION = 32
@@ -80,7 +80,10 @@ CONTENT_TYPES: dict[str, Kind] = {
 class IngestLimits:
     max_body_bytes: int = 10 * 1024 * 1024
     max_records: int = 10000
-    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    # Bytes of request bodies held while they arrive, and bytes held while bodies are worked
+    # on (see ``IngestServer._accept``); together they bound ingest's memory.
+    read_budget: int = 64 * 1024 * 1024
+    work_budget: int = 256 * 1024 * 1024
     # A body that trickles in slower than this holds budget others need: 408.
     body_timeout: float = 30.0
 
@@ -266,25 +269,73 @@ def inflate(body: bytes, limit: int) -> bytes:
 
 
 class MemoryBudget:
-    """Bytes that requests may hold at once; ``reserve`` waits until there is room."""
+    """Bytes that requests may hold at once; ``reserve`` waits (first come, first served)
+    until there is room. A reservation larger than the whole budget waits for an empty
+    budget and then runs alone."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._cond = asyncio.Condition()
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     @contextlib.asynccontextmanager
-    async def reserve(self, n: int) -> Any:
-        n = min(n, self.limit)  # a request larger than the budget runs alone
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.used + n <= self.limit)
-            self.used += n
+    async def reserve(self, n: int) -> AsyncIterator[Reservation]:
+        res = Reservation(self, await self._acquire(min(n, self.limit)))
         try:
-            yield
+            yield res
         finally:
-            async with self._cond:
-                self.used -= n
-                self._cond.notify_all()
+            res.release()
+
+    async def _acquire(self, n: int) -> int:
+        if not self._waiters and self.used + n <= self.limit:
+            self.used += n
+            return n
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((n, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._release(n)  # granted just as we were cancelled
+            else:
+                fut.cancel()
+                self._wake()  # we may have been the head that blocked others
+            raise
+        return n
+
+    def _release(self, n: int) -> None:
+        self.used -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, fut = self._waiters[0]
+            if fut.done():
+                self._waiters.popleft()
+                continue
+            if self.used + n > self.limit:
+                return
+            self._waiters.popleft()
+            self.used += n
+            fut.set_result(None)
+
+
+class Reservation:
+    """Part of a ``MemoryBudget`` held by one request; it can give back what it no longer needs."""
+
+    __slots__ = ("budget", "n")
+
+    def __init__(self, budget: MemoryBudget, n: int) -> None:
+        self.budget = budget
+        self.n = n
+
+    def shrink(self, n: int) -> None:
+        if n < self.n:
+            self.budget._release(self.n - n)
+            self.n = n
+
+    def release(self) -> None:
+        self.shrink(0)
 
 
 # -- tokens --------------------------------------------------------------------------------
@@ -399,7 +450,8 @@ class IngestServer:
         self.limits = limits
         self.metrics = metrics
         self.tokens = tokens
-        self.budget = MemoryBudget(limits.memory_budget)
+        self.read_budget = MemoryBudget(limits.read_budget)
+        self.work_budget = MemoryBudget(limits.work_budget)
         self.app = web.Application(middlewares=[self._count])
         self.app.router.add_post(PATH, self._post)
 
@@ -452,17 +504,19 @@ class IngestServer:
             )
         raw_bound = declared if declared is not None else limit
         inflated_bound = limit if gzipped else raw_bound
-        # Held at once at worst: the raw body, the inflated body, the decoded objects (Python
-        # objects of JSON like [{},{},...] take up to ~32x its bytes) and the encoded lines
-        # (the receive time added to each record is bounded by the record limit).
-        need = (
-            raw_bound
-            + (inflated_bound if gzipped else 0)
+        # Work on a body holds at worst: the inflated body, the decoded objects (Python objects
+        # of JSON like [{},{},...] take up to ~32x its bytes) and the encoded lines (the
+        # receive time added to each record is bounded by the record limit).
+        work = (
+            (inflated_bound if gzipped else 0)
             + inflated_bound * DECODED_EXPANSION
             + inflated_bound
             + self.limits.max_records * 48
         )
-        async with self.budget.reserve(need):
+        # Two budgets, taken in this order only (so no request waits for the first while
+        # holding the second): raw bodies while they arrive, which can take long; and the
+        # work on a body (inflate, decode, encode), which is short and CPU-bound anyway.
+        async with self.read_budget.reserve(raw_bound) as raw_held:
             try:
                 async with asyncio.timeout(self.limits.body_timeout):
                     body = await self._read(request, limit)
@@ -472,26 +526,30 @@ class IngestServer:
                     f"the body did not arrive within {self.limits.body_timeout:g}s; "
                     "send it faster or in smaller requests",
                 ) from None
-            if gzipped:
-                body = inflate(body, limit)
-            payload, count = encode_body(
-                kind,
-                body,
-                max_records=self.limits.max_records,
-                now_ns=time.time_ns(),
-                charset=request.charset or "utf-8",
-            )
-            del body
-            if count == 0:
-                return 0
-            try:
-                await self.spool.append(payload)
-            except SpoolFullError:
-                raise self._full() from None
-            except SpoolWriteError as exc:
-                raise Rejected(
-                    503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
-                ) from None
+            async with self.work_budget.reserve(work) as work_held:
+                if gzipped:
+                    body = inflate(body, limit)
+                payload, count = encode_body(
+                    kind,
+                    body,
+                    max_records=self.limits.max_records,
+                    now_ns=time.time_ns(),
+                    charset=request.charset or "utf-8",
+                )
+                del body
+                raw_held.release()
+                if count == 0:
+                    return 0
+                # Waiting for the group commit holds only the encoded lines.
+                work_held.shrink(len(payload))
+                try:
+                    await self.spool.append(payload)
+                except SpoolFullError:
+                    raise self._full() from None
+                except SpoolWriteError as exc:
+                    raise Rejected(
+                        503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                    ) from None
         self.metrics.records.inc(count)
         self.metrics.bytes.inc(len(payload))
         return count
