@@ -485,11 +485,16 @@ class TailSource:
         return True
 
     async def _emit_fast(self, f: _File, emit: Emit, complete: bytes, base: int, end: int) -> None:
-        lengths = list(map(len, complete.split(b"\n")))
+        messages = complete.decode("utf-8", "replace").split("\n")
+        # Offsets need byte lengths; for ASCII text (the common case) they are the lengths
+        # of the decoded lines, which saves splitting the bytes a second time.
+        if complete.isascii():
+            lengths = list(map(len, messages))
+        else:
+            lengths = list(map(len, complete.split(b"\n")))
         if len(complete) > self.max_line and max(lengths) > self.max_line:
             await self._emit_slow(f, emit, complete, base, end)
             return
-        messages = complete.decode("utf-8", "replace").split("\n")
         # Start of line i: base + (lengths of the lines before it) + i newlines; all in C.
         offsets = list(map(add, accumulate(lengths, initial=base), count()))
         offsets.pop()
