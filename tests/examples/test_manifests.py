@@ -173,3 +173,13 @@ def test_image_requirements_are_the_package_dependencies_without_kubernetes_vali
     text = (REPO / "deploy" / "image-requirements.txt").read_text().splitlines()
     listed = names([line for line in text if line.strip() and not line.startswith("#")])
     assert listed == declared
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_kustomization_applies_the_native_manifest_and_names_its_images(example: str) -> None:
+    kustomization = yaml.safe_load((REPO / "examples" / example / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == [f"{example}.yaml"]
+    (spec,) = pod_specs(REPO / "examples" / example / f"{example}.yaml")
+    used = {c["image"] for c in all_containers(spec)}
+    listed = {f"{i['name']}:{i['newTag']}" for i in kustomization["images"]}
+    assert listed == used
