@@ -74,3 +74,12 @@ def test_stdout_output_writes_ndjson_to_standard_output(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert msgspec.json.decode(line)["message"] == "to stdout"
+
+
+async def test_file_output_ends_a_line_torn_by_a_crash_before_appending(tmp_path: Path) -> None:
+    path = tmp_path / "out.ndjson"
+    path.write_bytes(b'{"message":"whole"}\n{"mess')
+    sink = create_sink(OutputSpec(f"file://{path}"))
+    await sink.send([{"message": "next"}])
+    await sink.aclose()
+    assert path.read_bytes().splitlines()[1:] == [b'{"mess', b'{"message":"next"}']

@@ -5,7 +5,9 @@ is never interleaved with another writer's data. fsync policy: a batch counts as
 once the kernel has it (page cache), not once it is on the disk; the file is fsynced when the
 output is closed (shutdown). Losing the machine itself can therefore lose the last few
 seconds written to this output; a process crash loses nothing. The option ``fsync: true``
-fsyncs after every batch instead (slower, survives power loss).
+fsyncs after every batch instead (slower, survives power loss). A line torn by a crash in the
+middle of a write is ended with a newline when the file is opened again; its records are
+sent again after the restart, so only that one torn line is not valid JSON.
 
 The file is reopened when it is moved away or deleted (an external rotation of our output),
 checked at most once a second.
@@ -37,8 +39,12 @@ class FileSink:
         self._checked = 0.0
 
     def _open(self) -> int:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         st = os.fstat(fd)
+        if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+            # A batch torn by a crash (kill -9 in the middle of a write): end that line so
+            # the records written from now on stay one per line. The torn one is re-sent.
+            os.write(fd, b"\n")
         self._ident = (st.st_dev, st.st_ino)
         self._fd = fd
         self._checked = time.monotonic()
