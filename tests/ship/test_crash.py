@@ -88,3 +88,4 @@ def test_kill_9_ten_times_loses_no_line_and_repeats_only_what_was_in_flight(
         for k in kill_times
     )
     assert duplicates <= bound, (duplicates, bound)
+    assert out.torn <= KILLS
