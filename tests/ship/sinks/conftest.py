@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import inspect
 import socket
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ class Seen:
         return self.raw
 
 
-Responder = Callable[[Seen], web.Response]
+Responder = Callable[[Seen], web.Response | Awaitable[web.Response]]
 
 
 class ProtocolServer:
@@ -96,7 +97,10 @@ class ProtocolServer:
         )
         self.requests.append(seen)
         responder = self.queue.pop(0) if self.queue else self.default
-        return responder(seen)
+        response = responder(seen)
+        if inspect.isawaitable(response):
+            response = await response
+        return response
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ test chooses with the per-item statuses of the bulk API. No Elasticsearch runs h
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from sidekick.ship.deadletter import DEAD_LETTER_FILE
-from tests.ship.helpers import read_ndjson, ship_config, shipping, wait_for
+from tests.ship.helpers import ShipperProcess, read_ndjson, ship_config, shipping, wait_for
 from tests.ship.sinks.conftest import ProtocolServer, Seen
 
 
@@ -27,6 +28,7 @@ class FakeIndex:
         self.fail_once: dict[str, int] = {}  # message -> status for its first attempt
         self.fail_always: dict[str, int] = {}
         self.attempts: dict[str, int] = {}
+        self.conflicts = 0  # creates answered 409: the document was already there
 
     def __call__(self, seen: Seen) -> web.Response:
         lines = seen.body.decode().splitlines()
@@ -41,6 +43,7 @@ class FakeIndex:
             )
             if not status:
                 status = 409 if meta["_id"] in self.docs else 201
+                self.conflicts += status == 409
                 self.docs.setdefault(meta["_id"], doc)
             item: dict[str, Any] = {"_index": meta["_index"], "_id": meta["_id"], "status": status}
             if status == 400:
@@ -118,3 +121,42 @@ async def test_batch_resent_after_a_lost_response_stores_no_duplicate(
         await wait_for(lambda: all(index.attempts.get(line, 0) >= 2 for line in lines))
     assert index.messages() == set(lines)
     assert len(index.docs) == 10  # the resend was answered 409 per document, not stored again
+
+
+async def test_kill_9_and_restart_stores_every_line_exactly_once(
+    server: ProtocolServer, tmp_path: Path
+) -> None:
+    index = FakeIndex()
+
+    async def slow_index(seen: Seen) -> web.Response:
+        await asyncio.sleep(0.03)  # a busy cluster: the kill lands while batches are in flight
+        return index(seen)
+
+    server.default = slow_index
+    n = 20_000
+    write_lines(tmp_path / "logs" / "app.log", [f"line {i}" for i in range(n)])
+    config = tmp_path / "ship.yaml"
+    # Small batches and a rare checkpoint: after the kill much is sent a second time.
+    config.write_text("ship:\n  batch: {max_records: 500}\n  checkpoint_interval: 30s\n")
+    args = [
+        "--config", str(config),
+        "--input", f"file://{tmp_path}/logs/*.log",
+        "--output", f"elasticsearch://{server.hostport}/logs",
+        "--state-dir", str(tmp_path / "state"),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    first = ShipperProcess(args, tmp_path / "first.log").start()
+    second = ShipperProcess(args, tmp_path / "second.log")
+    try:
+        await wait_for(lambda: len(index.docs) >= n // 4, timeout=60)
+        first.kill()  # SIGKILL: no drain, no final checkpoint
+        assert len(index.docs) < n, "everything arrived before the kill; slow the index down"
+        second.start()
+        await wait_for(lambda: len(index.docs) >= n, timeout=120)
+        assert second.terminate() == 0
+    finally:
+        first.stop_quietly()
+        second.stop_quietly()
+    assert len(index.docs) == n
+    assert index.messages() == {f"line {i}" for i in range(n)}
+    assert index.conflicts > 0  # documents were sent again and answered 409, not stored twice
