@@ -232,32 +232,44 @@ def test_static_site_pod_serves_a_new_commit_after_the_push_webhook_without_a_re
     assert after == started
 
 
+def stops_cleanly(name: str, ready_url: str) -> None:
+    check = f"import urllib.request as u, sys; sys.exit(u.urlopen({ready_url!r}, timeout=1).status != 200)"
+    wait_for(
+        f"{name} to be ready",
+        lambda: podman("exec", name, "python3", "-c", check, check=False).returncode == 0,
+        timeout=30,
+    )
+    started = time.monotonic()
+    # With a 20 s grace period, an exit 0 well inside it means PID 1 handled SIGTERM itself;
+    # an ignored SIGTERM would end in SIGKILL (exit 137) after 20 s.
+    podman("stop", "-t", "20", name, timeout=60)
+    took = time.monotonic() - started
+    code = podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+    assert (code, took < 10) == ("0", True), f"exit {code} after {took:.1f}s"
+
+
+HARDENED = ["--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges"]
+
+
 def test_sidekick_container_stops_cleanly_on_sigterm(images: Images) -> None:
     name = f"sidekick-stop-{uuid.uuid4().hex[:8]}"
     podman(
-        "run", "-d", "--name", name, "--read-only", "--cap-drop=ALL",
-        "--security-opt=no-new-privileges", "--tmpfs", "/var/lib/sidekick",
+        "run", "-d", "--name", name, *HARDENED, "--tmpfs", "/var/lib/sidekick",
         images.sidekick, "ship", "--input=file:///var/lib/sidekick/*.log", "--output=stdout:",
         "--state-dir=/var/lib/sidekick/state", "--admin-addr=127.0.0.1:8088",
     )  # fmt: skip
     try:
-        wait_for(
-            "the shipper to be ready",
-            lambda: podman("exec", name, "python3", "-c", READY, check=False).returncode == 0,
-            timeout=30,
-        )
-        started = time.monotonic()
-        # With a 20 s grace period, an exit 0 well inside it means sidekick (PID 1) handled
-        # SIGTERM itself; an ignored SIGTERM would end in SIGKILL (exit 137) after 20 s.
-        podman("stop", "-t", "20", name, timeout=60)
-        took = time.monotonic() - started
-        code = podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
-        assert (code, took < 10) == ("0", True), f"exit {code} after {took:.1f}s"
+        stops_cleanly(name, "http://127.0.0.1:8088/readyz")
     finally:
         podman("rm", "-f", name, check=False)
 
 
-READY = (
-    "import urllib.request, sys; "
-    "sys.exit(urllib.request.urlopen('http://127.0.0.1:8088/readyz', timeout=1).status != 200)"
-)
+def test_webapp_container_stops_cleanly_on_sigterm(images: Images) -> None:
+    name = f"sidekick-webapp-stop-{uuid.uuid4().hex[:8]}"
+    podman(
+        "run", "-d", "--name", name, *HARDENED, "--tmpfs", "/var/log/app", images.webapp,
+    )  # fmt: skip
+    try:
+        stops_cleanly(name, "http://127.0.0.1:5000/healthz")
+    finally:
+        podman("rm", "-f", name, check=False)
