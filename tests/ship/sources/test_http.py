@@ -296,9 +296,8 @@ async def test_full_spool_is_503_with_retry_after(state_dir: Path) -> None:
 
 
 async def test_spool_has_room_again_once_records_are_delivered(state_dir: Path) -> None:
-    async with run_ingest(
-        state_dir, spool_max_bytes=4000, segment_bytes=1000, auto_ack=False
-    ) as ing:
+    # Default segment size: it follows the spool limit, so delivered data can be deleted.
+    async with run_ingest(state_dir, spool_max_bytes=4000, auto_ack=False) as ing:
         while (await ing.post(ndjson(10)))[0] == 202:
             pass
         await ing.wait_records(1)

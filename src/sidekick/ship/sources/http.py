@@ -46,6 +46,7 @@ from sidekick.ship.config import size
 from sidekick.ship.records import MESSAGE, TIMESTAMP
 from sidekick.ship.sources.base import Emit, SourceContext
 from sidekick.ship.sources.spool import (
+    DEFAULT_SEGMENT_BYTES,
     Spool,
     SpoolFullError,
     SpoolReader,
@@ -618,8 +619,12 @@ class IngestSource:
         stats = SpoolStats(
             on_fsync=self.metrics.fsync.observe, on_bytes=self.metrics.spool_bytes.set
         )
-        kwargs: dict[str, Any] = {} if segment_bytes is None else {"segment_bytes": segment_bytes}
-        self.spool = Spool(spool_dir, max_bytes=size(ingest.spool_max_bytes), stats=stats, **kwargs)
+        max_bytes = size(ingest.spool_max_bytes)
+        if segment_bytes is None:
+            # Only sealed segments are deleted, so a segment must be small next to the limit:
+            # a spool full of one delivered but unsealed segment would refuse requests forever.
+            segment_bytes = max(1, min(DEFAULT_SEGMENT_BYTES, max_bytes // 8))
+        self.spool = Spool(spool_dir, max_bytes=max_bytes, stats=stats, segment_bytes=segment_bytes)
         if ingest.max_records_per_request < 1:
             raise ConfigError("ingest.max_records_per_request must be at least 1; raise it")
         self.server = IngestServer(
