@@ -79,7 +79,9 @@ def test_start_order_is_inits_then_sidecars_after_startup_then_mains(
     assert t["init2-end"] <= t["side1-start"]
     # side2 waits for side1's startupProbe, which can only pass after side1-ready.
     assert t["side1-ready"] <= t["side2-start"]
-    assert t["side2-start"] <= t["main1-start"] <= t["main2-start"]
+    # Main containers are started one after the other without waiting for each other, so
+    # only their start after the sidecars is an order their own clocks can show.
+    assert t["side2-start"] <= min(t["main1-start"], t["main2-start"])
     assert up.stop() == 0
 
 

@@ -140,7 +140,7 @@ def test_liveness_failure_restarts_the_container_after_failure_threshold(
     )
     d = up.run_dir / "probes" / "volumes" / "d"
     up.wait_for(lambda: (d / "healthy").exists(), what="healthy file")
-    time.sleep(0.5)
+    time.sleep(1.2)  # past the probe at 1 s, which passed and cleared any earlier failure
     removed = time.monotonic()
     (d / "healthy").unlink()
     up.wait_for(lambda: up.container("app")["restartCount"] == 1, timeout=8, what="restart")

@@ -291,11 +291,16 @@ class ContainerRunner:
             )
             return 128
         self.proc = proc
+        if self.stopping:  # stopped while this instance was being started
+            self._kill_task = asyncio.create_task(
+                self._terminate(proc, self.grace, False), name=f"stop {self.name}"
+            )
+        else:
+            self._kill_task = None
         reader = asyncio.create_task(
             pump(stdout, self.dirs.log_file(self.spec.name), self.printer, self.name),
             name=f"output {self.name}",
         )
-        self._kill_task = None
         self._set(
             state="Running",
             reason="",
@@ -412,6 +417,10 @@ class ContainerRunner:
                 if ok:
                     self.probes["startup"].on_change = lambda ok, r: None
                     self._on_started()
+                    # The kubelet stops the startup probe once it has passed.
+                    this = asyncio.current_task()
+                    if this is not None:
+                        asyncio.get_running_loop().call_soon(this.cancel)
                 else:
                     log.warning("%s: startup probe failed (%s); killing it.", self.name, reason)
                     self.kill("StartupProbeFailed")
