@@ -8,8 +8,8 @@ encoding, gzip, HTTP — not an indexer. The server shares the machine's two cor
 shipper, so the numbers are a lower bound.
 
 In the same run, for the ratio, the same input is shipped with the plain ``http:`` NDJSON
-output to a minimal counting endpoint (the cheapest output we have), and the sink's own
-encode(+gzip) speed is measured in-process without the pipeline.
+output to a minimal counting endpoint (the cheapest output we have), and every aggregator
+output's batch encoding (+gzip) is timed in-process, without the pipeline.
 
     .venv/bin/python bench/ship/es_bulk.py [--lines 500000] [--quick]
 """
@@ -45,9 +45,8 @@ from _common import (
     write_results,
 )
 
-from sidekick.ship.sinks import OutputSpec
+from sidekick.ship.sinks import OutputSpec, create_sink
 from sidekick.ship.sinks._http import gzip_bytes
-from sidekick.ship.sinks.elasticsearch import ElasticsearchSink
 
 _CREATED = b'{"create":{"status":201}}'
 
@@ -142,11 +141,11 @@ def ship(
     }
 
 
-def encode_only(input_path: Path, n: int) -> dict[str, float]:
-    """The Elasticsearch sink's encode (and encode+gzip) speed on tail-shaped records."""
+def tail_records(input_path: Path, n: int) -> list[dict[str, Any]]:
+    """Records shaped like the tail source's, with the Kubernetes fields set."""
     with input_path.open(encoding="ascii") as f:
         messages = [next(f).rstrip("\n") for _ in range(n)]
-    records = [
+    return [
         {
             "@timestamp": f"2026-11-22T10:15:{i % 60:02d}.{i % 1_000_000_000:09d}Z",
             "message": m,
@@ -154,28 +153,46 @@ def encode_only(input_path: Path, n: int) -> dict[str, float]:
             "log.offset": i * 150,
             "log.file.id": "2049:1234:9f86d081",
             "host.name": "node-1",
+            "k8s.pod.name": "web-0",
+            "k8s.namespace.name": "shop",
+            "k8s.container.name": "nginx",
         }
         for i, m in enumerate(messages)
     ]
-    sink = ElasticsearchSink(OutputSpec(url="elasticsearch://127.0.0.1:9/logs-%Y.%m.%d"))
-    batch = 2000
-    t0 = time.perf_counter()
-    size = 0
-    for i in range(0, n, batch):
-        size += len(sink.encode(records[i : i + batch]))
-    t_enc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    zsize = 0
-    for i in range(0, n, batch):
-        zsize += len(gzip_bytes(sink.encode(records[i : i + batch])))
-    t_gz = time.perf_counter() - t0
-    return {
-        "records": n,
-        "encode_records_per_s": n / t_enc,
-        "encode_gzip_records_per_s": n / t_gz,
-        "bulk_bytes_per_record": size / n,
-        "gzip_ratio": size / max(zsize, 1),
+
+
+def encode_only(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU time per batch encode of every aggregator output (and gzip), in this process."""
+    outputs = {
+        "elasticsearch": "elasticsearch://127.0.0.1:9/logs-%Y.%m.%d",
+        "loki": "loki://127.0.0.1:9",
+        "otlp protobuf": "otlp://127.0.0.1:9",
+        "otlp json": "otlp://127.0.0.1:9?encoding=json",
+        "syslog": "syslog+tcp://127.0.0.1:9",
     }
+    n = len(records)
+    batch = 2000
+    out = []
+    for label, url in outputs.items():
+        sink: Any = create_sink(OutputSpec(url=url))
+        encode = (
+            sink.encode if hasattr(sink, "encode") else (lambda b, s=sink: [s.format(r) for r in b])
+        )
+        t0 = time.process_time()
+        for i in range(0, n, batch):
+            encode(records[i : i + batch])
+        t_enc = time.process_time() - t0
+        row: dict[str, Any] = {
+            "output": label,
+            "encode_records_per_s": n / t_enc,
+        }
+        if not url.startswith("syslog"):
+            t0 = time.process_time()
+            for i in range(0, n, batch):
+                gzip_bytes(encode(records[i : i + batch]))
+            row["encode_gzip_records_per_s"] = n / (time.process_time() - t0)
+        out.append(row)
+    return out
 
 
 def main() -> int:
@@ -188,12 +205,23 @@ def main() -> int:
     input_path = generate_access_log(lines)
 
     results: dict[str, Any] = {"host": host_info(), "lines": lines, "runs": []}
-    enc = encode_only(input_path, min(lines, 100_000))
-    results["encode"] = enc
+    encodes = encode_only(tail_records(input_path, min(lines, 100_000)))
+    results["encode"] = encodes
+    print("Batch encoding in-process (CPU time, 2,000-record batches):")
     print(
-        f"Elasticsearch sink in-process: encode {enc['encode_records_per_s']:,.0f} records/s, "
-        f"encode+gzip {enc['encode_gzip_records_per_s']:,.0f} records/s "
-        f"({enc['bulk_bytes_per_record']:.0f} B/record, gzip {enc['gzip_ratio']:.1f}x)",
+        table(
+            [
+                [
+                    e["output"],
+                    f"{e['encode_records_per_s']:,.0f}",
+                    f"{e['encode_gzip_records_per_s']:,.0f}"
+                    if "encode_gzip_records_per_s" in e
+                    else "-",
+                ]
+                for e in encodes
+            ],
+            ["output", "encode records/s", "encode+gzip records/s"],
+        ),
         flush=True,
     )
     rows = []
