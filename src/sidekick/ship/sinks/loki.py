@@ -214,7 +214,8 @@ class LokiSink:
                     for k, v in record.items()
                     if k not in skip and v is not None
                 }
-                value_row = [str(ns), line if type(line) is str else metadata_value(line)]
+                text = line if type(line) is str else ("" if line is None else metadata_value(line))
+                value_row = [str(ns), text]
                 if meta:
                     value_row.append(meta)
             entry[1].append((ns, value_row))
