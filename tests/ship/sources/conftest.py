@@ -32,6 +32,8 @@ class Ingest:
     batches: list[SourceBatch] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     auto_ack: bool = True
+    # When set, ``emit`` waits for it: the reader stalls as behind a slow pipeline.
+    gate: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -95,6 +97,8 @@ async def run_ingest(
     ing = Ingest(source=source, session=session, store=store, auto_ack=auto_ack)
 
     async def emit(batch: SourceBatch) -> None:
+        if ing.gate is not None:
+            await ing.gate.wait()
         ing.batches.append(batch)
         ing.arrived.set()
         if ing.auto_ack and batch.ack is not None:

@@ -455,3 +455,18 @@ async def test_cancelled_waiter_gives_back_nothing_it_did_not_get() -> None:
     assert budget.used == 0
     async with budget.reserve(100):
         assert budget.used == 100
+
+
+async def test_accepted_records_are_handed_on_at_shutdown_even_if_not_read_yet(
+    state_dir: Path,
+) -> None:
+    async with run_ingest(state_dir) as ing:
+        ing.gate = asyncio.Event()
+        assert (await ing.post(ndjson(1)))[0] == 202  # the reader takes it and stalls
+        await asyncio.sleep(0.05)
+        for start in range(10, 50, 10):
+            assert (await ing.post(ndjson(10, start)))[0] == 202
+        ing.source.ctx.stopping.set()
+        ing.gate.set()
+    assert sorted(r["seq"] for r in ing.records) == [0, *range(10, 50)]
+    assert spooled_bytes(state_dir) == 0

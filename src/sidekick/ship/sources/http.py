@@ -702,8 +702,12 @@ class IngestSource:
         if self._runner is None:
             await self.start()
         await self.reader.run(emit, self.ctx.stopping)
-        # Stop taking requests; whatever was accepted is in the spool for the next start.
+        # Stop taking requests (those under way finish their commit), then hand the pipeline
+        # everything accepted: in a Pod the state directory is often an emptyDir that goes
+        # away with it. If the outputs cannot take it within the shutdown timeout, it stays
+        # in the spool for the next start.
         await self._stop_server()
+        await self.reader.drain(emit)
 
     async def _stop_server(self) -> None:
         if self._runner is not None:

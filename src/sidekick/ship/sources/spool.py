@@ -337,6 +337,7 @@ class SpoolReader:
                 self._maybe_delete(seg)
 
     async def run(self, emit: Emit, stopping: asyncio.Event) -> None:
+        """Ship segments as they fill until ``stopping`` is set."""
         while not stopping.is_set():
             seg = self._next()
             if seg is None:
@@ -352,18 +353,26 @@ class SpoolReader:
                     waiter.cancel()
                     stopper.cancel()
                 continue
-            start = seg.read_pos
-            # Read on the event loop: the bytes were just written and sit in the page cache,
-            # and decoding in a worker thread would only fight the loop for the GIL.
-            cut, records = self._load(seg, start, seg.size)
-            # Bookkeeping stays on the event loop, where acks arrive.
-            seg.read_pos = start + cut
-            if seg.tracker is None:
-                seg.tracker = self._tracker(seg, start)
-            ack = seg.tracker.track(start + cut)
-            self.on_read(len(records), cut)
-            await emit(SourceBatch(records, cut, ack))
-            await asyncio.sleep(0)  # let requests in between reads of a large backlog
+            await self._emit_next(seg, emit)
+
+    async def drain(self, emit: Emit) -> None:
+        """Emit everything committed and not yet read (at shutdown, once writes stopped)."""
+        while (seg := self._next()) is not None:
+            await self._emit_next(seg, emit)
+
+    async def _emit_next(self, seg: Segment, emit: Emit) -> None:
+        start = seg.read_pos
+        # Read on the event loop: the bytes were just written and sit in the page cache, and
+        # decoding in a worker thread would only fight the loop for the GIL.
+        cut, records = self._load(seg, start, seg.size)
+        # Bookkeeping stays on the event loop, where acks arrive.
+        seg.read_pos = start + cut
+        if seg.tracker is None:
+            seg.tracker = self._tracker(seg, start)
+        ack = seg.tracker.track(start + cut)
+        self.on_read(len(records), cut)
+        await emit(SourceBatch(records, cut, ack))
+        await asyncio.sleep(0)  # let requests in between reads of a large backlog
 
     def _next(self) -> Segment | None:
         for seg in self.spool.segments.values():
