@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.pod.conftest import Up, read_times
+from tests.pod.conftest import Up, marked_pids, read_times
 
 
 def ev(name: str) -> str:
@@ -286,6 +286,7 @@ def test_second_sigint_kills_at_once(start_up: Callable[..., Up]) -> None:
           command: [python3, -c, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(100)"]
     """
     up = start_up(manifest)
+    run_id = up.run_id
     up.wait_for(lambda: "up" in up.out, what="container output")
     up.proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
@@ -294,6 +295,7 @@ def test_second_sigint_kills_at_once(start_up: Callable[..., Up]) -> None:
     up.wait_exit(10)
     assert time.monotonic() - began < 3.0
     assert "Received second SIGINT" in up.err
+    assert marked_pids(run_id) == []
 
 
 def test_sidecar_output_is_prefixed_and_logged(start_up: Callable[..., Up], tmp_path: Path) -> None:
@@ -374,3 +376,21 @@ def test_prestop_http_hook_is_called(start_up: Callable[..., Up], tmp_path: Path
     up.wait_for(lambda: up.container("web")["ready"], what="ready")
     assert up.stop() == 0
     assert "order/web | hook /drain" in up.out
+
+
+def test_missing_program_is_a_start_error_that_names_it(start_up: Callable[..., Up]) -> None:
+    manifest = """
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: order}
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: typo
+          command: [no-such-program-here, --flag]
+    """
+    up = start_up(manifest)
+    assert up.wait_exit() == 1
+    assert "order/typo: cannot run 'no-such-program-here'" in up.err
+    status = json.loads((up.run_dir / "order" / "status.json").read_text())
+    assert status["containerStatuses"][0]["reason"] == "StartError"
