@@ -182,9 +182,10 @@ def test_restart_backoff_delays_double(start_up: Callable[..., Up]) -> None:
     )
     starts = [float(line.split()[1]) for line in starts_file.read_text().splitlines()]
     gaps = [b - a for a, b in itertools.pairwise(starts)][:4]
-    # --fast-backoff: 0.1 s, 0.2 s, 0.4 s, 0.8 s (plus start-up time of sh).
+    # --fast-backoff: 0.1 s, 0.2 s, 0.4 s, 0.8 s, plus the start-up time of sh (the lower
+    # bounds show the doubling; the upper ones leave room for a busy machine).
     for expected, gap in zip([0.1, 0.2, 0.4, 0.8], gaps, strict=True):
-        assert expected <= gap < expected + 0.5, gaps
+        assert expected <= gap < expected + 1.0, gaps
     assert up.container("crash")["restartCount"] >= 4
     assert up.stop() == 0
 

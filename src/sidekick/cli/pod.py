@@ -68,6 +68,12 @@ run_dir_option = click.option(
     default="info",
     show_default=True,
 )
+@click.option(
+    "-d",
+    "--detach",
+    is_flag=True,
+    help="Run in the background (output in RUN_DIR/up.log); stop with sidekick down.",
+)
 def up(
     files: tuple[str, ...],
     run_dir: str,
@@ -78,6 +84,7 @@ def up(
     colour: bool | None,
     log_format: str,
     log_level: str,
+    detach: bool,
 ) -> None:
     """Run the Pods and Deployments in FILE... on this machine, in the foreground.
 
@@ -102,6 +109,13 @@ def up(
         timeout = max(p.grace_period for p in manifests.pods) + 10.0
     else:
         timeout = parse_duration(shutdown_timeout, name="--shutdown-timeout")
+    if detach:
+        from sidekick.pod import detach as background
+
+        if "-" in files:
+            raise UserError("--detach cannot read the manifest from stdin; give a file")
+        argv = [a for a in sys.argv[1:] if a not in ("-d", "--detach")]
+        sys.exit(background.start(Path(run_dir), [p.name for p in manifests.pods], argv))
     cfg = UpConfig(manifests, Path(run_dir), addr, fast_backoff, colour)
     code = run(lambda shutdown: run_up(cfg, shutdown), shutdown_timeout=timeout)
     sys.exit(code)
@@ -171,4 +185,20 @@ def logs(pod: str, container: str | None, follow: bool, tail: int, run_dir: str)
             time.sleep(0.2)
 
 
-commands: list[click.Command] = [up, logs]
+@click.command(context_settings={"auto_envvar_prefix": "SIDEKICK_UP"})
+@run_dir_option
+@click.option(
+    "--timeout",
+    default="60s",
+    show_default=True,
+    help="How long the graceful stop may take before everything is killed.",
+)
+def down(run_dir: str, timeout: str) -> None:
+    """Stop the pods started by sidekick up --detach (gracefully, like Ctrl-C)."""
+    from sidekick.core.durations import parse_duration
+    from sidekick.pod.detach import stop
+
+    click.echo(stop(Path(run_dir), parse_duration(timeout, name="--timeout")))
+
+
+commands: list[click.Command] = [up, logs, down]
