@@ -72,6 +72,7 @@ async def run_ingest(
     auto_ack: bool = True,
     segment_bytes: int | None = None,
     fields: dict[str, str] | None = None,
+    parser: str = "raw",
     **ingest: Any,
 ) -> AsyncIterator[Ingest]:
     """Run an ingest source on a free port of 127.0.0.1 until the block ends."""
@@ -80,6 +81,7 @@ async def run_ingest(
         outputs=["stdout:"],
         state_dir=str(state_dir),
         fields=fields or {},
+        parser=parser,
         ingest=IngestConfig(**ingest),
     )
     os.makedirs(state_dir, exist_ok=True)

@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from prometheus_client import generate_latest
 
+from sidekick.ship.parsers import create_parser
 from sidekick.ship.sources.http import MemoryBudget, Rejected, inflate
 from sidekick.ship.sources.spool import SUFFIX
 from tests.ship.sources.conftest import run_ingest
@@ -470,3 +471,22 @@ async def test_accepted_records_are_handed_on_at_shutdown_even_if_not_read_yet(
         ing.gate.set()
     assert sorted(r["seq"] for r in ing.records) == [0, *range(10, 50)]
     assert spooled_bytes(state_dir) == 0
+
+
+async def test_records_without_a_text_message_can_be_parsed_when_a_parser_is_set(
+    state_dir: Path,
+) -> None:
+    async with run_ingest(state_dir, parser="nginx") as ing:
+        await ing.post(b'{"a":1}\n{"message":5}\n{"message":{"k":"v"}}\n{"message":"text"}\n')
+        records = await ing.wait_records(4)
+    create_parser("nginx").parse(records)  # must not raise on any of them
+    assert [r["message"] for r in records] == ["", "5", '{"k":"v"}', "text"]
+    assert records[0]["a"] == 1
+
+
+async def test_records_keep_a_non_text_message_when_no_parser_is_set(state_dir: Path) -> None:
+    async with run_ingest(state_dir) as ing:
+        await ing.post(b'{"a":1}\n{"message":{"k":"v"}}\n')
+        records = await ing.wait_records(2)
+    assert "message" not in records[0]
+    assert records[1]["message"] == {"k": "v"}

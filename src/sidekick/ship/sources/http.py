@@ -650,6 +650,7 @@ class IngestSource:
         self.reader = SpoolReader(
             self.spool,
             static_fields=ctx.static_fields,
+            text_messages=ctx.config.parser != "raw",
             load_position=self._load_position,
             save_position=self._save_position,
             on_read=on_read,

@@ -316,6 +316,10 @@ class SpoolReader:
     save_position: PositionSave = lambda seg, off: None
     read_bytes: int = READ_BYTES
     on_read: Callable[[int, int], None] = lambda records, size: None
+    # Set when a parser will read ``message``: parsers take it to be a string, and one posted
+    # record without it must not stop the pipeline (and, kept in the spool, stop it again at
+    # every start). Such a record gets "" (absent, null) or the JSON text of its value.
+    text_messages: bool = False
 
     def start(self) -> None:
         """Apply the saved position: older segments were delivered, the oldest resumes."""
@@ -452,6 +456,11 @@ class SpoolReader:
             rec[OFFSET] = offset
             out.append(rec)
             offset += len(line) + 1
+        if self.text_messages:
+            for rec in out:
+                msg = rec.get(MESSAGE)
+                if type(msg) is not str:
+                    rec[MESSAGE] = "" if msg is None else msgspec.json.encode(msg).decode()
         return out
 
 
