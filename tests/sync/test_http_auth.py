@@ -181,3 +181,26 @@ async def test_cli_never_prints_the_password(http_git: GitHttpServer, tmp_path: 
     assert proc.returncode == 1
     assert b"cannot list refs" in err
     assert wrong.encode() not in out + err
+
+
+async def test_gitsync_password_environment_variable_authenticates(
+    http_git: GitHttpServer, tmp_path: Path
+) -> None:
+    env = {**GIT_ENV, "GITSYNC_USERNAME": "alice", "GITSYNC_PASSWORD": PASSWORD}
+    proc = await asyncio.create_subprocess_exec(
+        *SIDEKICK,
+        "sync",
+        "--repo",
+        http_git.url,
+        "--root",
+        str(tmp_path / "root"),
+        "--one-time",
+        "--log-level",
+        "debug",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    assert PASSWORD.encode() not in out + err

@@ -244,3 +244,33 @@ def test_missing_repo_flag_is_a_clear_error(tmp_path: Path) -> None:
     proc = run_cli("--root", str(tmp_path))
     assert proc.returncode == 2
     assert "repo" in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def test_triggers_during_a_sync_coalesce_into_one_more_sync(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    def total(app: SyncApp) -> float:
+        return sum(
+            metric(app.metrics, "sidekick_sync_syncs_total", {"outcome": o})
+            for o in ("published", "unchanged", "error")
+        )
+
+    async with running_app(repo=upstream.url, root=str(tmp_path / "root"), period=3600) as app:
+        await until(lambda: app.syncer.published is not None)
+        base = total(app)
+        plain = app.syncer._sync
+        calls = 0
+
+        async def sync_with_triggers(deadline: float) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                for _ in range(5):  # requests arriving while this sync runs
+                    app.syncer.trigger("http")
+            return await plain(deadline)
+
+        app.syncer._sync = sync_with_triggers  # type: ignore[method-assign]
+        app.syncer.trigger("http")
+        await until(lambda: total(app) >= base + 2)
+        await asyncio.sleep(0.5)
+        assert total(app) == base + 2

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shlex
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -148,7 +147,3 @@ def webhook(
             raise HookError(f"webhook {redact(url)} answered {status}, expected {success_status}")
 
     return run
-
-
-def hook_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    return dict(os.environ if base is None else base)
