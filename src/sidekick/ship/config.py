@@ -16,7 +16,7 @@ Example::
       parser: nginx
       fields: {env: prod}
       state_dir: /var/lib/sidekick
-      batch: {max_bytes: 1MiB, max_records: 10000, timeout: 0s}
+      batch: {max_bytes: 512KiB, max_records: 10000, timeout: 0s}
       retry: {initial: 500ms, max: 30s}
 """
 
@@ -55,7 +55,7 @@ class BatchConfig(msgspec.Struct, forbid_unknown_fields=True):
     ``timeout`` (seconds) is how long a free output waits for more records before sending a
     small batch (0: send at once; raise it to make fewer, larger requests)."""
 
-    max_bytes: Size = "1MiB"
+    max_bytes: Size = "512KiB"
     max_records: int = 10000
     timeout: Duration = 0.0
     # Reading pauses while an output has this many full batches waiting (besides the one it
@@ -118,8 +118,9 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_line_bytes: Size = "1MiB"
     # Reading pauses while this many bytes are read but not delivered by every output.
     max_inflight_bytes: Size = "64MiB"
-    # Bytes read from a file per read call.
-    read_bytes: Size = "1MiB"
+    # Bytes read from a file per read call (large enough to amortise per-chunk work, small
+    # enough to stay in the CPU cache: 256 KiB measured faster and leaner than 1 MiB).
+    read_bytes: Size = "256KiB"
     # How often globs and files are checked when inotify is not available (seconds).
     poll_interval: Duration = 0.25
     # How long a renamed or deleted file is kept open after its last growth (seconds).

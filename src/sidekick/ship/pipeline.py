@@ -60,7 +60,7 @@ def record_overhead(sample: Record) -> int:
 @dataclass
 class PipelineSettings:
     max_inflight_bytes: int = 64 * 1024 * 1024
-    batch_max_bytes: int = 1024 * 1024
+    batch_max_bytes: int = 512 * 1024
     batch_max_records: int = 10000
     batch_timeout: float = 0.0
     retry_initial: float = 0.5

@@ -1,6 +1,6 @@
 """``file:///var/log/app/*.log``: tail files matching globs, losing no line.
 
-How it reads: each open file is read with ``pread`` in large chunks (``read_bytes``, 1 MiB),
+How it reads: each open file is read with ``pread`` in large chunks (``read_bytes``, 256 KiB),
 the chunk is cut at its last newline, split with one ``bytes.split``, decoded with one
 ``decode`` and turned into records by one list comprehension sharing one timestamp string.
 The partial last line waits in memory (``carry``) for its newline. A line longer than
