@@ -9,8 +9,8 @@ and stop order (sidecars get SIGTERM together with the app).
 
 The podman variant is the classic one plus what ``podman kube play`` (4.x) needs: it has no
 Services, so the port a Service targets gets a ``hostPort`` of the same number (published on the
-host) and replicas is 1; init containers are kept after they exit (podman's default removal
-races with its exit detection); it cannot resolve the Downward API field ``metadata.namespace``, which
+host) and replicas is 1; a Pod with init containers gets ``restartPolicy: OnFailure`` (podman
+applies the Pod's policy to init containers and would rerun them forever under Always); it cannot resolve the Downward API field ``metadata.namespace``, which
 becomes the literal ``podman``; and it does not expand ``$(VAR)`` in command/args, so the
 variant carries them expanded.
 
@@ -108,15 +108,13 @@ def podman(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for doc in docs:
         if doc.get("kind") in {"Deployment", "StatefulSet"}:
             doc["spec"]["replicas"] = 1
-            if doc["spec"]["template"]["spec"].get("initContainers"):
-                # podman 4 removes a "once" init container right after it exits and races with
-                # its own exit detection ("cannot remove container ... as it is running");
-                # "always" keeps the exited container, which is harmless.
-                # podman reads it from the Deployment's own metadata, not the Pod template's.
-                meta = doc["metadata"]
-                meta.setdefault("annotations", {})["io.podman.annotations.init.container.type"] = (
-                    "always"
-                )
+            spec = doc["spec"]["template"]["spec"]
+            if spec.get("initContainers"):
+                # podman 4 applies the Pod's restartPolicy to init containers too: under
+                # Always it restarts a finished init container over and over (and may then fail
+                # to remove it). OnFailure runs it once; a main container that exits 0 is then
+                # not restarted, which only matters for programs that should never exit.
+                spec["restartPolicy"] = "OnFailure"
     published = {
         str(p.get("targetPort", p["port"]))
         for d in docs
