@@ -274,3 +274,25 @@ async def test_triggers_during_a_sync_coalesce_into_one_more_sync(
         await until(lambda: total(app) >= base + 2)
         await asyncio.sleep(0.5)
         assert total(app) == base + 2
+
+
+def test_config_file_sync_section_with_durations_is_used(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    config = tmp_path / "sidekick.yaml"
+    root = tmp_path / "root"
+    config.write_text(
+        f"sync:\n  repo: {upstream.url}\n  root: {root}\n  link: www\n"
+        "  period: 1m30s\n  one_time: true\n"
+    )
+    proc = run_cli("--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "www" / "index.html").read_text() == "rev 0\n"
+
+
+def test_bad_duration_in_the_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "sidekick.yaml"
+    config.write_text(f"sync:\n  repo: file:///x\n  root: {tmp_path}/r\n  period: soon\n")
+    proc = run_cli("--config", str(config))
+    assert proc.returncode == 2
+    assert "sync.period" in proc.stderr and "'soon' is not a duration" in proc.stderr

@@ -19,7 +19,7 @@ import click
 from click.core import ParameterSource
 
 from sidekick.cli.common import admin_addr, common_options, init_logging, overrides
-from sidekick.core.config import build_config
+from sidekick.core.config import build_config, load_yaml_file
 from sidekick.core.durations import parse_duration
 from sidekick.core.errors import ConfigError
 from sidekick.sync.config import SyncConfig
@@ -278,19 +278,17 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
         ParameterSource.ENVIRONMENT,
     ):
         over["password_file"] = _private_file(password)
-    if params.get("config_file") is None:
-        for field, flag in (("repo", "--repo"), ("root", "--root")):
-            if field not in over:
-                raise ConfigError(
-                    f"{flag} is required; give it as a flag or as GITSYNC_{field.upper()}"
-                )
-    cfg = build_config(
-        SyncConfig,
-        file=params.get("config_file"),
-        section="sync",
-        overrides=over,
-        env_prefix="SIDEKICK_SYNC_",
-    )
+    # The config file's `sync:` section is flat; its durations ("30s") are parsed here like
+    # the flags', then flags and environment variables are laid over it.
+    layered = _file_section(params.get("config_file"))
+    layered.update(over)
+    for field, flag in (("repo", "--repo"), ("root", "--root")):
+        if field not in layered:
+            raise ConfigError(
+                f"{flag} is required; give it as a flag, as GITSYNC_{field.upper()} "
+                f"or as sync.{field} in the config file"
+            )
+    cfg = build_config(SyncConfig, overrides=layered, env_prefix="SIDEKICK_SYNC_")
     addr_text = params["admin_addr"]
     if (
         params.get("http_bind")
@@ -299,6 +297,22 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
         addr_text = params["http_bind"]
     shutdown_timeout = parse_duration(params["shutdown_timeout"], name="--shutdown-timeout")
     ctx.exit(run_sync(cfg, admin_addr(addr_text), shutdown_timeout))
+
+
+def _file_section(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    loaded = load_yaml_file(path) or {}
+    section = loaded.get("sync") if isinstance(loaded, dict) else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path!r}: 'sync' must be a mapping of field names")
+    out = dict(section)
+    for field in DURATIONS:
+        if isinstance(out.get(field), str):
+            out[field] = parse_duration(out[field], name=f"sync.{field} in {path}")
+    return out
 
 
 def _private_file(secret: str) -> str:
