@@ -42,7 +42,9 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15
 
 
 @contextmanager
-def shipper(port: int, output: str, state_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def shipper(
+    port: int, output: str, state_dir: Path, *extra: str
+) -> Iterator[subprocess.Popen[bytes]]:
     cmd = [
         *SIDEKICK,
         "ship",
@@ -56,6 +58,7 @@ def shipper(port: int, output: str, state_dir: Path) -> Iterator[subprocess.Pope
         "127.0.0.1:0",
         "--log-level",
         "warning",
+        *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -131,3 +134,20 @@ def test_records_accepted_right_before_kill_9_arrive_after_restart(tmp_path: Pat
     # At least once: duplicates are possible (delivered, not yet checkpointed), loss is not.
     assert set(got) == accepted
     assert list((state / "spool").glob("*" + SUFFIX)) == []
+
+
+def test_delivered_segments_are_deleted_while_the_shipper_runs(tmp_path: Path) -> None:
+    state, out = tmp_path / "state", tmp_path / "out.ndjson"
+    port = free_port()
+    spool = state / "spool"
+    # A 1 MiB spool seals its segments at 128 KiB; 60 requests (~340 KB spooled) fill several.
+    with shipper(port, f"file://{out}", state, "--spool-max-bytes", "1MiB") as proc:
+        for start in range(0, 6000, 100):
+            assert post(port, body(start)) == 202
+        wait_for_seqs(out, set(range(6000)))
+        deadline = time.monotonic() + 10
+        while len(list(spool.glob("*" + SUFFIX))) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Only the segment still being written to remains.
+        assert len(list(spool.glob("*" + SUFFIX))) <= 1
+        assert proc.poll() is None
