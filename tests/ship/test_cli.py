@@ -99,3 +99,54 @@ def test_state_dir_from_environment_is_used(tmp_path: Path) -> None:
     env = {**os.environ, "SIDEKICK_SHIP_STATE_DIR": str(blocker)}
     result = ship("--input", f"file://{tmp_path}/*.log", "--output", "stdout:", env=env)
     assert_one_sentence(result, str(blocker))
+
+
+def test_downward_api_environment_becomes_k8s_fields(tmp_path: Path) -> None:
+    import os
+
+    import msgspec
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text("hello\n")
+    env = {
+        **os.environ,
+        "POD_NAME": "web-7f9c",
+        "POD_NAMESPACE": "shop",
+        "CONTAINER_NAME": "nginx",
+    }
+    proc = subprocess.Popen(
+        [
+            *SIDEKICK,
+            "ship",
+            "--input",
+            f"file://{logs}/*.log",
+            "--output",
+            "stdout:",
+            "--field",
+            "env=prod",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        record = msgspec.json.decode(proc.stdout.readline())
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert record["k8s.pod.name"] == "web-7f9c"
+    assert record["k8s.namespace.name"] == "shop"
+    assert record["k8s.container.name"] == "nginx"
+    assert record["env"] == "prod"
+    assert record["host.name"]
