@@ -135,7 +135,9 @@ def run_demo() -> int:
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         print("sidekick demo: " + " ".join(command[2:]), flush=True)
-        up = subprocess.Popen(command, env=env)
+        # From the repository root: the app container's command annotation names its script
+        # relative to it.
+        up = subprocess.Popen(command, env=env, cwd=example_dir().parents[1])
         try:
             url = f"http://127.0.0.1:{port}/"
             deadline = time.monotonic() + READY_TIMEOUT_S
