@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import stat
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
-from sidekick.pod.paths import Translator
+import pytest
+
+from sidekick.pod.manifest import read_manifests
+from sidekick.pod.paths import Translator, prepare
 from tests.pod.conftest import Up
 
 
@@ -117,3 +123,43 @@ def test_secret_volume_and_env_sources(start_up: Callable[..., Up]) -> None:
     lines = (up.run_dir / "paths" / "logs" / "show.log").read_text().splitlines()
     assert lines[0] == f"fast 3 hunter2 paths team 127.0.0.1 {socket.gethostname()}-x "
     assert lines[1] == "admin"
+
+
+def test_configmap_items_modes_and_readonly_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: scripts}
+            data: {run.sh: "exec /work/bin/app", other: "x"}
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: modes}
+            spec:
+              volumes:
+                - name: s
+                  configMap:
+                    name: scripts
+                    items: [{key: run.sh, path: bin/run.sh, mode: 0755}]
+                - {name: work, emptyDir: {}}
+              containers:
+                - name: app
+                  command: [/scripts/bin/run.sh]
+                  volumeMounts:
+                    - {name: s, mountPath: /scripts}
+                    - {name: work, mountPath: /work, readOnly: true}
+            """
+        )
+    )
+    manifests = read_manifests([str(manifest)])
+    dirs = prepare(manifests.pods[0], manifests, tmp_path / "run")
+    script = dirs.root / "configmaps" / "s" / "app" / "bin" / "run.sh"
+    assert script.read_text() == f"exec {dirs.root}/volumes/work/bin/app"
+    assert stat.S_IMODE(script.stat().st_mode) == 0o755
+    assert not (script.parent.parent / "other").exists()
+    assert "mounts '/work' readOnly; sidekick up cannot enforce that" in caplog.text

@@ -54,7 +54,13 @@ def _port(port: int | str, ctx: ActionContext) -> int:
         return port
     if port.isdigit():
         return int(port)
+    if port not in ctx.ports:
+        raise _NoPort(f"port name {port!r} is not in the container's ports")
     return ctx.ports[port]
+
+
+class _NoPort(Exception):
+    pass
 
 
 async def run_action(action: Action, ctx: ActionContext, timeout: float) -> tuple[bool, str]:
@@ -70,6 +76,8 @@ async def run_action(action: Action, ctx: ActionContext, timeout: float) -> tupl
         return True, f"slept {action.seconds:g}s"
     except TimeoutError:
         return False, f"timed out after {timeout:g}s"
+    except _NoPort as exc:
+        return False, str(exc)
 
 
 async def _exec(action: ExecAction, ctx: ActionContext, timeout: float) -> tuple[bool, str]:
