@@ -87,17 +87,19 @@ def classic(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-_VAR = re.compile(r"\$\((\w+)\)")
+_REF = re.compile(r"\$\$|\$\((\w+)\)")
 
 
-def _expand(text: str, env: dict[str, str]) -> str:
-    # Kubernetes' rule: $(NAME) of a defined variable is replaced, $$ escapes, others stay.
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` rule: a defined variable is replaced, ``$$`` is one ``$`` (so
+    ``$$(VAR)`` stays literal), an undefined reference is left as written."""
+
     def one(match: re.Match[str]) -> str:
-        if match.start() > 0 and text[match.start() - 1] == "$":
-            return match.group(0)
+        if match.group(0) == "$$":
+            return "$"
         return env.get(match.group(1), match.group(0))
 
-    return _VAR.sub(one, text).replace("$$(", "$(")
+    return _REF.sub(one, text)
 
 
 def podman(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -137,7 +139,7 @@ def podman(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
             for key in ("command", "args"):
                 if key in container:
-                    container[key] = [_expand(str(a), values) for a in container[key]]
+                    container[key] = [expand(str(a), values) for a in container[key]]
     return docs
 
 
