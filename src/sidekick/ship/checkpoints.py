@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,9 @@ class CheckpointStore:
         self.writes = 0
         self._lock_fd: int | None = None
         self._changed = asyncio.Event()
+        self._seq = 0
+        self._written_seq = 0
+        self._write_lock = threading.Lock()
 
     def lock(self) -> None:
         """Take the state directory's lock; UserError if another shipper holds it."""
@@ -138,8 +142,23 @@ class CheckpointStore:
 
     def save(self) -> None:
         """Write the state file now (tmp + fsync + rename + directory fsync)."""
-        body = msgspec.json.encode({"version": VERSION, "streams": self.streams})
+        self._write(*self._snapshot())
+
+    def _snapshot(self) -> tuple[int, bytes]:
         self.dirty = False
+        self._seq += 1
+        return self._seq, msgspec.json.encode({"version": VERSION, "streams": self.streams})
+
+    def _write(self, seq: int, body: bytes) -> None:
+        # A write from the flusher's thread may still run when the final save starts: the
+        # lock orders them and an older snapshot never replaces a newer one.
+        with self._write_lock:
+            if seq <= self._written_seq:
+                return
+            self._write_file(body)
+            self._written_seq = seq
+
+    def _write_file(self, body: bytes) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
@@ -154,6 +173,18 @@ class CheckpointStore:
         finally:
             os.close(dfd)
         self.writes += 1
+
+    async def save_in_thread(self) -> None:
+        """Like ``save_if_dirty`` but the fsyncs run in a thread: a slow disk must not
+        stall reading and sending (the snapshot is taken here, on the event loop)."""
+        if not self.dirty:
+            return
+        seq, body = self._snapshot()
+        try:
+            await asyncio.to_thread(self._write, seq, body)
+        except OSError as exc:
+            self.dirty = True
+            log.error("Cannot write state file %s: %s", self.path, exc)
 
     def save_if_dirty(self) -> None:
         if self.dirty:
@@ -180,7 +211,7 @@ class CheckpointStore:
             wait = last + interval - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            self.save_if_dirty()
+            await self.save_in_thread()
             last = loop.time()
 
     def close(self) -> None:
