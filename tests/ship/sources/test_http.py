@@ -323,8 +323,11 @@ async def test_requests_are_counted_by_status_code(state_dir: Path) -> None:
         await ing.post(ndjson(2))
         await ing.post(b"nope", "application/xml")
         await ing.post(b"nope")
+        async with ing.session.get(ing.url) as resp:
+            assert resp.status == 405
         metrics = ing.source.metrics
     assert counter(metrics.requests, code="202") == 1
+    assert counter(metrics.requests, code="405") == 1
     assert counter(metrics.requests, code="415") == 1
     assert counter(metrics.requests, code="400") == 1
     assert counter(metrics.records) == 2
