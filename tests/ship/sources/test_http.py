@@ -493,3 +493,33 @@ async def test_records_keep_a_non_text_message_when_no_parser_is_set(state_dir: 
         records = await ing.wait_records(2)
     assert "message" not in records[0]
     assert records[1]["message"] == {"k": "v"}
+
+
+def nested(depth: int) -> bytes:
+    """A record nesting ``depth`` objects/arrays in all (itself included)."""
+    return b'{"x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+async def test_record_nested_at_the_depth_limit_is_accepted(state_dir: Path) -> None:
+    async with run_ingest(state_dir) as ing:
+        status, _, _ = await ing.post(nested(64) + b"\n")
+    assert status == 202
+
+
+async def test_record_nested_deeper_than_the_limit_is_400_naming_the_line(
+    state_dir: Path,
+) -> None:
+    async with run_ingest(state_dir) as ing:
+        status, answer, _ = await ing.post(b'{"a":1}\n' + nested(65) + b"\n")
+    assert status == 400
+    assert answer["error"].startswith("line 2: nested deeper than 64 levels")
+    assert spooled_bytes(state_dir) == 0
+
+
+async def test_json_nested_past_the_recursion_limit_is_400_not_500(state_dir: Path) -> None:
+    async with run_ingest(state_dir) as ing:
+        deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+        json_status, _, _ = await ing.post(deep, "application/json")
+        ndjson_status, _, _ = await ing.post(deep + b"\n")
+        after, _, _ = await ing.post(ndjson(1))
+    assert (json_status, ndjson_status, after) == (400, 400, 202)

@@ -26,6 +26,7 @@ import contextlib
 import hmac
 import logging
 import os
+import re
 import socket
 import time
 import zlib
@@ -62,6 +63,9 @@ RETRY_AFTER_SECONDS = 5
 READ_CHUNK = 64 * 1024
 # Worst case of Python objects per byte of JSON (an array of empty objects), for the budget.
 DECODED_EXPANSION = 32
+# Deeper records are refused: every later stage (spool reader, outputs) decodes or encodes
+# them again, recursively, and must never hit Python's recursion limit on an accepted one.
+MAX_DEPTH = 64
 
 Kind = Literal["json", "ndjson", "text"]
 CONTENT_TYPES: dict[str, Kind] = {
@@ -116,6 +120,31 @@ def _type_name(obj: Any) -> str:
         str: "a string",
         list: "an array",
     }.get(type(obj), type(obj).__name__)
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _deeper_than(text: bytes, depth: int) -> bool:
+    """Whether valid JSON ``text`` nests more than ``depth`` arrays/objects.
+
+    Whole-chunk byte operations, no per-character Python: strings are cut out, only the
+    brackets kept, and each pass removes the innermost pairs.
+    """
+    if text.count(b"[") + text.count(b"{") <= depth:
+        return False
+    brackets = _STRING.sub(b"", text).translate(None, _NOT_BRACKETS)
+    for _ in range(depth):
+        if not brackets:
+            return False
+        brackets = _INNERMOST.sub(b"", brackets)
+    return bool(brackets)
+
+
+def _too_deep(where: str) -> Rejected:
+    return Rejected(400, f"{where}: nested deeper than {MAX_DEPTH} levels; flatten the record")
 
 
 def _line_of(body: bytes, pos: int) -> int:
@@ -175,9 +204,15 @@ def _encode_ndjson(body: bytes, max_records: int, stamp: str) -> tuple[bytes, in
     lines = [line for line in body.split(b"\n") if line]
     try:
         objs = [_decode(line) for line in lines]
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         # A malformed line, or only a blank one ("\r", spaces): sort it out line by line.
         objs = _ndjson_slow(body)
+    # Few lines hold more than MAX_DEPTH brackets at all; only those are measured.
+    crowded = [ln for ln in lines if ln.count(b"{") + ln.count(b"[") > MAX_DEPTH]
+    if crowded and any(_deeper_than(ln, MAX_DEPTH) for ln in crowded):
+        for number, line in enumerate(body.split(b"\n"), 1):
+            if _deeper_than(line, MAX_DEPTH):
+                raise _too_deep(f"line {number}")
     if not _stamp_objects(objs, stamp):
         _ndjson_slow(body)  # raises, naming the line that is not an object
     return _encode_lines(objs) if objs else b"", len(objs)
@@ -194,6 +229,8 @@ def _ndjson_slow(body: bytes) -> list[Any]:
             obj = _decode(line)
         except msgspec.DecodeError as exc:
             raise Rejected(400, f"malformed NDJSON at {_json_error(line, exc, number)}") from None
+        except RecursionError:
+            raise _too_deep(f"line {number}") from None
         if not isinstance(obj, dict):
             raise Rejected(400, f"line {number}: expected a JSON object, got {_type_name(obj)}")
         objs.append(obj)
@@ -215,6 +252,11 @@ def _encode_json(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]
         doc = _decode(body)
     except msgspec.DecodeError as exc:
         raise Rejected(400, f"malformed JSON at {_json_error(body, exc)}") from None
+    except RecursionError:
+        raise _too_deep("the body") from None
+    # An array of records adds one level.
+    if _deeper_than(body, MAX_DEPTH + isinstance(doc, list)):
+        raise _too_deep("a record")
     items = doc if isinstance(doc, list) else [doc]
     if len(items) > max_records:
         raise _too_many(max_records)

@@ -436,7 +436,7 @@ class SpoolReader:
         lines.pop()  # data ends with a newline
         try:
             decoded: list[Any] = _decode_list(b"[" + b",".join(lines) + b"]")
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             decoded = [_decode_line(line) for line in lines]
         file_id = f"spool-{seg.id}"
         static = self.static_fields
@@ -467,5 +467,5 @@ class SpoolReader:
 def _decode_line(line: bytes) -> Any:
     try:
         return msgspec.json.decode(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
