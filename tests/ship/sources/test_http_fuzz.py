@@ -37,9 +37,14 @@ json_values = st.recursive(
 
 @st.composite
 def bodies(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["bytes", "json", "ndjson", "text"]))
+    kind = draw(st.sampled_from(["bytes", "json", "ndjson", "text", "deep"]))
     if kind == "bytes":
         return draw(st.binary(max_size=2000))
+    if kind == "deep":
+        # Nesting around the depth limit and past Python's recursion limit.
+        depth = draw(st.integers(1, 3000))
+        opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
+        return b'{"x":' + opener * depth + b"1" + closer * depth + b"}"
     if kind == "json":
         return msgspec.json.encode(draw(json_values))
     if kind == "ndjson":
