@@ -340,13 +340,21 @@ def report(results: dict[str, Any]) -> None:
         print("\nLive latency, write -> delivered to file")
         print(table(live_rows, ["shipper", "p50 ms", "p99 ms", "max ms", "status"]))
 
+    # Ratios only between complete runs: a timed-out run's rate means nothing.
     def tp(name: str, out: str) -> dict[str, Any] | None:
         return next(
-            (r for r in results["throughput"] if r["shipper"] == name and r["output"] == out), None
+            (
+                r
+                for r in results["throughput"]
+                if r["shipper"] == name and r["output"] == out and r["status"] == "ok"
+            ),
+            None,
         )
 
     def lv(name: str) -> dict[str, Any] | None:
-        return next((r for r in results["live"] if r["shipper"] == name), None)
+        return next(
+            (r for r in results["live"] if r["shipper"] == name and r["status"] == "ok"), None
+        )
 
     ratios: dict[str, str] = {}
     ours = tp("sidekick raw", "file")
