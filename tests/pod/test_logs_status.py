@@ -93,7 +93,7 @@ def test_status_json_and_readyz_on_the_admin_address(start_up: Callable[..., Up]
         )
     assert up.stop() == 0
     saved = json.loads((up.run_dir / "talk" / "status.json").read_text())
-    assert saved["ended"] is True
+    assert (saved["ended"], saved["phase"], saved["reason"]) == (True, "Running", "Stopped")
 
 
 def test_emptydir_over_size_limit_evicts_the_pod(start_up: Callable[..., Up]) -> None:

@@ -12,7 +12,8 @@
    them the sidecars one by one in reverse order, each with preStop, SIGTERM and SIGKILL
    after what is left of ``terminationGracePeriodSeconds`` (at least 2 s, as the kubelet gives).
 
-Phase: Pending (init), Running, Succeeded (all main containers exited 0), Failed.
+Phase: Pending (init), Running, Succeeded (all main containers exited 0), Failed. A Pod
+stopped from outside keeps its phase, with reason Stopped.
 """
 
 from __future__ import annotations
@@ -179,6 +180,10 @@ class PodRunner:
                 self.phase = "Running"
                 self.write_status()
                 failed = await self._run_mains(tasks)
+            if self._stop.is_set() and self.reason != "Evicted":
+                # Stopped from outside: the phase stays what it was, as for a deleted Pod.
+                self.reason = "Stopped"
+                return 0
             self.phase = "Failed" if failed else "Succeeded"
             return 1 if failed else 0
         finally:
