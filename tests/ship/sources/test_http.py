@@ -523,3 +523,14 @@ async def test_json_nested_past_the_recursion_limit_is_400_not_500(state_dir: Pa
         ndjson_status, _, _ = await ing.post(deep + b"\n")
         after, _, _ = await ing.post(ndjson(1))
     assert (json_status, ndjson_status, after) == (400, 400, 202)
+
+
+async def test_text_in_a_charset_that_cannot_decode_it_is_415(state_dir: Path) -> None:
+    async with run_ingest(state_dir) as ing:
+        idna, _, _ = await ing.post(b"\xff\xfe bad", "text/plain; charset=idna")
+        unknown, answer, _ = await ing.post(b"text", "text/plain; charset=klingon")
+        latin1, _, _ = await ing.post(b"caf\xe9\n", "text/plain; charset=latin-1")
+        [record] = await ing.wait_records(1)
+    assert (idna, unknown, latin1) == (415, 415, 202)
+    assert "klingon" in answer["error"]
+    assert record["message"] == "café"

@@ -275,6 +275,11 @@ def _encode_text(body: bytes, max_records: int, stamp: str, charset: str) -> tup
         text = body.decode(charset, "replace")
     except LookupError:
         raise Rejected(415, f"unknown charset {charset!r}; send UTF-8") from None
+    except ValueError:
+        # Codecs like idna or punycode fail even with errors="replace".
+        raise Rejected(
+            415, f"the body cannot be decoded as charset {charset!r}; send UTF-8"
+        ) from None
     _check_lines(body, max_records)
     lines = text.split("\n")
     if lines and lines[-1] == "":
