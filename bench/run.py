@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py [--quick] [--only ship/tail,...]
 
 Each script runs in its own process, prints its own table and writes its JSON results to
-bench/results/. ``--quick`` is passed on (every script accepts it: a smaller, faster run).
+bench/results/. ``--quick`` is passed on to the scripts that accept it (a smaller, faster run).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def main() -> int:
             continue
         print(f"=== {name} ===", flush=True)
         t0 = time.monotonic()
-        argv = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
+        # A script that has no --quick runs in full rather than failing on the flag.
+        quick = args.quick and "--quick" in script.read_text()
+        argv = [sys.executable, str(script), *(["--quick"] if quick else [])]
         rc = subprocess.run(argv, cwd=BENCH.parent).returncode
         print(f"=== {name}: exit {rc} after {time.monotonic() - t0:.0f} s ===\n", flush=True)
         if rc != 0:
