@@ -31,6 +31,8 @@ CONTENT_TYPES = [
     "",
 ]
 
+PRINTABLE = st.characters(min_codepoint=32, max_codepoint=126)
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
@@ -112,7 +114,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     # Header values stay printable: control characters are refused by the HTTP parser
     # itself, before any ingest code runs.
     content_type=st.sampled_from(CONTENT_TYPES)
-    | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+    | st.text(PRINTABLE, max_size=30)
+    | st.builds(lambda cs: "text/plain; charset=" + cs, st.text(PRINTABLE, max_size=20))
+    | st.builds(lambda p: "application/json; " + p, st.text(PRINTABLE, max_size=20)),
     encoding=st.sampled_from([None, "gzip", "identity", "deflate", "GZIP"]),
     gzip_it=st.booleans(),
 )
