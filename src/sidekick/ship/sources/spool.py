@@ -178,12 +178,17 @@ class Spool:
                 self.segments[seg_id] = seg
             try:
                 full = await asyncio.to_thread(self._write_sync, seg, data)
-            except OSError as exc:
+            except Exception as exc:
+                # Never leave a request waiting on a write that will not happen.
                 log.error(
-                    "Spool write failed: %s; answering 503 to %d request(s).", exc, len(group)
+                    "Spool write failed: %s; answering 503 to %d request(s).",
+                    exc,
+                    len(group),
+                    exc_info=not isinstance(exc, OSError),
                 )
                 self._seal(seg)
-                err = SpoolWriteError(f"spool write failed: {exc.strerror or exc}")
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                err = SpoolWriteError(f"spool write failed: {reason}")
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(err)
