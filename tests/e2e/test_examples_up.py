@@ -11,6 +11,7 @@ does.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -20,14 +21,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -102,26 +105,30 @@ class Running:
 
 
 @contextlib.contextmanager
-def run_up(example: str, tmp_path: Path, variant: str = "") -> Iterator[Running]:
+def run_up(
+    example: str, tmp_path: Path, variant: str = "", output: str = "stdout:"
+) -> Iterator[Running]:
     ports = {p: free_port() for p in PORTS[example]}
     text = (REPO / "examples" / example / f"{example}{variant}.yaml").read_text()
+    # The one value that picks where the shipper sends records.
+    text = text.replace('value: "stdout:"', f"value: {json.dumps(output)}")
     for old, new in ports.items():
         text = re.sub(rf"\b{old}\b", str(new), text)
     manifest = tmp_path / f"{example}.yaml"
     manifest.write_text(text)
     admin = free_port()
-    output = tmp_path / "up.out"
+    out_file = tmp_path / "up.out"
     # nginx started as root (CI) serves as "nobody", which cannot enter pytest's private
     # tmp_path; a world-searchable run dir is what a checkout's .sidekick/run is.
     run_dir = Path(tempfile.mkdtemp(prefix=f"sidekick-{example}-"))
     run_dir.chmod(0o755)
-    with output.open("wb") as out:
+    with out_file.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sidekick", "up", str(manifest), "--run-dir", str(run_dir),
              "--no-color", "--fast-backoff", "--admin-addr", f"127.0.0.1:{admin}"],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    running = Running(example, ports, run_dir, output, admin, proc)
+    running = Running(example, ports, run_dir, out_file, admin, proc)
     try:
         wait_for(f"{example} to be ready", lambda: ready(running), timeout=60)
         yield running
@@ -135,7 +142,7 @@ def run_up(example: str, tmp_path: Path, variant: str = "") -> Iterator[Running]
             raise
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
-    assert code == 0, output.read_text()[-3000:]
+    assert code == 0, out_file.read_text()[-3000:]
 
 
 def ready(running: Running) -> bool:
@@ -261,3 +268,48 @@ def test_classic_variant_runs_under_up_and_answers(example: str, tmp_path: Path)
     with run_up(example, tmp_path, "-classic") as pod:
         # Classic sidecars start together with the app, so the first answers may still fail.
         wait_for(f"{example} to answer", lambda: http(pod.url(port, path))[0] == 200, timeout=30)
+
+
+class LokiPushes(BaseHTTPRequestHandler):
+    """Loki's push endpoint as documented: gzip or plain JSON in, 204 out."""
+
+    pushed: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        if self.path == "/loki/api/v1/push":
+            self.pushed.append(json.loads(body))
+            self.send_response(204)
+        else:
+            self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_webapp_ships_to_loki_when_log_output_is_set_to_a_loki_url(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LokiPushes)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        loki = f"loki://127.0.0.1:{server.server_address[1]}"
+        with run_up("webapp", tmp_path, output=loki) as pod:
+            marker = uuid.uuid4().hex
+            assert http(pod.url(8080, f"/?visit={marker}"))[0] == 200
+
+            def pushed_lines() -> list[str]:
+                return [
+                    value[1]
+                    for push in list(LokiPushes.pushed)
+                    for stream in push["streams"]
+                    for value in stream["values"]
+                    if marker in value[1]
+                ]
+
+            wait_for("both log lines pushed to Loki", lambda: len(pushed_lines()) == 2, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,5 +1,6 @@
-"""The seed systems in real containers: the images build, and `podman kube play` runs the
-webapp and static-site examples from their generated podman manifests.
+"""The seed systems in real containers: the images build, and `podman kube play` runs all four
+examples from their generated podman manifests (CI's bar is webapp and static-site; nginx-logs
+and app-to-sidecar cost a few seconds more).
 
 No image registry is reachable in CI, so the base image is Debian bookworm made with debootstrap
 (``base-image.sh``; Debian's mirror is reachable) and passed to the Containerfiles as ``BASE``,
@@ -15,6 +16,7 @@ no default ulimits); the system's configuration is left alone.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -107,6 +109,7 @@ def base_image() -> str:
 class Images:
     sidekick: str
     webapp: str
+    events_app: str
     base: str
 
 
@@ -118,7 +121,10 @@ def images(base_image: str) -> Iterator[Images]:
         "import sys; print('%d.%d' % sys.version_info[:2])",
     ).stdout.strip()  # fmt: skip
     built = Images(
-        f"localhost/sidekick:{version}", f"localhost/sidekick-webapp:{version}", base_image
+        f"localhost/sidekick:{version}",
+        f"localhost/sidekick-webapp:{version}",
+        f"localhost/sidekick-app-to-sidecar:{version}",
+        base_image,
     )
     try:
         started = time.monotonic()
@@ -154,6 +160,7 @@ def podman_manifest(example: str, images: Images, port: int) -> list[dict[str, A
     replace = {
         "localhost/sidekick:0.1.0": images.sidekick,
         "localhost/sidekick-webapp:0.1.0": images.webapp,
+        "localhost/sidekick-app-to-sidecar:0.1.0": images.events_app,
         NGINX_IMAGE: images.base,
     }
     for doc in docs:
@@ -209,6 +216,32 @@ def test_webapp_pod_answers_hello_world_and_ships_the_request_log_lines(
     shipped = lambda: pod.logs("log-shipper").count(marker)  # noqa: E731
     # Two records: the app's JSON line and nginx's access-log line.
     wait_for("both log lines in the shipper's output", lambda: shipped() >= 2, timeout=10)
+
+
+def test_nginx_logs_pod_ships_parsed_access_log_records(
+    play: Callable[[str], PlayedPod],
+) -> None:
+    pod = play("nginx-logs")
+    url = f"http://127.0.0.1:{pod.port}/"
+    wait_for("nginx", lambda: http_get(url + "healthz")[0] == 200)
+    marker = uuid.uuid4().hex
+    assert http_get(f"{url}?visit={marker}")[0] == 200
+
+    def records() -> list[dict[str, Any]]:
+        lines = pod.logs("log-shipper").splitlines()
+        return [json.loads(line) for line in lines if marker in line and line.startswith("{")]
+
+    wait_for("the parsed access-log record", lambda: bool(records()), timeout=10)
+    assert records()[0]["url.query"] == f"visit={marker}"
+
+
+def test_app_to_sidecar_pod_delivers_the_apps_events(play: Callable[[str], PlayedPod]) -> None:
+    pod = play("app-to-sidecar")
+    url = f"http://127.0.0.1:{pod.port}/"
+    # Classic sidecars start together: the app answers 503 until the ingest listens.
+    marker = uuid.uuid4().hex
+    wait_for("an event accepted", lambda: http_get(f"{url}?visit={marker}")[0] == 200)
+    wait_for("the event shipped", lambda: marker in pod.logs("log-shipper"), timeout=10)
 
 
 def test_static_site_pod_serves_a_new_commit_after_the_push_webhook_without_a_restart(
