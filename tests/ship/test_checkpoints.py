@@ -27,7 +27,7 @@ def test_older_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path)
     store.put("k", {"offset": 1})
     old = store._snapshot()
-    store.update("k", offset=2)
+    store.update("k", {"offset": 2})
     new = store._snapshot()
     store._write(*new)
     store._write(*old)  # a slow earlier write finishing late

@@ -119,23 +119,26 @@ class CheckpointStore:
     def get(self, key: str) -> dict[str, Any] | None:
         return self.streams.get(key)
 
-    def put(self, key: str, entry: dict[str, Any]) -> None:
+    def put(self, key: str, entry: dict[str, Any], *, urgent: bool = True) -> None:
+        """Set ``key``'s entry. ``urgent=False`` for changes that need no prompt write (a
+        new file at offset 0): they are saved with the next urgent change or on close."""
         self.streams[key] = entry
-        self._mark()
+        self._mark(urgent)
 
-    def update(self, key: str, **fields: Any) -> None:
+    def update(self, key: str, fields: dict[str, Any], *, urgent: bool = True) -> None:
         entry = self.streams.get(key)
         if entry is not None:
             entry.update(fields)
-            self._mark()
+            self._mark(urgent)
 
     def drop(self, key: str) -> None:
         if self.streams.pop(key, None) is not None:
             self._mark()
 
-    def _mark(self) -> None:
+    def _mark(self, urgent: bool = True) -> None:
         self.dirty = True
-        self._changed.set()
+        if urgent:
+            self._changed.set()
 
     def keys(self, prefix: str) -> list[str]:
         return [k for k in self.streams if k.startswith(prefix)]
@@ -205,12 +208,11 @@ class CheckpointStore:
         loop = asyncio.get_running_loop()
         last = -interval
         while True:
-            self._changed.clear()
-            if not self.dirty:
-                await self._changed.wait()
+            await self._changed.wait()
             wait = last + interval - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
+            self._changed.clear()
             await self.save_in_thread()
             last = loop.time()
 

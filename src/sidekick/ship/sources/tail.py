@@ -217,7 +217,7 @@ class TailSource:
             if f is not None:
                 if f.path != path:
                     f.path = path
-                    self.store.update(f.key, path=path)
+                    self.store.update(f.key, {"path": path})
                 if f.rotated_at is not None:
                     f.rotated_at = None  # moved back under a matching name
                 continue
@@ -346,11 +346,13 @@ class TailSource:
         store = self.store
 
         def on_commit(pos: int) -> None:
-            store.update(key, offset=pos)
+            store.update(key, {"offset": pos})
 
         return AckTracker(start, on_commit)
 
     def _save_entry(self, f: _File) -> None:
+        # Not urgent: a new or resumed position needs no prompt write (a restart finds the
+        # same); the first delivered batch makes the next write prompt.
         self.store.put(
             f.key,
             {
@@ -363,6 +365,7 @@ class TailSource:
                 "gen": f.gen,
                 "offset": f.tracker.committed,
             },
+            urgent=False,
         )
 
     # -- periodic checks -------------------------------------------------------------------
@@ -380,7 +383,7 @@ class TailSource:
             elif f.fp_len < FP_BYTES and st.st_size > f.fp_len:
                 # Strengthen the identity check as the file grows; the id stays as it was.
                 self._take_fingerprint(f)
-                self.store.update(f.key, fp=f.fp, fp_len=f.fp_len)
+                self.store.update(f.key, {"fp": f.fp, "fp_len": f.fp_len}, urgent=False)
             self._lag.labels(f.path).set(max(0, st.st_size - f.tracker.committed))
             if (
                 f.joiner is not None
