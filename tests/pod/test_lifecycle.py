@@ -395,3 +395,33 @@ def test_missing_program_is_a_start_error_that_names_it(start_up: Callable[..., 
     assert "order/typo: cannot run 'no-such-program-here'" in up.err
     status = json.loads((up.run_dir / "order" / "status.json").read_text())
     assert status["containerStatuses"][0]["reason"] == "StartError"
+
+
+def test_backoff_resets_after_a_long_enough_run(start_up: Callable[..., Up]) -> None:
+    # --fast-backoff resets after a run of 4 s (the kubelet: 10 min). Runs 1 and 2 crash at
+    # once (back-off 0.1 s, 0.2 s); run 3 lasts 4.5 s; without the reset the next delay
+    # would be 0.4 s, with it 0.1 s.
+    script = (
+        "n=$$(($$(cat /ts/n 2>/dev/null || echo 0) + 1)); echo $$n > /ts/n; "
+        "echo start-$$n $$(date +%s.%N) >> /ts/events; "
+        "if [ $$n -eq 3 ]; then sleep 4.5; fi; "
+        "echo end-$$n $$(date +%s.%N) >> /ts/events; exit 1"
+    )
+    manifest = f"""
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: order}}
+    spec:
+      volumes: [{{name: ts, emptyDir: {{}}}}]
+      containers:
+        - name: crash
+          command: [sh, -c, "{script}"]
+          {MOUNT}
+    """
+    up = start_up(manifest)
+    up.wait_for(lambda: "start-4" in events(up), timeout=20, what="fourth start")
+    t = events(up)
+    assert t["start-2"] - t["end-1"] >= 0.1
+    assert t["start-3"] - t["end-2"] >= 0.2
+    assert t["start-4"] - t["end-3"] < 0.35
+    assert up.stop() == 0
