@@ -291,3 +291,22 @@ def test_names_that_are_not_dns_names_are_refused(tmp_path: Path) -> None:
     )
     assert "metadata.name: '..' is not a valid name" in text
     assert "spec.containers[0].name: 'Web_1' is not a valid container name" in text
+
+
+def test_same_port_declared_by_two_pods_is_refused(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    pod = """
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: {name}}}
+    spec:
+      containers: [{{name: web, command: [sleep, "5"], ports: [{{containerPort: {port}}}]}}]
+    """
+    result = up(tmp_path, pod.format(name="a", port=port) + "---" + pod.format(name="b", port=port))
+    assert result.returncode == 2
+    assert (
+        f"pod 'b' container 'web': containerPort {port} is also declared by pod 'a'"
+        in result.stderr
+    )
