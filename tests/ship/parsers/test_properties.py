@@ -74,3 +74,16 @@ def test_json_time_of_any_value_becomes_timestamp_or_stays_a_field(
     rec = records[0]
     assert PARSE_ERROR not in rec
     assert "@timestamp" in rec or rec["time"] == when
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    spec=st.sampled_from(SPECS),
+    values=st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=30)), max_size=10),
+)
+def test_records_without_text_message_are_marked_not_fatal(spec: str, values: list[object]) -> None:
+    records: list[Record] = [{} if v is None else {"message": v} for v in values]
+    create_parser(spec).parse(records)
+    for rec, v in zip(records, values, strict=True):
+        if not isinstance(v, str):
+            assert rec[PARSE_ERROR].endswith("the record has no text message")

@@ -18,9 +18,10 @@ unchanged with ``log.parse_error`` set.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from sidekick.ship.parsers._time import ClfTime
-from sidekick.ship.records import PARSE_ERROR, TIMESTAMP, Record
+from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 
 # The fast pattern: character classes only (``[^ ]`` is quicker than ``\S`` in ``re``), no
 # alternation per character. Quoted free text may not contain a backslash here, so a line
@@ -38,6 +39,8 @@ ESCAPED = re.compile(
     r'(?:([A-Z][A-Z_-]*) (([^ ?"]*)(?:\?([^ "]*))?) HTTP/([0-9.]+)|' + _QUOTED + r')" '
     r'([0-9]{3}) ([0-9]+|-)(?: "' + _QUOTED + r'" "' + _QUOTED + r'"|$)'
 )
+
+NO_TEXT = "the record has no text message"
 
 # nginx error log ``request: "GET /x HTTP/1.1"`` and Apache's request text use this split.
 REQUEST_LINE = re.compile(r"([A-Z][A-Z_-]*) (([^\s?]*)(?:\?(\S*))?) HTTP/([\d.]+)$")
@@ -70,9 +73,14 @@ class AccessLogParser:
         clf = self._clf
         cache = clf.cache
         other = self.parse_other
-        for rec, m in zip(records, map(ACCESS.match, [r["message"] for r in records]), strict=True):
+        messages: list[Any] = [r.get(MESSAGE) for r in records]
+        try:
+            matches = list(map(ACCESS.match, messages))
+        except TypeError:  # a record without a text message (never from a tailed file)
+            matches = [ACCESS.match(m) if isinstance(m, str) else None for m in messages]
+        for rec, m, message in zip(records, matches, messages, strict=True):
             if m is None:
-                m = ESCAPED.match(rec["message"])
+                m = ESCAPED.match(message) if isinstance(message, str) else None
                 if m is None:
                     other(rec)
                     continue

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from sidekick.ship.parsers._access import AccessLogParser
+from sidekick.ship.parsers._access import NO_TEXT, AccessLogParser
 from sidekick.ship.parsers._time import MONTHS, CachedTime
 from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 
@@ -42,7 +42,10 @@ class ApacheParser(AccessLogParser):
         self._time = CachedTime()
 
     def parse_other(self, rec: Record) -> None:
-        message: str = rec[MESSAGE]
+        message = rec.get(MESSAGE)
+        if not isinstance(message, str):
+            rec[PARSE_ERROR] = f"{self.name}: {NO_TEXT}"
+            return
         m = ERROR.match(message)
         if m is None:
             rec[PARSE_ERROR] = self._no_match

@@ -59,8 +59,12 @@ class JsonParser:
     def parse(self, records: list[Record]) -> None:
         decode = self._decode
         for rec in records:
+            message = rec.get(MESSAGE)
+            if not isinstance(message, str):
+                rec[PARSE_ERROR] = "json: the record has no text message"
+                continue
             try:
-                obj = decode(rec[MESSAGE])
+                obj = decode(message)
             except (msgspec.DecodeError, TypeError) as exc:
                 rec[PARSE_ERROR] = f"json: {exc}"
                 continue

@@ -15,10 +15,13 @@ A line the pattern does not match passes through with ``log.parse_error`` set.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from sidekick.core.errors import ConfigError
 from sidekick.ship.parsers._time import ClfTime, iso8601
-from sidekick.ship.records import PARSE_ERROR, TIMESTAMP, Record
+from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
+
+NO_TEXT = "regex: the record has no text message"
 
 INT_FIELDS = frozenset(
     {
@@ -71,11 +74,15 @@ class RegexParser:
         fields = self._fields
         ints = self._ints
         time_index = self._time_index
-        for rec, m in zip(
-            records, map(self._re.search, [r["message"] for r in records]), strict=True
-        ):
+        search = self._re.search
+        messages: list[Any] = [r.get(MESSAGE) for r in records]
+        try:
+            matches = list(map(search, messages))
+        except TypeError:  # a record without a text message (never from a tailed file)
+            matches = [search(m) if isinstance(m, str) else None for m in messages]
+        for rec, m, message in zip(records, matches, messages, strict=True):
             if m is None:
-                rec[PARSE_ERROR] = self._no_match
+                rec[PARSE_ERROR] = self._no_match if isinstance(message, str) else NO_TEXT
                 continue
             values = m.groupdict().values()  # in the order of groupindex, as fields are
             for i, (name, value, is_int) in enumerate(zip(fields, values, ints, strict=True)):
