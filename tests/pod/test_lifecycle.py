@@ -425,3 +425,23 @@ def test_backoff_resets_after_a_long_enough_run(start_up: Callable[..., Up]) -> 
     assert t["start-3"] - t["end-2"] >= 0.2
     assert t["start-4"] - t["end-3"] < 0.35
     assert up.stop() == 0
+
+
+def test_lifecycle_stop_signal_is_sent_instead_of_sigterm(start_up: Callable[..., Up]) -> None:
+    manifest = f"""
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: order}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      volumes: [{{name: ts, emptyDir: {{}}}}]
+      containers:
+        - name: web
+          command: [sh, -c, "{ev("start")}; trap '{ev("usr1")}; exit 0' USR1; trap '{ev("term")}; exit 0' TERM; while true; do sleep 0.05; done"]
+          lifecycle: {{stopSignal: SIGUSR1}}
+          {MOUNT}
+    """
+    up = start_up(manifest)
+    up.wait_for(lambda: "start" in events(up), what="start")
+    assert up.stop() == 0
+    assert "usr1" in events(up) and "term" not in events(up)

@@ -209,7 +209,11 @@ class ContainerRunner:
             session=session,
         )
         self.last_returncode: int | None = None
-        self.stop_signal = stop_signal(spec.image, spec.command)
+        self.stop_signal = (
+            signal.Signals[spec.stop_signal]
+            if spec.stop_signal
+            else stop_signal(spec.image, spec.command)
+        )
 
     # --- status ----------------------------------------------------------------------------
 
@@ -423,26 +427,34 @@ class ContainerRunner:
                         asyncio.get_running_loop().call_soon(this.cancel)
                 else:
                     log.warning("%s: startup probe failed (%s); killing it.", self.name, reason)
-                    self.kill("StartupProbeFailed")
+                    self.kill("StartupProbeFailed", grace=self._probe_grace("startup"))
             elif kind == "readiness":
                 if not ok:
                     log.info("%s: readiness probe failed (%s).", self.name, reason)
                 self._set(ready=ok)
             elif not ok:
                 log.warning("%s: liveness probe failed (%s); restarting it.", self.name, reason)
-                self.kill("LivenessProbeFailed")
+                self.kill("LivenessProbeFailed", grace=self._probe_grace("liveness"))
 
         return changed
 
-    def kill(self, reason: str, *, run_pre_stop: bool = True) -> None:
-        """Terminate the running instance (the supervise loop then decides on a restart)."""
+    def _probe_grace(self, kind: str) -> float | None:
+        probe = self.probes[kind].probe if kind in self.probes else None
+        return probe.grace_period if probe is not None else None
+
+    def kill(self, reason: str, *, run_pre_stop: bool = True, grace: float | None = None) -> None:
+        """Terminate the running instance (the supervise loop then decides on a restart).
+
+        ``grace`` is a probe's own terminationGracePeriodSeconds, which wins over the Pod's.
+        """
         if self._kill_task is not None or self.proc is None or self.proc.returncode is not None:
             return
         self._kill_reason = reason
         for worker in self.probes.values():
             worker.on_change = lambda ok, r: None
         self._kill_task = asyncio.create_task(
-            self._terminate(self.proc, self.grace, run_pre_stop), name=f"kill {self.name}"
+            self._terminate(self.proc, self.grace if grace is None else grace, run_pre_stop),
+            name=f"kill {self.name}",
         )
 
     async def stop(self, grace: float) -> None:

@@ -18,6 +18,7 @@ import base64
 import logging
 import re
 import shlex
+import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class Probe:
     timeout: float = 1.0
     success_threshold: int = 1
     failure_threshold: int = 3
+    grace_period: float | None = None  # probe-level terminationGracePeriodSeconds
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Container:
     liveness_probe: Probe | None = None
     post_start: Action | None = None
     pre_stop: Action | None = None
+    stop_signal: str = ""  # lifecycle.stopSignal, e.g. SIGQUIT
     path: str = ""  # field path, e.g. spec.containers[1]
 
 
@@ -422,6 +425,11 @@ def _probe(raw: dict[str, Any] | None, where: str, problems: list[str]) -> Probe
         timeout=float(raw.get("timeoutSeconds") or 1),
         success_threshold=int(raw.get("successThreshold") or 1),
         failure_threshold=int(raw.get("failureThreshold") or 3),
+        grace_period=(
+            None
+            if raw.get("terminationGracePeriodSeconds") is None
+            else float(raw["terminationGracePeriodSeconds"])
+        ),
     )
     return probe
 
@@ -542,6 +550,11 @@ def _container(
                 "spec.serviceAccountName"
             )
     lifecycle = raw.get("lifecycle") or {}
+    sig = lifecycle.get("stopSignal")
+    if sig and sig not in signal.Signals.__members__:
+        problems.append(
+            f"{where}.lifecycle.stopSignal: {sig!r} is not a signal name; use one like SIGTERM or SIGQUIT"
+        )
     post_start = (
         _action(lifecycle["postStart"], f"{where}.lifecycle.postStart", problems)
         if lifecycle.get("postStart")
@@ -568,6 +581,7 @@ def _container(
         liveness_probe=_probe(raw.get("livenessProbe"), f"{where}.livenessProbe", problems),
         post_start=post_start,
         pre_stop=pre_stop,
+        stop_signal=str(lifecycle.get("stopSignal") or ""),
         path=where,
     )
     for pname, probe in (
