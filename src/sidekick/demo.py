@@ -109,6 +109,13 @@ def prepare(workdir: Path) -> tuple[Path, int]:
     return manifest, port
 
 
+def search_path(path: str) -> str:
+    """``path`` with this Python's bin directory first and the sbin directories last."""
+    parts = [str(Path(sys.executable).parent), *[p for p in path.split(os.pathsep) if p]]
+    parts += [d for d in ("/usr/local/sbin", "/usr/sbin", "/sbin") if d not in parts]
+    return os.pathsep.join(parts)
+
+
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as resp:
@@ -131,9 +138,17 @@ def run_demo() -> int:
             str(workdir / "run"),
         ]
         # The example's app container runs `python3`; make it this interpreter's (which has
-        # Flask when installed with `make install`).
+        # Flask when installed with `make install`). Debian puts nginx in /usr/sbin, which a
+        # normal user's PATH lacks.
         env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["PATH"] = search_path(env.get("PATH", ""))
+        if shutil.which("nginx", path=env["PATH"]) is None:
+            print(
+                "sidekick demo: error: nginx is not installed; install it with "
+                "`sudo apt-get install nginx` (or `make system-deps`) and run the demo again",
+                file=sys.stderr,
+            )
+            return 2
         print("sidekick demo: " + " ".join(command[2:]), flush=True)
         # From the repository root: the app container's command annotation names its script
         # relative to it.

@@ -22,7 +22,7 @@ import threading
 import time
 from types import FrameType
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
 LOG_FILE = os.environ.get("LOG_FILE", "/var/log/app/logs.txt")
@@ -56,7 +56,7 @@ def healthz() -> str:
 
 
 @app.after_request
-def log_request(response):  # type: ignore[no-untyped-def]
+def log_request(response: Response) -> Response:
     if request.path != "/healthz":
         fields = {
             "http.request.method": request.method,
