@@ -79,3 +79,12 @@ def test_orphaned_grandchildren_are_reaped(start_up: Callable[..., Up]) -> None:
     time.sleep(1.0)  # the daemon has exited; it was re-parented to sidekick up
     assert not os.path.exists(f"/proc/{daemon}")  # not a zombie either: reaped
     assert up.stop(signal.SIGINT) == 0
+
+
+def test_sighup_stops_the_pods_like_sigterm(start_up: Callable[..., Up]) -> None:
+    up = start_up(pod("echo started; exec sleep 300"))
+    run_id = up.run_id
+    up.wait_for(lambda: "started" in up.out, what="started")
+    assert up.stop(signal.SIGHUP) == 0
+    assert "Received SIGHUP, shutting down." in up.err
+    assert marked_pids(run_id) == []

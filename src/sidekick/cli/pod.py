@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +98,7 @@ def up(
     from sidekick.cli.common import admin_addr as parse_admin
     from sidekick.cli.common import key_values
     from sidekick.core.durations import parse_duration
-    from sidekick.core.runtime import run
+    from sidekick.core.runtime import Shutdown, run
     from sidekick.pod.app import UpConfig
     from sidekick.pod.app import up as run_up
     from sidekick.pod.manifest import read_manifests
@@ -117,7 +119,19 @@ def up(
         argv = [a for a in sys.argv[1:] if a not in ("-d", "--detach")]
         sys.exit(background.start(Path(run_dir), [p.name for p in manifests.pods], argv))
     cfg = UpConfig(manifests, Path(run_dir), addr, fast_backoff, colour)
-    code = run(lambda shutdown: run_up(cfg, shutdown), shutdown_timeout=timeout)
+    held: list[Shutdown] = []
+
+    def main(shutdown: Shutdown) -> Awaitable[int]:
+        held.append(shutdown)
+        return run_up(cfg, shutdown)
+
+    def on_hup() -> None:
+        # A closed terminal must not leave the containers (in their own sessions) running.
+        if held and not held[0].is_requested:
+            logging.getLogger("sidekick").info("Received SIGHUP, shutting down.")
+            held[0].request("SIGHUP")
+
+    code = run(main, shutdown_timeout=timeout, on_hup=on_hup)
     sys.exit(code)
 
 
