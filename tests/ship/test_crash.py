@@ -23,7 +23,7 @@ def saved_offset(path: Path) -> int:
         state = msgspec.json.decode(path.read_bytes())
     except FileNotFoundError:
         return 0
-    return sum(int(e["offset"]) for e in state["streams"].values())
+    return sum(int(e.get("offset", 0)) for e in state["streams"].values())
 
 
 def test_kill_9_ten_times_loses_no_line_and_repeats_only_what_was_in_flight(

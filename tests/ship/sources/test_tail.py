@@ -219,7 +219,7 @@ async def test_checkpoint_file_is_versioned_and_holds_the_delivered_offset(tmp_p
         await wait_for(lambda: len(messages(tmp_path)) == 2)
     state = msgspec.json.decode((tmp_path / "state" / STATE_FILE).read_bytes())
     assert state["version"] == 1
-    (entry,) = state["streams"].values()
+    (entry,) = [e for k, e in state["streams"].items() if not k.endswith("#started")]
     assert entry["offset"] == 8 and entry["path"] == str(tmp_path / "logs" / "a.log")
 
 
@@ -254,3 +254,12 @@ async def test_file_rotated_while_stopped_is_finished_from_its_checkpoint(tmp_pa
     async with shipping(cfg):
         await wait_for(lambda: len(messages(tmp_path)) == 3)
     assert sorted(messages(tmp_path)[1:]) == ["new file", "written while stopped"]
+
+
+async def test_start_at_end_applies_only_to_the_very_first_start(tmp_path: Path) -> None:
+    cfg = cfg_for(tmp_path, start_at="end")
+    async with shipping(cfg):
+        await asyncio.sleep(0.3)  # no files yet
+    (tmp_path / "logs" / "a.log").write_bytes(b"written while stopped\n")
+    async with shipping(cfg):
+        await wait_for(lambda: messages(tmp_path) == ["written while stopped"])

@@ -145,7 +145,12 @@ class TailSource:
 
     async def run(self, emit: Emit) -> None:
         stopping = self.ctx.stopping
-        first = not self.store.keys(self._prefix)
+        # "First start" (for --start-at end) is remembered, so files created while the
+        # shipper was down are not skipped at its second start.
+        marker = self.name + "#started"
+        first = self.store.get(marker) is None
+        if first:
+            self.store.put(marker, {"version": 1}, urgent=False)
         self._inotify = Inotify.create(self._on_inotify)
         self._scan(first_start=first)
         self._resume_missing()
@@ -153,6 +158,8 @@ class TailSource:
         next_scan = loop.time() + self.poll_interval
         while not stopping.is_set():
             progressed = False
+            # Cleared before reading, so an event that arrives while we read is not lost.
+            self._wake.clear()
             for f in list(self.files.values()):
                 if stopping.is_set():
                     break
@@ -169,7 +176,6 @@ class TailSource:
 
     async def _idle(self, stopping: asyncio.Event) -> None:
         timeout = self.poll_interval if self._inotify is not None else IDLE_POLL
-        self._wake.clear()
         waiters = {
             asyncio.ensure_future(self._wake.wait()),
             asyncio.ensure_future(stopping.wait()),
