@@ -386,6 +386,34 @@ def report(results: dict[str, Any]) -> None:
         for k, v in ratios.items():
             print(f"  {k:<55} {v}")
 
+    targets: list[tuple[str, float, float, bool]] = []  # (what, value, target, met)
+    rs = tp("rsyslog", "file")
+    if ours and rs:
+        v = ours["lines_per_s"] / rs["lines_per_s"]
+        targets.append(("raw -> file lines/s / rsyslog's", v, 1.5, v >= 1.5))
+        v = ours["cpu_us_per_line"] / rs["cpu_us_per_line"]
+        targets.append(("CPU per line / rsyslog's", v, 1.0, v <= 1.0))
+    if ours:
+        targets.append(("raw -> file MiB/s", ours["mib_per_s"], 60, ours["mib_per_s"] >= 60))
+    nginx = tp("sidekick nginx", "file")
+    if nginx:
+        v = nginx["lines_per_s"]
+        targets.append(("nginx parser -> file lines/s", v, 250_000, v >= 250_000))
+    live_ours, live_rs = lv("sidekick raw"), lv("rsyslog")
+    if live_ours and live_rs:
+        v = live_ours["p99_ms"] / live_rs["p99_ms"]
+        targets.append(("live p99 / rsyslog's", v, 2.0, v <= 2.0))
+    rss = [r["peak_rss_mib"] for r in results["throughput"] if r["shipper"].startswith("sidekick")]
+    if rss:
+        targets.append(("peak RSS MiB (worst sidekick run)", max(rss), 60, max(rss) <= 60))
+    results["targets"] = [
+        {"what": w, "value": v, "target": t, "met": met} for w, v, t, met in targets
+    ]
+    if targets:
+        print("\nTargets (issue 2)")
+        for w, v, t, met in targets:
+            print(f"  {w:<40} {v:>12,.2f}  target {t:>10,g}  {'met' if met else 'NOT met'}")
+
 
 if __name__ == "__main__":
     sys.exit(main())
