@@ -121,8 +121,11 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Bytes read from a file per read call (large enough to amortise per-chunk work, small
     # enough to stay in the CPU cache: 256 KiB measured faster and leaner than 1 MiB).
     read_bytes: Size = "256KiB"
-    # How often globs and files are checked when inotify is not available (seconds).
+    # How often globs are re-evaluated (seconds); inotify wakes the reader earlier.
     poll_interval: Duration = 0.25
+    # Use inotify where the kernel has it; false polls only (for volumes whose writers
+    # inotify cannot see, like some network filesystems).
+    inotify: bool = True
     # How long a renamed or deleted file is kept open after its last growth (seconds).
     rotate_wait: Duration = 1.0
     # How often the checkpoint is written at most (seconds).

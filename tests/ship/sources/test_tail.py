@@ -263,3 +263,17 @@ async def test_start_at_end_applies_only_to_the_very_first_start(tmp_path: Path)
     (tmp_path / "logs" / "a.log").write_bytes(b"written while stopped\n")
     async with shipping(cfg):
         await wait_for(lambda: messages(tmp_path) == ["written while stopped"])
+
+
+async def test_polling_without_inotify_picks_up_new_files_and_growth(tmp_path: Path) -> None:
+    cfg = cfg_for(tmp_path, inotify=False)
+    async with shipping(cfg):
+        await asyncio.sleep(0.2)
+        log = tmp_path / "logs" / "polled.log"
+        log.write_bytes(b"first\n")
+        start = time.monotonic()
+        await wait_for(lambda: messages(tmp_path) == ["first"], timeout=5)
+        assert time.monotonic() - start < 1.0
+        with log.open("ab") as f:
+            f.write(b"second\n")
+        await wait_for(lambda: messages(tmp_path) == ["first", "second"], timeout=5)

@@ -151,7 +151,8 @@ class TailSource:
         first = self.store.get(marker) is None
         if first:
             self.store.put(marker, {"version": 1}, urgent=False)
-        self._inotify = Inotify.create(self._on_inotify)
+        if self.ctx.config.inotify:
+            self._inotify = Inotify.create(self._on_inotify)
         self._scan(first_start=first)
         self._resume_missing()
         loop = asyncio.get_running_loop()
