@@ -188,3 +188,32 @@ async def test_readyz_and_metrics_are_served_while_shipping(tmp_path: Path) -> N
             assert await asyncio.to_thread(sh.terminate) == 0
         finally:
             sh.stop_quietly()
+
+
+async def test_unwritable_dead_letter_file_stops_the_shipper_without_acking(
+    tmp_path: Path,
+) -> None:
+    async with Server() as server:
+        server.status = 400
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / DEAD_LETTER_FILE).mkdir()  # a directory: appending fails
+        sh = shipper_for(tmp_path, server.url)
+        (tmp_path / "logs" / "a.log").write_text("cannot be dead-lettered\n")
+        sh.start()
+        try:
+            assert sh.proc is not None
+            code = await asyncio.to_thread(sh.proc.wait, 20)
+        finally:
+            sh.stop_quietly()
+    assert code != 0
+    log = sh.log_path.read_text()
+    assert "Task 'output " + server.url + "' failed" in log
+    assert (
+        log.rstrip()
+        .splitlines()[-1]
+        .endswith("Is a directory: " + repr(str(tmp_path / "state" / DEAD_LETTER_FILE)))
+    )
+    state_file = tmp_path / "state" / STATE_FILE
+    if state_file.exists():
+        state = msgspec.json.decode(state_file.read_bytes())
+        assert [e["offset"] for e in state["streams"].values() if "offset" in e] == [0]

@@ -10,6 +10,7 @@ name are read here, once, and passed down in the config.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import socket
 from typing import Any
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from sidekick.cli.common import admin_addr, common_options, init_logging, key_values, overrides
 from sidekick.core.config import build_config
 from sidekick.core.durations import parse_duration
-from sidekick.core.errors import ConfigError
+from sidekick.core.errors import ConfigError, UserError
 from sidekick.core.runtime import Shutdown, run
 
 FLAGS = {
@@ -78,10 +79,15 @@ FLAGS = {
 @click.option("--ingest-token-file", metavar="FILE", help="HTTP ingest: require this bearer token.")
 @click.option("--spool-max-bytes", metavar="SIZE", help="HTTP ingest: spool size limit.")
 @click.option(
-    "--ingest-max-body-bytes", metavar="SIZE", help="HTTP ingest: request body limit (default 10MiB)."
+    "--ingest-max-body-bytes",
+    metavar="SIZE",
+    help="HTTP ingest: request body limit (default 10MiB).",
 )
 @click.option(
-    "--ingest-max-records", type=int, metavar="N", help="HTTP ingest: records per request (default 10000)."
+    "--ingest-max-records",
+    type=int,
+    metavar="N",
+    help="HTTP ingest: records per request (default 10000).",
 )
 @common_options(default_admin="0.0.0.0:8088")
 @click.pass_context
@@ -106,7 +112,17 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
     gc.set_threshold(50_000, 20, 50)
 
     async def main(shutdown: Shutdown) -> int:
-        await run_shipper(cfg, shutdown, registry, admin_addr=addr, prepared=prepared)
+        try:
+            await run_shipper(cfg, shutdown, registry, admin_addr=addr, prepared=prepared)
+        except UserError:
+            raise
+        except Exception as exc:
+            # The task that died has logged its traceback; end with one line and exit 1 so
+            # the container is restarted (what was not delivered is read again).
+            logging.getLogger("sidekick.ship").error(
+                "Stopped because a pipeline task failed: %s", exc
+            )
+            return 1
         return 0
 
     code = run(main, shutdown_timeout=timeout)
