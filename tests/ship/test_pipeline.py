@@ -259,3 +259,34 @@ async def test_emit_waits_while_an_output_has_its_queue_full(tmp_path: Path) -> 
         for t in tasks:
             t.cancel()
     assert tracker.committed == 4
+
+
+async def test_sink_concurrency_allows_that_many_batches_in_flight(tmp_path: Path) -> None:
+    sink = ScriptedSink("s")
+    sink.concurrency = 2  # type: ignore[attr-defined]
+    sink.gate = asyncio.Event()
+    pipe, _ = make(tmp_path, sink, batch_max_records=1)
+    tracker = AckTracker()
+    tasks = [asyncio.create_task(o.run()) for o in pipe.outputs]
+    try:
+        for i in range(3):
+            await pipe.emit(batch(tracker, i + 1, str(i)))
+        await asyncio.sleep(0.05)
+        assert sink.calls == [["0"], ["1"]]  # two in flight, the third waits for a slot
+        sink.gate.set()
+        await asyncio.wait_for(pipe.drained(), 5)
+    finally:
+        for t in tasks:
+            t.cancel()
+    assert tracker.committed == 3
+
+
+async def test_failure_in_a_concurrent_send_ends_the_output_task(tmp_path: Path) -> None:
+    sink = ScriptedSink("s", [PermanentError("HTTP 400")])
+    sink.concurrency = 2  # type: ignore[attr-defined]
+    (tmp_path / DEAD_LETTER_FILE).mkdir()  # the dead-letter write fails
+    pipe, _ = make(tmp_path, sink)
+    task = asyncio.create_task(pipe.outputs[0].run())
+    await pipe.emit(batch(AckTracker(), 1, "x"))
+    with pytest.raises(IsADirectoryError):
+        await asyncio.wait_for(task, 5)

@@ -124,6 +124,7 @@ class OutputWorker:
         self._sent = metrics.batches_sent.labels(self.name)
         self.backoff = Backoff(settings.retry_initial, settings.retry_max)
         self.failing = False
+        self._error: BaseException | None = None
 
     def put(self, unit: _Unit) -> None:
         self._queue.append((unit, 0))
@@ -133,6 +134,8 @@ class OutputWorker:
 
     async def _take(self) -> list[_Slice]:
         while not self._queue:
+            if self._error is not None:
+                raise self._error
             self._wake.clear()
             await self._wake.wait()
         s = self.settings
@@ -174,17 +177,48 @@ class OutputWorker:
         return slices
 
     async def run(self) -> None:
-        while True:
-            slices = await self._take()
-            if len(slices) == 1 and slices[0][1] == 0 and slices[0][2] == len(slices[0][0].records):
-                records = slices[0][0].records
-            else:
-                records = []
-                for unit, lo, hi in slices:
-                    records.extend(unit.records[lo:hi])
-            await self.deliver(records)
-            for unit, _lo, _hi in slices:
-                unit.slice_done()
+        # A sink may allow several batches in flight at once (``concurrency``, e.g. HTTP
+        # outputs, whose server works while we encode the next batch); the ack trackers
+        # keep checkpoints in order whatever order the batches finish in.
+        limit = max(1, int(getattr(self.sink, "concurrency", 1)))
+        if limit == 1:
+            while True:
+                await self._send(await self._take())
+        slots = asyncio.Semaphore(limit)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+            if not task.cancelled() and task.exception() is not None and self._error is None:
+                self._error = task.exception()
+                self._wake.set()  # a waiting _take raises it
+
+        try:
+            while True:
+                slices = await self._take()
+                await slots.acquire()
+                if self._error is not None:
+                    raise self._error
+                task = asyncio.create_task(self._send(slices), name=f"send {self.name}")
+                running.add(task)
+                task.add_done_callback(finished)
+        finally:
+            for task in list(running):
+                task.cancel()
+            if running:
+                await asyncio.wait(running)
+
+    async def _send(self, slices: list[_Slice]) -> None:
+        if len(slices) == 1 and slices[0][1] == 0 and slices[0][2] == len(slices[0][0].records):
+            records = slices[0][0].records
+        else:
+            records = []
+            for unit, lo, hi in slices:
+                records.extend(unit.records[lo:hi])
+        await self.deliver(records)
+        for unit, _lo, _hi in slices:
+            unit.slice_done()
 
     async def deliver(self, records: list[Record]) -> None:
         """Send until every record is delivered or dead-lettered."""

@@ -6,7 +6,8 @@ One ``aiohttp.ClientSession`` per output reuses keep-alive connections. Each bat
 ``TemporaryError`` (the pipeline retries with back-off, honouring ``Retry-After``); any
 other status is a ``PermanentError`` for the batch, which then goes to the dead-letter file.
 
-Options (config file ``outputs: [{url, options}]``): ``gzip`` (bool), ``timeout`` (seconds
+Two requests may be in flight at once (``concurrency``); checkpoints still advance in
+order. Options (config file ``outputs: [{url, options}]``): ``gzip`` (bool), ``timeout`` (seconds
 per request, default 30), ``headers`` (mapping added to each request).
 """
 
@@ -45,6 +46,8 @@ class HttpSink:
     ) -> None:
         self.url = url
         self.name = url
+        # Batches in flight at once: the server handles one while the next is encoded.
+        self.concurrency = 2
         self.compress = compress
         self.timeout = timeout
         self.headers = {"Content-Type": "application/x-ndjson", **(headers or {})}
