@@ -154,9 +154,25 @@ class PlayedPod:
 
 
 def podman_manifest(example: str, images: Images, port: int) -> list[dict[str, Any]]:
-    """The example's podman variant with this run's images and a free host port."""
+    """The example's podman variant with this run's images, a free host port, and names made
+    unique (podman names Pods after the Deployment and volumes after the volume or ConfigMap,
+    host-wide), so a concurrent run of this test cannot collide with this one."""
     path = REPO / "examples" / example / f"{example}-podman.yaml"
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    suffix = "-" + uuid.uuid4().hex[:6]
+    for doc in docs:
+        if doc["kind"] in {"Deployment", "ConfigMap"}:
+            doc["metadata"]["name"] += suffix
+        if doc["kind"] != "Deployment":
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for volume in spec["volumes"]:
+            volume["name"] += suffix
+            if "configMap" in volume:
+                volume["configMap"]["name"] += suffix
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for mount in c.get("volumeMounts") or []:
+                mount["name"] += suffix
     replace = {
         "localhost/sidekick:0.1.0": images.sidekick,
         "localhost/sidekick-webapp:0.1.0": images.webapp,
@@ -185,16 +201,13 @@ def play(images: Images, tmp_path: Path) -> Iterator[Callable[[str], PlayedPod]]
         manifest = tmp_path / f"{example}.yaml"
         manifest.write_text(yaml.safe_dump_all(docs))
         (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-        # podman 4 turns each emptyDir and ConfigMap volume into a named volume that outlives
-        # the Pod; remove leftovers of an earlier run first and these after the test.
-        # (a ConfigMap volume is named after the ConfigMap).
+        # podman 4 turns each emptyDir and ConfigMap volume into a named volume (a ConfigMap
+        # volume is named after the ConfigMap) that outlives the Pod: removed after the test.
         volumes = [
             v["configMap"]["name"] if "configMap" in v else v["name"]
             for v in deployment["spec"]["template"]["spec"]["volumes"]
         ]
         pod = f"{deployment['metadata']['name']}-pod-0"
-        podman("pod", "rm", "-f", pod, check=False)
-        podman("volume", "rm", "-f", *volumes, check=False)
         played.append((pod, volumes))
         podman("kube", "play", str(manifest), timeout=180)
         return PlayedPod(pod, port)
