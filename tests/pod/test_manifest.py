@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidekick.core.errors import ConfigError
 from sidekick.pod.manifest import read_manifests
+from sidekick.pod.paths import prepare
 from tests.conftest import SIDEKICK
 
 
@@ -310,3 +316,86 @@ def test_same_port_declared_by_two_pods_is_refused(tmp_path: Path) -> None:
         f"pod 'b' container 'web': containerPort {port} is also declared by pod 'a'"
         in result.stderr
     )
+
+
+BASE = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "web", "annotations": {}},
+    "spec": {
+        "volumes": [
+            {"name": "d", "emptyDir": {}},
+            {
+                "name": "c",
+                "configMap": {"name": "cm", "optional": True, "items": [{"key": "k", "path": "p"}]},
+            },
+        ],
+        "initContainers": [{"name": "init", "command": ["true"]}],
+        "containers": [
+            {
+                "name": "a",
+                "command": ["sleep", "1"],
+                "env": [{"name": "X", "value": "1"}],
+                "ports": [{"containerPort": 8080}],
+                "volumeMounts": [{"name": "d", "mountPath": "/d"}],
+                "readinessProbe": {"httpGet": {"port": 8080}},
+            }
+        ],
+    },
+}
+
+SPOTS = [
+    ("metadata",),
+    ("metadata", "name"),
+    ("metadata", "annotations"),
+    ("spec",),
+    ("spec", "volumes"),
+    ("spec", "volumes", 0),
+    ("spec", "volumes", 0, "emptyDir"),
+    ("spec", "volumes", 1, "configMap", "items", 0),
+    ("spec", "volumes", 1, "configMap", "items", 0, "path"),
+    ("spec", "initContainers", 0),
+    ("spec", "initContainers", 0, "restartPolicy"),
+    ("spec", "containers"),
+    ("spec", "containers", 0, "command"),
+    ("spec", "containers", 0, "env", 0),
+    ("spec", "containers", 0, "ports", 0, "containerPort"),
+    ("spec", "containers", 0, "volumeMounts", 0),
+    ("spec", "containers", 0, "volumeMounts", 0, "subPath"),
+    ("spec", "containers", 0, "readinessProbe"),
+    ("spec", "containers", 0, "readinessProbe", "httpGet", "port"),
+    ("spec", "restartPolicy"),
+    ("spec", "terminationGracePeriodSeconds"),
+]
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 70000), st.text(max_size=8), st.just("../x")
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(spot=st.sampled_from(SPOTS), value=_values)
+def test_any_broken_field_is_a_config_error_never_a_crash(
+    tmp_path: Path, spot: tuple[str | int, ...], value: object
+) -> None:
+    doc = copy.deepcopy(BASE)
+    node: Any = doc
+    for key in spot[:-1]:
+        node = node[key]
+    node[spot[-1]] = value
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        manifests = read_manifests([str(path)])
+        prepare(manifests.pods[0], manifests, tmp_path / "run")
+    except ConfigError as exc:
+        assert str(exc).strip()

@@ -242,12 +242,28 @@ def _describe(error: Any) -> str:
     return f"{path or '(document)'}: {error.message}"
 
 
+def _strip_nulls(value: Any, path: list[str | int], problems: list[str]) -> Any:
+    """Drop ``key: null`` (the API server reads it as unset); a null list item is a problem."""
+    if isinstance(value, dict):
+        return {
+            k: _strip_nulls(v, [*path, str(k)], problems) for k, v in value.items() if v is not None
+        }
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if item is None:
+                problems.append(f"{field_path([*path, i])}: must not be null; remove the item")
+        return [_strip_nulls(v, [*path, i], problems) for v in value if v is not None]
+    return value
+
+
 def schema_problems(doc: dict[str, Any]) -> list[str]:
     """Every schema violation of ``doc`` as ``field.path: what is wrong``."""
     global _schemas
     if _schemas is None:
         _schemas = _Schemas()
     validator = _schemas.validator(str(doc.get("kind")), str(doc.get("apiVersion")))
+    if "apiVersion" not in doc:
+        return ["apiVersion: required value is missing; use v1 (apps/v1 for a Deployment)"]
     if validator is None:
         return [
             f"apiVersion {doc.get('apiVersion')!r} with kind {doc.get('kind')!r} is not in the "
@@ -313,11 +329,13 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
                 origin,
             )
             continue
-        found = schema_problems(doc)
+        nulls: list[str] = []
+        doc = _strip_nulls(doc, [], nulls)
+        found = nulls + schema_problems(doc)
         if found:
             problems.extend(f"{origin}: {p}" for p in found)
             continue
-        ns = str((doc["metadata"] or {}).get("namespace") or "")
+        ns = str((doc.get("metadata") or {}).get("namespace") or "")
         if kind == "ConfigMap":
             data = {k: str(v).encode() for k, v in (doc.get("data") or {}).items()}
             for k, v in (doc.get("binaryData") or {}).items():
@@ -644,6 +662,15 @@ def _volume(raw: dict[str, Any], where: str, problems: list[str]) -> Volume | No
                     limit = parse_size(str(source["sizeLimit"]), name=f"{where}.emptyDir.sizeLimit")
                 except ConfigError as exc:
                     problems.append(str(exc))
+            for j, item in enumerate(source.get("items") or []):
+                rel = str(item.get("path", ""))
+                if not rel or rel.startswith("/") or ".." in rel.split("/"):
+                    problems.append(
+                        f"{where}.{kind}.items[{j}].path: {rel!r} must be a relative path "
+                        "without '..'"
+                    )
+            if kind == "hostPath" and not str(source.get("path", "")).startswith("/"):
+                problems.append(f"{where}.hostPath.path: {source.get('path')!r} must be absolute")
             return Volume(name, kind, source, limit)
     other = [k for k in raw if k != "name"]
     problems.append(
@@ -704,6 +731,10 @@ def _build_pod(
                     f"{sp}.volumes[{i}].secret.secretName: Secret {ref_ns[1]!r} is not in the given "
                     "files; add its manifest to the command line or mark it optional: true"
                 )
+    if not spec.get("containers"):
+        local.append(
+            f"{sp}.containers: required value is missing; a Pod needs at least one container"
+        )
     inits: list[Container] = []
     mains: list[Container] = []
     seen: set[str] = set()
