@@ -83,3 +83,26 @@ def test_seed_000_sidecar_prints_nginx_access_log(start_up: Callable[..., Up]) -
     log = up.run_dir / "webserver" / "volumes" / "shared-logs" / "access.log"
     assert line in log.read_text()
     assert up.stop() == 0
+
+
+def test_nginx_command_without_config_flag_reads_the_image_config(
+    start_up: Callable[..., Up],
+) -> None:
+    # `command: [nginx, -g, "daemon off;"]` reads nginx's built-in /etc/nginx/nginx.conf,
+    # which in the image includes the ConfigMap mounted at /etc/nginx/conf.d.
+    port = free_port()
+    manifest = SEED.format(port=port).replace(
+        "      image: nginx\n",
+        '      image: nginx:1.27\n      command: [nginx, -g, "daemon off;"]\n',
+    )
+    up = start_up(manifest)
+
+    def get() -> bytes:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                return bytes(resp.read())
+        except OSError:
+            return b""
+
+    assert b"Welcome to nginx!" in up.wait_for(get, what="nginx answering")
+    assert up.stop() == 0

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from sidekick.core.addr import HostPort
 from sidekick.core.admin import AdminServer
+from sidekick.core.errors import ConfigError
 from sidekick.core.runtime import Shutdown
 from sidekick.pod.container import BackoffPolicy
 from sidekick.pod.hygiene import Tracker, become_subreaper
@@ -79,12 +80,18 @@ async def up(cfg: UpConfig, shutdown: Shutdown) -> int:
                 ready_gauge.labels(pr.pod.name, r.spec.name).set(int(r.status.ready))
                 restarts.labels(pr.pod.name, r.spec.name).set(r.status.restarts)
 
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    for pod in cfg.manifests.pods:
-        pods.append(
-            PodRunner(pod, cfg.manifests, cfg.run_dir, tracker, printer, backoff, on_change)
-        )
-    (cfg.run_dir / "run-id").write_text(run_id + "\n")
+    try:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        for pod in cfg.manifests.pods:
+            pods.append(
+                PodRunner(pod, cfg.manifests, cfg.run_dir, tracker, printer, backoff, on_change)
+            )
+        (cfg.run_dir / "run-id").write_text(run_id + "\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"run dir {str(cfg.run_dir)!r} cannot be prepared ({exc.strerror}: {exc.filename}); "
+            "choose another with --run-dir"
+        ) from None
 
     admin: AdminServer | None = None
     if cfg.admin_addr is not None:

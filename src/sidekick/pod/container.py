@@ -34,7 +34,7 @@ from sidekick.core.backoff import Backoff
 from sidekick.core.durations import format_duration
 from sidekick.pod.expand import expand
 from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV, Tracker, kill_group, spawn
-from sidekick.pod.images import stop_signal
+from sidekick.pod.images import implicit_args, stop_signal
 from sidekick.pod.manifest import Container, Manifests, Pod
 from sidekick.pod.output import Printer, pump
 from sidekick.pod.paths import PodDirs, check_container_paths
@@ -197,7 +197,8 @@ class ContainerRunner:
         declared = declared_env(pod, spec, manifests)
         env = base_env(pod, spec, tracker.run_id)
         env.update({k: translate(v) for k, v in declared.items()})
-        self.argv = [translate(expand(a, declared)) for a in [*spec.command, *spec.args]]
+        argv = implicit_args(spec.image, [expand(a, declared) for a in [*spec.command, *spec.args]])
+        self.argv = [translate(a) for a in argv]
         self.cwd = check_container_paths(spec, translate) or None
         self.ctx = ActionContext(
             env=env,

@@ -82,6 +82,23 @@ def stop_signal(image: str, command: list[str]) -> signal.Signals:
     return signal.SIGTERM
 
 
+def implicit_args(image: str, argv: list[str]) -> list[str]:
+    """Make a program's built-in default paths explicit, so they are translated too.
+
+    nginx reads ``/etc/nginx/nginx.conf`` unless told otherwise; in the image that is the
+    image's file (or a mounted ConfigMap), so ``nginx -g "daemon off;"`` gets ``-c`` added.
+    """
+    if (
+        image_name(image) == "nginx"
+        and argv
+        and os.path.basename(argv[0]) == "nginx"
+        and "-c" not in argv
+        and not any(a in ("-h", "-v", "-V", "-?") for a in argv[1:])
+    ):
+        return [argv[0], "-c", "/etc/nginx/nginx.conf", *argv[1:]]
+    return argv
+
+
 def default_command(image: str) -> list[str]:
     return list(NGINX_COMMAND) if image_name(image) == "nginx" else []
 
