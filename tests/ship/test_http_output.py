@@ -185,6 +185,15 @@ async def test_readyz_and_metrics_are_served_while_shipping(tmp_path: Path) -> N
             assert sh.metric("sidekick_ship_bytes_read_total", input=spec) == 2
             assert sh.metric("sidekick_ship_records_delivered_total", output=server.url) == 1
             assert sh.metric("sidekick_ship_inflight_bytes") == 0
+            assert sh.metric("sidekick_ship_files_watched", input=spec) == 1
+            path = str(tmp_path / "logs" / "a.log")
+            with (tmp_path / "logs" / "a.log").open("a") as f:
+                f.write("y\n")
+            await until(lambda: len(server.records) == 2)
+            await until(lambda: sh.metric("sidekick_ship_checkpoint_lag_bytes", file=path) == 0)
+            assert (
+                f'sidekick_ship_checkpoint_lag_bytes{{file="{path}"}} 0.0' in sh.get("/metrics")[1]
+            )
             assert await asyncio.to_thread(sh.terminate) == 0
         finally:
             sh.stop_quietly()
