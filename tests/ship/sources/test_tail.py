@@ -277,3 +277,22 @@ async def test_polling_without_inotify_picks_up_new_files_and_growth(tmp_path: P
         with log.open("ab") as f:
             f.write(b"second\n")
         await wait_for(lambda: messages(tmp_path) == ["first", "second"], timeout=5)
+
+
+async def test_long_line_split_across_a_restart_keeps_its_markers(tmp_path: Path) -> None:
+    cfg = cfg_for(tmp_path, max_line_bytes=100, read_bytes=64)
+    log = tmp_path / "logs" / "a.log"
+    log.write_bytes(b"y" * 250)  # no newline yet: two pieces go out, 50 bytes wait
+    async with shipping(cfg):
+        await wait_for(lambda: len(messages(tmp_path)) == 2)
+    with log.open("ab") as f:
+        f.write(b"z\n")
+    async with shipping(cfg):
+        await wait_for(lambda: len(messages(tmp_path)) == 3)
+    records = out(tmp_path)
+    assert "".join(r["message"] for r in records) == "y" * 250 + "z"
+    assert [r["log.flags"] for r in records] == [
+        ["partial"],
+        ["partial"],
+        ["partial", "partial_end"],
+    ]

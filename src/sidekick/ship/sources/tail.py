@@ -281,6 +281,9 @@ class TailSource:
                     self._take_fingerprint(f)
                     f.new_id()
                 f.read_pos = offset
+                # A checkpoint inside a line means the line was being shipped in pieces:
+                # the rest of it continues that split (and is marked as such).
+                f.continuing = offset > 0 and os.pread(fd, 1, offset - 1) != b"\n"
                 resumed = True
             else:
                 log.info("%s is a new file at a known inode; reading it from 0.", path)
