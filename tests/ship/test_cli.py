@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from tests.conftest import SIDEKICK
@@ -92,8 +95,6 @@ def test_bad_size_is_one_sentence_and_exit_2(base: list[str]) -> None:
 
 
 def test_state_dir_from_environment_is_used(tmp_path: Path) -> None:
-    import os
-
     blocker = tmp_path / "f"
     blocker.write_text("")
     env = {**os.environ, "SIDEKICK_SHIP_STATE_DIR": str(blocker)}
@@ -101,20 +102,13 @@ def test_state_dir_from_environment_is_used(tmp_path: Path) -> None:
     assert_one_sentence(result, str(blocker))
 
 
-def test_downward_api_environment_becomes_k8s_fields(tmp_path: Path) -> None:
-    import os
-
-    import msgspec
-
+def first_stdout_record(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the real shipper with a stdout: output on a one-line log; return the record."""
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "a.log").write_text("hello\n")
-    env = {
-        **os.environ,
-        "POD_NAME": "web-7f9c",
-        "POD_NAMESPACE": "shop",
-        "CONTAINER_NAME": "nginx",
-    }
     proc = subprocess.Popen(
         [
             *SIDEKICK,
@@ -123,12 +117,11 @@ def test_downward_api_environment_becomes_k8s_fields(tmp_path: Path) -> None:
             f"file://{logs}/*.log",
             "--output",
             "stdout:",
-            "--field",
-            "env=prod",
             "--state-dir",
             str(tmp_path / "state"),
             "--admin-addr",
             "127.0.0.1:0",
+            *args,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -136,7 +129,7 @@ def test_downward_api_environment_becomes_k8s_fields(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        record = msgspec.json.decode(proc.stdout.readline())
+        record: dict[str, Any] = msgspec.json.decode(proc.stdout.readline())
         proc.terminate()
         assert proc.wait(20) == 0
     finally:
@@ -145,8 +138,26 @@ def test_downward_api_environment_becomes_k8s_fields(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+    return record
+
+
+def test_downward_api_environment_becomes_k8s_fields(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "POD_NAME": "web-7f9c",
+        "POD_NAMESPACE": "shop",
+        "CONTAINER_NAME": "nginx",
+    }
+    record = first_stdout_record(tmp_path, "--field", "env=prod", env=env)
     assert record["k8s.pod.name"] == "web-7f9c"
     assert record["k8s.namespace.name"] == "shop"
     assert record["k8s.container.name"] == "nginx"
     assert record["env"] == "prod"
     assert record["host.name"]
+
+
+def test_field_flags_add_to_the_config_files_fields(tmp_path: Path) -> None:
+    config = tmp_path / "ship.yaml"
+    config.write_text("ship:\n  fields: {team: shop, env: dev}\n")
+    record = first_stdout_record(tmp_path, "--config", str(config), "--field", "env=prod")
+    assert (record["team"], record["env"]) == ("shop", "prod")

@@ -19,7 +19,7 @@ import click
 from prometheus_client import CollectorRegistry
 
 from sidekick.cli.common import admin_addr, common_options, init_logging, key_values, overrides
-from sidekick.core.config import build_config
+from sidekick.core.config import build_config, load_yaml_file
 from sidekick.core.durations import parse_duration
 from sidekick.core.errors import ConfigError, UserError
 from sidekick.core.runtime import Shutdown, run
@@ -135,9 +135,11 @@ def load_config(ctx: click.Context, params: dict[str, Any]) -> Any:
     over = overrides(ctx, FLAGS)
     if params.get("fields"):
         try:
-            over["fields"] = key_values(params["fields"], "--field")
+            flag_fields = key_values(params["fields"], "--field")
         except click.BadParameter as exc:
             raise ConfigError(f"--field {exc.message}") from None
+        # --field adds to (and overrides keys of) the config file's fields, not replaces them.
+        over["fields"] = {**_file_fields(params.get("config_file")), **flag_fields}
     env = os.environ
     over["host_name"] = socket.gethostname()
     for var, key in (
@@ -151,3 +153,12 @@ def load_config(ctx: click.Context, params: dict[str, Any]) -> Any:
         ShipConfig, file=params.get("config_file"), section="ship", overrides=over
     )
     return cfg
+
+
+def _file_fields(config_file: str | None) -> dict[str, Any]:
+    if not config_file:
+        return {}
+    data = load_yaml_file(config_file)
+    section = data.get("ship") if isinstance(data, dict) else None
+    fields = section.get("fields") if isinstance(section, dict) else None
+    return dict(fields) if isinstance(fields, dict) else {}
