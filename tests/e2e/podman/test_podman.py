@@ -231,6 +231,18 @@ def test_webapp_pod_answers_hello_world_and_ships_the_request_log_lines(
     wait_for("both log lines in the shipper's output", lambda: shipped() >= 2, timeout=10)
 
 
+def test_webapp_pod_containers_run_as_uid_10001_on_a_read_only_root(
+    play: Callable[[str], PlayedPod],
+) -> None:
+    pod = play("webapp")
+    for name in ("app", "nginx", "log-shipper"):
+        fmt = "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}"
+        seen = podman("inspect", "--format", fmt, pod.container(name)).stdout.split()
+        assert seen == ["true", "10001:10001"], name
+    url = f"http://127.0.0.1:{pod.port}/"
+    wait_for("the webapp through nginx", lambda: http_get(url + "readyz")[0] == 200)
+
+
 def test_nginx_logs_pod_ships_parsed_access_log_records(
     play: Callable[[str], PlayedPod],
 ) -> None:
