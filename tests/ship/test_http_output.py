@@ -226,3 +226,30 @@ async def test_unwritable_dead_letter_file_stops_the_shipper_without_acking(
     if state_file.exists():
         state = msgspec.json.decode(state_file.read_bytes())
         assert [e["offset"] for e in state["streams"].values() if "offset" in e] == [0]
+
+
+async def test_checkpoint_waits_for_the_slowest_of_two_outputs(tmp_path: Path) -> None:
+    async with Server() as server:
+        server.status = 503
+        out = tmp_path / "out.ndjson"
+        sh = shipper_for(tmp_path, server.url, "--output", f"file://{out}")
+        (tmp_path / "logs" / "a.log").write_text("both\n")
+        state_file = tmp_path / "state" / STATE_FILE
+
+        def offsets() -> list[int]:
+            if not state_file.exists():
+                return []
+            state = msgspec.json.decode(state_file.read_bytes())
+            return [e["offset"] for e in state["streams"].values() if "offset" in e]
+
+        sh.start()
+        try:
+            await until(lambda: out.exists() and out.read_bytes().count(b"\n") == 1)
+            await asyncio.sleep(1.5)  # a checkpoint write would have happened by now
+            assert offsets() in ([], [0])
+            server.status = 200
+            await until(lambda: len(server.records) == 1)
+            await until(lambda: offsets() == [5])
+            assert await asyncio.to_thread(sh.terminate) == 0
+        finally:
+            sh.stop_quietly()
