@@ -212,3 +212,20 @@ async def test_partial_clone_filter_still_checks_out_every_file(
     assert len((tmp_path / "root" / "upstream" / "big.bin").read_text()) == 100_000
     assert git(tmp_path / "root", "config", "remote.origin.promisor") == "true"
     syncer.aclose()
+
+
+async def test_gc_drops_the_objects_of_removed_revisions(tmp_path: Path) -> None:
+    up = Upstream(tmp_path / "up")
+    up.commit({"index.html": "rev 0\n"})
+    shas = up.prepare([{"index.html": f"rev {n}\n"} for n in range(1, 11)])
+    syncer = make_syncer(tmp_path / "root", up.url, git_gc="always")
+    for sha in shas:
+        up.publish(sha)
+        await syncer.sync_once()
+    git_dir = tmp_path / "root" / ".git"
+    files = sum(len(f) for _, _, f in os.walk(git_dir / "objects"))
+    # 10 revisions brought 3 objects each; what is left is one pack (and its index) of the
+    # two kept revisions.
+    assert files <= 4, sorted(str(p) for p in (git_dir / "objects").rglob("*") if p.is_file())
+    assert len((git_dir / "shallow").read_text().splitlines()) <= 2
+    syncer.aclose()

@@ -271,9 +271,20 @@ class Syncer:
         elif mode == "aggressive":
             args.append("--aggressive")
         # Old revisions are unreachable once their worktree is gone; with depth 1 nothing
-        # else refers to them, so prune them now rather than after git's two weeks.
+        # else refers to them, so prune them now rather than after git's two weeks. gc must
+        # not detach: a background gc races the next fetch over .git/shallow, fails, and
+        # its gc.log then stops every later "gc --auto" for a day.
+        gc_log = self.tree.gitdir / "gc.log"
+        if gc_log.exists():
+            gc_log.unlink()
         await self.git.run(
-            "-c", "gc.pruneExpire=now", *args, cwd=self.tree.root, timeout=remaining(deadline)
+            "-c",
+            "gc.pruneExpire=now",
+            "-c",
+            "gc.autoDetach=false",
+            *args,
+            cwd=self.tree.root,
+            timeout=remaining(deadline),
         )
 
     # ---- git steps ----------------------------------------------------------------------
