@@ -57,7 +57,12 @@ spec:
       {MOUNT}
     - name: side2
       restartPolicy: Always
-      command: [sh, -c, "{looping("side2")}"]
+      command: [sh, -c, "{looping("side2", "touch /ts/side2-up; ")}"]
+      # Without a startupProbe a sidecar counts as started as soon as its process exists,
+      # before its shell has written anything; the probe makes its clock comparable.
+      startupProbe:
+        exec: {{command: [test, -f, /ts/side2-up]}}
+        periodSeconds: 1
       {MOUNT}
   containers:
     - name: main1
