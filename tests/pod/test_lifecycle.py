@@ -450,3 +450,27 @@ def test_lifecycle_stop_signal_is_sent_instead_of_sigterm(start_up: Callable[...
     up.wait_for(lambda: "start" in events(up), what="start")
     assert up.stop() == 0
     assert "usr1" in events(up) and "term" not in events(up)
+
+
+def test_stop_does_not_wait_for_a_hanging_poststart_hook(start_up: Callable[..., Up]) -> None:
+    manifest = """
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: order}
+    spec:
+      terminationGracePeriodSeconds: 30
+      containers:
+        - name: web
+          command: [sh, -c, "echo up; exec sleep 60"]
+          lifecycle:
+            postStart:
+              exec: {command: [sleep, "60"]}
+        - name: never
+          command: [sh, -c, "echo second; exec sleep 60"]
+    """
+    up = start_up(manifest)
+    up.wait_for(lambda: "| up\n" in up.out, what="first container")
+    began = time.monotonic()
+    assert up.stop() == 0
+    assert time.monotonic() - began < 5.0
+    assert "second" not in up.out

@@ -248,8 +248,14 @@ class PodRunner:
             # The kubelet starts the next container after this one's postStart hook.
             if c.post_start is not None:
                 running = asyncio.create_task(runner.post_started.wait())
-                await asyncio.wait({running, task}, return_when=asyncio.FIRST_COMPLETED)
+                either = asyncio.ensure_future(
+                    asyncio.wait({running, task}, return_when=asyncio.FIRST_COMPLETED)
+                )
+                stopped = await self._until_stopped(either)
                 running.cancel()
+                either.cancel()
+                if stopped:
+                    break
         if await self._until_stopped(asyncio.ensure_future(asyncio.gather(*mains))):
             return self.reason == "Evicted"
         codes = [t.result() for t in mains]
