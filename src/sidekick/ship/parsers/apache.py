@@ -58,8 +58,9 @@ class ApacheParser(AccessLogParser):
             referer = text[cut + len(_REFERER) :]
             text = text[:cut]
         key = f"{y}{mon}{d}{hh}{mi}{ss}"
-        month = MONTHS.get(mon, 0)
-        t = self._time.lookup(key, (int(y), month, int(d), int(hh), int(mi), int(ss)))
+        t = self._time.cache.get(key) or self._time.lookup(
+            key, (int(y), MONTHS.get(mon, 0), int(d), int(hh), int(mi), int(ss))
+        )
         if t is None:
             rec[PARSE_ERROR] = f"apache: time of {message[:32]!r} is not a valid date"
         else:

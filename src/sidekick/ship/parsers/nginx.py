@@ -30,7 +30,7 @@ ERROR = re.compile(
 # followed by an optional group made the pattern ~10x slower.
 _CLIENT = ", client: "
 _CLIENT_SERVER = re.compile(r", client: ([^,]*), server: ([^,]*)")
-_CONTEXT = re.compile(r', (\w+): "((?:[^"\\]|\\.)*)"')
+_CONTEXT = re.compile(r', ([a-z_]+): "([^"\\]*(?:\\.[^"\\]*)*)"')
 _CONTEXT_FIELDS = {
     "host": "http.request.header.host",
     "referrer": "http.request.header.referer",
@@ -56,7 +56,9 @@ class NginxParser(AccessLogParser):
             return
         (ts, y, mo, d, hh, mi, ss, level, pid, tid, conn) = m.groups()
         text = message[m.end() :]
-        t = self._time.lookup(ts, (int(y), int(mo), int(d), int(hh), int(mi), int(ss)))
+        t = self._time.cache.get(ts) or self._time.lookup(
+            ts, (int(y), int(mo), int(d), int(hh), int(mi), int(ss))
+        )
         if t is None:
             rec[PARSE_ERROR] = f"nginx: time {ts!r} is not a valid date"
         else:
