@@ -156,12 +156,12 @@ def test_no_shell_scripts_in_the_pod_spec(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
-def test_probe_ports_are_declared_container_ports(path: Path) -> None:
+def test_probes_use_the_containers_named_ports(path: Path) -> None:
     for spec in pod_specs(path):
         for c in long_running(spec):
-            ports = {p["containerPort"] for p in c["ports"]}
+            names = {p["name"] for p in c["ports"]}
             for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert c[kind]["httpGet"]["port"] in ports, f"{c['name']} {kind}"
+                assert c[kind]["httpGet"]["port"] in names, f"{c['name']} {kind}"
 
 
 def test_image_requirements_are_the_package_dependencies_without_kubernetes_validate() -> None:
