@@ -39,7 +39,9 @@ BASE_RECIPE = HERE / "base-image.sh"
 BASE_REPO = "localhost/sidekick-e2e-base"
 NGINX_IMAGE = "docker.io/nginxinc/nginx-unprivileged:1.27"
 
-pytestmark = pytest.mark.slow
+# The first test also pays for the module's fixtures: debootstrap (about 70 s here, longer on a
+# slow mirror) and the image builds; 300 s, the suite's default, is too tight for that.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def podman_env() -> dict[str, str]:
