@@ -399,3 +399,13 @@ def test_any_broken_field_is_a_config_error_never_a_crash(
         prepare(manifests.pods[0], manifests, tmp_path / "run")
     except ConfigError as exc:
         assert str(exc).strip()
+
+
+def test_args_without_command_replace_the_nginx_image_cmd(tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n"
+        "spec: {containers: [{name: a, image: nginx, args: [nginx-debug, -g, 'daemon off;']}]}\n"
+    )
+    c = read_manifests([str(path)]).pods[0].containers[0]
+    assert (c.command, c.args) == (["nginx-debug", "-g", "daemon off;"], [])

@@ -117,7 +117,11 @@ def base_env(pod: Pod, c: Container, run_id: str) -> dict[str, str]:
     path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     if bindir not in path.split(":"):
         path = f"{bindir}:{path}"
-    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "HOSTNAME": pod.name}
+    env = {
+        "PATH": path,
+        "HOME": os.environ.get("HOME", "/root"),
+        "HOSTNAME": pod.hostname or pod.name,
+    }
     for k in ("LANG", "LC_ALL", "TZ"):
         if k in os.environ:
             env[k] = os.environ[k]

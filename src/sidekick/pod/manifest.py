@@ -136,6 +136,7 @@ class Pod:
     service_account: str
     node_name: str
     origin: str  # "FILE: Pod/NAME", for messages
+    hostname: str = ""
 
     @property
     def all_containers(self) -> list[Container]:
@@ -243,7 +244,7 @@ def _describe(error: Any) -> str:
 
 
 def _strip_nulls(value: Any, path: list[str | int], problems: list[str]) -> Any:
-    """Drop ``key: null`` (the API server reads it as unset); a null list item is a problem."""
+    """Drop ``key: null`` (the API server reads it as unset); report null list items and NULs."""
     if isinstance(value, dict):
         return {
             k: _strip_nulls(v, [*path, str(k)], problems) for k, v in value.items() if v is not None
@@ -253,6 +254,9 @@ def _strip_nulls(value: Any, path: list[str | int], problems: list[str]) -> Any:
             if item is None:
                 problems.append(f"{field_path([*path, i])}: must not be null; remove the item")
         return [_strip_nulls(v, [*path, i], problems) for v in value if v is not None]
+    if isinstance(value, str) and "\x00" in value:
+        # No path, argument or environment value of a process can hold one.
+        problems.append(f"{field_path(path)}: contains a NUL character; remove it")
     return value
 
 
@@ -518,6 +522,9 @@ def _container(
             from sidekick.pod.images import default_command
 
             command = default_command(image)
+            if command and args:
+                # The image's ENTRYPOINT passes its arguments through; args replace its CMD.
+                command, args = args, []
     if not command and len(problems) == given:
         problems.append(
             f"{where}: container {name!r} has no command and sidekick up cannot run image "
@@ -782,6 +789,7 @@ def _build_pod(
         volumes=volumes,
         service_account=str(spec.get("serviceAccountName") or "default"),
         node_name=str(spec.get("nodeName") or socket.gethostname()),
+        hostname=str(spec.get("hostname") or name),
         origin=origin,
     )
 
