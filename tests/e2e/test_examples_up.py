@@ -262,10 +262,13 @@ SMOKE = {
 }
 
 
+@pytest.mark.parametrize("variant", ["-classic", "-podman"])
 @pytest.mark.parametrize("example", list(SMOKE))
-def test_classic_variant_runs_under_up_and_answers(example: str, tmp_path: Path) -> None:
+def test_generated_variant_runs_under_up_and_answers(
+    example: str, variant: str, tmp_path: Path
+) -> None:
     port, path = SMOKE[example]
-    with run_up(example, tmp_path, "-classic") as pod:
+    with run_up(example, tmp_path, variant) as pod:
         # Classic sidecars start together with the app, so the first answers may still fail.
         wait_for(f"{example} to answer", lambda: http(pod.url(port, path))[0] == 200, timeout=30)
 
