@@ -88,6 +88,8 @@ class Syncer:
         self._wake = asyncio.Event()
         self._askpass_dir: str | None = None
         self._previous_path: Path | None = None
+        self._last_gc: float | None = None
+        self._since_gc = 0
         self.repo_shown = self.redact(cfg.repo)
 
     # ---- readiness --------------------------------------------------------------------
@@ -265,6 +267,16 @@ class Syncer:
         mode = self.cfg.git_gc
         if mode == "off":
             return
+        if mode == "auto":
+            # "gc --auto" only checks a threshold, but that check is a process; with
+            # publishes every few milliseconds (a busy webhook) checking on every 20th
+            # publish or once a minute keeps the repository just as bounded.
+            self._since_gc += 1
+            due = self._last_gc is None or time.monotonic() - self._last_gc >= 60
+            if not due and self._since_gc < 20:
+                return
+        self._since_gc = 0
+        self._last_gc = time.monotonic()
         args = ["gc", "--quiet"]
         if mode == "auto":
             args.append("--auto")
