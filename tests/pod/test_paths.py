@@ -162,4 +162,4 @@ def test_configmap_items_modes_and_readonly_warning(
     assert script.read_text() == f"exec {dirs.root}/volumes/work/bin/app"
     assert stat.S_IMODE(script.stat().st_mode) == 0o755
     assert not (script.parent.parent / "other").exists()
-    assert "mounts '/work' readOnly; sidekick up cannot enforce that" in caplog.text
+    assert "readOnly mounts (app at /work) are not enforced" in caplog.text

@@ -143,6 +143,7 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
             for rel, blob, mode in _items(vol.source, data, f"volume {vol.name!r}"):
                 _write(backing[vol.name] / rel, blob, mode)
 
+    read_only: list[str] = []
     for c in pod.all_containers:
         state = root / "state" / c.name
         state.mkdir(parents=True)
@@ -159,13 +160,7 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
                 target.mkdir(parents=True, exist_ok=True)
             table[m.mount_path] = str(target)
             if m.read_only and vol.kind in ("emptyDir", "hostPath"):
-                log.warning(
-                    "%s: container %r mounts %r readOnly; sidekick up cannot enforce that "
-                    "for a host process, so writes will succeed.",
-                    pod.origin,
-                    c.name,
-                    m.mount_path,
-                )
+                read_only.append(f"{c.name} at {m.mount_path}")
         files = image_files(c.image, c.command, str(state))
         image_root = root / "image" / c.name
         mounted = list(table)
@@ -197,6 +192,12 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
                 with contextlib.suppress(UnicodeDecodeError):
                     blob = translate(blob.decode()).encode()
                 _write(base / rel, blob, mode)
+    if read_only:
+        log.warning(
+            "%s: readOnly mounts (%s) are not enforced for host processes; writes will succeed.",
+            pod.origin,
+            ", ".join(read_only),
+        )
     return dirs
 
 
