@@ -24,20 +24,22 @@ from sidekick.ship.parsers._time import ClfTime
 from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 
 # The fast pattern: character classes only (``[^ ]`` is quicker than ``\S`` in ``re``), no
-# alternation per character. Quoted free text may not contain a backslash here, so a line
-# with an escaped quote cannot be cut short at it; such lines fall through to ``ESCAPED``.
+# alternation per character, possessive quantifiers (nothing to backtrack into: each class
+# excludes the character that follows it; ~10% faster). Quoted free text may not contain a
+# backslash here, so a line with an escaped quote cannot be cut short at it; such lines fall
+# through to ``ESCAPED``.
 ACCESS = re.compile(
-    r'([^ ]+) [^ ]+ ([^ ]+) \[([^]]+)\] "'
-    r'(?:([A-Z][A-Z_-]*) (([^ ?"]*)(?:\?([^ "]*))?) HTTP/([0-9.]+)|([^"\\]*))" '
-    r'([0-9]{3}) ([0-9]+|-)(?: "([^"\\]*)" "([^"\\]*)"|$)'
+    r'([^ ]++) [^ ]++ ([^ ]++) \[([^]]++)\] "'
+    r'(?:([A-Z][A-Z_-]*+) (([^ ?"]*+)(?:\?([^ "]*+))?+) HTTP/([0-9.]++)|([^"\\]*+))" '
+    r'([0-9]{3}) ([0-9]++|-)(?: "([^"\\]*+)" "([^"\\]*+)"|$)'
 )
 
 # The same fields where quoted text may hold backslash escapes (Apache ``\"``, nginx ``\x22``).
-_QUOTED = r'([^"\\]*(?:\\.[^"\\]*)*)'
+_QUOTED = r'([^"\\]*+(?:\\.[^"\\]*+)*+)'
 ESCAPED = re.compile(
-    r'([^ ]+) [^ ]+ ([^ ]+) \[([^]]+)\] "'
-    r'(?:([A-Z][A-Z_-]*) (([^ ?"]*)(?:\?([^ "]*))?) HTTP/([0-9.]+)|' + _QUOTED + r')" '
-    r'([0-9]{3}) ([0-9]+|-)(?: "' + _QUOTED + r'" "' + _QUOTED + r'"|$)'
+    r'([^ ]++) [^ ]++ ([^ ]++) \[([^]]++)\] "'
+    r'(?:([A-Z][A-Z_-]*+) (([^ ?"]*+)(?:\?([^ "]*+))?+) HTTP/([0-9.]++)|' + _QUOTED + r')" '
+    r'([0-9]{3}) ([0-9]++|-)(?: "' + _QUOTED + r'" "' + _QUOTED + r'"|$)'
 )
 
 NO_TEXT = "the record has no text message"
