@@ -115,6 +115,8 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if proc in RUNNING:
+        RUNNING.remove(proc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,11 +354,22 @@ def syslog_ng(ng: SyslogNg, workdir: Path, input_path: Path, output: tuple[str, 
 # Running and reporting
 
 
+# Shippers started and not yet stopped; stop_all() ends them if a benchmark is interrupted.
+RUNNING: list[subprocess.Popen[bytes]] = []
+
+
 def start(shipper: Shipper, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             shipper.argv, stdout=out, stderr=subprocess.STDOUT, env=shipper.env, cwd=log.parent
         )
+    RUNNING.append(proc)
+    return proc
+
+
+def stop_all() -> None:
+    for proc in list(RUNNING):
+        stop(proc, timeout=10)
 
 
 def wait_for(

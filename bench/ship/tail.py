@@ -52,6 +52,7 @@ from _common import (
     sidekick,
     start,
     stop,
+    stop_all,
     syslog_ng,
     table,
     wait_for,
@@ -201,6 +202,13 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def main() -> int:
+    try:
+        return run()
+    finally:
+        stop_all()  # no shipper outlives an interrupted run
+
+
+def run() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--live-rate", type=int, default=20_000)
