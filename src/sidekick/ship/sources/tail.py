@@ -223,6 +223,8 @@ class TailSource:
             f = self.files.get(ident)
             if f is not None:
                 if f.path != path:
+                    with contextlib.suppress(KeyError):
+                        self._lag.remove(f.path)  # the gauge follows the file's new name
                     f.path = path
                     self.store.update(f.key, {"path": path})
                 if f.rotated_at is not None:
