@@ -87,3 +87,19 @@ def test_records_without_text_message_are_marked_not_fatal(spec: str, values: li
     for rec, v in zip(records, values, strict=True):
         if not isinstance(v, str):
             assert rec[PARSE_ERROR].endswith("the record has no text message")
+
+
+@given(digits=st.integers(min_value=19, max_value=6000))
+@settings(max_examples=20, deadline=None)
+def test_absurdly_long_numbers_stay_text_and_never_raise(digits: int) -> None:
+    big = "9" * digits
+    lines = [
+        f'1.2.3.4 - - [02/Jan/2024:03:04:05 +0000] "GET / HTTP/1.1" 200 {big} "-" "-"',
+        f"2024/01/02 03:04:05 [error] {big}#0: *{big} boom",
+        f"[Tue Jan 02 03:04:05 2024] [core:error] [pid {big}:tid 1] [client 1.2.3.4:{big}] x",
+    ]
+    for spec in ("nginx", "apache", r"regex:(?P<http__response__status_code>\d+)"):
+        records: list[Record] = [{"message": line} for line in lines]
+        create_parser(spec).parse(records)
+        for rec in records:
+            assert not any(isinstance(v, int) and v > 10**18 for v in rec.values())

@@ -31,7 +31,7 @@ from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 ACCESS = re.compile(
     r'([^ ]++) [^ ]++ ([^ ]++) \[([^]]++)\] "'
     r'(?:([A-Z][A-Z_-]*+) (([^ ?"]*+)(?:\?([^ "]*+))?+) HTTP/([0-9.]++)|([^"\\]*+))" '
-    r'([0-9]{3}) ([0-9]++|-)(?: "([^"\\]*+)" "([^"\\]*+)"|$)'
+    r'([0-9]{3}) ([0-9]{1,18}+|-)(?: "([^"\\]*+)" "([^"\\]*+)"|$)'
 )
 
 # The same fields where quoted text may hold backslash escapes (Apache ``\"``, nginx ``\x22``).
@@ -39,13 +39,13 @@ _QUOTED = r'([^"\\]*+(?:\\.[^"\\]*+)*+)'
 ESCAPED = re.compile(
     r'([^ ]++) [^ ]++ ([^ ]++) \[([^]]++)\] "'
     r'(?:([A-Z][A-Z_-]*+) (([^ ?"]*+)(?:\?([^ "]*+))?+) HTTP/([0-9.]++)|' + _QUOTED + r')" '
-    r'([0-9]{3}) ([0-9]++|-)(?: "' + _QUOTED + r'" "' + _QUOTED + r'"|$)'
+    r'([0-9]{3}) ([0-9]{1,18}+|-)(?: "' + _QUOTED + r'" "' + _QUOTED + r'"|$)'
 )
 
 NO_TEXT = "the record has no text message"
 
 # nginx error log ``request: "GET /x HTTP/1.1"`` and Apache's request text use this split.
-REQUEST_LINE = re.compile(r"([A-Z][A-Z_-]*) (([^\s?]*)(?:\?(\S*))?) HTTP/([\d.]+)$")
+REQUEST_LINE = re.compile(r"([A-Z][A-Z_-]*) (([^\s?]*)(?:\?(\S*))?) HTTP/([\d.]+)$", re.ASCII)
 
 
 def request_fields(rec: Record, line: str) -> None:

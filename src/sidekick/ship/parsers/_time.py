@@ -106,7 +106,8 @@ class CachedTime:
 
 
 _ISO = re.compile(
-    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9})\d*)?\s*([Zz]|[+-]\d{2}:?\d{2})?$"
+    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9})\d*)?\s*([Zz]|[+-]\d{2}:?\d{2})?$",
+    re.ASCII,  # ASCII digits only: the fraction is copied into the output as written
 )
 # (date-time to the second, zone) -> "YYYY-MM-DDTHH:MM:SS." in UTC; bounded like the others.
 _iso_cache: dict[tuple[str, str | None], str | None] = {}

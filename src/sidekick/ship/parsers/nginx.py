@@ -24,7 +24,8 @@ from sidekick.ship.parsers._time import CachedTime
 from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 
 ERROR = re.compile(
-    r"((\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2})) \[(\w+)\] (\d+)#(\d+): (?:\*(\d+) )?"
+    r"((\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2})) \[(\w+)\] ([0-9]{1,18})#([0-9]{1,18}): (?:\*([0-9]{1,18}) )?",
+    re.ASCII,  # \d and \w match ASCII only: no other script's digits reach int() or output
 )
 # The text ends where nginx's context begins; found with str.find, since a lazy ``(.*?)``
 # followed by an optional group made the pattern ~10x slower.

@@ -93,4 +93,6 @@ class RegexParser:
                     if t is not None:
                         rec[TIMESTAMP] = t
                         continue
-                rec[name] = int(value) if is_int and value.isascii() and value.isdigit() else value
+                # Bounded length: int() of thousands of digits raises (and costs); such text stays text.
+                is_number = is_int and len(value) <= 18 and value.isascii() and value.isdigit()
+                rec[name] = int(value) if is_number else value
