@@ -14,7 +14,7 @@
   liveness ``tcpSocket``/``httpGet`` probes at the default 10 s period, and the same with no
   probes) left alone for ``--idle`` seconds; user+system CPU of the ``sidekick up`` process
   from ``/proc/PID/stat``, reported per container per minute. Probe commands' own CPU (their
-  processes) is reported separately (children's time).
+  processes) is reported separately (children's time), with the supervisor's resident memory.
 
 There is no peer in this run: podman needs images (none can be pulled here) and does not run
 readiness probes, and a kubelet needs a cluster. The numbers are absolute; compare runs.
@@ -143,6 +143,14 @@ def cpu_of(pid: int) -> tuple[float, float]:
     return (utime + stime) / TICK, (cutime + cstime) / TICK
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -186,6 +194,7 @@ def main() -> int:
                 own0, kids0 = cpu_of(proc.pid)
                 time.sleep(idle)
                 own1, kids1 = cpu_of(proc.pid)
+                rss = rss_kib(proc.pid)
             finally:
                 stop(proc)
             per_min = (own1 - own0) / 3 / (idle / 60)
@@ -193,8 +202,10 @@ def main() -> int:
             label = "probes every 10 s" if probes else "no probes"
             print(
                 f"  {label:<18}: {per_min * 1000:.1f} ms CPU per container per minute "
-                f"(supervisor), {kids_per_min * 1000:.1f} ms in probe commands"
+                f"(supervisor), {kids_per_min * 1000:.1f} ms in probe commands; "
+                f"supervisor RSS {rss / 1024:.1f} MiB"
             )
+            results[f"rss_mib_{'probes' if probes else 'none'}"] = rss / 1024
             results[f"idle_cpu_ms_per_container_min_{'probes' if probes else 'none'}"] = (
                 per_min * 1000
             )
