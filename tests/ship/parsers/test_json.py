@@ -70,3 +70,16 @@ def test_json_that_is_not_an_object_passes_through_marked() -> None:
         "message": "[1, 2]",
         PARSE_ERROR: "json: the message is a JSON list, not an object",
     }
+
+
+def test_deeply_nested_json_is_kept_as_text_and_marked() -> None:
+    for depth in (33, 5000):
+        line = '{"a":' * depth + "1" + "}" * depth
+        [rec] = parse(line)
+        assert rec["message"] == line
+        assert rec[PARSE_ERROR] == "json: nested deeper than 32 levels; kept as text"
+
+
+def test_nesting_within_the_limit_is_flattened() -> None:
+    [rec] = parse('{"a":' * 32 + "1" + "}" * 32)
+    assert rec[".".join(["a"] * 32)] == 1

@@ -10,7 +10,8 @@ one that does not parse stays as an ordinary field.
 The shipper's own fields (``log.file.path``, ``log.offset``, and ``@timestamp``/``message``
 when the JSON's value for them is not usable) are never overwritten by other JSON values; a
 clashing key is kept under ``json.<key>``. Messages that are not
-JSON, or JSON that is not an object, pass through with ``log.parse_error`` set.
+JSON, or JSON that is not an object, or JSON nested deeper than 32 levels, pass through with
+``log.parse_error`` set.
 
 msgspec decodes each line (the fastest JSON decoder available to Python); lines are decoded
 one at a time because one bad line must not spoil its batch.
@@ -27,6 +28,24 @@ from sidekick.ship.records import FILE_PATH, MESSAGE, OFFSET, PARSE_ERROR, TIMES
 
 _TIME_KEYS = ("@timestamp", "timestamp", "time")
 _PROTECTED = frozenset({FILE_PATH, OFFSET, TIMESTAMP, MESSAGE})
+
+
+# Deeper JSON is kept as text: flattening recurses, and a value nested hundreds deep would
+# make the output's encoder hit Python's recursion limit.
+MAX_DEPTH = 32
+
+
+def _too_deep(obj: Any) -> bool:
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
 
 
 def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
@@ -68,10 +87,17 @@ class JsonParser:
             except (msgspec.DecodeError, TypeError) as exc:
                 rec[PARSE_ERROR] = f"json: {exc}"
                 continue
+            except RecursionError:
+                rec[PARSE_ERROR] = f"json: nested deeper than {MAX_DEPTH} levels; kept as text"
+                continue
             if not isinstance(obj, dict):
                 rec[PARSE_ERROR] = (
                     f"json: the message is a JSON {type(obj).__name__}, not an object"
                 )
+                continue
+            # Counting brackets is cheap; only a message with many walks the decoded tree.
+            if message.count("{") + message.count("[") > MAX_DEPTH and _too_deep(obj):
+                rec[PARSE_ERROR] = f"json: nested deeper than {MAX_DEPTH} levels; kept as text"
                 continue
             self._merge(rec, obj)
 
