@@ -53,7 +53,8 @@ run_dir_option = click.option(
     "--shutdown-timeout",
     default=None,
     help="How long stopping may take before every process is killed "
-    "(default: the longest terminationGracePeriodSeconds plus 10s).",
+    "(default: the longest terminationGracePeriodSeconds, plus 2s per native sidecar, "
+    "plus 10s).",
 )
 @click.option(
     "--color/--no-color",
@@ -108,7 +109,14 @@ def up(
     manifests = read_manifests(list(files), set_image=images)
     addr = None if admin_addr == "off" else parse_admin(admin_addr)
     if shutdown_timeout is None:
-        timeout = max(p.grace_period for p in manifests.pods) + 10.0
+        # The grace period, plus the 2 s each sidecar may still get after it, plus slack.
+        timeout = (
+            max(
+                p.grace_period + 2.0 * sum(c.kind == "sidecar" for c in p.init_containers)
+                for p in manifests.pods
+            )
+            + 10.0
+        )
     else:
         timeout = parse_duration(shutdown_timeout, name="--shutdown-timeout")
     if detach:
