@@ -147,6 +147,8 @@ def test_liveness_failure_restarts_the_container_after_failure_threshold(
     assert time.monotonic() - removed >= 1.0  # two failures, one period apart
     up.wait_for(lambda: (d / "starts").read_text() == "start\nstart\n", what="second start")
     assert "app: liveness probe failed (exit code 1); restarting it." in up.err
+    last = up.container("app")["lastState"]
+    assert (last["reason"], last["exitCode"]) == ("LivenessProbeFailed", 143)
     assert up.stop() == 0
 
 

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -130,6 +131,10 @@ def base_env(pod: Pod, c: Container, run_id: str) -> dict[str, str]:
     return env
 
 
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def exit_code(returncode: int) -> int:
     """A shell-style exit code: killed by signal N is 128+N, as Kubernetes reports it."""
     return 128 - returncode if returncode < 0 else returncode
@@ -214,6 +219,7 @@ class ContainerRunner:
             session=session,
         )
         self.last_returncode: int | None = None
+        self.last_state: dict[str, Any] = {}  # the previous instance's end, as lastState
         self.stop_signal = (
             signal.Signals[spec.stop_signal]
             if spec.stop_signal
@@ -248,9 +254,11 @@ class ContainerRunner:
         if s.pid is not None and s.state == "Running":
             out["pid"] = s.pid
         if s.started_at:
-            out["startedAt"] = s.started_at
-        if s.finished_at:
-            out["finishedAt"] = s.finished_at
+            out["startedAt"] = _rfc3339(s.started_at)
+        if s.finished_at and s.state == "Terminated":
+            out["finishedAt"] = _rfc3339(s.finished_at)
+        if self.last_state:
+            out["lastState"] = self.last_state
         return out
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -351,12 +359,18 @@ class ContainerRunner:
         )
         if self._kill_reason:
             reason = self._kill_reason
+        finished = time.time()
+        self.last_state = {
+            "exitCode": code,
+            "reason": reason,
+            "finishedAt": _rfc3339(finished),
+        }
         self._set(
             state="Terminated",
             reason=reason,
             exit_code=code,
             ready=False,
-            finished_at=time.time(),
+            finished_at=finished,
         )
         self._kill_reason = ""
         return code
