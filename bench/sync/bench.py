@@ -272,6 +272,13 @@ def timed_child(argv: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def settle(path: Path) -> None:
+    """Delete a checkout and flush the filesystem, so the next round does not pay for it."""
+    shutil.rmtree(path)
+    os.sync()
+    time.sleep(1)
+
+
 def large_repo(work: Path, files: int, rounds: int) -> dict[str, Any]:
     """Alternate sidekick and ``git clone`` into fresh directories; report medians, since
     checking out 20,000 files on a shared machine varies a lot from run to run."""
@@ -296,12 +303,12 @@ def large_repo(work: Path, files: int, rounds: int) -> dict[str, Any]:
         sk_wall.append(wall)
         sk_cpu.append(cpu)
         count = sum(len(f) for _, _, f in os.walk(root / "large")) - 1  # minus the .git file
-        shutil.rmtree(root)
+        settle(root)
         clone = work / f"large-clone-{r}"
         wall, cpu = timed_child(["git", "clone", "-q", "--depth", "1", url, str(clone)])
         cl_wall.append(wall)
         cl_cpu.append(cpu)
-        shutil.rmtree(clone)
+        settle(clone)
     med = statistics.median
     return {
         "files": count,
