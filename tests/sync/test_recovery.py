@@ -159,3 +159,26 @@ def test_cli_exits_2_on_a_root_with_foreign_files(upstream: Upstream, tmp_path: 
     assert proc.returncode == 2
     assert "precious.txt" in proc.stderr and "Traceback" not in proc.stderr
     assert (root / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"ref": " "}, "--ref is empty"),
+        ({"depth": -1}, "--depth -1 is negative"),
+        ({"link": ".git"}, "would clash with the repository"),
+        ({"webhook_method": "PO ST"}, "is not an HTTP method"),
+        ({"username": "bob"}, "--password-file is not"),
+        ({"period": 0.001}, "--period 0.001s is too short"),
+        ({"exechook_command": "sh -c 'unclosed"}, "cannot be split"),
+        ({"webhook_url": "ftp://h/x"}, "is not an http(s) URL"),
+        ({"sparse_checkout_file": "/no/such/file"}, "does not exist or cannot be read"),
+    ],
+)
+def test_preflight_names_the_bad_setting(
+    tmp_path: Path, fields: dict[str, object], message: str
+) -> None:
+    cfg = SyncConfig(repo="file:///nowhere/repo", root=str(tmp_path / "root"), **fields)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as info:
+        preflight(cfg)
+    assert message in str(info.value)

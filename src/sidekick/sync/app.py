@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +73,21 @@ def preflight(cfg: SyncConfig) -> None:
         raise ConfigError(f"--period {cfg.period:g}s is too short; use at least 10ms")
     if cfg.sync_timeout < 0.01:
         raise ConfigError(f"--sync-timeout {cfg.sync_timeout:g}s is too short; use at least 10ms")
+    if not cfg.ref.strip():
+        raise ConfigError(
+            "--ref is empty; give a branch, tag or commit hash, or leave it unset for HEAD"
+        )
+    if cfg.depth < 0:
+        raise ConfigError(f"--depth {cfg.depth} is negative; use 0 for full history or 1 and up")
+    link = cfg.link or default_link(cfg.repo)
+    if os.path.basename(link.rstrip("/")) in ("", ".", "..", ".git", WORKTREES):
+        raise ConfigError(
+            f"--link {link!r} would clash with the repository under --root; choose a plain name like html"
+        )
+    if not re.fullmatch(r"[A-Za-z]+", cfg.webhook_method):
+        raise ConfigError(
+            f"--webhook-method {cfg.webhook_method!r} is not an HTTP method; use POST, PUT or GET"
+        )
     if cfg.username and not cfg.password_file:
         raise ConfigError("--username is set but --password-file is not; give both or neither")
     if cfg.password_file and not cfg.username:
