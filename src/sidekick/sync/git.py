@@ -165,4 +165,4 @@ def remaining(deadline: float) -> float:
 
 def last_lines(text: str, n: int = 3) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " / ".join(lines[-n:])
+    return " / ".join(lines[-n:]).rstrip(".")
