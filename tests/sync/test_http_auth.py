@@ -17,7 +17,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from sidekick.sync.git import GitError
+from sidekick.sync.app import build_git
+from sidekick.sync.config import SyncConfig
+from sidekick.sync.git import GitError, Redactor
+from sidekick.sync.syncer import Syncer
 from tests.conftest import SIDEKICK
 from tests.sync.conftest import GIT_ENV, Upstream, make_syncer
 
@@ -31,11 +34,15 @@ class GitHttpServer:
         self.password = password
         self.requests = 0
         self.url = ""
+        self.cookie: str | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         expected = "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-        if request.headers.get("Authorization") != expected:
+        if self.cookie is not None:
+            if request.cookies.get("session") != self.cookie:
+                return web.Response(status=403)
+        elif request.headers.get("Authorization") != expected:
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'})
         body = await request.read()
         env = {
@@ -204,3 +211,14 @@ async def test_gitsync_password_environment_variable_authenticates(
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err
     assert PASSWORD.encode() not in out + err
+
+
+async def test_cookie_file_authenticates(http_git: GitHttpServer, tmp_path: Path) -> None:
+    http_git.cookie = "c00kie-value"
+    cookies = tmp_path / "cookies.txt"
+    # Netscape cookie file format, as curl (and so git) reads it.
+    cookies.write_text("127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tc00kie-value\n")
+    cfg = SyncConfig(repo=http_git.url, root=str(tmp_path / "root"), cookie_file=str(cookies))
+    syncer = Syncer(cfg, git=build_git(cfg, GIT_ENV, Redactor()))
+    assert await syncer.sync_once() == "published"
+    syncer.aclose()
