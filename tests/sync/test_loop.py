@@ -296,3 +296,11 @@ def test_bad_duration_in_the_config_file_is_a_clear_error(tmp_path: Path) -> Non
     proc = run_cli("--config", str(config))
     assert proc.returncode == 2
     assert "sync.period" in proc.stderr and "'soon' is not a duration" in proc.stderr
+
+
+def test_boolean_flags_take_git_sync_style_values(upstream: Upstream, tmp_path: Path) -> None:
+    proc = run_cli(
+        "--repo", upstream.url, "--root", str(tmp_path / "root"), "--one-time=true", "--ssh=false"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "root" / "upstream" / "index.html").exists()

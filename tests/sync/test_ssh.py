@@ -52,3 +52,24 @@ async def test_ssh_command_carries_the_keys_and_known_hosts(
     assert "StrictHostKeyChecking=yes" in args and "BatchMode=yes" in args
     assert "git@git.example.invalid" in args
     syncer.aclose()
+
+
+async def test_ssh_known_hosts_false_turns_host_checking_off(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "ssh-args"
+    (bindir / "ssh").write_text(FAKE_SSH.format(log=log))
+    (bindir / "ssh").chmod(0o755)
+    cfg = SyncConfig(
+        repo=f"ssh://git@git.example.invalid{upstream.path}",
+        root=str(tmp_path / "root"),
+        ssh_known_hosts=False,
+    )
+    env = {**GIT_ENV, "PATH": f"{bindir}{os.pathsep}{GIT_ENV['PATH']}"}
+    syncer = Syncer(cfg, git=build_git(cfg, env, Redactor()))
+    assert await syncer.sync_once() == "published"
+    args = log.read_text().splitlines()
+    assert "StrictHostKeyChecking=no" in args and "UserKnownHostsFile=/dev/null" in args
+    syncer.aclose()

@@ -52,6 +52,7 @@ FIELDS = {
     "password_file": "password_file",
     "ssh_key_file": "ssh_key_files",
     "ssh_known_hosts_file": "ssh_known_hosts_file",
+    "ssh_known_hosts": "ssh_known_hosts",
     "cookie_file": "cookie_file",
     "trigger_secret_file": "trigger_secret_file",
     "exechook_command": "exechook_command",
@@ -77,6 +78,10 @@ DURATIONS = {
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+# git-sync's boolean flags (pflag) accept --flag, --flag=true and --flag=false; so do these.
+BOOL: dict[str, Any] = {"type": click.BOOL, "is_flag": False, "flag_value": True, "default": None}
 
 
 def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
@@ -126,8 +131,7 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
 @_opt(
     "--one-time",
     env_name="ONE_TIME",
-    is_flag=True,
-    default=None,
+    **BOOL,
     help="Sync once and exit: 0 on success, 1 on failure.",
 )
 @_opt(
@@ -229,21 +233,27 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
 @_opt(
     "--ssh",
     env_name="SSH",
-    is_flag=True,
+    **BOOL,
     hidden=True,
     help="Accepted for git-sync compatibility; SSH is used when the URL says so.",
 )
 @_opt(
+    "--ssh-known-hosts",
+    env_name="SSH_KNOWN_HOSTS",
+    **BOOL,
+    help="Verify SSH hosts (default); --ssh-known-hosts=false turns checking off.",
+)
+@_opt(
     "--http-metrics",
     env_name="HTTP_METRICS",
-    is_flag=True,
+    **BOOL,
     hidden=True,
     help="Accepted for git-sync compatibility; metrics are always served.",
 )
 @_opt(
     "--add-user",
     env_name="ADD_USER",
-    is_flag=True,
+    **BOOL,
     hidden=True,
     help="Accepted for git-sync compatibility; ignored.",
 )

@@ -46,13 +46,15 @@ def build_git(cfg: SyncConfig, env: Mapping[str, str], redact: Redactor) -> Git:
     if cfg.cookie_file:
         config.append(("http.cookieFile", os.path.abspath(cfg.cookie_file)))
     git_env = dict(env)
-    if cfg.ssh_key_files or cfg.ssh_known_hosts_file:
+    if cfg.ssh_key_files or cfg.ssh_known_hosts_file or not cfg.ssh_known_hosts:
         ssh = ["ssh", "-o", "BatchMode=yes"]
         if cfg.ssh_key_files:
             ssh += ["-o", "IdentitiesOnly=yes"]
             for key in cfg.ssh_key_files:
                 ssh += ["-i", os.path.abspath(key)]
-        if cfg.ssh_known_hosts_file:
+        if not cfg.ssh_known_hosts:
+            ssh += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        elif cfg.ssh_known_hosts_file:
             ssh += [
                 "-o",
                 f"UserKnownHostsFile={os.path.abspath(cfg.ssh_known_hosts_file)}",

@@ -54,6 +54,8 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ssh_key_files: list[str] = msgspec.field(default_factory=list)
     ssh_known_hosts_file: str | None = None
     """known_hosts to verify the server with; unset uses ssh's defaults."""
+    ssh_known_hosts: bool = True
+    """False turns SSH host key checking off (git-sync's --ssh-known-hosts=false)."""
     cookie_file: str | None = None
     # POST /sync.
     trigger_secret_file: str | None = None
