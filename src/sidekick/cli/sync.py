@@ -46,6 +46,10 @@ FIELDS = {
     "stale_worktree_timeout": "stale_worktree_timeout",
     "git": "git",
     "git_gc": "git_gc",
+    "git_config": "git_config",
+    "group_write": "group_write",
+    "touch_file": "touch_file",
+    "error_file": "error_file",
     "backoff_initial": "backoff_initial",
     "backoff_max": "backoff_max",
     "username": "username",
@@ -229,6 +233,32 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
     env_name="WEBHOOK_BACKOFF",
     help="First delay before retrying a failed webhook. [default: 3s]",
 )
+@_opt(
+    "--git-config",
+    env_name="GIT_CONFIG",
+    help="Extra git settings as key:value pairs separated by commas (git-sync's syntax).",
+)
+@_opt(
+    "--group-write",
+    env_name="GROUP_WRITE",
+    **BOOL,
+    help="Make the repository and worktrees group-writable.",
+)
+@_opt(
+    "--touch-file",
+    env_name="TOUCH_FILE",
+    help="File touched after every successful sync (relative paths are under --root).",
+)
+@_opt(
+    "--error-file",
+    env_name="ERROR_FILE",
+    help="File holding the last sync error, removed on success (relative paths are under --root).",
+)
+@_opt(
+    "--sync-on-signal",
+    env_name="SYNC_ON_SIGNAL",
+    help="Accepted for git-sync compatibility: SIGHUP always triggers a sync; other signals are refused.",
+)
 @_opt("--http-bind", env_name="HTTP_BIND", help="Alias of --admin-addr (git-sync's name).")
 @_opt(
     "--ssh",
@@ -277,6 +307,12 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
     from sidekick.sync.app import run_sync
 
     init_logging(params)
+    signame = params.get("sync_on_signal")
+    if signame and signame.upper().removeprefix("SIG") not in ("HUP", "1"):
+        raise ConfigError(
+            f"--sync-on-signal {signame!r} is not supported; sidekick sync syncs on SIGHUP, "
+            "so use SIGHUP or leave the flag out"
+        )
     over = overrides(ctx, FIELDS)
     for param in DURATIONS:
         dotted = FIELDS[param]

@@ -33,7 +33,7 @@ from sidekick.sync.git import Git, Redactor
 from sidekick.sync.hooks import HookRunner, exechook, webhook
 from sidekick.sync.metrics import SyncMetrics
 from sidekick.sync.publish import WORKTREES
-from sidekick.sync.syncer import Syncer, default_link
+from sidekick.sync.syncer import Syncer, default_link, owned_names
 
 log = logging.getLogger("sidekick.sync")
 
@@ -43,6 +43,9 @@ def build_git(cfg: SyncConfig, env: Mapping[str, str], redact: Redactor) -> Git:
     # An empty helper resets any helper configured system-wide, so no helper stores our
     # password; credentials come only from the askpass script.
     config: list[tuple[str, str]] = [("credential.helper", "")]
+    config += parse_git_config(cfg.git_config)
+    if cfg.group_write:
+        config.append(("core.sharedRepository", "group"))
     if cfg.cookie_file:
         config.append(("http.cookieFile", os.path.abspath(cfg.cookie_file)))
     git_env = dict(env)
@@ -63,6 +66,60 @@ def build_git(cfg: SyncConfig, env: Mapping[str, str], redact: Redactor) -> Git:
             ]
         git_env["GIT_SSH_COMMAND"] = shlex.join(ssh)
     return Git(cfg.git, env=git_env, redact=redact, config=config)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", '"': '"', ",": ",", "\\": "\\"}
+
+
+def parse_git_config(text: str) -> list[tuple[str, str]]:
+    """git-sync's ``--git-config``: ``key:value`` pairs separated by commas.
+
+    Keys and values may be double-quoted (a key holding a colon must be); ``\\n``, ``\\t``,
+    ``\\"``, ``\\,`` and ``\\\\`` are escapes; an unquoted value must escape its commas.
+    """
+    pairs: list[tuple[str, str]] = []
+    key: str | None = None
+    cur: list[str] = []
+    quoted = False
+    i = 0
+
+    def finish() -> None:
+        nonlocal key, cur
+        item = "".join(cur)
+        if key is None:
+            if item.strip():
+                raise ConfigError(
+                    f"--git-config {text!r}: {item.strip()!r} has no ':'; write key:value pairs "
+                    "separated by commas"
+                )
+        else:
+            pairs.append((key.strip(), item))
+        key, cur = None, []
+
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            nxt = text[i + 1 : i + 2]
+            if nxt not in _ESCAPES:
+                raise ConfigError(
+                    f"--git-config {text!r}: unknown escape '\\{nxt}'; use \\n, \\t, \\\", \\, or \\\\"
+                )
+            cur.append(_ESCAPES[nxt])
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c == ":" and not quoted and key is None:
+            key, cur = "".join(cur), []
+        elif c == "," and not quoted:
+            finish()
+        else:
+            cur.append(c)
+        i += 1
+    if quoted:
+        raise ConfigError(f"--git-config {text!r} has an unclosed quote; close it")
+    finish()
+    return pairs
 
 
 def preflight(cfg: SyncConfig) -> None:
@@ -121,7 +178,7 @@ def preflight(cfg: SyncConfig) -> None:
     root = Path(cfg.root)
     if root.is_dir():
         link = cfg.link or default_link(cfg.repo)
-        ours = {".git", WORKTREES, os.path.basename(link)}
+        ours = {".git", WORKTREES, os.path.basename(link), *owned_names(cfg)}
         foreign = [e for e in sorted(os.listdir(root)) if e not in ours and ".tmp-" not in e]
         if foreign and not (root / ".git" / "HEAD").exists():
             raise ConfigError(
@@ -223,6 +280,10 @@ class SyncApp:
 
     async def main(self, shutdown: Shutdown) -> int:
         preflight(self.cfg)
+        if self.cfg.group_write:
+            # This process only writes the synced tree, so a process-wide umask is the
+            # simplest way to make git and the worktrees group-writable.
+            os.umask(0o002)
         self._make_hooks()
         # --one-time is an init container: nothing probes it, so no admin server.
         if not self.cfg.one_time:

@@ -43,6 +43,14 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     git: str = "git"
     """The git binary (looked up on PATH)."""
     git_gc: Literal["auto", "always", "aggressive", "off"] = "auto"
+    git_config: str = ""
+    """Extra git settings, git-sync style: ``key:value,key2:value2`` (see ``gitconfig``)."""
+    group_write: bool = False
+    """Make everything written group-writable (umask 002, core.sharedRepository=group)."""
+    touch_file: str | None = None
+    """File touched after every successful sync; relative paths are under ``root``."""
+    error_file: str | None = None
+    """File holding the last sync error, removed on success; relative paths are under ``root``."""
     backoff_initial: float = 1.0
     """First retry delay after a failed sync, in seconds; doubles per failure."""
     backoff_max: float = 300.0

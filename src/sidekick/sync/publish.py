@@ -49,10 +49,12 @@ class RootNotOurs(PermanentError):
 class Tree:
     """The repository, worktrees and link under one ``--root``."""
 
-    def __init__(self, root: Path, link: Path, git: Git) -> None:
+    def __init__(self, root: Path, link: Path, git: Git, owned: set[str] | None = None) -> None:
         self.root = root
         self.link = link
         self.git = git
+        # Other names under root this program writes (--touch-file, --error-file).
+        self.owned = owned or set()
         self.worktrees = root / WORKTREES
         self.gitdir = root / ".git"
         self._stale_since: dict[str, float] = {}
@@ -72,7 +74,7 @@ class Tree:
         return (self.gitdir / "objects").is_dir() and (self.gitdir / "config").is_file()
 
     def _foreign_entries(self) -> list[str]:
-        ours = {".git", WORKTREES}
+        ours = {".git", WORKTREES, *self.owned}
         if self.link.parent == self.root:
             ours.add(self.link.name)
         out = []

@@ -54,6 +54,15 @@ class RefNotFound(PermanentError):
     """The ref names nothing in the remote repository."""
 
 
+def owned_names(cfg: SyncConfig) -> set[str]:
+    """Names directly under ``root`` that ``--touch-file``/``--error-file`` put there."""
+    out = set()
+    for path in (cfg.touch_file, cfg.error_file):
+        if path and not os.path.isabs(path):
+            out.add(Path(path).parts[0])
+    return out
+
+
 def default_link(repo: str) -> str:
     """git-sync's default link name: the leaf of the repository URL without ``.git``."""
     leaf = repo.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
@@ -79,7 +88,7 @@ class Syncer:
         root = Path(cfg.root).absolute()
         link_name = cfg.link or default_link(cfg.repo)
         link = Path(link_name) if os.path.isabs(link_name) else root / link_name
-        self.tree = Tree(root, link, git)
+        self.tree = Tree(root, link, git, owned=owned_names(cfg))
         self.published: tuple[str, Path] | None = None
         self.consecutive_failures = 0
         self.backoff = Backoff(initial=cfg.backoff_initial, maximum=cfg.backoff_max)
@@ -173,6 +182,7 @@ class Syncer:
             self.consecutive_failures = 0
             self.last_error = None
             self.backoff.reset()
+            self._mark_success()
             return outcome
 
     def _failed(self, exc: BaseException, seconds: float) -> None:
@@ -188,11 +198,35 @@ class Syncer:
         else:
             message = self.redact(str(exc))
         self.last_error = message
+        self._write_error_file(message)
         serving = f"; still serving {self.published[0][:12]}" if self.published else ""
         if isinstance(exc, SidekickError | OSError | TimeoutError):
             log.error("Sync failed: %s%s.", message.rstrip("."), serving)
         else:
             log.error("Sync failed unexpectedly: %s%s.", message, serving, exc_info=exc)
+
+    def _beside_root(self, path: str) -> Path:
+        return Path(path) if os.path.isabs(path) else self.tree.root / path
+
+    def _mark_success(self) -> None:
+        if self.cfg.touch_file:
+            touch = self._beside_root(self.cfg.touch_file)
+            touch.parent.mkdir(parents=True, exist_ok=True)
+            touch.touch()
+        if self.cfg.error_file:
+            self._beside_root(self.cfg.error_file).unlink(missing_ok=True)
+
+    def _write_error_file(self, message: str) -> None:
+        if not self.cfg.error_file:
+            return
+        path = self._beside_root(self.cfg.error_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(message + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("Cannot write --error-file %s: %s.", path, exc.strerror)
 
     def _recovered(self, kind: str, message: str, *args: object) -> None:
         self.metrics.recoveries.labels(kind).inc()

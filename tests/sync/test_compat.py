@@ -1,0 +1,106 @@
+"""git-sync flags kept for drop-in compatibility: --git-config, --group-write, --touch-file,
+--error-file, --sync-on-signal."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sidekick.core.errors import ConfigError
+from sidekick.sync.app import parse_git_config, preflight
+from sidekick.sync.config import SyncConfig
+from tests.conftest import SIDEKICK
+from tests.sync.conftest import GIT_ENV, Upstream, make_syncer
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    # A fixed umask, so that group-writable files can only come from --group-write.
+    return subprocess.run(
+        [*SIDEKICK, "sync", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=GIT_ENV,
+        umask=0o022,
+    )
+
+
+def test_git_config_pairs_are_parsed_like_git_sync() -> None:
+    text = 'safe.directory:*,"url.https://h/.insteadOf":git@h:,core.comment:a\\,b'
+    assert parse_git_config(text) == [
+        ("safe.directory", "*"),
+        ("url.https://h/.insteadOf", "git@h:"),
+        ("core.comment", "a,b"),
+    ]
+
+
+def test_git_config_without_a_colon_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="has no ':'"):
+        parse_git_config("safe.directory")
+
+
+def test_git_config_reaches_git(upstream: Upstream, tmp_path: Path) -> None:
+    # insteadOf rewrites an unreachable URL to the real one: the sync only works if the
+    # setting was passed to git.
+    repo = "https://git.example.invalid/site"
+    proc = run_cli(
+        "--repo",
+        repo,
+        "--root",
+        str(tmp_path / "root"),
+        "--link",
+        "site",
+        "--one-time",
+        "--git-config",
+        f'"url.{upstream.url}.insteadOf":{repo}',
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "root" / "site" / "index.html").read_text() == "rev 0\n"
+
+
+def test_group_write_makes_the_checkout_group_writable(upstream: Upstream, tmp_path: Path) -> None:
+    proc = run_cli(
+        "--repo", upstream.url, "--root", str(tmp_path / "root"), "--one-time", "--group-write"
+    )
+    assert proc.returncode == 0, proc.stderr
+    page = tmp_path / "root" / "upstream" / "index.html"
+    assert page.stat().st_mode & stat.S_IWGRP
+
+
+async def test_touch_file_is_touched_and_error_file_holds_the_last_error(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    syncer = make_syncer(
+        tmp_path / "root", upstream.url, touch_file="synced", error_file="state/error"
+    )
+    await syncer.sync_once()
+    touched = (tmp_path / "root" / "synced").stat().st_mtime
+    error_file = tmp_path / "root" / "state" / "error"
+    assert not error_file.exists()
+    upstream.path.rename(tmp_path / "gone")
+    with pytest.raises(Exception, match="cannot list refs"):
+        await syncer.sync_once()
+    assert "cannot list refs" in error_file.read_text()
+    (tmp_path / "gone").rename(upstream.path)
+    await syncer.sync_once()
+    assert not error_file.exists()
+    assert (tmp_path / "root" / "synced").stat().st_mtime >= touched
+    syncer.aclose()
+
+
+def test_touch_and_error_files_do_not_make_root_look_foreign(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "synced").write_text("")
+    (root / "state").mkdir()
+    cfg = SyncConfig(repo="file:///r", root=str(root), touch_file="synced", error_file="state/e")
+    preflight(cfg)
+
+
+def test_sync_on_signal_other_than_sighup_is_refused(tmp_path: Path) -> None:
+    proc = run_cli("--repo", "file:///r", "--root", str(tmp_path), "--sync-on-signal", "SIGUSR1")
+    assert proc.returncode == 2
+    assert "--sync-on-signal 'SIGUSR1' is not supported" in proc.stderr
