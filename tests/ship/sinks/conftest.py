@@ -272,7 +272,10 @@ class Rsyslog:
         if not self.out.exists():
             return []
         out = []
-        for text in self.out.read_text(encoding="utf-8", errors="replace").splitlines():
+        data = self.out.read_text(encoding="utf-8", errors="replace")
+        # rsyslog may be mid-write: a last line without its newline is not complete yet.
+        complete = data[: data.rfind("\n") + 1]
+        for text in complete.splitlines():
             app, sev, fac, host, ts, sd, msg = text.split("|", 6)
             out.append(SyslogLine(app, int(sev), int(fac), host, ts, sd, msg))
         return out
