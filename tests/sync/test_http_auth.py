@@ -222,3 +222,34 @@ async def test_cookie_file_authenticates(http_git: GitHttpServer, tmp_path: Path
     syncer = Syncer(cfg, git=build_git(cfg, GIT_ENV, Redactor()))
     assert await syncer.sync_once() == "published"
     syncer.aclose()
+
+
+async def test_askpass_url_is_asked_for_credentials_on_every_sync(
+    http_git: GitHttpServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    asked = 0
+
+    async def credentials(request: web.Request) -> web.Response:
+        nonlocal asked
+        asked += 1
+        return web.Response(text=f"username=alice\npassword={PASSWORD}\n")
+
+    app = web.Application()
+    app.router.add_get("/creds", credentials)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        syncer = make_syncer(
+            tmp_path / "root", http_git.url, askpass_url=f"http://127.0.0.1:{port}/creds"
+        )
+        assert await syncer.sync_once() == "published"
+        assert await syncer.sync_once() == "unchanged"
+        assert asked == 2
+        assert PASSWORD not in caplog.text
+        syncer.aclose()
+    finally:
+        await runner.cleanup()

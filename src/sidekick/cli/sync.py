@@ -54,6 +54,7 @@ FIELDS = {
     "backoff_max": "backoff_max",
     "username": "username",
     "password_file": "password_file",
+    "askpass_url": "askpass_url",
     "ssh_key_file": "ssh_key_files",
     "ssh_known_hosts_file": "ssh_known_hosts_file",
     "ssh_known_hosts": "ssh_known_hosts",
@@ -176,6 +177,11 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
     "--password",
     env_name="PASSWORD",
     help="Password or token (prefer --password-file: flags are visible to other users).",
+)
+@_opt(
+    "--askpass-url",
+    env_name="ASKPASS_URL",
+    help="URL answering username= and password= lines, asked on every sync.",
 )
 @_opt(
     "--ssh-key-file",

@@ -147,6 +147,15 @@ def preflight(cfg: SyncConfig) -> None:
         raise ConfigError(
             f"--webhook-method {cfg.webhook_method!r} is not an HTTP method; use POST, PUT or GET"
         )
+    if cfg.askpass_url is not None:
+        if not cfg.askpass_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"--askpass-url {Redactor()(cfg.askpass_url)!r} is not an http(s) URL; use http:// or https://"
+            )
+        if cfg.password_file or cfg.username:
+            raise ConfigError(
+                "--askpass-url supplies the user name and password; drop --username and --password-file"
+            )
     if cfg.username and not cfg.password_file:
         raise ConfigError("--username is set but --password-file is not; give both or neither")
     if cfg.password_file and not cfg.username:

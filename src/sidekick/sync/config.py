@@ -59,6 +59,8 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     username: str | None = None
     password_file: str | None = None
     """File holding the password or token; read again on every sync so rotation just works."""
+    askpass_url: str | None = None
+    """URL answering ``username=``/``password=`` lines, asked on every sync (git-sync's)."""
     ssh_key_files: list[str] = msgspec.field(default_factory=list)
     ssh_known_hosts_file: str | None = None
     """known_hosts to verify the server with; unset uses ssh's defaults."""

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import aiohttp
+
 from sidekick.core.backoff import Backoff
 from sidekick.core.errors import PermanentError, SidekickError, TemporaryError
 from sidekick.core.runtime import Shutdown
@@ -235,7 +237,7 @@ class Syncer:
     async def _sync(self, deadline: float) -> Outcome:
         for kind in await self.tree.ensure_repo(self.cfg.repo, deadline):
             self.metrics.recoveries.labels(kind).inc()
-        env = self._auth_env()
+        env = await self._askpass_url_env(deadline) if self.cfg.askpass_url else self._auth_env()
         sha = await self.resolve(deadline, env)
         cur = self.tree.current()
         if cur is not None and cur[0] == sha and self.tree.is_complete(cur[1], sha):
@@ -405,6 +407,39 @@ class Syncer:
             "GIT_ASKPASS": self._askpass(),
             "SIDEKICK_SYNC_ASKPASS_USER": self.cfg.username or "",
             "SIDEKICK_SYNC_ASKPASS_FILE": os.path.abspath(path),
+        }
+
+    async def _askpass_url_env(self, deadline: float) -> dict[str, str]:
+        """git-sync's --askpass-url: ask a URL for ``username=``/``password=`` lines each sync."""
+        url = self.cfg.askpass_url or ""
+        shown = self.redact(url)
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(url, timeout=aiohttp.ClientTimeout(total=remaining(deadline))) as r,
+            ):
+                body = await r.text()
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TemporaryError(f"--askpass-url {shown} failed: {self.redact(str(exc))}") from None
+        if status != 200:
+            raise TemporaryError(f"--askpass-url {shown} answered {status}, expected 200")
+        fields = dict(line.partition("=")[::2] for line in body.splitlines() if "=" in line)
+        username, password = fields.get("username"), fields.get("password")
+        if not username or password is None:
+            raise TemporaryError(
+                f"--askpass-url {shown} did not return username= and password= lines"
+            )
+        self.redact.add(password)
+        script = self._askpass()
+        secret = Path(script).with_name("password")
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(password + "\n")
+        return {
+            "GIT_ASKPASS": script,
+            "SIDEKICK_SYNC_ASKPASS_USER": username,
+            "SIDEKICK_SYNC_ASKPASS_FILE": str(secret),
         }
 
     def _askpass(self) -> str:
