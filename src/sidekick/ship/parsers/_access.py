@@ -43,6 +43,7 @@ ESCAPED = re.compile(
 )
 
 NO_TEXT = "the record has no text message"
+SHARED_LIMIT = 10_000  # distinct shared values kept before the table starts over
 
 # nginx error log ``request: "GET /x HTTP/1.1"`` and Apache's request text use this split.
 REQUEST_LINE = re.compile(r"([A-Z][A-Z_-]*) (([^\s?]*)(?:\?(\S*))?) HTTP/([\d.]+)$", re.ASCII)
@@ -69,12 +70,18 @@ class AccessLogParser:
 
     def __init__(self) -> None:
         self._clf = ClfTime()
+        # Values that repeat across lines (user agents, referers, methods, versions) are
+        # stored once and shared by every record holding them: records wait in memory until
+        # delivered, and a user agent is often the largest field.
+        self._strings: dict[str, str] = {}
         self._no_match = f"{self.name}: no format matched"
 
     def parse(self, records: list[Record]) -> None:
         clf = self._clf
         cache = clf.cache
         other = self.parse_other
+        strings = self._strings
+        shared = strings.setdefault
         messages: list[Any] = [r.get(MESSAGE) for r in records]
         try:
             matches = list(map(ACCESS.match, messages))
@@ -98,20 +105,22 @@ class AccessLogParser:
             else:
                 rec[PARSE_ERROR] = f"{self.name}: time {ts!r} is not a valid date"
             if method is not None:
-                rec["http.request.method"] = method
+                rec["http.request.method"] = shared(method, method)
                 rec["url.original"] = url
                 rec["url.path"] = path
                 if query is not None:
                     rec["url.query"] = query
-                rec["network.protocol.version"] = version
+                rec["network.protocol.version"] = shared(version, version)
             rec["http.response.status_code"] = int(status)
             if size != "-":
                 rec["http.response.body.size"] = int(size)
             if referer is not None:
                 if referer != "-":
-                    rec["http.request.header.referer"] = referer
+                    rec["http.request.header.referer"] = shared(referer, referer)
                 if agent != "-":
-                    rec["user_agent.original"] = agent
+                    rec["user_agent.original"] = shared(agent, agent)
+        if len(strings) > SHARED_LIMIT:
+            strings.clear()
 
     def parse_other(self, rec: Record) -> None:
         rec[PARSE_ERROR] = self._no_match
