@@ -33,7 +33,7 @@ from sidekick.core.runtime import Shutdown, TaskOwner
 from sidekick.ship.checkpoints import CheckpointStore, prepare_state_dir
 from sidekick.ship.config import ShipConfig, seconds, size
 from sidekick.ship.deadletter import DeadLetter
-from sidekick.ship.metrics import ShipMetrics
+from sidekick.ship.metrics import OutputEventsCollector, ShipMetrics
 from sidekick.ship.pipeline import Pipeline, PipelineSettings
 from sidekick.ship.records import Parser, Sink
 from sidekick.ship.sinks import OutputSpec, create_sink
@@ -128,6 +128,8 @@ async def run_shipper(
     """Run the shipper until ``shutdown`` is requested, then drain and save the state."""
     parts = prepared or prepare(cfg)
     metrics = ShipMetrics(registry)
+    output_events = OutputEventsCollector(parts.sinks)
+    registry.register(output_events)
     store = CheckpointStore(parts.state_dir)
     store.lock()
     owner = TaskOwner()
@@ -191,6 +193,7 @@ async def run_shipper(
             except Exception as exc:
                 log.warning("Closing output %s failed: %s", sink.name, exc)
         store.close()
+        registry.unregister(output_events)
         if admin is not None:
             await admin.aclose()
 

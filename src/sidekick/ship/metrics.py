@@ -7,7 +7,13 @@ names are listed in one place (docs/ship.md repeats this list). Label values are
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sidekick.ship.records import Sink
 
 
 class ShipMetrics:
@@ -79,3 +85,30 @@ class ShipMetrics:
             registry=r,
         )
         self.checkpoint_writes = Counter(p + "checkpoint_writes", "State file writes.", registry=r)
+
+
+class OutputEventsCollector(Collector):
+    """``sidekick_ship_output_events_total{output,event}`` from sinks' own counters.
+
+    Some outcomes are known only inside one kind of output: an OTLP collector's partial
+    success (``rejected_by_peer``), syslog datagrams cut to size (``truncated``) or reported
+    lost (``udp_errors``). A sink exposes them with an optional ``counters()`` method; they are
+    read when ``/metrics`` is scraped, so sinks stay free of Prometheus.
+    """
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "sidekick_ship_output_events",
+            "Output-specific events (partial rejections, truncations, socket errors).",
+            labels=["output", "event"],
+        )
+        for sink in self.sinks:
+            counters = getattr(sink, "counters", None)
+            if counters is None:
+                continue
+            for event, value in sorted(counters().items()):
+                family.add_metric([sink.name, event], value)
+        yield family

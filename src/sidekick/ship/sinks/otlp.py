@@ -433,6 +433,10 @@ class OtlpSink:
         # Records the collector accepted and then dropped (partial success); not retryable.
         self.rejected_by_peer = 0
 
+    def counters(self) -> dict[str, int]:
+        """Output-specific counts for ``/metrics`` (see ship.metrics.OutputEventsCollector)."""
+        return {"rejected_by_peer": self.rejected_by_peer}
+
     @staticmethod
     def _extra_headers(target: Target, headers: dict[str, str] | str | None) -> dict[str, str]:
         if headers is None:

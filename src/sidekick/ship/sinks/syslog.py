@@ -309,6 +309,10 @@ class SyslogSink:
         """Errors reported for the UDP socket (each means lost datagrams)."""
         return self._udp_protocol.errors if self._udp_protocol is not None else 0
 
+    def counters(self) -> dict[str, int]:
+        """Output-specific counts for ``/metrics`` (see ship.metrics.OutputEventsCollector)."""
+        return {"truncated": self.truncated, "udp_errors": self.udp_errors}
+
     async def aclose(self) -> None:
         await self._drop_tcp()
         if self._udp is not None:
