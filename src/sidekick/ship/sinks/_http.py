@@ -157,6 +157,22 @@ def option_error(target: Target, option: str, problem: str, fix: str) -> ConfigE
     return ConfigError(f"output {target.url!r}: option {option!r} {problem}; {fix}")
 
 
+def parse_pairs(
+    target: Target, option: str, text: str, *, value_required: bool, example: str
+) -> dict[str, str]:
+    """Parse a URL-query style list ``A=x,B=y`` into a dict, naming the bad part on error."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or (value_required and not value.strip()):
+            what = "NAME=FIELD" if value_required else "NAME=VALUE"
+            raise option_error(
+                target, option, f"has {part!r}, which is not {what}", f"write it like {example}"
+            )
+        out[name.strip()] = value.strip()
+    return out
+
+
 def read_secret(target: Target, option: str, path: str) -> str:
     """The content of a secret file (a mounted Kubernetes Secret), without its final newline."""
     try:

@@ -52,6 +52,7 @@ from sidekick.ship.sinks._http import (
     gzip_off_loop,
     load_options,
     option_error,
+    parse_pairs,
     parse_target,
     raise_for_common_status,
     rfc3339_to_ns,
@@ -161,18 +162,13 @@ class LokiSink:
             return dict(DEFAULT_LABELS)
         if isinstance(labels, dict):
             return dict(labels)
-        mapping: dict[str, str] = {}
-        for part in filter(None, (p.strip() for p in labels.split(","))):
-            name, sep, field = part.partition("=")
-            if not sep or not name.strip() or not field.strip():
-                raise option_error(
-                    target,
-                    "labels",
-                    f"has {part!r}, which is not NAME=FIELD",
-                    "write it like labels=namespace=k8s.namespace.name,app=service.name",
-                )
-            mapping[name.strip()] = field.strip()
-        return mapping
+        return parse_pairs(
+            target,
+            "labels",
+            labels,
+            value_required=True,
+            example="labels=namespace=k8s.namespace.name,app=service.name",
+        )
 
     # ------------------------------------------------------------------ encoding
 

@@ -55,7 +55,7 @@ from sidekick.ship.sinks._http import (
     Target,
     gzip_off_loop,
     load_options,
-    option_error,
+    parse_pairs,
     parse_target,
     raise_for_common_status,
     rfc3339_to_ns,
@@ -443,18 +443,13 @@ class OtlpSink:
             return {}
         if isinstance(headers, dict):
             return {str(k): str(v) for k, v in headers.items()}
-        out: dict[str, str] = {}
-        for part in filter(None, (p.strip() for p in headers.split(","))):
-            name, sep, value = part.partition("=")
-            if not sep or not name.strip():
-                raise option_error(
-                    target,
-                    "headers",
-                    f"has {part!r}, which is not NAME=VALUE",
-                    "write it like headers=X-Tenant=a,X-Env=prod",
-                )
-            out[name.strip()] = value.strip()
-        return out
+        return parse_pairs(
+            target,
+            "headers",
+            headers,
+            value_required=False,
+            example="headers=X-Tenant=a,X-Env=prod",
+        )
 
     def encode(self, records: list[Record]) -> bytes:
         now = time.time_ns()
