@@ -169,6 +169,30 @@ def test_webapp_answers_hello_world_and_the_request_is_shipped_within_a_second(
         assert (files, took < 1.0) == (["access.log", "logs.txt"], True), f"took {took:.2f}s"
 
 
+def test_webapp_ships_the_apps_json_line_and_nginxs_access_line_parsed(tmp_path: Path) -> None:
+    with run_up("webapp", tmp_path) as pod:
+        marker = uuid.uuid4().hex
+        assert http(pod.url(8080, f"/?visit={marker}"))[0] == 200
+        wait_for(
+            "the app's and nginx's records",
+            lambda: len(pod.records("log-shipper", marker)) == 2,
+            timeout=10,
+        )
+        by_file = {
+            r["log.file.path"].rsplit("/", 1)[1]: r for r in pod.records("log-shipper", marker)
+        }
+    app, nginx = by_file["logs.txt"], by_file["access.log"]
+    # ?parser=json: the app's own fields and message, not its JSON text.
+    assert (app["message"], app["level"], app["url.query"]) == (
+        f"GET /?visit={marker} 200",
+        "info",
+        f"visit={marker}",
+    )
+    # ?parser=nginx: the combined line's fields; message keeps the whole line.
+    assert (nginx["http.request.method"], nginx["url.query"]) == ("GET", f"visit={marker}")
+    assert nginx["http.response.status_code"] == 200
+
+
 def test_nginx_logs_ships_parsed_access_log_records(tmp_path: Path) -> None:
     with run_up("nginx-logs", tmp_path) as pod:
         marker = uuid.uuid4().hex

@@ -1,8 +1,8 @@
 """``sidekick ship`` as a program: build the pipeline from the config and run it.
 
-``prepare(cfg)`` checks everything a user can get wrong (inputs, outputs, parser, multiline
-regex, state directory) before anything starts, raising ``ConfigError`` so the CLI prints
-one sentence and exits 2. ``run_shipper(cfg, shutdown, registry)`` then runs until SIGTERM:
+``prepare(cfg)`` checks everything a user can get wrong (inputs with their options, outputs,
+parsers, multiline regexes, state directory) before anything starts, raising ``ConfigError``
+so the CLI prints one sentence and exits 2. ``run_shipper(cfg, shutdown, registry)`` then runs until SIGTERM:
 
 Root tasks (all owned by one ``TaskOwner``; if one dies, ``/healthz`` fails and the program
 exits with its error):
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,36 +34,12 @@ from sidekick.ship.config import ShipConfig, seconds, size
 from sidekick.ship.deadletter import DeadLetter
 from sidekick.ship.metrics import OutputEventsCollector, ShipMetrics
 from sidekick.ship.pipeline import Pipeline, PipelineSettings
-from sidekick.ship.records import Parser, Sink
+from sidekick.ship.records import Sink
 from sidekick.ship.sinks import OutputSpec, create_sink
-from sidekick.ship.sources import check_input, create_source
-from sidekick.ship.sources.base import Source, SourceContext
+from sidekick.ship.sources import check_multiline, create_source, resolve_input
+from sidekick.ship.sources.base import InputSpec, Source, SourceContext
 
 log = logging.getLogger("sidekick.ship")
-
-
-def make_parser(spec: str) -> Parser | None:
-    """The parser for ``--parser``; ``None`` for ``raw`` (the message is kept as read)."""
-    if spec == "raw":
-        return None
-    from sidekick.ship import parsers
-
-    factory = getattr(parsers, "create_parser", None)
-    if factory is None:
-        raise ConfigError(f"--parser {spec!r} is not available in this build; use --parser raw")
-    parser: Parser = factory(spec)
-    return parser
-
-
-def check_multiline(pattern: str | None) -> None:
-    if pattern is None:
-        return
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError(
-            f"--multiline-start {pattern!r} is not a valid regular expression ({exc}); fix the pattern"
-        ) from None
 
 
 @dataclass
@@ -73,26 +48,39 @@ class Prepared:
 
     state_dir: Path
     sinks: list[Sink]
-    parser: Parser | None
+    # Each input with its own parser (built once here) and multi-line start.
+    inputs: list[InputSpec]
     outputs: list[str] = field(default_factory=list)
 
 
 def prepare(cfg: ShipConfig) -> Prepared:
-    """Check the whole config and build outputs and parser; ConfigError on a user mistake."""
+    """Check the whole config, build outputs and each input's parser; ConfigError on a mistake."""
     if not cfg.inputs:
         raise ConfigError("no --input given; add one, like --input 'file:///var/log/app/*.log'")
     if not cfg.output_configs:
         raise ConfigError(
             "no --output given; add one, like --output stdout: or --output file:///tmp/out.ndjson"
         )
-    for spec in cfg.inputs:
-        check_input(spec)
+    # The global defaults are checked even if every input overrides them: a typo in them
+    # would otherwise surface only when an input is added later.
     check_multiline(cfg.multiline_start)
+    if cfg.parser != "raw":
+        from sidekick.ship.parsers import create_parser
+
+        create_parser(cfg.parser)
+    inputs: list[InputSpec] = []
+    for entry in cfg.inputs:
+        spec = resolve_input(entry, cfg)
+        if any(i.url == spec.url for i in inputs):
+            raise ConfigError(
+                f"--input {spec.url!r} is given twice; give each input once "
+                "(with one set of options)"
+            )
+        inputs.append(spec)
     if size(cfg.max_line_bytes) < 16:
         raise ConfigError(
             f"--max-line-bytes {cfg.max_line_bytes} is too small; use at least 16 bytes"
         )
-    parser = make_parser(cfg.parser)
     state_dir = prepare_state_dir(cfg.state_dir)
     sinks: list[Sink] = []
     names: list[str] = []
@@ -102,7 +90,7 @@ def prepare(cfg: ShipConfig) -> Prepared:
             raise ConfigError(f"--output {out.url!r} is given twice; give each output once")
         names.append(sink.name)
         sinks.append(sink)
-    return Prepared(state_dir=state_dir, sinks=sinks, parser=parser, outputs=names)
+    return Prepared(state_dir=state_dir, sinks=sinks, inputs=inputs, outputs=names)
 
 
 def pipeline_settings(cfg: ShipConfig) -> PipelineSettings:
@@ -152,7 +140,6 @@ async def run_shipper(
             settings=pipeline_settings(cfg),
             metrics=metrics,
             dead_letter=DeadLetter(parts.state_dir),
-            parser=parts.parser,
         )
         ctx = SourceContext(
             config=cfg,
@@ -161,14 +148,18 @@ async def run_shipper(
             state_dir=parts.state_dir,
             static_fields=cfg.static_fields(),
         )
-        sources = [create_source(spec, ctx) for spec in cfg.inputs]
+        sources = [create_source(spec, ctx) for spec in parts.inputs]
         source_tasks = [owner.spawn(f"source {s.name}", s.run(pipeline.emit)) for s in sources]
         for out in pipeline.outputs:
             owner.spawn(f"output {out.name}", out.run())
         owner.spawn("checkpoint", store.run_flusher(seconds(cfg.checkpoint_interval)))
         owner.spawn("checkpoint metrics", _count_checkpoint_writes(store, metrics))
         ready = True
-        log.info("Shipping %s to %s.", ", ".join(cfg.inputs), ", ".join(parts.outputs))
+        log.info(
+            "Shipping %s to %s.",
+            ", ".join(_described(i) for i in parts.inputs),
+            ", ".join(parts.outputs),
+        )
         while not shutdown.is_requested:
             await owner.wait_until(shutdown)
         ready = False
@@ -196,6 +187,13 @@ async def run_shipper(
         registry.unregister(output_events)
         if admin is not None:
             await admin.aclose()
+
+
+def _described(spec: InputSpec) -> str:
+    out = f"{spec.url} ({spec.parser_spec}"
+    if spec.multiline_start is not None:
+        out += f", multi-line start {spec.multiline_start!r}"
+    return out + ")"
 
 
 async def _count_checkpoint_writes(store: CheckpointStore, metrics: ShipMetrics) -> None:

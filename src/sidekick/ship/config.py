@@ -1,4 +1,4 @@
-"""The typed configuration of ``sidekick ship`` (the ``ship:`` section of ``--config``).
+r"""The typed configuration of ``sidekick ship`` (the ``ship:`` section of ``--config``).
 
 Built once by the CLI from the config file < ``SIDEKICK_SHIP_*`` environment < flags and
 passed down; nothing below reads the environment. Sizes accept ``64MiB``/``1Mi``/bytes and
@@ -9,7 +9,13 @@ durations ``500ms``/``30s``; ``__post_init__`` turns them into ints (bytes) and 
 Example::
 
     ship:
-      inputs: ["file:///var/log/nginx/*.log", "http://0.0.0.0:8081"]
+      inputs:
+        - file:///var/log/nginx/*.log
+        - http://0.0.0.0:8081?parser=json
+        - url: file:///var/log/app/*.log
+          parser: json
+        - url: file:///var/log/worker/*.log
+          multiline_start: '^\d{4}-'
       outputs:
         - url: http://collector:9000/ingest
           options: {gzip: true}
@@ -40,6 +46,15 @@ def size(value: Size) -> int:
 
 def seconds(value: Duration) -> float:
     return value if isinstance(value, float) else parse_duration(value)
+
+
+class InputConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """One input in mapping form: its URL and the options that override the global ones
+    (the same as ``?parser=...&multiline_start=...`` in the URL)."""
+
+    url: str
+    parser: str | None = None
+    multiline_start: str | None = None
 
 
 class OutputConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -98,13 +113,15 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True):
 class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Everything ``sidekick ship`` runs with."""
 
-    # file:///glob (tail) or http://HOST:PORT (ingest); at least one.
-    inputs: list[str] = []
+    # file:///glob (tail) or http://HOST:PORT (ingest), each an URL string (options after
+    # "?") or {url, parser, multiline_start}; at least one. sources.resolve_input reads them.
+    inputs: list[str | InputConfig] = []
     # Each an URL string or {url, options}; normalised to OutputConfig.
     outputs: list[str | OutputConfig] = []
-    # raw, json, nginx, apache or regex:PATTERN.
+    # raw, json, nginx, apache or regex:PATTERN; for inputs that do not name their own.
     parser: str = "raw"
-    # A line matching this regex starts a new record; others join the previous one.
+    # A line matching this regex starts a new record; others join the previous one (for
+    # file inputs that do not name their own).
     multiline_start: str | None = None
     # Added to every record (--field k=v).
     fields: dict[str, str] = {}

@@ -3,8 +3,9 @@
 ``Pipeline.emit`` is the ``emit`` every source awaits. It waits while ``max_inflight_bytes``
 (the memory of records read but not yet delivered) are in flight, or while an output has
 ``max_queued_batches`` full batches waiting (that wait *is* the backpressure: a tail reader
-stops reading, the log file on disk is the buffer), runs the parser over the whole batch once,
-and queues the batch on every output.
+stops reading, the log file on disk is the buffer), runs the batch's parser (the one of the
+input it came from, ``SourceBatch.parser``) over the whole batch once, and queues the batch
+on every output.
 
 Each output has one worker task. While the worker is busy sending, new batches queue up;
 when it is free it takes everything queued up to ``batch.max_records``/``batch.max_bytes``
@@ -33,7 +34,7 @@ from sidekick.core.errors import PermanentError, TemporaryError
 from sidekick.ship.acks import Ack
 from sidekick.ship.deadletter import DeadLetter
 from sidekick.ship.metrics import ShipMetrics
-from sidekick.ship.records import FILE_ID, FILE_PATH, HOST_NAME, MESSAGE, Parser, Record, Sink
+from sidekick.ship.records import FILE_ID, FILE_PATH, HOST_NAME, MESSAGE, Record, Sink
 from sidekick.ship.sources.base import SourceBatch
 
 log = logging.getLogger("sidekick.ship.pipeline")
@@ -296,13 +297,11 @@ class Pipeline:
         settings: PipelineSettings,
         metrics: ShipMetrics,
         dead_letter: DeadLetter,
-        parser: Parser | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("a pipeline needs at least one output")
         self.settings = settings
         self.metrics = metrics
-        self.parser = parser
         self.outputs = [OutputWorker(s, settings, metrics, dead_letter) for s in sinks]
         self.inflight_bytes = 0
         self.inflight_units = 0
@@ -329,8 +328,10 @@ class Pipeline:
             if batch.ack is not None:
                 batch.ack.delivered()
             return
-        if self.parser is not None:
-            self.parser.parse(records)
+        # Parsed here, after the wait, not by the source: a batch waiting for room holds only
+        # its lines, and each batch is parsed exactly once, by its own input's parser.
+        if batch.parser is not None:
+            batch.parser.parse(records)
         # Count what the records cost in memory, not only the bytes they were read from.
         cost = batch.size + record_overhead(records[0]) * len(records)
         unit = _Unit(self, records, batch.size, cost, batch.ack, len(self.outputs))

@@ -13,6 +13,11 @@ persist that position through ``ctx.checkpoints`` (namespaced by their own ``nam
 Static fields every record should carry (``host.name``, ``k8s.*``, ``--field``s) are in
 ``ctx.static_fields``; sources add them when they build records, so nothing walks the
 records again later.
+
+Each input has its own parser (``InputSpec.parser``, from ``?parser=`` or the global
+``--parser``). A source puts it on every batch it emits and the pipeline runs it over the
+batch once, after waiting for room, so parsing stays one call per batch and records that
+wait are not parsed earlier than they must be.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sidekick.ship.acks import Ack
-from sidekick.ship.records import Record
+from sidekick.ship.records import Parser, Record
 
 if TYPE_CHECKING:
     from sidekick.ship.checkpoints import CheckpointStore
@@ -36,12 +41,33 @@ if TYPE_CHECKING:
 class SourceBatch:
     """Records read from one stream, their size in bytes, and the token that acks them.
 
-    ``ack`` is ``None`` only for batches whose delivery needs no bookkeeping.
+    ``ack`` is ``None`` only for batches whose delivery needs no bookkeeping. ``parser`` is
+    the parser of the input the batch came from (``None``: shipped as read); the pipeline
+    applies it.
     """
 
     records: list[Record]
     size: int
     ack: Ack | None = None
+    parser: Parser | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One ``--input`` with its options resolved (``sidekick.ship.sources.resolve_input``).
+
+    ``url`` is the input without its ``?options``: the source's name, its ``input`` metric
+    label and its checkpoint namespace, so adding or changing an option neither re-reads
+    files nor starts new metric series. ``given`` is the input as the user wrote it, for
+    messages. ``parser`` is built and checked (``None`` for ``raw``); ``multiline_start`` is a
+    pattern known to compile.
+    """
+
+    url: str
+    given: str
+    parser_spec: str = "raw"
+    parser: Parser | None = None
+    multiline_start: str | None = None
 
 
 Emit = Callable[[SourceBatch], Awaitable[None]]

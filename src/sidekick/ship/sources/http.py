@@ -45,7 +45,7 @@ from sidekick.core.addr import HostPort, parse_hostport
 from sidekick.core.errors import ConfigError
 from sidekick.ship.config import size
 from sidekick.ship.records import MESSAGE, TIMESTAMP
-from sidekick.ship.sources.base import Emit, SourceContext
+from sidekick.ship.sources.base import Emit, InputSpec, SourceContext
 from sidekick.ship.sources.spool import (
     DEFAULT_SEGMENT_BYTES,
     Spool,
@@ -648,15 +648,21 @@ def parse_spec(spec: str) -> HostPort:
 class IngestSource:
     """``--input http://HOST:PORT``: the ingest server plus the reader of its spool."""
 
-    def __init__(self, spec: str, ctx: SourceContext, *, segment_bytes: int | None = None) -> None:
-        self.spec = spec
-        self.name = spec
+    def __init__(
+        self, spec: InputSpec | str, ctx: SourceContext, *, segment_bytes: int | None = None
+    ) -> None:
+        if isinstance(spec, str):
+            from sidekick.ship.sources import resolve_input
+
+            spec = resolve_input(spec, ctx.config)
+        self.spec = spec.url
+        self.name = spec.url
         self.ctx = ctx
-        self.addr = parse_spec(spec)
+        self.addr = parse_spec(spec.url)
         spool_dir = (ctx.state_dir / "spool").resolve()
         if spool_dir in _SPOOLS_IN_USE:
             raise ConfigError(
-                f"--input {spec!r}: another http:// input already uses the spool in "
+                f"--input {spec.url!r}: another http:// input already uses the spool in "
                 f"{str(ctx.state_dir)!r}; give one http:// input (it takes logs from every client)"
             )
         ingest = ctx.config.ingest
@@ -697,7 +703,8 @@ class IngestSource:
         self.reader = SpoolReader(
             self.spool,
             static_fields=ctx.static_fields,
-            text_messages=ctx.config.parser != "raw",
+            parser=spec.parser,
+            text_messages=spec.parser is not None,
             load_position=self._load_position,
             save_position=self._save_position,
             on_read=on_read,
@@ -705,7 +712,7 @@ class IngestSource:
         self._runner: web.AppRunner | None = None
         self._spool_dir = spool_dir
         # Bound now, not in ``run``: a taken port is a user mistake reported before start.
-        self._sock = _bind(self.addr, spec)
+        self._sock = _bind(self.addr, spec.url)
         self.port: int = self._sock.getsockname()[1]
         # Take over the spool a previous run left (the checkpoint store is loaded by now).
         try:
@@ -785,5 +792,5 @@ def _bind(addr: HostPort, spec: str) -> socket.socket:
         ) from None
 
 
-def create(spec: str, ctx: SourceContext) -> IngestSource:
+def create(spec: InputSpec, ctx: SourceContext) -> IngestSource:
     return IngestSource(spec, ctx)

@@ -35,7 +35,7 @@ from typing import Any
 import msgspec
 
 from sidekick.ship.acks import AckTracker
-from sidekick.ship.records import FILE_ID, MESSAGE, OFFSET, PARSE_ERROR, Record
+from sidekick.ship.records import FILE_ID, MESSAGE, OFFSET, PARSE_ERROR, Parser, Record
 from sidekick.ship.sources.base import Emit, SourceBatch
 
 log = logging.getLogger("sidekick.ship.spool")
@@ -325,6 +325,8 @@ class SpoolReader:
     # record without it must not stop the pipeline (and, kept in the spool, stop it again at
     # every start). Such a record gets "" (absent, null) or the JSON text of its value.
     text_messages: bool = False
+    # The input's parser, put on every batch for the pipeline to apply.
+    parser: Parser | None = None
 
     def start(self) -> None:
         """Apply the saved position: older segments were delivered, the oldest resumes."""
@@ -380,7 +382,7 @@ class SpoolReader:
             seg.tracker = self._tracker(seg, start)
         ack = seg.tracker.track(start + cut)
         self.on_read(len(records), cut)
-        await emit(SourceBatch(records, cut, ack))
+        await emit(SourceBatch(records, cut, ack, self.parser))
         await asyncio.sleep(0)  # let requests in between reads of a large backlog
 
     def _next(self) -> Segment | None:

@@ -55,7 +55,7 @@ from sidekick.ship.acks import AckTracker
 from sidekick.ship.config import seconds, size
 from sidekick.ship.records import FILE_ID, FILE_PATH, FLAGS, MESSAGE, OFFSET, TIMESTAMP, Record
 from sidekick.ship.sources._inotify import Inotify
-from sidekick.ship.sources.base import Emit, SourceBatch, SourceContext
+from sidekick.ship.sources.base import Emit, InputSpec, SourceBatch, SourceContext
 from sidekick.ship.timefmt import rfc3339_ns
 
 log = logging.getLogger("sidekick.ship.tail")
@@ -111,9 +111,11 @@ class _File:
 class TailSource:
     """Tails every file matching the globs of one ``file://`` input."""
 
-    def __init__(self, spec: str, patterns: list[str], ctx: SourceContext) -> None:
+    def __init__(self, spec: InputSpec, patterns: list[str], ctx: SourceContext) -> None:
         cfg = ctx.config
-        self.name = spec
+        self.spec = spec
+        self.name = spec.url
+        self.parser = spec.parser
         self.patterns = patterns
         self.ctx = ctx
         self.store = ctx.checkpoints
@@ -123,22 +125,23 @@ class TailSource:
         self.poll_interval = seconds(cfg.poll_interval)
         self.rotate_wait = seconds(cfg.rotate_wait)
         self.multiline_timeout = seconds(cfg.multiline_timeout)
-        self.multiline_start = cfg.multiline_start
+        self.multiline_start = spec.multiline_start
         self.start_at_end = cfg.start_at == "end"
         self.files: dict[tuple[int, int], _File] = {}
         self.retiring: list[tuple[str, AckTracker]] = []
         m = ctx.metrics
-        self._lines = m.lines_read.labels(spec)
-        self._bytes = m.bytes_read.labels(spec)
-        self._rotations = m.rotations.labels(spec)
-        self._truncations = m.truncations.labels(spec)
-        self._split = m.lines_split.labels(spec)
-        self._watched = m.files_watched.labels(spec)
+        name = self.name
+        self._lines = m.lines_read.labels(name)
+        self._bytes = m.bytes_read.labels(name)
+        self._rotations = m.rotations.labels(name)
+        self._truncations = m.truncations.labels(name)
+        self._split = m.lines_split.labels(name)
+        self._watched = m.files_watched.labels(name)
         self._lag = m.checkpoint_lag_bytes
         self._inotify: Inotify | None = None
         self._wake = asyncio.Event()
         self._rescan = True
-        self._prefix = spec + "/"
+        self._prefix = name + "/"
         self._build = record_builder(self.static)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -298,7 +301,11 @@ class TailSource:
         if self.multiline_start is not None:
             from sidekick.ship.parsers.multiline import MultilineJoiner
 
-            f.joiner = MultilineJoiner(self.multiline_start, max_bytes=self.max_line)
+            f.joiner = MultilineJoiner(
+                self.multiline_start,
+                max_bytes=self.max_line,
+                flag=f"--input {self.spec.given!r}: multiline_start",
+            )
         if rotated:
             f.rotated_at = time.monotonic()
         self.files[f.ident] = f
@@ -537,7 +544,7 @@ class TailSource:
                 if fl is not None:
                     rec[FLAGS] = list(fl)
         self._lines.inc(len(records))
-        await emit(SourceBatch(records, nbytes, f.tracker.track(end)))
+        await emit(SourceBatch(records, nbytes, f.tracker.track(end), self.parser))
 
     async def _emit_slow(self, f: _File, emit: Emit, complete: bytes, base: int, end: int) -> None:
         """Complete lines of which some are longer than ``max_line_bytes`` (or continue one)."""
@@ -662,7 +669,10 @@ def _last_line_end(fd: int, size: int) -> int:
 
 
 def parse_file_url(spec: str) -> list[str]:
-    """``file:///var/log/*.log`` -> ``["/var/log/*.log"]``; ConfigError if it is no local path."""
+    """``file:///var/log/*.log`` -> ``["/var/log/*.log"]``; ConfigError if it is no local path.
+
+    ``spec`` is the URL without its ``?options`` (``sidekick.ship.sources.split_options``).
+    """
     rest = spec.split(":", 1)[1]
     if rest.startswith("//"):
         host, _sep, path = rest[2:].partition("/")
@@ -680,5 +690,5 @@ def parse_file_url(spec: str) -> list[str]:
     return [path]
 
 
-def create(spec: str, ctx: SourceContext) -> TailSource:
-    return TailSource(spec, parse_file_url(spec), ctx)
+def create(spec: InputSpec, ctx: SourceContext) -> TailSource:
+    return TailSource(spec, parse_file_url(spec.url), ctx)
