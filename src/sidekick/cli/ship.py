@@ -46,7 +46,8 @@ FLAGS = {
     "inputs",
     multiple=True,
     metavar="URL",
-    help="file:///glob/*.log to tail, or http://HOST:PORT to receive POSTed logs. Repeatable.",
+    help="file:///glob/*.log to tail, or http://HOST:PORT to receive POSTed logs; "
+    "?parser=KIND&multiline_start=REGEX after it overrides the global ones. Repeatable.",
 )
 @click.option(
     "--output",
@@ -56,7 +57,9 @@ FLAGS = {
     help="stdout:, file:///path, http(s)://host:port/path (more in docs/ship.md). Repeatable.",
 )
 @click.option(
-    "--parser", metavar="KIND", help="raw (default), json, nginx, apache or regex:PATTERN."
+    "--parser",
+    metavar="KIND",
+    help="raw (default), json, nginx, apache or regex:PATTERN; for inputs without ?parser=.",
 )
 @click.option(
     "--multiline-start", metavar="REGEX", help="A line matching REGEX starts a new record."
