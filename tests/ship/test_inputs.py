@@ -11,9 +11,12 @@ import aiohttp
 import pytest
 
 from sidekick.core.errors import ConfigError
+from sidekick.ship.acks import AckTracker
 from sidekick.ship.app import prepare
 from sidekick.ship.config import InputConfig
+from sidekick.ship.records import Record
 from sidekick.ship.sources import split_options
+from sidekick.ship.sources.base import SourceBatch
 from tests.conftest import free_port
 from tests.ship.helpers import (
     ShipperProcess,
@@ -24,6 +27,7 @@ from tests.ship.helpers import (
     wait_for_sync,
 )
 from tests.ship.test_cli import assert_one_sentence, ship
+from tests.ship.test_pipeline import ScriptedSink, make, run_until_drained
 
 ACCESS = (
     '10.0.0.7 - - [22/Nov/2026:10:00:00 +0200] "GET /health?full=1 HTTP/1.1" 200 17 "-" '
@@ -218,6 +222,41 @@ def test_config_file_takes_inputs_as_strings_and_as_mappings(tmp_path: Path) -> 
     records = read_ndjson(out)
     assert by_file(records, app)[0]["order"] == 42
     assert by_file(records, web)[0]["http.request.method"] == "GET"
+
+
+class CountingParser:
+    """Marks each record with this parser's name and counts its calls."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+
+    def parse(self, records: list[Record]) -> None:
+        self.calls += 1
+        for r in records:
+            r.setdefault("parsed_by", []).append(self.name)
+
+
+async def test_pipeline_parses_each_batch_once_with_the_parser_it_carries(tmp_path: Path) -> None:
+    sinks = ScriptedSink("out"), ScriptedSink("other")
+    pipe, _registry = make(tmp_path, *sinks)
+    a, b = CountingParser("a"), CountingParser("b")
+    tracker = AckTracker()
+    batches = [
+        SourceBatch([{"message": "1"}, {"message": "2"}], 4, tracker.track(4), a),
+        SourceBatch([{"message": "3"}], 2, tracker.track(6), b),
+        SourceBatch([{"message": "4"}], 2, tracker.track(8)),
+    ]
+    await run_until_drained(pipe, *batches)
+    # Two outputs share the records: still one call per batch, by that batch's parser.
+    assert (a.calls, b.calls) == (1, 1)
+    assert [r.get("parsed_by") for batch in batches for r in batch.records] == [
+        ["a"],
+        ["a"],
+        ["b"],
+        None,
+    ]
+    assert all(s.delivered == ["1", "2", "3", "4"] for s in sinks)
 
 
 # -- user mistakes: one sentence, exit 2, before anything starts ---------------------------
