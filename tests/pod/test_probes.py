@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Callable
 
+import aiohttp
+
+from sidekick.pod.hygiene import Tracker
+from sidekick.pod.manifest import ExecAction, Probe
+from sidekick.pod.paths import Translator
+from sidekick.pod.probes import ActionContext, ProbeWorker
 from tests.conftest import free_port
 from tests.pod.conftest import Up
 
@@ -196,3 +204,33 @@ def test_startup_probe_holds_back_liveness_and_kills_on_failure(
     assert "liveness probe failed" not in up.err
     assert up.container("app")["started"] is False
     assert up.stop() == 0
+
+
+async def test_a_cancelled_exec_probe_stops_even_when_cancelled_as_its_command_ends() -> None:
+    # A container's probes are cancelled when it stops. Cancelling at the moment an exec
+    # probe's command has just ended used to be swallowed (Python 3.11's wait_for), so the
+    # probe went on forever and ``up`` only ended at its shutdown timeout, exiting 1.
+    ctx = ActionContext(
+        env={"PATH": os.environ["PATH"]},
+        expand_env={},
+        cwd=None,
+        translate=Translator({}),
+        ports={},
+        tracker=Tracker("probe-cancel-test"),
+        session=lambda: aiohttp.ClientSession(),
+    )
+    probe = Probe(ExecAction(["false"]), period=0.01, timeout=5.0, failure_threshold=1000)
+    stuck = 0
+    for i in range(150):
+        worker = ProbeWorker("liveness", probe, ctx, lambda ok, reason: None)
+        task = asyncio.create_task(worker.run())
+        # Cancel at many different moments of the attempt, many of them just as `false` exits.
+        await asyncio.sleep(0.001 * (i % 25))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=3.0)
+        if not done:
+            stuck += 1
+            worker.probe = Probe(ExecAction(["false"]), period=60.0)
+            task.cancel()
+            await asyncio.wait({task}, timeout=5.0)
+    assert stuck == 0

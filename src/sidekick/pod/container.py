@@ -286,8 +286,11 @@ class ContainerRunner:
             log.info(
                 "%s exited with code %d; restarting in %s.", self.name, code, format_duration(delay)
             )
+            # asyncio.timeout, not wait_for, throughout: Python 3.11's wait_for can swallow a
+            # cancellation that arrives just as the awaited thing finishes.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_event.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stop_event.wait()
             if self.stopping:
                 return code
             self.status.restarts += 1
@@ -343,9 +346,13 @@ class ContainerRunner:
         finally:
             for t in probe_tasks:
                 t.cancel()
-            for t in probe_tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            if probe_tasks:
+                # asyncio.wait lets a cancellation of this task through (suppressing the
+                # probes' CancelledError around `await t` would swallow it), and the bound
+                # keeps a probe that ignores its cancellation from holding up the stop.
+                _done, stuck = await asyncio.wait(probe_tasks, timeout=5.0)
+                for t in stuck:
+                    log.warning("%s: %s did not stop when cancelled.", self.name, t.get_name())
             self.probes = {}
             if proc.returncode is None:  # cancelled: leave nothing running
                 kill_group(proc.pid, signal.SIGKILL)
@@ -385,8 +392,7 @@ class ContainerRunner:
         exited.cancel()
         if not hook.done():
             hook.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hook
+            await asyncio.wait({hook})
             return True, "container exited"
         return hook.result()
 
@@ -397,7 +403,8 @@ class ContainerRunner:
             self.tracker.kill_marked(self.name)
         self.tracker.own.discard(proc.pid)
         try:
-            await asyncio.wait_for(asyncio.shield(reader), 5.0)
+            async with asyncio.timeout(5.0):
+                await asyncio.shield(reader)
         except TimeoutError:
             reader.cancel()
             log.warning("%s: output pipe still open after exit; stopped reading it.", self.name)
@@ -512,7 +519,8 @@ class ContainerRunner:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(self.stop_signal)
             try:
-                await asyncio.wait_for(proc.wait(), max(0.0, deadline - loop.time()))
+                async with asyncio.timeout_at(deadline):
+                    await proc.wait()
             except TimeoutError:
                 log.warning(
                     "%s did not stop within the grace period of %s; sending SIGKILL.",

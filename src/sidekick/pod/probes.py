@@ -7,6 +7,11 @@ success; HTTPS certificates are not verified, as the kubelet does not verify the
 consecutive successes and fails after ``failureThreshold`` consecutive failures, checked every
 ``periodSeconds`` after ``initialDelaySeconds``, each attempt limited to ``timeoutSeconds``.
 gRPC probes are refused when the manifest is read.
+
+Timeouts use ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11, a
+``wait_for`` whose awaitable has just finished returns its result even when the task was
+cancelled at that moment, and a probe that swallowed its cancellation kept probing a stopped
+container forever, so ``up`` hung until its shutdown timeout.
 """
 
 from __future__ import annotations
@@ -69,9 +74,11 @@ async def run_action(action: Action, ctx: ActionContext, timeout: float) -> tupl
         if isinstance(action, ExecAction):
             return await _exec(action, ctx, timeout)
         if isinstance(action, HTTPGetAction):
-            return await asyncio.wait_for(_http(action, ctx), timeout)
+            async with asyncio.timeout(timeout):
+                return await _http(action, ctx)
         if isinstance(action, TCPSocketAction):
-            return await asyncio.wait_for(_tcp(action, ctx), timeout)
+            async with asyncio.timeout(timeout):
+                return await _tcp(action, ctx)
         await asyncio.sleep(action.seconds)
         return True, f"slept {action.seconds:g}s"
     except TimeoutError:
@@ -88,21 +95,26 @@ async def _exec(action: ExecAction, ctx: ActionContext, timeout: float) -> tuple
         proc, reader, pipe = await spawn(ctx.tracker, argv, ctx.env, ctx.cwd or None)
     except OSError as exc:
         return False, f"exec {argv[0]!r} failed: {exc.strerror}"
+    out = b""
     try:
-        await asyncio.wait_for(proc.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await proc.wait()
     except TimeoutError:
         return False, f"command timed out after {timeout:g}s"
     finally:
-        kill_group(proc.pid, signal.SIGKILL)  # on timeout, and anything left in its group
-        if proc.returncode is None:
-            with contextlib.suppress(BaseException):
+        try:
+            kill_group(proc.pid, signal.SIGKILL)  # on timeout, and anything left in its group
+            if proc.returncode is None:
+                # Reaped at once after SIGKILL; a cancellation arriving meanwhile propagates.
                 await asyncio.shield(proc.wait())
-        ctx.tracker.own.discard(proc.pid)
-        out = b""
-        # Whatever it printed is in the pipe already; a lingering grandchild may keep it open.
-        with contextlib.suppress(TimeoutError, OSError):
-            out = await asyncio.wait_for(reader.read(4096), 0.2)
-        pipe.close()
+            # Whatever it printed is in the pipe already; a lingering grandchild may keep
+            # it open, so do not wait for the end of the output.
+            with contextlib.suppress(TimeoutError, OSError):
+                async with asyncio.timeout(0.2):
+                    out = await reader.read(4096)
+        finally:
+            ctx.tracker.own.discard(proc.pid)
+            pipe.close()
     text = out.decode(errors="replace").strip()[:200]
     if proc.returncode == 0:
         return True, text
@@ -174,6 +186,10 @@ class ProbeWorker:
         while True:
             begun = loop.time()
             ok, reason = await run_action(p.action, self.ctx, p.timeout)
+            this = asyncio.current_task()
+            if this is not None and this.cancelling():
+                # Cancelled while the attempt was ending: stop now, report nothing.
+                raise asyncio.CancelledError
             self.last_reason = reason
             if ok:
                 self.successes += 1

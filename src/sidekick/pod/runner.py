@@ -281,9 +281,10 @@ class PodRunner:
         await asyncio.gather(*(r.stop(self.pod.grace_period) for r in first))
         for r in reversed(sidecars):
             await r.stop(max(2.0, deadline - loop.time()))
-        for t in tasks.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if tasks:
+            # Not `await t` under suppress(CancelledError): that would swallow a cancellation
+            # of this task (a second Ctrl-C) along with the container task's own.
+            await asyncio.wait(tasks.values())
 
     async def _watch_sizes(self) -> None:
         if not self.dirs.size_limits:
