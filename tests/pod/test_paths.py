@@ -28,6 +28,19 @@ def test_translator_matches_only_at_path_boundaries() -> None:
     assert t("/etc/nginx/nginx.conf") == "/run/n/nginx.conf"
 
 
+def test_translator_rewrites_a_mount_path_in_a_file_url() -> None:
+    t = Translator({"/var/log/app": "/run/app", "/var/log": "/run/log", "/data": "/run/d"})
+    assert t("--input=file:///var/log/app/*.log") == "--input=file:///run/app/*.log"
+    assert t("file:///var/log/out.ndjson") == "file:///run/log/out.ndjson"
+    assert t("file:///data") == "file:///run/d"
+    assert t("file:/data/x") == "file:/run/d/x"
+    # Still only at path boundaries: a longer name, or a host in the URL, is not a mount.
+    assert t("file:///database") == "file:///database"
+    assert t("file:///x/data") == "file:///x/data"
+    assert t("file://host/data") == "file://host/data"
+    assert t("//data") == "//data"
+
+
 def test_translation_is_done_once_even_if_a_target_contains_a_mount_path() -> None:
     t = Translator({"/tmp": "/tmp/run/volumes/tmp", "/data": "/tmp/run/volumes/data"})
     assert t("/tmp /data") == "/tmp/run/volumes/tmp /tmp/run/volumes/data"
@@ -53,11 +66,12 @@ spec:
   containers:
     - name: show
       workingDir: /data/work
-      command: [sh, -c, 'echo "pwd=$(pwd)"; echo "args=$1 $2"; echo "env=$DIR $NOT"; cat /etc/app/app.conf; cat /etc/single.conf', sh]
+      command: [sh, -c, 'echo "pwd=$(pwd)"; echo "args=$1 $2"; echo "env=$DIR $NOT $URL"; cat /etc/app/app.conf; cat /etc/single.conf', sh]
       args: [--out=/data/out, $(SUB)]
       env:
         - {name: DIR, value: /data/x}
         - {name: NOT, value: /database}
+        - {name: URL, value: 'file:///data/in.log'}
         - {name: SUB, value: /data/sub}
       volumeMounts:
         - {name: data, mountPath: /data}
@@ -76,7 +90,7 @@ def test_paths_are_translated_in_args_env_workingdir_and_configmap_files(
     out = (pod / "logs" / "show.log").read_text().splitlines()
     assert out[0] == f"pwd={data}/work"
     assert out[1] == f"args=--out={data}/out {data}/sub"
-    assert out[2] == f"env={data}/x /database"
+    assert out[2] == f"env={data}/x /database file://{data}/in.log"
     conf = pod / "configmaps" / "conf" / "show"
     assert out[3:5] == [f"log_dir {data}/logs", "untouched /database"]
     assert out[5:7] == [f"log_dir {data}/logs", "untouched /database"]

@@ -5,7 +5,8 @@ opposite is done: every occurrence of a container's ``mountPath`` in its command
 values, ``workingDir``, probe and hook commands, and in the files of the ConfigMaps it mounts, is
 rewritten to the directory that backs the volume. Longer mount paths win (``/etc/nginx/conf.d``
 before ``/etc/nginx``), and a mount path only matches at path boundaries: ``/data`` is rewritten
-in ``/data``, ``/data/x`` and ``--dir=/data``, but not in ``/database`` or ``/srv/data``.
+in ``/data``, ``/data/x``, ``--dir=/data`` and ``file:///data/x``, but not in ``/database`` or
+``/srv/data``.
 
 Layout of ``<run-dir>/<pod>/``::
 
@@ -45,7 +46,13 @@ class Translator:
         self.table = dict(table)
         keys = sorted((k for k in table if k != "/"), key=len, reverse=True)
         self._re = (
-            re.compile(r"(?<![\w.~/-])(" + "|".join(re.escape(k) for k in keys) + r")(?![\w.-])")
+            re.compile(
+                # Not inside a longer name or path (`/srv/data`, `/database`), except right
+                # after `scheme://`, where an empty authority leaves a path: `file:///data`.
+                r"(?:(?<![\w.~/-])|(?<=://))("
+                + "|".join(re.escape(k) for k in keys)
+                + r")(?![\w.-])"
+            )
             if keys
             else None
         )
