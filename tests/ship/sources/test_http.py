@@ -534,3 +534,12 @@ async def test_text_in_a_charset_that_cannot_decode_it_is_415(state_dir: Path) -
     assert (idna, unknown, latin1) == (415, 415, 202)
     assert "klingon" in answer["error"]
     assert record["message"] == "café"
+
+
+async def test_a_malformed_content_type_header_is_415_not_a_server_error(state_dir: Path) -> None:
+    async with run_ingest(state_dir) as ing:
+        bad, answer, _ = await ing.post(b"{}", ";0*")
+        quoted, _, _ = await ing.post(ndjson(1), 'application/x-ndjson; charset="utf-8"')
+    assert bad == 415
+    assert "not supported" in answer["error"]
+    assert quoted == 202

@@ -270,6 +270,22 @@ def _encode_json(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]
     return _encode_lines(items) if items else b"", len(items)
 
 
+def parse_content_type(raw: str) -> tuple[str, str]:
+    """``(media type, charset)`` of a Content-Type header, never raising.
+
+    aiohttp's ``request.content_type`` goes through the standard library's e-mail header
+    parser, which raises ``IndexError`` on some malformed values (``;0*``): a client's bad
+    header must get a 415, not a 500.
+    """
+    media, _, params = raw.partition(";")
+    charset = "utf-8"
+    for param in params.split(";"):
+        name, sep, value = param.partition("=")
+        if sep and name.strip().lower() == "charset":
+            charset = value.strip().strip('"').strip() or "utf-8"
+    return media.strip().lower() or "application/octet-stream", charset
+
+
 def _encode_text(body: bytes, max_records: int, stamp: str, charset: str) -> tuple[bytes, int]:
     try:
         text = body.decode(charset, "replace")
@@ -531,12 +547,11 @@ class IngestServer:
                 "missing or wrong bearer token; send Authorization: Bearer <token>",
                 {"WWW-Authenticate": 'Bearer realm="sidekick"'},
             )
-        kind = CONTENT_TYPES.get(request.content_type)
+        media_type, charset = parse_content_type(request.headers.get("Content-Type", ""))
+        kind = CONTENT_TYPES.get(media_type)
         if kind is None:
             known = ", ".join(CONTENT_TYPES)
-            raise Rejected(
-                415, f"Content-Type {request.content_type!r} is not supported; use one of {known}"
-            )
+            raise Rejected(415, f"Content-Type {media_type!r} is not supported; use one of {known}")
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", "x-gzip"):
             raise Rejected(415, f"Content-Encoding {encoding!r} is not supported; use gzip or none")
@@ -582,7 +597,7 @@ class IngestServer:
                     body,
                     max_records=self.limits.max_records,
                     now_ns=time.time_ns(),
-                    charset=request.charset or "utf-8",
+                    charset=charset,
                 )
                 del body
                 raw_held.release()
