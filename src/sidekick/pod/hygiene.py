@@ -166,7 +166,18 @@ async def spawn(
     finally:
         os.close(w)
     reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(r, "rb", buffering=0)
-    )
+    pipe = os.fdopen(r, "rb", buffering=0)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+        )
+    except BaseException:
+        # Cancelled (the container or probe is being stopped) just after the start: the
+        # caller never sees this process, so kill and reap it here, then re-raise.
+        pipe.close()
+        kill_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(proc.wait())
+        tracker.own.discard(proc.pid)
+        raise
     return proc, reader, transport
