@@ -27,15 +27,16 @@ run_dir_option = click.option(
 
 
 @click.command(context_settings={"auto_envvar_prefix": "SIDEKICK_UP"})
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @run_dir_option
 @click.option(
     "--set-image",
     "set_image",
     multiple=True,
     metavar="IMAGE=COMMAND",
-    help="Command for containers of IMAGE that have no command, e.g. "
-    "--set-image busybox='sh -c \"sleep 1d\"' (repeatable).",
+    help="Command for containers of IMAGE that have no command and no "
+    "sidekick.dev/command.<container> annotation, split like a shell, e.g. "
+    "--set-image busybox='sleep 1d' (repeatable).",
 )
 @click.option(
     "--fast-backoff",
@@ -45,6 +46,7 @@ run_dir_option = click.option(
 @click.option(
     "--admin-addr",
     default="127.0.0.1:0",
+    metavar="HOST:PORT|off",
     show_default=True,
     help="HOST:PORT for /status, /healthz, /readyz and /metrics (port 0 picks a free port, "
     "written to RUN_DIR/admin-port); 'off' serves nothing.",
@@ -52,6 +54,7 @@ run_dir_option = click.option(
 @click.option(
     "--shutdown-timeout",
     default=None,
+    metavar="DURATION",
     help="How long stopping may take before every process is killed "
     "(default: the longest terminationGracePeriodSeconds, plus 2s per native sidecar, "
     "plus 10s).",
@@ -63,13 +66,18 @@ run_dir_option = click.option(
     help="Colour the output prefixes (default: when a terminal).",
 )
 @click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Format of sidekick's own messages on stderr (container output is never changed).",
 )
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Least severe of sidekick's own messages to print.",
 )
 @click.option(
     "-d",
@@ -91,13 +99,21 @@ def up(
 ) -> None:
     """Run the Pods and Deployments in FILE... on this machine, in the foreground.
 
-    Containers run as host processes with the kubelet's lifecycle rules: init containers,
-    native sidecars, probes, restarts with back-off, preStop and grace periods. Volumes are
-    directories under --run-dir and mount paths are translated to them. Ctrl-C stops the pods
-    gracefully; a second Ctrl-C kills them at once.
+    FILE is a YAML manifest (one or more documents; - reads stdin). Containers run as host
+    processes with the kubelet's lifecycle rules: init containers, native sidecars, probes,
+    restarts with back-off, preStop and grace periods. Volumes are directories under
+    --run-dir and mount paths are translated to them. Relative paths in commands resolve
+    against the directory sidekick up is started from (the containers' working directory
+    unless they set workingDir).
+
+    Ctrl-C or SIGTERM stops the pods gracefully; a second Ctrl-C kills them at once. Read
+    a container's output again with sidekick logs POD.
+
+    \b
+    Exit codes: 0 after a stop or when every pod completed successfully,
+                1 when a pod failed, 2 for a manifest or usage error.
     """
     from sidekick.cli.common import admin_addr as parse_admin
-    from sidekick.cli.common import key_values
     from sidekick.core.durations import parse_duration
     from sidekick.core.runtime import Shutdown, run
     from sidekick.pod.app import UpConfig
@@ -105,7 +121,7 @@ def up(
     from sidekick.pod.manifest import read_manifests
 
     setup_logging(log_format, log_level)  # type: ignore[arg-type]
-    images = key_values(set_image, "--set-image")
+    images = _set_images(set_image)
     manifests = read_manifests(list(files), set_image=images)
     addr = None if admin_addr == "off" else parse_admin(admin_addr)
     if shutdown_timeout is None:
@@ -143,6 +159,34 @@ def up(
     sys.exit(code)
 
 
+def _set_images(items: tuple[str, ...]) -> dict[str, str]:
+    """Parse ``--set-image IMAGE=COMMAND`` flags, refusing any the manifest reader could not use."""
+    import shlex
+
+    out: dict[str, str] = {}
+    for item in items:
+        image, sep, command = item.partition("=")
+        if not sep or not image.strip():
+            raise UserError(
+                f"--set-image {item!r} is not IMAGE=COMMAND; write it like "
+                "--set-image busybox='sleep 1d'"
+            )
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:
+            raise UserError(
+                f"--set-image {item!r}: the command cannot be split into words ({exc}); "
+                "fix the quoting"
+            ) from None
+        if not words:
+            raise UserError(
+                f"--set-image {item!r} gives no command; write it like "
+                f"--set-image {image}='sleep 1d'"
+            )
+        out[image] = command
+    return out
+
+
 def _status(run_dir: Path, pod: str) -> dict[str, Any]:
     path = run_dir / pod / "status.json"
     try:
@@ -162,13 +206,24 @@ def _status(run_dir: Path, pod: str) -> dict[str, Any]:
 @click.command(context_settings={"auto_envvar_prefix": "SIDEKICK_UP"})
 @click.argument("pod")
 @click.option(
-    "-c", "--container", default=None, help="Container name (default: the first main container)."
+    "-c",
+    "--container",
+    default=None,
+    metavar="CONTAINER",
+    help="Container name, main, init or sidecar (default: the first main container).",
 )
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the pod ends.")
-@click.option("--tail", type=int, default=-1, help="Only the last N lines (-1: all).")
+@click.option(
+    "--tail", type=int, default=-1, metavar="N", help="Only the last N lines (default -1: all)."
+)
 @run_dir_option
 def logs(pod: str, container: str | None, follow: bool, tail: int, run_dir: str) -> None:
-    """Print a container's output from a pod started by sidekick up, like kubectl logs."""
+    """Print a container's output from a pod started by sidekick up, like kubectl logs.
+
+    POD is the pod's name (a Deployment's name for a Deployment). The output is read from
+    RUN_DIR/POD/logs/, so give the --run-dir that sidekick up used; it works while up runs
+    and after it has ended.
+    """
     rdir = Path(run_dir)
     status = _status(rdir, pod)
     names = [c["name"] for c in status.get("initContainerStatuses", [])] + [
@@ -213,10 +268,15 @@ def logs(pod: str, container: str | None, follow: bool, tail: int, run_dir: str)
     "--timeout",
     default="60s",
     show_default=True,
-    help="How long the graceful stop may take before everything is killed.",
+    metavar="DURATION",
+    help="How long the graceful stop may take before every process of the run is killed.",
 )
 def down(run_dir: str, timeout: str) -> None:
-    """Stop the pods started by sidekick up --detach (gracefully, like Ctrl-C)."""
+    """Stop the pods started by sidekick up --detach in RUN_DIR, gracefully, like Ctrl-C.
+
+    Waits until the run has ended, killing it and every process of the run after --timeout;
+    exits 2 when no detached run is found in RUN_DIR.
+    """
     from sidekick.core.durations import parse_duration
     from sidekick.pod.detach import stop
 

@@ -288,15 +288,22 @@ def load_documents(paths: list[str]) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for p in paths:
         try:
-            text = sys.stdin.read() if p == "-" else Path(p).read_text()
+            data = sys.stdin.buffer.read() if p == "-" else Path(p).read_bytes()
         except OSError as exc:
             raise ConfigError(
                 f"manifest {p!r} cannot be read ({exc.strerror}); check the path"
             ) from None
         try:
+            text = data.decode()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"manifest {p!r} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                f"{exc.start}); save it as UTF-8"
+            ) from None
+        try:
             docs = list(yaml.safe_load_all(text))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}".replace("\n", " ")) from None
+            raise ConfigError(f"{p}: {_yaml_problem(exc)}; fix the YAML syntax there") from None
         for i, doc in enumerate(docs):
             if doc is None:
                 continue
@@ -310,6 +317,23 @@ def load_documents(paths: list[str]) -> list[tuple[str, dict[str, Any]]]:
             else:
                 out.append((p, doc))
     return out
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: where, what, and the construct it was reading."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return "not valid YAML: " + " ".join(str(exc).split())
+    mark = exc.problem_mark
+    text = f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context:
+        text += f" ({exc.context}"
+        if exc.context_mark is not None:
+            text += (
+                f" that starts at line {exc.context_mark.line + 1}, "
+                f"column {exc.context_mark.column + 1}"
+            )
+        text += ")"
+    return text
 
 
 def _name(doc: dict[str, Any]) -> str:
