@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -188,9 +189,12 @@ def test_restart_backoff_delays_double(start_up: Callable[..., Up]) -> None:
     starts = [float(line.split()[1]) for line in starts_file.read_text().splitlines()]
     gaps = [b - a for a, b in itertools.pairwise(starts)][:4]
     # --fast-backoff: 0.1 s, 0.2 s, 0.4 s, 0.8 s, plus the start-up time of sh (the lower
-    # bounds show the doubling; the upper ones leave room for a busy machine).
+    # bounds show the doubling; the upper ones, far below the kubelet's 10 s, leave room
+    # for a busy machine).
     for expected, gap in zip([0.1, 0.2, 0.4, 0.8], gaps, strict=True):
-        assert expected <= gap < expected + 1.0, gaps
+        assert expected <= gap < expected + 3.0, gaps
+    delays = re.findall(r"order/crash exited with code 1; restarting in (\S+)\.", up.err)
+    assert delays[:4] == ["0.1s", "0.2s", "0.4s", "0.8s"]
     assert up.container("crash")["restartCount"] >= 4
     assert up.stop() == 0
 
@@ -274,7 +278,7 @@ def test_grace_period_ends_with_sigkill(start_up: Callable[..., Up]) -> None:
     began = time.monotonic()
     assert up.stop(signal.SIGTERM) == 0
     took = time.monotonic() - began
-    assert 1.0 <= took < 5.0
+    assert 1.0 <= took < 8.0  # the grace period of 1 s, with room for a busy machine
     status = json.loads((up.run_dir / "order" / "status.json").read_text())
     assert status["containerStatuses"][0]["exitCode"] == 137
     assert "did not stop within the grace period of 1s; sending SIGKILL" in up.err
@@ -295,11 +299,12 @@ def test_second_sigint_kills_at_once(start_up: Callable[..., Up]) -> None:
     run_id = up.run_id
     up.wait_for(lambda: "up" in up.out, what="container output")
     up.proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    # Only once the first one is handled: two SIGINTs pending at once would merge into one.
+    up.wait_for(lambda: "Received SIGINT, shutting down" in up.err, what="first SIGINT")
     began = time.monotonic()
     up.proc.send_signal(signal.SIGINT)
-    up.wait_exit(10)
-    assert time.monotonic() - began < 3.0
+    up.wait_exit(20)
+    assert time.monotonic() - began < 10.0  # not the 60 s grace period
     assert "Received second SIGINT" in up.err
     assert marked_pids(run_id) == []
 
@@ -424,11 +429,14 @@ def test_backoff_resets_after_a_long_enough_run(start_up: Callable[..., Up]) -> 
           {MOUNT}
     """
     up = start_up(manifest)
-    up.wait_for(lambda: "start-4" in events(up), timeout=20, what="fourth start")
+    up.wait_for(lambda: "start-4" in events(up), timeout=30, what="fourth start")
     t = events(up)
     assert t["start-2"] - t["end-1"] >= 0.1
     assert t["start-3"] - t["end-2"] >= 0.2
-    assert t["start-4"] - t["end-3"] < 0.35
+    # The delay chosen after run 3, from up's own message: measuring the gap between the
+    # processes could not tell 0.1 s from 0.4 s on a busy machine.
+    delays = re.findall(r"order/crash exited with code 1; restarting in (\S+)\.", up.err)
+    assert delays[:3] == ["0.1s", "0.2s", "0.1s"]
     assert up.stop() == 0
 
 
@@ -472,5 +480,5 @@ def test_stop_does_not_wait_for_a_hanging_poststart_hook(start_up: Callable[...,
     up.wait_for(lambda: "| up\n" in up.out, what="first container")
     began = time.monotonic()
     assert up.stop() == 0
-    assert time.monotonic() - began < 5.0
+    assert time.monotonic() - began < 10.0  # not the 30 s grace period of the hook
     assert "second" not in up.out

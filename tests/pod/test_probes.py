@@ -62,9 +62,9 @@ def test_httpget_readiness_follows_the_endpoint(start_up: Callable[..., Up]) -> 
     assert up.container("web")["ready"] is False
     ready_file = up.run_dir / "probes" / "volumes" / "d" / "ready"
     ready_file.touch()
-    up.wait_for(lambda: up.container("web")["ready"], timeout=5, what="ready")
+    up.wait_for(lambda: up.container("web")["ready"], what="ready")
     ready_file.unlink()
-    up.wait_for(lambda: not up.container("web")["ready"], timeout=6, what="not ready")
+    up.wait_for(lambda: not up.container("web")["ready"], what="not ready")
     assert up.stop() == 0
 
 
@@ -151,7 +151,7 @@ def test_liveness_failure_restarts_the_container_after_failure_threshold(
     time.sleep(1.2)  # past the probe at 1 s, which passed and cleared any earlier failure
     removed = time.monotonic()
     (d / "healthy").unlink()
-    up.wait_for(lambda: up.container("app")["restartCount"] == 1, timeout=8, what="restart")
+    up.wait_for(lambda: up.container("app")["restartCount"] == 1, what="restart")
     assert time.monotonic() - removed >= 1.0  # two failures, one period apart
     up.wait_for(lambda: (d / "starts").read_text() == "start\nstart\n", what="second start")
     assert "app: liveness probe failed (exit code 1); restarting it." in up.err
@@ -199,7 +199,7 @@ def test_startup_probe_holds_back_liveness_and_kills_on_failure(
 """
         )
     )
-    up.wait_for(lambda: up.container("app")["restartCount"] >= 1, timeout=8, what="restart")
+    up.wait_for(lambda: up.container("app")["restartCount"] >= 1, what="restart")
     assert "app: startup probe failed" in up.err
     assert "liveness probe failed" not in up.err
     assert up.container("app")["started"] is False
