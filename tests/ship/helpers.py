@@ -169,3 +169,42 @@ class ShipperProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def first_stdout_record(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, line: str = "hello"
+) -> dict[str, Any]:
+    """Run the real shipper with a stdout: output on a one-line log; return the record."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text(line + "\n")
+    proc = subprocess.Popen(
+        [
+            *SIDEKICK,
+            "ship",
+            "--input",
+            f"file://{logs}/*.log",
+            "--output",
+            "stdout:",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--admin-addr",
+            "127.0.0.1:0",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        record: dict[str, Any] = msgspec.json.decode(proc.stdout.readline())
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return record

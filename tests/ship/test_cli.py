@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import pytest
 
 from tests.conftest import SIDEKICK
+from tests.ship.helpers import first_stdout_record
 
 
 def ship(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -100,45 +99,6 @@ def test_state_dir_from_environment_is_used(tmp_path: Path) -> None:
     env = {**os.environ, "SIDEKICK_SHIP_STATE_DIR": str(blocker)}
     result = ship("--input", f"file://{tmp_path}/*.log", "--output", "stdout:", env=env)
     assert_one_sentence(result, str(blocker))
-
-
-def first_stdout_record(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Run the real shipper with a stdout: output on a one-line log; return the record."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "a.log").write_text("hello\n")
-    proc = subprocess.Popen(
-        [
-            *SIDEKICK,
-            "ship",
-            "--input",
-            f"file://{logs}/*.log",
-            "--output",
-            "stdout:",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--admin-addr",
-            "127.0.0.1:0",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        record: dict[str, Any] = msgspec.json.decode(proc.stdout.readline())
-        proc.terminate()
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    return record
 
 
 def test_downward_api_environment_becomes_k8s_fields(tmp_path: Path) -> None:

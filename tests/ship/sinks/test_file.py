@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import msgspec
@@ -12,7 +11,7 @@ import pytest
 from sidekick.core.errors import ConfigError
 from sidekick.ship.sinks import OutputSpec, create_sink
 from sidekick.ship.sinks.file import FileSink
-from tests.conftest import SIDEKICK
+from tests.ship.helpers import first_stdout_record
 
 
 async def test_file_output_appends_one_ndjson_line_per_record(tmp_path: Path) -> None:
@@ -43,37 +42,7 @@ def test_file_output_in_a_missing_directory_is_a_config_error(tmp_path: Path) ->
 
 
 def test_stdout_output_writes_ndjson_to_standard_output(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "a.log").write_text("to stdout\n")
-    proc = subprocess.Popen(
-        [
-            *SIDEKICK,
-            "ship",
-            "--input",
-            f"file://{logs}/*.log",
-            "--output",
-            "stdout:",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--admin-addr",
-            "127.0.0.1:0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        proc.terminate()
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    assert msgspec.json.decode(line)["message"] == "to stdout"
+    assert first_stdout_record(tmp_path, line="to stdout")["message"] == "to stdout"
 
 
 async def test_file_output_ends_a_line_torn_by_a_crash_before_appending(tmp_path: Path) -> None:
