@@ -353,6 +353,7 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    request_bytes: int = 0  # size of the request body as sent (after gzip)
 
     def text(self, limit: int = 500) -> str:
         text = self.body.decode("utf-8", "replace").strip()
@@ -399,7 +400,7 @@ class HttpClient:
         try:
             async with session.post(url, data=body, headers=headers) as resp:
                 payload = await resp.read()
-                response = Response(resp.status, resp.headers, payload)
+                response = Response(resp.status, resp.headers, payload, len(body))
         except TimeoutError:
             raise TemporaryError(f"{self.name}: no answer from {url} in time") from None
         except aiohttp.ClientError as exc:
@@ -459,6 +460,41 @@ async def send_splitting_on_413(
         out.retry.extend(i + offset for i in sub.retry)
         out.rejected.extend((i + offset, why) for i, why in sub.rejected)
     return out if not out.all_delivered else DELIVERED
+
+
+class PushSink:
+    """What the HTTP aggregator outputs share: encode a batch, gzip it off the loop, POST it.
+
+    A subclass sets ``name``, ``url``, ``_client``, ``_headers`` and ``_gzip`` in its
+    ``__init__`` and implements ``encode`` and ``_send_once`` (``None`` means the peer answered
+    413; ``send`` then splits the batch). Loki overrides ``send`` with its own bisection.
+    """
+
+    name: str
+    url: str
+    _client: HttpClient
+    _headers: dict[str, str]
+    _gzip: bool
+
+    def encode(self, records: list[Record]) -> bytes:
+        raise NotImplementedError
+
+    async def _send_once(self, records: list[Record]) -> SendResult | None:
+        raise NotImplementedError
+
+    async def post_batch(self, records: list[Record]) -> Response:
+        body = self.encode(records)
+        if self._gzip:
+            body = await gzip_off_loop(body)
+        return await self._client.post(self.url, body, self._headers)
+
+    async def send(self, records: list[Record]) -> SendResult:
+        if not records:
+            return DELIVERED
+        return await send_splitting_on_413(records, self._send_once)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 # --------------------------------------------------------------------------- time

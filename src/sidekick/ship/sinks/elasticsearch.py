@@ -46,15 +46,14 @@ from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._http import (
     Credentials,
     HttpClient,
+    PushSink,
     Response,
     Target,
-    gzip_off_loop,
     load_options,
     option_error,
     parse_target,
     raise_for_common_status,
     rfc3339_to_ns,
-    send_splitting_on_413,
     tls_context,
 )
 
@@ -214,7 +213,7 @@ def _check_index(pattern: str, target: Target) -> None:
         )
 
 
-class ElasticsearchSink:
+class ElasticsearchSink(PushSink):
     """Sends batches to ``POST /_bulk``; see the module docstring for the outcome rules."""
 
     def __init__(self, spec: OutputSpec) -> None:
@@ -284,23 +283,15 @@ class ElasticsearchSink:
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, records: list[Record]) -> SendResult:
-        if not records:
-            return DELIVERED
-        return await send_splitting_on_413(records, self._send_once)
-
     async def _send_once(self, records: list[Record]) -> SendResult | None:
-        body = self.encode(records)
-        if self._gzip:
-            body = await gzip_off_loop(body)
-        resp = await self._client.post(self.url, body, self._headers)
+        resp = await self.post_batch(records)
         if resp.status == 413:
             log.warning(
                 "%s: HTTP 413 for a bulk request of %d records (%d bytes); sending it in halves. "
                 "Lower batch.max_bytes to avoid this.",
                 self.name,
                 len(records),
-                len(body),
+                resp.request_bytes,
             )
             return None
         raise_for_common_status(self.name, resp, retry_statuses=RETRY_STATUSES)
@@ -365,9 +356,6 @@ class ElasticsearchSink:
             )
             return result
         return DELIVERED
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 def _item_reason(status: int, error: _Error | str | None) -> str:

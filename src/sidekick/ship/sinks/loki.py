@@ -48,8 +48,8 @@ from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._http import (
     Credentials,
     HttpClient,
+    PushSink,
     Target,
-    gzip_off_loop,
     load_options,
     option_error,
     parse_pairs,
@@ -109,7 +109,7 @@ def metadata_value(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-class LokiSink:
+class LokiSink(PushSink):
     """Sends batches to Loki's push API; see the module docstring for the outcome rules."""
 
     def __init__(self, spec: OutputSpec) -> None:
@@ -258,10 +258,7 @@ class LokiSink:
 
     async def _push(self, records: list[Record]) -> str | None:
         """One push: None when delivered, ``TOO_LARGE`` on 413, else Loki's refusal text."""
-        body = self.encode(records)
-        if self._gzip:
-            body = await gzip_off_loop(body)
-        resp = await self._client.post(self.url, body, self._headers)
+        resp = await self.post_batch(records)
         status = resp.status
         if 200 <= status < 300:
             if status not in (200, 204):
@@ -295,9 +292,6 @@ class LokiSink:
                 "%s: Loki refused a record (%s); it goes to the dead-letter file", self.name, reason
             )
         return reason
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 def create(spec: OutputSpec) -> LokiSink:

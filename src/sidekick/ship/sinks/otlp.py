@@ -51,15 +51,14 @@ from sidekick.ship.records import DELIVERED, MESSAGE, TIMESTAMP, Record, SendRes
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._http import (
     HttpClient,
+    PushSink,
     Response,
     Target,
-    gzip_off_loop,
     load_options,
     parse_pairs,
     parse_target,
     raise_for_common_status,
     rfc3339_to_ns,
-    send_splitting_on_413,
     tls_context,
 )
 
@@ -408,7 +407,7 @@ def _error_text(resp: Response) -> str:
 # ---------------------------------------------------------------------------- the sink
 
 
-class OtlpSink:
+class OtlpSink(PushSink):
     """Sends batches as OTLP/HTTP log export requests."""
 
     def __init__(self, spec: OutputSpec) -> None:
@@ -457,16 +456,8 @@ class OtlpSink:
             return encode_json(records, now)
         return encode_protobuf(records, now)
 
-    async def send(self, records: list[Record]) -> SendResult:
-        if not records:
-            return DELIVERED
-        return await send_splitting_on_413(records, self._send_once)
-
     async def _send_once(self, records: list[Record]) -> SendResult | None:
-        body = self.encode(records)
-        if self._gzip:
-            body = await gzip_off_loop(body)
-        resp = await self._client.post(self.url, body, self._headers)
+        resp = await self.post_batch(records)
         status = resp.status
         if 200 <= status < 300:
             rejected, message = _partial_success(resp)
@@ -491,9 +482,6 @@ class OtlpSink:
             return None
         raise_for_common_status(self.name, resp, retry_statuses=RETRY_STATUSES)
         raise PermanentError(f"{self.name}: HTTP {status}: {_error_text(resp)}")
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 def create(spec: OutputSpec) -> OtlpSink:
