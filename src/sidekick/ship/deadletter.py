@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from sidekick.ship.files import write_all
 from sidekick.ship.records import Record
 from sidekick.ship.timefmt import now_rfc3339
 
@@ -44,10 +45,7 @@ class DeadLetter:
         )
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
-            view = memoryview(body)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            write_all(fd, body)
             os.fsync(fd)
         finally:
             os.close(fd)

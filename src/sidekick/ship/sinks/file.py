@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from sidekick.core.errors import ConfigError, TemporaryError
+from sidekick.ship.files import file_url_path, write_all
 from sidekick.ship.records import DELIVERED, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._encode import encode_ndjson
-from sidekick.ship.sinks.stdout import write_all
 
 THREAD_WRITE_BYTES = 256 * 1024  # smaller writes are cheaper than a thread hand-off
 
@@ -102,19 +102,7 @@ class FileSink:
 
 def create(spec: OutputSpec) -> FileSink:
     url = spec.url
-    rest = url.split(":", 1)[1]
-    if rest.startswith("//"):
-        rest = rest[2:]
-        host, _slash, path = rest.partition("/")
-        if host not in ("", "localhost"):
-            raise ConfigError(
-                f"--output {url!r}: file URLs name a local path; write file:///path/to/out.ndjson"
-            )
-        path = "/" + path
-    else:
-        path = rest
-    if not path or path.endswith("/"):
-        raise ConfigError(f"--output {url!r} names no file; write file:///path/to/out.ndjson")
+    path = file_url_path(url, flag="--output", example="file:///path/to/out.ndjson")
     unknown = set(spec.options) - {"fsync"}
     if unknown:
         raise ConfigError(

@@ -6,19 +6,11 @@ One ``write`` per batch on the raw file descriptor (no Python text layer). A wri
 
 from __future__ import annotations
 
-import os
-
 from sidekick.core.errors import TemporaryError
+from sidekick.ship.files import write_all
 from sidekick.ship.records import DELIVERED, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._encode import encode_ndjson
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 class StdoutSink:

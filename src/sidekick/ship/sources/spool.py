@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 
 from sidekick.ship.acks import AckTracker
+from sidekick.ship.files import write_all
 from sidekick.ship.records import FILE_ID, MESSAGE, OFFSET, PARSE_ERROR, Parser, Record
 from sidekick.ship.sources.base import Emit, SourceBatch
 
@@ -218,10 +219,7 @@ class Spool:
         fd = self._fd
         start = time.perf_counter()
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            write_all(fd, data)
             os.fsync(fd)
         except OSError:
             # Cut what this group wrote (it was not acknowledged); the flusher seals the

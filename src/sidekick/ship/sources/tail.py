@@ -50,9 +50,9 @@ from operator import add
 from pathlib import Path
 from typing import Any
 
-from sidekick.core.errors import ConfigError
 from sidekick.ship.acks import AckTracker
 from sidekick.ship.config import seconds, size
+from sidekick.ship.files import file_url_path
 from sidekick.ship.records import FILE_ID, FILE_PATH, FLAGS, MESSAGE, OFFSET, TIMESTAMP, Record
 from sidekick.ship.sources._inotify import Inotify
 from sidekick.ship.sources.base import Emit, InputSpec, SourceBatch, SourceContext
@@ -673,20 +673,12 @@ def parse_file_url(spec: str) -> list[str]:
 
     ``spec`` is the URL without its ``?options`` (``sidekick.ship.sources.split_options``).
     """
-    rest = spec.split(":", 1)[1]
-    if rest.startswith("//"):
-        host, _sep, path = rest[2:].partition("/")
-        if host not in ("", "localhost"):
-            raise ConfigError(
-                f"--input {spec!r}: file URLs name a local path; write file:///var/log/app/*.log"
-            )
-        path = "/" + path
-    else:
-        path = rest
-    if not path or path == "/" or path.endswith("/"):
-        raise ConfigError(
-            f"--input {spec!r} names no files; write a path or glob like file:///var/log/app/*.log"
-        )
+    path = file_url_path(
+        spec,
+        flag="--input",
+        example="a path or glob like file:///var/log/app/*.log",
+        names="no files",
+    )
     return [path]
 
 
