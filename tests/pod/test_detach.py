@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
+from sidekick.pod.detach import _settled
 from tests.conftest import SIDEKICK
 from tests.pod.conftest import marked_pids
 
@@ -56,3 +58,25 @@ def test_detach_still_reports_manifest_errors_at_once(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "spec.containers[0].ports[0].containerPort: must be an integer" in result.stderr
     assert not (tmp_path / "run" / "up.pid").exists()
+
+
+def _status(pod_dir: Path, ended: bool, *containers: tuple[str, str]) -> Path:
+    pod_dir.mkdir(parents=True, exist_ok=True)
+    statuses = [{"name": f"c{i}", "state": s, "reason": r} for i, (s, r) in enumerate(containers)]
+    (pod_dir / "status.json").write_text(
+        json.dumps({"ended": ended, "containerStatuses": statuses})
+    )
+    return pod_dir
+
+
+def test_detach_waits_until_app_containers_are_past_starting(tmp_path: Path) -> None:
+    # A Pod writes status.json while still Pending; returning then would report a run whose
+    # processes do not exist yet.
+    assert not _settled(tmp_path / "missing")
+    assert not _settled(_status(tmp_path / "a", False, ("Waiting", "PodInitializing")))
+    assert not _settled(
+        _status(tmp_path / "b", False, ("Running", ""), ("Waiting", "ContainerCreating"))
+    )
+    assert _settled(_status(tmp_path / "c", False, ("Running", ""), ("Terminated", "Completed")))
+    assert _settled(_status(tmp_path / "d", False, ("Waiting", "CrashLoopBackOff")))
+    assert _settled(_status(tmp_path / "e", True, ("Waiting", "PodInitializing")))

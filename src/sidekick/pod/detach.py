@@ -3,14 +3,16 @@
 ``--detach`` checks the manifests in the foreground (so mistakes still exit 2 at once), then
 starts the very same ``sidekick up`` command without ``--detach`` in a new session, with its
 output (containers' lines and status lines) in ``RUN_DIR/up.log`` and its pid in
-``RUN_DIR/up.pid``, and returns once every Pod has written its status. ``down`` sends that
-process SIGTERM (the same graceful stop as Ctrl-C) and waits for it to exit; after
-``--timeout`` it kills it and every process that carries the run's marker.
+``RUN_DIR/up.pid``, and returns once every Pod's app containers have started (or the Pod
+has ended). ``down`` sends that process SIGTERM (the same graceful stop as Ctrl-C) and waits
+for it to exit; after ``--timeout`` it kills it and every process that carries the run's
+marker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -51,9 +53,7 @@ def start(run_dir: Path, pods: list[str], argv: list[str]) -> int:
         if code is not None:
             sys.stderr.write(log_path.read_text()[-4000:])
             return code
-        if (run_dir / "run-id").exists() and all(
-            (run_dir / p / "status.json").exists() for p in pods
-        ):
+        if (run_dir / "run-id").exists() and all(_settled(run_dir / p) for p in pods):
             print(
                 f"Started {', '.join(pods)} in the background (pid {proc.pid}); output in "
                 f"{log_path}. Read it with sidekick logs POD; stop with sidekick down"
@@ -63,6 +63,23 @@ def start(run_dir: Path, pods: list[str], argv: list[str]) -> int:
             return 0
         time.sleep(0.05)
     return 0
+
+
+_STARTING = ("PodInitializing", "ContainerCreating")
+
+
+def _settled(pod_dir: Path) -> bool:
+    """Whether the Pod in ``pod_dir`` ended or every app container got past starting."""
+    try:
+        status = json.loads((pod_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if status.get("ended"):
+        return True
+    return all(
+        c.get("state") != "Waiting" or c.get("reason") not in _STARTING
+        for c in status.get("containerStatuses", [])
+    )
 
 
 def _running(pid_file: Path) -> int | None:
