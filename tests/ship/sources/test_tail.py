@@ -265,6 +265,29 @@ async def test_start_at_end_applies_only_to_the_very_first_start(tmp_path: Path)
         await wait_for(lambda: messages(tmp_path) == ["written while stopped"])
 
 
+async def test_copytruncate_that_grows_back_past_the_offset_loses_no_line(
+    tmp_path: Path,
+) -> None:
+    # Without inotify the reader looks every 100 ms; the file is truncated and refilled well
+    # past the old offset between two looks, so the size never appears below the offset.
+    cfg = cfg_for(tmp_path, inotify=False)
+    log = tmp_path / "logs" / "a.log"
+    old = [f"old {i:03d}" for i in range(20)]
+    new = [f"new generation line {i:03d}" for i in range(100)]
+    log.write_text("".join(m + "\n" for m in old))
+    async with shipping(cfg) as sh:
+        await wait_for(lambda: messages(tmp_path) == old)
+        with log.open("r+b") as f:
+            f.truncate(0)
+            f.write("".join(m + "\n" for m in new).encode())
+        await wait_for(lambda: set(new) <= set(messages(tmp_path)), timeout=5)
+        assert sh.metric("sidekick_ship_truncations_total", input=cfg.inputs[0]) == 1
+    records = out(tmp_path)
+    regenerated = [r for r in records if r["log.file.id"] != records[0]["log.file.id"]]
+    assert [r["message"] for r in regenerated] == new
+    assert regenerated[0]["log.offset"] == 0
+
+
 async def test_polling_without_inotify_picks_up_new_files_and_growth(tmp_path: Path) -> None:
     cfg = cfg_for(tmp_path, inotify=False)
     async with shipping(cfg):

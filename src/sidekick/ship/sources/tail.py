@@ -19,8 +19,11 @@ Rotation: the file is held open by descriptor, so a rename (even two) does not m
 its inode is no longer at any matching path it is read to the end and released once it has
 not grown for ``rotate_wait``. After a restart, a saved file no longer matched by the globs
 is looked up by inode in the globs' directories and finished the same way. Copytruncate: a
-size below the read position means the file was truncated; reading restarts at 0 as a new
-generation (``sidekick_ship_truncations``).
+size below the read position, or first bytes that no longer match the fingerprint (checked
+every ``poll_interval``; this catches a file that grew back past the old position before we
+looked), means the file was truncated; reading restarts at 0 as a new generation
+(``sidekick_ship_truncations``). Lines read from the new content before the check are sent
+again under the new generation: duplicates, never gaps.
 
 Discovery: globs are re-evaluated every ``poll_interval`` and whenever inotify reports a
 created, moved or deleted entry in a watched directory; inotify (through ctypes) also wakes
@@ -397,7 +400,7 @@ class TailSource:
             except OSError:
                 continue
             f.size = st.st_size
-            if st.st_size < f.read_pos:
+            if st.st_size < f.read_pos or self._rewritten(f):
                 await self._truncated(f, emit)
             elif f.fp_len < FP_BYTES and st.st_size > f.fp_len:
                 # Strengthen the identity check as the file grows; the id stays as it was.
@@ -426,12 +429,30 @@ class TailSource:
                 still.append((key, tracker))
         self.retiring = still
 
+    def _rewritten(self, f: _File) -> bool:
+        """Whether ``f``'s first bytes changed: truncated and written past our offset again.
+
+        A size check alone misses a copytruncate when the file grows back beyond the offset
+        before we look; its new first lines would be skipped. An appended file never changes
+        its head, so a different fingerprint means a new generation.
+        """
+        if not f.fp_len:
+            return False
+        try:
+            head = os.pread(f.fd, f.fp_len, 0)
+        except OSError:
+            return False
+        return len(head) < f.fp_len or fingerprint(head) != f.fp
+
     async def _truncated(self, f: _File, emit: Emit) -> None:
         # A pending multi-line group was read before the truncation: ship it first.
         await self._flush_joiner(f, emit)
         self._truncations.inc()
         log.info(
-            "%s was truncated (size below offset %d); reading it again from 0.", f.path, f.read_pos
+            "%s was truncated (shorter than offset %d, or its first bytes changed); "
+            "reading it again from 0.",
+            f.path,
+            f.read_pos,
         )
         f.tracker.close()  # late acks of the old generation must not move the new offset
         f.gen += 1
