@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +52,22 @@ def test_no_process_survives_up_including_a_daemonized_grandchild(
     assert alive(daemon)
     assert len(marked_pids(run_id)) >= 3  # sh, sleep, daemon
     assert up.stop() == 0
+    assert marked_pids(run_id) == []
+    assert not alive(daemon)
+
+
+def test_sigkill_of_up_still_leaves_no_process_running(start_up: Callable[..., Up]) -> None:
+    # up cannot clean up after SIGKILL; its watchdog sees the pipe from up close and does.
+    up = start_up(pod(f"sleep 300 & python3 {DAEMON} /d/daemon.pid 300; echo started; wait"))
+    run_id = up.run_id
+    up.wait_for(lambda: (vol(up) / "daemon.pid").exists() and "started" in up.out, what="daemon")
+    daemon = int((vol(up) / "daemon.pid").read_text())
+    assert len(marked_pids(run_id)) >= 3  # sh, sleep, daemon
+    up.proc.kill()
+    up.proc.wait()
+    deadline = time.monotonic() + 10
+    while marked_pids(run_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert marked_pids(run_id) == []
     assert not alive(daemon)
 

@@ -29,7 +29,7 @@ from sidekick.core.admin import AdminServer
 from sidekick.core.errors import ConfigError
 from sidekick.core.runtime import Shutdown
 from sidekick.pod.container import BackoffPolicy
-from sidekick.pod.hygiene import Tracker, become_subreaper
+from sidekick.pod.hygiene import Tracker, Watchdog, become_subreaper
 from sidekick.pod.manifest import Manifests
 from sidekick.pod.output import Printer
 from sidekick.pod.runner import PodRunner, check_ports
@@ -116,6 +116,12 @@ async def up(cfg: UpConfig, shutdown: Shutdown) -> int:
         ", ".join(p.pod.name for p in pods),
         cfg.run_dir,
     )
+    watchdog: Watchdog | None = None
+    try:
+        watchdog = Watchdog(run_id)
+        tracker.own.add(watchdog.proc.pid)
+    except OSError as exc:
+        log.warning("Cannot start the watchdog (%s); a SIGKILL of up leaves its pods running.", exc)
     tasks = [asyncio.create_task(p.run(), name=f"pod {p.pod.name}") for p in pods]
     stop_waiter: asyncio.Future[Any] = asyncio.ensure_future(shutdown.requested.wait())
     try:
@@ -149,6 +155,8 @@ async def up(cfg: UpConfig, shutdown: Shutdown) -> int:
         if left:
             log.warning("Killing %d leftover process(es) of this run.", len(left))
             tracker.kill_marked()
+        if watchdog is not None:
+            watchdog.close()
         tracker.reap_orphans()
         loop.remove_signal_handler(signal.SIGCHLD)
         if admin is not None:

@@ -11,9 +11,14 @@ orphaned grandchildren are re-parented to it instead of init; it reaps those zom
 SIGCHLD arrives. Its own children are waited for by asyncio, so only processes it did not start
 itself are reaped here, and never while a start is in progress.
 
+If ``sidekick up`` itself is killed with SIGKILL it cannot clean up, so it starts a small
+watchdog process first (its own session, stdin the read end of a pipe only ``up`` holds).
+When that pipe reaches end of file, ``up`` is gone, however it ended; the watchdog then
+SIGKILLs every process carrying the run's marker, until none is left. After a normal stop it
+finds nothing and exits.
+
 Left out: a process that clears its environment and escapes the subreaper (re-parented
-elsewhere) cannot be found; and if ``sidekick up`` itself is killed with SIGKILL its children
-keep running, as with any supervisor that has no cgroup.
+elsewhere) cannot be found; nor can anything once the watchdog itself is SIGKILLed too.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import ctypes
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -102,6 +109,74 @@ class Tracker:
             if pids:
                 time.sleep(0.01)
         return len(pids)
+
+
+# Run with ``python -I -c``: no site, no sidekick import, so it starts in a few ms and holds
+# a few MiB. argv[1] is the marker to hunt for.
+_WATCHDOG = """
+import os, signal, sys, time
+for s in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+    signal.signal(s, signal.SIG_IGN)
+while True:
+    try:
+        if not os.read(0, 4096):
+            break
+    except InterruptedError:
+        continue
+    except OSError:
+        break
+want = sys.argv[1].encode()
+me = os.getpid()
+for _ in range(100):
+    found = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open("/proc/" + name + "/environ", "rb") as f:
+                if want not in f.read().split(b"\\0"):
+                    continue
+            os.kill(int(name), signal.SIGKILL)
+            found += 1
+        except OSError:
+            continue
+    if not found:
+        break
+    time.sleep(0.05)
+"""
+
+
+class Watchdog:
+    """Kills the run's processes if ``sidekick up`` dies without doing it (see above)."""
+
+    def __init__(self, run_id: str) -> None:
+        r, self._w = os.pipe()
+        env = {k: v for k, v in os.environ.items() if k not in (RUN_ENV, CONTAINER_ENV)}
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _WATCHDOG, f"{RUN_ENV}={run_id}"],
+                stdin=r,
+                stdout=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError:
+            os.close(self._w)
+            raise
+        finally:
+            os.close(r)
+
+    def close(self) -> None:
+        """``up`` cleaned up itself: let the watchdog check, find nothing and exit."""
+        if self._w < 0:
+            return
+        os.close(self._w)
+        self._w = -1
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def kill_group(pgid: int, sig: int) -> None:
