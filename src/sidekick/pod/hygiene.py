@@ -111,8 +111,8 @@ class Tracker:
         return len(pids)
 
 
-# Run with ``python -I -c``: no site, no sidekick import, so it starts in a few ms and holds
-# a few MiB. argv[1] is the marker to hunt for.
+# Run with ``python -I -c`` (isolated: no PYTHON* variables, no user site) and importing only
+# the standard library, so it is small and starts fast. argv[1] is the marker to hunt for.
 _WATCHDOG = """
 import os, signal, sys, time
 for s in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
