@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sidekick.pod import readonly
 from sidekick.pod.manifest import read_manifests
 from sidekick.pod.paths import Translator, prepare
 from tests.pod.conftest import Up
@@ -139,9 +140,11 @@ def test_secret_volume_and_env_sources(start_up: Callable[..., Up]) -> None:
     assert lines[1] == "admin"
 
 
-def test_configmap_items_modes_and_readonly_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_configmap_items_modes_and_readonly_paths(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Where no mount namespace can be made, up says the readOnly mount stays writable.
+    monkeypatch.setattr(readonly, "available", lambda: False)
     manifest = tmp_path / "pod.yaml"
     manifest.write_text(
         textwrap.dedent(
@@ -177,3 +180,7 @@ def test_configmap_items_modes_and_readonly_warning(
     assert stat.S_IMODE(script.stat().st_mode) == 0o755
     assert not (script.parent.parent / "other").exists()
     assert "readOnly mounts (app at /work) are not enforced" in caplog.text
+    # The ConfigMap volume is read-only whatever the mount says; /work because it says so.
+    assert dirs.read_only == {
+        "app": [str(dirs.root / "configmaps" / "s" / "app"), str(dirs.root / "volumes" / "work")]
+    }

@@ -33,6 +33,7 @@ import aiohttp
 
 from sidekick.core.backoff import Backoff
 from sidekick.core.durations import format_duration
+from sidekick.pod import readonly
 from sidekick.pod.expand import expand
 from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV, Tracker, kill_group, spawn
 from sidekick.pod.images import implicit_args, stop_signal
@@ -208,6 +209,8 @@ class ContainerRunner:
         env.update({k: translate(v) for k, v in declared.items()})
         argv = implicit_args(spec.image, [expand(a, declared) for a in [*spec.command, *spec.args]])
         self.argv = [translate(a) for a in argv]
+        ro_paths = dirs.read_only.get(spec.name, [])
+        self.spawn_argv = readonly.wrap(self.argv, ro_paths) if readonly.available() else self.argv
         self.cwd = check_container_paths(spec, translate) or None
         self.ctx = ActionContext(
             env=env,
@@ -298,7 +301,11 @@ class ContainerRunner:
     async def _run_once(self) -> int:
         self._set(state="Waiting", reason="ContainerCreating", message="", ready=False)
         try:
-            proc, stdout, _pipe = await spawn(self.tracker, self.argv, self.ctx.env, self.cwd)
+            if self.spawn_argv is not self.argv:
+                # Started through the read-only wrapper, a missing command would only show as
+                # exit code 127; report it as the StartError it is.
+                readonly.check_runnable(self.argv[0], self.ctx.env.get("PATH"), self.cwd)
+            proc, stdout, _pipe = await spawn(self.tracker, self.spawn_argv, self.ctx.env, self.cwd)
         except OSError as exc:
             msg = f"cannot run {self.argv[0]!r}: {exc.strerror}"
             log.error("%s: %s; check the command.", self.name, msg)

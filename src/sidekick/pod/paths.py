@@ -17,9 +17,11 @@ Layout of ``<run-dir>/<pod>/``::
     logs/<container>.log              the container's output, read by ``sidekick logs``
 
 What it leaves out: a program that builds paths at run time from pieces, or reads a path
-from a file that is not a mounted ConfigMap, sees the unmounted path. ``readOnly`` and the
-read-only nature of ConfigMap and Secret volumes are not enforced (without a mount namespace
-a host process owned by the same user can always write); ``sidekick up`` warns about it.
+from a file that is not a mounted ConfigMap, sees the unmounted path.
+
+``readOnly`` mounts and ConfigMap and Secret volumes are made read-only for the container
+that mounts them by :mod:`sidekick.pod.readonly` (a private mount namespace) where that is
+allowed; elsewhere ``sidekick up`` warns that they stay writable.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidekick.core.errors import ConfigError
+from sidekick.pod import readonly
 from sidekick.pod.images import image_files
 from sidekick.pod.manifest import Container, Manifests, Pod
 
@@ -70,6 +73,7 @@ class PodDirs:
     translators: dict[str, Translator] = field(default_factory=dict)
     state: dict[str, Path] = field(default_factory=dict)
     size_limits: list[tuple[str, Path, int]] = field(default_factory=list)
+    read_only: dict[str, list[str]] = field(default_factory=dict)  # container -> host paths
 
     def log_file(self, container: str) -> Path:
         return self.logs / f"{container}.log"
@@ -156,6 +160,8 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
         state.mkdir(parents=True)
         dirs.state[c.name] = state
         table: dict[str, str] = {}
+        ro: list[tuple[str, str]] = []  # (host path, mount path)
+        rw: list[str] = []
         for m in c.mounts:
             vol = pod.volumes[m.name]
             if vol.kind == "configMap":
@@ -166,8 +172,25 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
             if m.sub_path and vol.kind == "emptyDir":
                 target.mkdir(parents=True, exist_ok=True)
             table[m.mount_path] = str(target)
+            if m.read_only or vol.kind in ("configMap", "secret"):
+                ro.append((str(target), m.mount_path))
+            else:
+                rw.append(str(target))
             if m.read_only and vol.kind in ("emptyDir", "hostPath"):
                 read_only.append(f"{c.name} at {m.mount_path}")
+        # Mounts share one host directory per volume: a path the container also mounts
+        # read-write (itself, or a directory inside it) must stay writable.
+        shared = [mp for p, mp in ro if any(_under(w, p) for w in rw)]
+        if shared:
+            log.warning(
+                "%s: container %s mounts the directory of %s read-write too, so it stays "
+                "writable there.",
+                pod.origin,
+                c.name,
+                ", ".join(shared),
+            )
+        if kept := [p for p, mp in ro if mp not in shared]:
+            dirs.read_only[c.name] = kept
         files = image_files(c.image, c.command, str(state))
         image_root = root / "image" / c.name
         mounted = list(table)
@@ -199,9 +222,10 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
                 with contextlib.suppress(UnicodeDecodeError):
                     blob = translate(blob.decode()).encode()
                 _write(base / rel, blob, mode)
-    if read_only:
+    if read_only and not readonly.available():
         log.warning(
-            "%s: readOnly mounts (%s) are not enforced for host processes; writes will succeed.",
+            "%s: readOnly mounts (%s) are not enforced: making them needs a mount namespace "
+            "(run sidekick up as root); writes will succeed.",
             pod.origin,
             ", ".join(read_only),
         )
