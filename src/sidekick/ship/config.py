@@ -73,8 +73,9 @@ class BatchConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_bytes: Size = "512KiB"
     max_records: int = 10000
     timeout: Duration = 0.0
-    # Reading pauses while an output has this many full batches waiting (besides the one it
-    # is sending); the in-flight limit still bounds the total over all outputs.
+    # Reading pauses while the records waiting for an output (besides those it is sending)
+    # take this many times ``max_bytes`` of memory; the in-flight limit still bounds the
+    # total over all outputs.
     max_queued: int = 2
 
     def __post_init__(self) -> None:

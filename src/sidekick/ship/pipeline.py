@@ -1,9 +1,11 @@
 """Sources -> parser -> outputs, with bounded memory and at-least-once acknowledgement.
 
 ``Pipeline.emit`` is the ``emit`` every source awaits. It waits while ``max_inflight_bytes``
-(the memory of records read but not yet delivered) are in flight, or while an output has
-``max_queued_batches`` full batches waiting (that wait *is* the backpressure: a tail reader
-stops reading, the log file on disk is the buffer), runs the batch's parser (the one of the
+(the memory of records read but not yet delivered) are in flight, or while the records
+waiting for an output hold ``max_queued_batches`` x ``batch_max_bytes`` of memory (that wait
+*is* the backpressure: a tail reader stops reading, the log file on disk is the buffer;
+counting memory rather than line bytes keeps parsed records, about twice as large, from
+doubling the queue), runs the batch's parser (the one of the
 input it came from, ``SourceBatch.parser``) over the whole batch once, and queues the batch
 on every output.
 
@@ -115,7 +117,7 @@ class OutputWorker:
         self.dead_letter = dead_letter
         self._queue: deque[tuple[_Unit, int]] = deque()
         self._queued_records = 0
-        self.queued_bytes = 0
+        self.queued_cost = 0  # memory of the queued records (the queue limit counts this)
         self.on_dequeue: Callable[[], None] | None = None
         self._wake = asyncio.Event()
         self._delivered = metrics.records_delivered.labels(self.name)
@@ -130,7 +132,7 @@ class OutputWorker:
     def put(self, unit: _Unit) -> None:
         self._queue.append((unit, 0))
         self._queued_records += len(unit.records)
-        self.queued_bytes += unit.size
+        self.queued_cost += unit.cost
         self._wake.set()
 
     async def _take(self) -> list[_Slice]:
@@ -155,6 +157,7 @@ class OutputWorker:
         slices: list[_Slice] = []
         count = 0
         nbytes = 0
+        cost = 0
         queue = self._queue
         while queue and count < s.batch_max_records and nbytes < s.batch_max_bytes:
             unit, lo = queue[0]
@@ -171,8 +174,9 @@ class OutputWorker:
             count += hi - lo
             total = len(unit.records)
             nbytes += unit.size * (hi - lo) // total if total else 0
+            cost += unit.cost * (hi - lo) // total if total else 0
         self._queued_records -= count
-        self.queued_bytes = max(0, self.queued_bytes - nbytes) if queue else 0
+        self.queued_cost = max(0, self.queued_cost - cost) if queue else 0
         if self.on_dequeue is not None:
             self.on_dequeue()
         return slices
@@ -197,9 +201,16 @@ class OutputWorker:
 
         try:
             while True:
-                slices = await self._take()
+                # A free slot first: a batch taken off the queue only to wait for one would
+                # hold its records outside the queue limit.
                 await slots.acquire()
+                try:
+                    slices = await self._take()
+                except BaseException:
+                    slots.release()
+                    raise
                 if self._error is not None:
+                    slots.release()
                     raise self._error
                 task = asyncio.create_task(self._send(slices), name=f"send {self.name}")
                 running.add(task)
@@ -312,8 +323,8 @@ class Pipeline:
         self._gauge = metrics.inflight_bytes
         self._waits = metrics.backpressure_waits
         metrics.inflight_limit_bytes.set(settings.max_inflight_bytes)
-        # Reading also pauses while an output has this much waiting: more queued work does
-        # not make it faster, and memory stays a few batches per output.
+        # Reading also pauses while an output has this much memory of records waiting: more
+        # queued work does not make it faster, and memory stays a few batches per output.
         self._queue_limit = settings.batch_max_bytes * settings.max_queued_batches
         for out in self.outputs:
             out.on_dequeue = self._update_room
@@ -348,7 +359,7 @@ class Pipeline:
 
     def _update_room(self) -> None:
         full = self.inflight_bytes >= self.settings.max_inflight_bytes or any(
-            o.queued_bytes >= self._queue_limit for o in self.outputs
+            o.queued_cost >= self._queue_limit for o in self.outputs
         )
         if full:
             self._room.clear()
