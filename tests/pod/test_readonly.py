@@ -107,6 +107,20 @@ def test_a_read_only_mount_sharing_a_writable_ones_directory_stays_writable(
     assert any(line.endswith("configmaps/conf/reader/new refused") for line in lines)
 
 
+def test_a_read_only_sub_path_inside_a_writable_mount_stays_writable(
+    start_up: Callable[..., Up],
+) -> None:
+    manifest = POD.replace(
+        "{name: out, mountPath: /scratch}", "{name: shared, mountPath: /scratch}"
+    ).replace(
+        "{name: shared, mountPath: /in, readOnly: true}",
+        "{name: shared, mountPath: /in, subPath: sub, readOnly: true}",
+    )
+    up = start_up(manifest)
+    up.wait_exit()
+    assert "mounts the directory of /in read-write too, so it stays writable there" in up.err
+
+
 def test_check_runnable_raises_what_exec_would(tmp_path: Path) -> None:
     readonly.check_runnable("sh", "/usr/bin:/bin", None)
     with pytest.raises(FileNotFoundError) as missing:

@@ -178,9 +178,10 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
                 rw.append(str(target))
             if m.read_only and vol.kind in ("emptyDir", "hostPath"):
                 read_only.append(f"{c.name} at {m.mount_path}")
-        # Mounts share one host directory per volume: a path the container also mounts
-        # read-write (itself, or a directory inside it) must stay writable.
-        shared = [mp for p, mp in ro if any(_under(w, p) for w in rw)]
+        # Mounts share one host directory per volume: a path the container also reaches
+        # through a read-write mount (the same directory, one inside it, or one around it)
+        # must stay writable, or the read-write mount would be read-only too.
+        shared = [mp for p, mp in ro if any(_under(w, p) or _under(p, w) for w in rw)]
         if shared:
             log.warning(
                 "%s: container %s mounts the directory of %s read-write too, so it stays "
