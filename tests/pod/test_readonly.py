@@ -134,3 +134,25 @@ def test_check_runnable_raises_what_exec_would(tmp_path: Path) -> None:
     readonly.check_runnable("./run.sh", None, str(tmp_path))
     with pytest.raises(FileNotFoundError):
         readonly.check_runnable("./other.sh", None, str(tmp_path))
+
+
+def test_read_only_mounts_work_whatever_path_the_container_sets(
+    start_up: Callable[..., Up],
+) -> None:
+    # unshare and mount are found by up, not through the container's own PATH.
+    manifest = """
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: ro}
+    spec:
+      restartPolicy: Never
+      volumes: [{name: d, emptyDir: {}}]
+      containers:
+        - name: app
+          command: [/bin/sh, -c, "if (echo x > /d/f) 2>/dev/null; then echo writable; else echo refused; fi"]
+          env: [{name: PATH, value: /nowhere}]
+          volumeMounts: [{name: d, mountPath: /d, readOnly: true}]
+    """
+    up = start_up(manifest)
+    assert up.wait_exit() == 0, up.err
+    assert (up.run_dir / "ro" / "logs" / "app.log").read_text() == "refused\n"

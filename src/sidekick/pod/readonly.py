@@ -5,7 +5,7 @@ Kubernetes whatever the mount says), are backed by ordinary directories under th
 other containers of the Pod write to. To make them read-only for this container alone, its
 command is started as::
 
-    unshare --mount --propagation private -- sh -c SCRIPT sh N PATH... COMMAND...
+    unshare --mount --propagation private -- /bin/sh -c SCRIPT MOUNT N PATH... COMMAND...
 
 SCRIPT bind-mounts each PATH onto itself and remounts it read-only, in the new mount namespace
 only, then ``exec``s the command: the pid, environment and process group stay the container's,
@@ -25,23 +25,33 @@ import shutil
 import subprocess
 import tempfile
 
+# $0 is mount(8); the container's own PATH may not lead to it.
 _SCRIPT = (
     'n=$1; shift; while [ "$n" -gt 0 ]; do '
-    'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" || exit 126; '
+    '"$0" --bind "$1" "$1" && "$0" -o remount,bind,ro "$1" "$1" || exit 126; '
     "shift; n=$((n-1)); done; "
     'exec "$@"'
 )
 
 
+@functools.cache
+def _tools() -> tuple[str, str] | None:
+    unshare, mount = shutil.which("unshare"), shutil.which("mount")
+    return (unshare, mount) if unshare and mount else None
+
+
 def _prefix(paths: list[str]) -> list[str]:
-    unshare = ["unshare", "--mount", "--propagation", "private", "--"]
-    return [*unshare, "/bin/sh", "-c", _SCRIPT, "sh", str(len(paths)), *paths]
+    tools = _tools()
+    assert tools is not None, "wrap() is only used when available()"
+    unshare, mount = tools
+    namespace = [unshare, "--mount", "--propagation", "private", "--"]
+    return [*namespace, "/bin/sh", "-c", _SCRIPT, mount, str(len(paths)), *paths]
 
 
 @functools.cache
 def available() -> bool:
     """Whether read-only mounts can be made here (tried once, on a scratch directory)."""
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
+    if _tools() is None:
         return False
     with tempfile.TemporaryDirectory(prefix="sidekick-ro-") as d:
         try:
