@@ -238,28 +238,47 @@ def test_tracker_ends_at_the_last_end_in_any_delivery_order(order: list[int]) ->
     assert tracker.committed == 40 and tracker.idle
 
 
-async def test_emit_waits_while_an_output_has_its_queue_full(tmp_path: Path) -> None:
-    sink = ScriptedSink("s")
+async def assert_emit_waits_for_room(
+    pipe: Pipeline,
+    sink: ScriptedSink,
+    sending: SourceBatch,
+    *queued: SourceBatch,
+    late: SourceBatch,
+) -> None:
+    """``sending`` blocks in the sink, ``queued`` fill the queue, so emitting ``late`` waits
+    until the sink is let go; then everything is delivered."""
     sink.gate = asyncio.Event()
-    # Each one-record batch costs 1 byte of line plus RECORD_OVERHEAD of memory: the queue
-    # limit of 2 x RECORD_OVERHEAD is reached by two waiting batches.
-    pipe, _ = make(tmp_path, sink, batch_max_bytes=RECORD_OVERHEAD, max_queued_batches=2)
-    tracker = AckTracker()
     tasks = [asyncio.create_task(o.run()) for o in pipe.outputs]
     try:
-        await pipe.emit(batch(tracker, 1, "a"))  # taken by the output, blocked in send
+        await pipe.emit(sending)  # taken by the output, blocked in send
         await asyncio.sleep(0.01)
-        await pipe.emit(batch(tracker, 2, "b"))
-        await pipe.emit(batch(tracker, 3, "c"))  # two batches wait: the queue is full
-        fourth = asyncio.create_task(pipe.emit(batch(tracker, 4, "d")))
+        for b in queued:
+            await pipe.emit(b)
+        waiting = asyncio.create_task(pipe.emit(late))
         await asyncio.sleep(0.05)
-        assert not fourth.done()
+        assert not waiting.done()
         sink.gate.set()
-        await asyncio.wait_for(fourth, 5)
+        await asyncio.wait_for(waiting, 5)
         await asyncio.wait_for(pipe.drained(), 5)
     finally:
         for t in tasks:
             t.cancel()
+
+
+async def test_emit_waits_while_an_output_has_its_queue_full(tmp_path: Path) -> None:
+    sink = ScriptedSink("s")
+    # Each one-record batch costs 1 byte of line plus RECORD_OVERHEAD of memory: the queue
+    # limit of 2 x RECORD_OVERHEAD is reached by two waiting batches.
+    pipe, _ = make(tmp_path, sink, batch_max_bytes=RECORD_OVERHEAD, max_queued_batches=2)
+    tracker = AckTracker()
+    await assert_emit_waits_for_room(
+        pipe,
+        sink,
+        batch(tracker, 1, "a"),
+        batch(tracker, 2, "b"),
+        batch(tracker, 3, "c"),
+        late=batch(tracker, 4, "d"),
+    )
     assert tracker.committed == 4
 
 
@@ -267,7 +286,6 @@ async def test_the_queue_limit_counts_record_memory_not_line_bytes(tmp_path: Pat
     # Parsing can make a record many times larger than its line; the queue limit counts the
     # memory, so one waiting batch of large records fills it although its lines are tiny.
     sink = ScriptedSink("s")
-    sink.gate = asyncio.Event()
     pipe, _ = make(tmp_path, sink, batch_max_bytes=4 * RECORD_OVERHEAD, max_queued_batches=1)
     tracker = AckTracker()
 
@@ -276,44 +294,9 @@ async def test_the_queue_limit_counts_record_memory_not_line_bytes(tmp_path: Pat
             [{"message": "m", "user_agent.original": "u" * 4096}], 1, tracker.track(end)
         )
 
-    tasks = [asyncio.create_task(o.run()) for o in pipe.outputs]
-    try:
-        await pipe.emit(parsed(1))  # taken by the output, blocked in send
-        await asyncio.sleep(0.01)
-        await pipe.emit(parsed(2))  # one byte of line, over 4 KiB of memory: the queue is full
-        third = asyncio.create_task(pipe.emit(parsed(3)))
-        await asyncio.sleep(0.05)
-        assert not third.done()
-        sink.gate.set()
-        await asyncio.wait_for(third, 5)
-        await asyncio.wait_for(pipe.drained(), 5)
-    finally:
-        for t in tasks:
-            t.cancel()
+    # The one queued batch has one byte of line and over 4 KiB of memory.
+    await assert_emit_waits_for_room(pipe, sink, parsed(1), parsed(2), late=parsed(3))
     assert tracker.committed == 3
-
-
-async def test_a_concurrent_output_takes_a_batch_only_when_a_slot_is_free(tmp_path: Path) -> None:
-    # A batch taken off the queue while every slot is busy would sit outside the queue limit.
-    sink = ScriptedSink("s")
-    sink.concurrency = 2  # type: ignore[attr-defined]
-    sink.gate = asyncio.Event()
-    pipe, _ = make(tmp_path, sink, batch_max_records=1)
-    out = pipe.outputs[0]
-    tracker = AckTracker()
-    tasks = [asyncio.create_task(o.run()) for o in pipe.outputs]
-    try:
-        for i in range(4):
-            await pipe.emit(batch(tracker, i + 1, str(i)))
-        await asyncio.sleep(0.05)
-        assert sink.calls == [["0"], ["1"]]
-        assert len(out._queue) == 2  # the third and fourth still count against the queue limit
-        sink.gate.set()
-        await asyncio.wait_for(pipe.drained(), 5)
-    finally:
-        for t in tasks:
-            t.cancel()
-    assert tracker.committed == 4
 
 
 async def test_sink_concurrency_allows_that_many_batches_in_flight(tmp_path: Path) -> None:
@@ -328,6 +311,8 @@ async def test_sink_concurrency_allows_that_many_batches_in_flight(tmp_path: Pat
             await pipe.emit(batch(tracker, i + 1, str(i)))
         await asyncio.sleep(0.05)
         assert sink.calls == [["0"], ["1"]]  # two in flight, the third waits for a slot
+        # ... in the queue, where the queue limit counts it (not taken off it early).
+        assert len(pipe.outputs[0]._queue) == 1
         sink.gate.set()
         await asyncio.wait_for(pipe.drained(), 5)
     finally:

@@ -210,7 +210,8 @@ class ContainerRunner:
         argv = implicit_args(spec.image, [expand(a, declared) for a in [*spec.command, *spec.args]])
         self.argv = [translate(a) for a in argv]
         ro_paths = dirs.read_only.get(spec.name, [])
-        self.spawn_argv = readonly.wrap(self.argv, ro_paths) if readonly.available() else self.argv
+        self.wrapped = bool(ro_paths) and readonly.available()
+        self.spawn_argv = readonly.wrap(self.argv, ro_paths) if self.wrapped else self.argv
         self.cwd = check_container_paths(spec, translate) or None
         self.ctx = ActionContext(
             env=env,
@@ -301,7 +302,7 @@ class ContainerRunner:
     async def _run_once(self) -> int:
         self._set(state="Waiting", reason="ContainerCreating", message="", ready=False)
         try:
-            if self.spawn_argv is not self.argv:
+            if self.wrapped:
                 # Started through the read-only wrapper, a missing command would only show as
                 # exit code 127; report it as the StartError it is.
                 readonly.check_runnable(self.argv[0], self.ctx.env.get("PATH"), self.cwd)

@@ -66,9 +66,7 @@ def available() -> bool:
 
 
 def wrap(argv: list[str], paths: list[str]) -> list[str]:
-    """``argv`` started with ``paths`` read-only (unchanged if there are none)."""
-    if not paths:
-        return argv
+    """``argv`` started with ``paths`` read-only."""
     return [*_prefix(paths), *argv]
 
 

@@ -54,7 +54,7 @@ class ShipMetrics:
         )
         self.backpressure_waits = Counter(
             p + "backpressure_waits",
-            "Times reading paused because the in-flight limit was reached.",
+            "Times reading paused because the in-flight or an output's queue limit was reached.",
             registry=r,
         )
         self.checkpoint_lag_bytes = Gauge(
@@ -74,7 +74,7 @@ class ShipMetrics:
         )
         self.truncations = Counter(
             p + "truncations",
-            "Files found shorter than their read offset (copytruncate).",
+            "Files found truncated (shorter than their read offset, or with new first bytes).",
             ["input"],
             registry=r,
         )
