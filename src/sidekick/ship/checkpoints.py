@@ -7,9 +7,19 @@ One JSON file, ``<state_dir>/ship-state.json``, versioned::
 Sources own their entries (the tail source keeps path, device, inode, fingerprint,
 truncation generation and committed offset); this module only keeps them in memory, marks
 them dirty, and writes the file atomically: a temporary file, ``fsync``, ``rename`` over the
-old one, ``fsync`` of the directory. A crash leaves either the old or the new file, never a
-torn one. Writes happen at most once per ``interval`` (the pipeline's flusher task) and once
-more on shutdown, so a busy shipper does not fsync per batch.
+old one, ``fsync`` of the directory. Every byte is written (a short write is continued, a
+failed one such as ``ENOSPC`` abandons the temporary file), so a crash leaves either the old or
+the new file, never a torn one. A failed write keeps the old file, is logged once per minute
+with a count and retried at the next flush; the shipper keeps running. Writes happen at most
+once per ``interval`` (the pipeline's flusher task) and once more on shutdown, so a busy
+shipper does not fsync per batch.
+
+The previous good file is kept as ``ship-state.json.prev`` (a hard link taken just before each
+rename). If the current file cannot be trusted (not JSON, another version, the wrong shape),
+the previous one is loaded with a warning naming both; only when both are damaged does ship
+refuse to start. Entries are checked per kind at load (a tailed file's entry, an input's start
+marker, the ingest spool's position): a damaged entry is dropped with a warning, so its file
+is read again from its start (a repeat, never a loss) instead of stalling or crashing a source.
 
 A lock file (``flock``) keeps a second shipper from using the same state directory; the
 kernel drops the lock when the process dies, so ``kill -9`` never leaves it stale.
@@ -19,22 +29,92 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
+import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from sidekick.core.errors import ConfigError, UserError
+from sidekick.core.ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    from sidekick.ship.metrics import ShipMetrics
 
 log = logging.getLogger("sidekick.ship.checkpoints")
 
 VERSION = 1
 STATE_FILE = "ship-state.json"
+PREV_SUFFIX = ".prev"
 LOCK_FILE = "ship.lock"
+ERROR_LOG_INTERVAL = 60.0  # seconds between two log lines about failing writes
+
+# A tailed file's key is ``<input URL>/<device>:<inode>``; its start marker ``<input>#started``.
+_TAIL_KEY = re.compile(r"/\d+:\d+\Z")
+_SPOOL_KEY = "ingest/spool"
+# Far above the tail source's fingerprint length: only a damaged entry asks for more.
+_MAX_FP_LEN = 1 << 16
+
+
+class _Damaged(Exception):
+    """A state file that cannot be used; the message says why (a few words)."""
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# Per field of a tailed file's entry: (required, check, what a good value is).
+_TAIL_FIELDS: dict[str, tuple[bool, Any, str]] = {
+    "offset": (True, _count, "a whole number >= 0"),
+    "fp": (True, lambda v: isinstance(v, str), "a string"),
+    "fp_len": (True, lambda v: _count(v) and v <= _MAX_FP_LEN, "a byte count up to 65536"),
+    "path": (False, lambda v: isinstance(v, str), "a string"),
+    "dev": (False, _count, "a whole number >= 0"),
+    "ino": (False, _count, "a whole number >= 0"),
+    "gen": (False, _count, "a whole number >= 0"),
+    "id": (False, lambda v: isinstance(v, str), "a string"),
+}
+_SPOOL_FIELDS: dict[str, tuple[bool, Any, str]] = {
+    "segment": (True, _count, "a whole number >= 0"),
+    "offset": (True, _count, "a whole number >= 0"),
+}
+
+
+def entry_problem(key: str, entry: Any) -> str | None:
+    """Why ``entry`` cannot be used by the source that owns ``key``, or None if it can."""
+    if not isinstance(entry, dict):
+        return f"is {type(entry).__name__}, not an object"
+    if key == _SPOOL_KEY:
+        fields = _SPOOL_FIELDS
+    elif _TAIL_KEY.search(key):
+        fields = _TAIL_FIELDS
+    else:
+        return None  # a start marker, or an entry of a kind this version does not check
+    for name, (required, check, good) in fields.items():
+        if name not in entry:
+            if required:
+                return f"has no {name!r}"
+            continue
+        if not check(entry[name]):
+            value = msgspec.json.encode(entry[name]).decode()[:40]
+            return f"has {name} {value}, not {good}"
+    return None
+
+
+def _write_all(fd: int, body: bytes) -> None:
+    """Write every byte of ``body``; a full disk raises (ENOSPC) instead of stopping short."""
+    view = memoryview(body)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
 
 
 def prepare_state_dir(path: str | Path) -> Path:
@@ -64,12 +144,19 @@ def prepare_state_dir(path: str | Path) -> Path:
 class CheckpointStore:
     """In-memory stream entries, persisted atomically to the state file."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, metrics: ShipMetrics | None = None) -> None:
         self.state_dir = state_dir
         self.path = state_dir / STATE_FILE
+        self.prev_path = state_dir / (STATE_FILE + PREV_SUFFIX)
         self.streams: dict[str, dict[str, Any]] = {}
         self.dirty = False
         self.writes = 0
+        self.write_errors = 0
+        self.metrics = metrics
+        self._errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
+        self._failing = 0  # failed writes since the last good one
+        # Whether the file at ``path`` is one we trust enough to keep as the previous copy.
+        self._current_good = False
         self._lock_fd: int | None = None
         self._changed = asyncio.Event()
         self._seq = 0
@@ -95,26 +182,98 @@ class CheckpointStore:
             self._lock_fd = None
 
     def load(self) -> None:
+        """Load the state file, or its previous copy if it is damaged; UserError if both are."""
         try:
-            raw = self.path.read_bytes()
+            streams = self._read(self.path)
+        except _Damaged as exc:
+            streams = self._fall_back(str(exc))
+        else:
+            if streams is None:
+                self._forget_stale_prev()
+                return
+            self._current_good = True
+        self.streams = self._checked(streams)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        """The streams of the state file at ``path``; None if there is none; _Damaged."""
+        try:
+            raw = path.read_bytes()
         except FileNotFoundError:
-            return
+            return None
+        except OSError as exc:
+            raise _Damaged(f"is unreadable ({exc.strerror})") from None
         try:
             data = msgspec.json.decode(raw)
         except msgspec.DecodeError:
+            raise _Damaged("is corrupt") from None
+        if not isinstance(data, dict):
+            raise _Damaged("is corrupt (not a JSON object)")
+        if data.get("version") != VERSION:
+            version = msgspec.json.encode(data.get("version")).decode()[:20]
+            raise _Damaged(f"has version {version}, this sidekick understands {VERSION}")
+        streams = data.get("streams")
+        if not isinstance(streams, dict):
+            raise _Damaged("is corrupt (no streams object)")
+        return streams
+
+    def _fall_back(self, problem: str) -> dict[str, Any]:
+        try:
+            streams = self._read(self.prev_path)
+        except _Damaged as exc:
             raise UserError(
-                f"state file {str(self.path)!r} is corrupt; move it away to start over "
+                f"state file {str(self.path)!r} {problem} and its previous copy "
+                f"{str(self.prev_path)!r} {exc}; move both away to start over "
                 "(files are then shipped again from their start)"
             ) from None
-        if not isinstance(data, dict) or data.get("version") != VERSION:
-            version = data.get("version") if isinstance(data, dict) else None
+        if streams is None:
+            fix = "use a matching sidekick or move it away" if "version" in problem else ""
             raise UserError(
-                f"state file {str(self.path)!r} has version {version!r}, this sidekick "
-                f"understands {VERSION}; use a matching sidekick or move the file away"
+                f"state file {str(self.path)!r} {problem} and there is no previous copy; "
+                f"{fix or 'move it away to start over'} "
+                "(files are then shipped again from their start)"
             )
-        streams = data.get("streams")
-        if isinstance(streams, dict):
-            self.streams = streams
+        log.warning(
+            "State file %s %s; resuming from the previous copy %s instead (lines delivered "
+            "after it was written will be sent again).",
+            self.path,
+            problem,
+            self.prev_path,
+        )
+        if self.metrics is not None:
+            self.metrics.state_fallbacks.inc()
+        # The damaged file is replaced at the next write without becoming the previous copy.
+        self._current_good = False
+        return streams
+
+    def _forget_stale_prev(self) -> None:
+        # No current file: a first start, or one moved away to start over. A previous copy
+        # left from before must not come back if the new file is ever damaged.
+        if self.prev_path.exists():
+            log.info("No state file %s; removing the stale %s.", self.path, self.prev_path)
+            with contextlib.suppress(OSError):
+                self.prev_path.unlink()
+
+    def _checked(self, streams: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        good: dict[str, dict[str, Any]] = {}
+        dropped: list[str] = []
+        for key, entry in streams.items():
+            problem = entry_problem(key, entry)
+            if problem is None:
+                good[key] = entry
+            else:
+                dropped.append(f"{key} {problem}")
+        if dropped:
+            log.warning(
+                "Dropped %d damaged entr%s of state file %s (%s); %s read again from the start.",
+                len(dropped),
+                "y" if len(dropped) == 1 else "ies",
+                self.path,
+                "; ".join(dropped[:3]) + ("; ..." if len(dropped) > 3 else ""),
+                "its file is" if len(dropped) == 1 else "their files are",
+            )
+            if self.metrics is not None:
+                self.metrics.state_entries_dropped.inc(len(dropped))
+        return good
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.streams.get(key)
@@ -165,17 +324,60 @@ class CheckpointStore:
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                _write_all(fd, body)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            # A short or failed write never replaces the old file; free the space it took.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if self._current_good:
+            self._keep_previous()
         os.replace(tmp, self.path)
+        self._current_good = True
         dfd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
         self.writes += 1
+
+    def _keep_previous(self) -> None:
+        """Make the current file the previous copy, keeping it in place (a hard link)."""
+        link = self.prev_path.with_name(self.prev_path.name + ".tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+        try:
+            os.link(self.path, link)
+        except FileNotFoundError:
+            return  # moved away while running: nothing to keep
+        os.replace(link, self.prev_path)
+
+    def _write_failed(self, exc: OSError) -> None:
+        # Keep running: the next attempt may succeed; data is still safe on the source
+        # side, only a restart would re-send more.
+        self.write_errors += 1
+        self._failing += 1
+        if self.metrics is not None:
+            self.metrics.checkpoint_write_errors.inc()
+        self._errors.error(
+            "write",
+            "Cannot write state file %s (%s); keeping the previous one and retrying.",
+            self.path,
+            exc.strerror or exc,
+        )
+        self._mark()  # the flusher tries again after its interval
+
+    def _write_done(self) -> None:
+        if self._failing:
+            self._errors.forget("write")
+            log.info(
+                "State file %s written again after %d failed attempts.", self.path, self._failing
+            )
+            self._failing = 0
 
     async def save_in_thread(self) -> None:
         """Like ``save_if_dirty`` but the fsyncs run in a thread: a slow disk must not
@@ -186,18 +388,18 @@ class CheckpointStore:
         try:
             await asyncio.to_thread(self._write, seq, body)
         except OSError as exc:
-            self.dirty = True
-            log.error("Cannot write state file %s: %s", self.path, exc)
+            self._write_failed(exc)
+        else:
+            self._write_done()
 
     def save_if_dirty(self) -> None:
         if self.dirty:
             try:
                 self.save()
             except OSError as exc:
-                # Keep running: the next attempt may succeed; data is still safe on the
-                # source side, only a restart would re-send more.
-                self.dirty = True
-                log.error("Cannot write state file %s: %s", self.path, exc)
+                self._write_failed(exc)
+            else:
+                self._write_done()
 
     async def run_flusher(self, interval: float) -> None:
         """Write the state file soon after it changes, but at most once per ``interval``.
