@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo test lint typecheck pytest bench clean
+.PHONY: install system-deps demo-deps demo test lint typecheck pytest bench clean
 
+# A Debian machine without python3 or its venv module gets them from scripts/system-deps.sh
+# first (as root or with sudo); a Python chosen with PYTHON= that can make venvs is used as is.
 $(BIN)/sidekick: pyproject.toml
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || bash scripts/system-deps.sh python
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		(echo "error: sidekick needs Python 3.11 or newer; set PYTHON=python3.11" >&2; exit 1)
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +18,13 @@ $(BIN)/sidekick: pyproject.toml
 
 install: $(BIN)/sidekick  ## create .venv with sidekick and the test tools
 
-system-deps:  ## Debian packages the tests run for real (git, nginx, rsyslog, podman)
-	bash scripts/system-deps.sh
+system-deps:  ## Debian packages the tests run for real (git, nginx, rsyslog, podman, ...)
+	bash scripts/system-deps.sh test
 
-demo: install  ## the main job: the demo system, with embedded defaults
+demo-deps:  ## Debian packages the demo runs (nginx, curl)
+	bash scripts/system-deps.sh demo
+
+demo: demo-deps install  ## the main job: the demo system, with embedded defaults
 	$(BIN)/python -m sidekick.demo
 
 lint: install

@@ -142,10 +142,12 @@ def run_demo() -> int:
         # normal user's PATH lacks.
         env = dict(os.environ)
         env["PATH"] = search_path(env.get("PATH", ""))
+        # nginx is the one program the Pod runs besides this Python and sidekick itself.
         if shutil.which("nginx", path=env["PATH"]) is None:
             print(
-                "sidekick demo: error: nginx is not installed; install it with "
-                "`sudo apt-get install nginx` (or `make system-deps`) and run the demo again",
+                "sidekick demo: error: nginx is not installed; run the demo with `make demo`, "
+                "which installs it (scripts/system-deps.sh demo, as root or with sudo), or "
+                "install Debian's nginx package yourself",
                 file=sys.stderr,
             )
             return 2

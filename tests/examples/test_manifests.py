@@ -183,3 +183,37 @@ def test_kustomization_applies_the_native_manifest_and_names_its_images(example:
     used = {c["image"] for c in all_containers(spec)}
     listed = {f"{i['name']}:{i['newTag']}" for i in kustomization["images"]}
     assert listed == used
+
+
+def sidekick_shutdown_timeout(container: dict[str, Any]) -> float | None:
+    """The --shutdown-timeout a sidekick container stops within (its default when unset)."""
+    words = [*container.get("command", []), *container.get("args", [])]
+    if not words or words[0] != "sidekick":
+        return None
+    from sidekick.core.durations import parse_duration
+
+    text = "30s"  # the CLI's default
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    program = words[1].upper()
+    text = env.get(f"SIDEKICK_{program}_SHUTDOWN_TIMEOUT") or text
+    for word in words:
+        if word.startswith("--shutdown-timeout="):
+            text = word.split("=", 1)[1]
+    return parse_duration(text)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_sidekick_shutdown_timeout_fits_inside_the_pods_grace_period(path: Path) -> None:
+    # The kubelet kills whatever still runs at the end of terminationGracePeriodSeconds, and
+    # for native sidecars that period also covers the app's own stop: a shipper whose drain
+    # may take the whole period would be killed with lines unshipped.
+    checked = 0
+    for spec in pod_specs(path):
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        for container in all_containers(spec):
+            timeout = sidekick_shutdown_timeout(container)
+            if timeout is None:
+                continue
+            checked += 1
+            assert timeout <= grace - 5, (container["name"], timeout, grace)
+    assert checked, "no sidekick container found"

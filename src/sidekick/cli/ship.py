@@ -37,6 +37,7 @@ FLAGS = {
     "spool_max_bytes": "ingest.spool_max_bytes",
     "ingest_max_body_bytes": "ingest.max_body_bytes",
     "ingest_max_records": "ingest.max_records_per_request",
+    "drain_quiet": "drain_quiet",
 }
 
 
@@ -92,6 +93,11 @@ FLAGS = {
     metavar="N",
     help="HTTP ingest: records per request (default 10000).",
 )
+@click.option(
+    "--drain-quiet",
+    metavar="DURATION",
+    help="On SIGTERM, keep reading until no input has new data for this long (default 1s).",
+)
 @common_options(default_admin="0.0.0.0:8088")
 @click.pass_context
 def ship(ctx: click.Context, /, **params: Any) -> None:
@@ -116,7 +122,14 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
 
     async def main(shutdown: Shutdown) -> int:
         try:
-            await run_shipper(cfg, shutdown, registry, admin_addr=addr, prepared=prepared)
+            complete = await run_shipper(
+                cfg,
+                shutdown,
+                registry,
+                admin_addr=addr,
+                prepared=prepared,
+                shutdown_timeout=timeout,
+            )
         except UserError:
             raise
         except Exception as exc:
@@ -126,7 +139,9 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
                 "Stopped because a pipeline task failed: %s", exc
             )
             return 1
-        return 0
+        # A drain cut short by --shutdown-timeout left lines unshipped (logged per file):
+        # exit 1 so the container's status says so too.
+        return 0 if complete else 1
 
     code = run(main, shutdown_timeout=timeout)
     ctx.exit(code)

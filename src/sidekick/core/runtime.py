@@ -3,7 +3,9 @@
 ``run(main, shutdown_timeout=...)`` is the one entry point a program uses. It installs signal
 handlers that only set state: the first SIGTERM or SIGINT sets ``shutdown.requested`` and the
 program drains; if it has not finished ``shutdown_timeout`` seconds later it is cancelled; a
-second SIGINT cancels it at once. SIGHUP calls the program's ``on_hup`` (``sync`` re-syncs).
+second SIGINT cancels it at once. SIGHUP calls the program's ``on_hup`` (``sync`` re-syncs); a
+program without one logs the SIGHUP and goes on (SIGHUP's default action would end the process
+without a drain).
 
 Every background task is created through a ``TaskGroup``-like ``TaskOwner`` that names it
 (``"sink elasticsearch"``) so liveness can say which one died, and that cancels and awaits all
@@ -140,8 +142,11 @@ async def _run(main: Main, shutdown_timeout: float, on_hup: Callable[[], None] |
 
     loop.add_signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
     loop.add_signal_handler(signal.SIGINT, on_signal, signal.SIGINT)
-    if on_hup is not None:
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    def ignore_hup() -> None:
+        log.warning("Received SIGHUP; ignoring it (this program has no configuration reload).")
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup if on_hup is not None else ignore_hup)
     try:
         code = await task
     except asyncio.CancelledError:

@@ -11,8 +11,11 @@ exits with its error):
 - ``output <url>``: one per ``--output``; batches, sends, retries, dead-letters.
 - ``checkpoint``: writes the state file at most once per ``checkpoint_interval``.
 
-Shutdown: stop the sources, wait until everything read is delivered (bounded by the
-runtime's ``--shutdown-timeout``, which cancels us), close outputs, write the state file.
+Shutdown (the drain): inputs keep reading (files to their end, HTTP ingest keeps accepting)
+until none has seen new data for ``--drain-quiet``, then everything read is delivered, outputs
+are closed and the state file is written. The drain may take ``--shutdown-timeout`` less a
+margin for closing; if it runs out, what is left is logged per file, shown on
+``sidekick_ship_drain_unshipped_bytes`` and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from sidekick.core.addr import HostPort
 from sidekick.core.admin import AdminServer
+from sidekick.core.durations import format_duration
 from sidekick.core.errors import ConfigError
 from sidekick.core.runtime import Shutdown, TaskOwner
 from sidekick.ship.checkpoints import CheckpointStore, prepare_state_dir
@@ -37,7 +41,7 @@ from sidekick.ship.pipeline import Pipeline, PipelineSettings
 from sidekick.ship.records import Sink
 from sidekick.ship.sinks import OutputSpec, create_sink
 from sidekick.ship.sources import check_multiline, create_source, resolve_input
-from sidekick.ship.sources.base import InputSpec, Source, SourceContext
+from sidekick.ship.sources.base import DrainClock, InputSpec, Source, SourceContext
 
 log = logging.getLogger("sidekick.ship")
 
@@ -112,19 +116,25 @@ async def run_shipper(
     *,
     admin_addr: HostPort | None = None,
     prepared: Prepared | None = None,
-) -> None:
-    """Run the shipper until ``shutdown`` is requested, then drain and save the state."""
+    shutdown_timeout: float = 30.0,
+) -> bool:
+    """Run the shipper until ``shutdown`` is requested, then drain and save the state.
+
+    Returns whether the drain delivered everything; False when ``shutdown_timeout`` cut it
+    short (what was left is logged per file and stays on disk for the next start).
+    """
     parts = prepared or prepare(cfg)
     metrics = ShipMetrics(registry)
     output_events = OutputEventsCollector(parts.sinks)
     registry.register(output_events)
-    store = CheckpointStore(parts.state_dir, metrics)
+    store = CheckpointStore(parts.state_dir)
     store.lock()
     owner = TaskOwner()
     ready = False
     admin: AdminServer | None = None
     sources: list[Source] = []
     ctx: SourceContext | None = None
+    complete = True
     try:
         store.load()
         if admin_addr is not None:
@@ -147,6 +157,7 @@ async def run_shipper(
             metrics=metrics,
             state_dir=parts.state_dir,
             static_fields=cfg.static_fields(),
+            drain=DrainClock(seconds(cfg.drain_quiet)),
         )
         sources = [create_source(spec, ctx) for spec in parts.inputs]
         source_tasks = [owner.spawn(f"source {s.name}", s.run(pipeline.emit)) for s in sources]
@@ -163,15 +174,7 @@ async def run_shipper(
         while not shutdown.is_requested:
             await owner.wait_until(shutdown)
         ready = False
-        log.info(
-            "Stopping inputs and draining %d output(s) (%d bytes in flight).",
-            len(pipeline.outputs),
-            pipeline.inflight_bytes,
-        )
-        ctx.stopping.set()
-        await asyncio.wait(source_tasks)
-        await pipeline.drained()
-        log.info("Everything read was delivered; saving the checkpoint.")
+        complete = await _drain(ctx, sources, source_tasks, pipeline, shutdown_timeout)
     finally:
         ready = False
         await owner.cancel_all(5.0)
@@ -187,6 +190,71 @@ async def run_shipper(
         registry.unregister(output_events)
         if admin is not None:
             await admin.aclose()
+    return complete
+
+
+def drain_budget(shutdown_timeout: float) -> float:
+    """The part of --shutdown-timeout the drain may use: the rest closes outputs and saves
+    the checkpoint before the runtime would cancel everything."""
+    return max(0.0, shutdown_timeout - min(2.0, shutdown_timeout * 0.1))
+
+
+async def _drain(
+    ctx: SourceContext,
+    sources: list[Source],
+    source_tasks: list[asyncio.Task[None]],
+    pipeline: Pipeline,
+    shutdown_timeout: float,
+) -> bool:
+    """Read every input to its quiet end and deliver it; False if the timeout came first."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    budget = drain_budget(shutdown_timeout)
+    metrics = ctx.metrics
+    log.info(
+        "Draining: reading every input until none has new data for %s, then delivering "
+        "(%d bytes in flight, timeout %s).",
+        format_duration(ctx.drain.quiet_seconds),
+        pipeline.inflight_bytes,
+        format_duration(shutdown_timeout),
+    )
+    ctx.drain.begin()
+    ctx.stopping.set()
+    try:
+        async with asyncio.timeout(budget):
+            await asyncio.wait(source_tasks)
+            for task in source_tasks:
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
+            await pipeline.drained()
+    except TimeoutError:
+        metrics.drain_timeouts.inc()
+        metrics.drain_seconds.set(loop.time() - started)
+        total = 0
+        for src in sources:
+            left = src.unshipped()
+            metrics.drain_unshipped_bytes.labels(src.name).set(sum(left.values()))
+            for stream, nbytes in sorted(left.items()):
+                total += nbytes
+                log.error(
+                    "Shutdown timeout: %s has %d bytes not delivered; they stay for the next "
+                    "start (raise --shutdown-timeout, within the Pod's "
+                    "terminationGracePeriodSeconds, to ship them before exit).",
+                    stream,
+                    nbytes,
+                )
+        log.error(
+            "The drain did not finish within %s: %d bytes undelivered.",
+            format_duration(budget),
+            total,
+        )
+        return False
+    metrics.drain_seconds.set(loop.time() - started)
+    log.info(
+        "Everything read was delivered in %.2fs; saving the checkpoint.", loop.time() - started
+    )
+    return True
 
 
 def _described(spec: InputSpec) -> str:

@@ -148,6 +148,9 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
     rotate_wait: Duration = 1.0
     # How often the checkpoint is written at most (seconds).
     checkpoint_interval: Duration = 1.0
+    # On SIGTERM inputs keep reading (files to their end, HTTP ingest keeps accepting) until
+    # no input has seen new data for this long (seconds), all within --shutdown-timeout.
+    drain_quiet: Duration = 1.0
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
@@ -168,6 +171,7 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
         self.checkpoint_interval = parse_duration(
             self.checkpoint_interval, name="checkpoint_interval"
         )
+        self.drain_quiet = parse_duration(self.drain_quiet, name="drain_quiet")
 
     @property
     def output_configs(self) -> list[OutputConfig]:

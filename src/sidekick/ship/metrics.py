@@ -84,22 +84,24 @@ class ShipMetrics:
             ["input"],
             registry=r,
         )
+        self.drain_seconds = Gauge(
+            p + "drain_seconds",
+            "How long the shutdown drain took (from the stop signal until everything read "
+            "was delivered, or the timeout).",
+            registry=r,
+        )
+        self.drain_unshipped_bytes = Gauge(
+            p + "drain_unshipped_bytes",
+            "Bytes left undelivered per input when --shutdown-timeout ended the drain.",
+            ["input"],
+            registry=r,
+        )
+        self.drain_timeouts = Counter(
+            p + "drain_timeouts",
+            "Shutdown drains ended by --shutdown-timeout before everything was delivered.",
+            registry=r,
+        )
         self.checkpoint_writes = Counter(p + "checkpoint_writes", "State file writes.", registry=r)
-        self.checkpoint_write_errors = Counter(
-            p + "checkpoint_write_errors",
-            "State file writes that failed (a full disk); the previous file is kept.",
-            registry=r,
-        )
-        self.state_fallbacks = Counter(
-            p + "state_fallbacks",
-            "Starts that found the state file damaged and used its previous copy.",
-            registry=r,
-        )
-        self.state_entries_dropped = Counter(
-            p + "state_entries_dropped",
-            "Damaged state file entries dropped at start (their files are read again).",
-            registry=r,
-        )
 
 
 class OutputEventsCollector(Collector):

@@ -14,6 +14,12 @@ Static fields every record should carry (``host.name``, ``k8s.*``, ``--field``s)
 ``ctx.static_fields``; sources add them when they build records, so nothing walks the
 records again later.
 
+Shutdown (the drain): when ``ctx.stopping`` is set a source does not stop at once. A tailed
+file goes on being read to its end, and HTTP ingest goes on accepting, until no input has
+seen new data for ``drain_quiet`` (``ctx.drain``, one clock shared by all inputs: a file
+that still grows keeps every input open); then each source hands over what it holds and
+returns. The program bounds the whole drain by ``--shutdown-timeout``.
+
 Each input has its own parser (``InputSpec.parser``, from ``?parser=`` or the global
 ``--parser``). A source puts it on every batch it emits and the pipeline runs it over the
 batch once, after waiting for room, so parsing stays one call per batch and records that
@@ -23,6 +29,7 @@ wait are not parsed earlier than they must be.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +80,40 @@ class InputSpec:
 Emit = Callable[[SourceBatch], Awaitable[None]]
 
 
+class DrainClock:
+    """When any input last saw new data during a shutdown drain; ``quiet`` ends the drain.
+
+    ``begin()`` starts the clock at the shutdown request, so an app that writes its last lines
+    just after SIGTERM (as a classic sidecar's app does) is still read. Once ``quiet`` has
+    been true it stays true, so every input ends its drain at the same moment.
+    """
+
+    def __init__(self, quiet_seconds: float) -> None:
+        self.quiet_seconds = quiet_seconds
+        self.last = time.monotonic()
+        self.ended = False
+
+    def begin(self) -> None:
+        self.last = time.monotonic()
+
+    def activity(self) -> None:
+        """Record new data (a file grew, a request was accepted)."""
+        if not self.ended:
+            self.last = time.monotonic()
+
+    def remaining(self) -> float:
+        """Seconds until the drain is quiet if nothing more arrives (0 once it is)."""
+        if self.ended:
+            return 0.0
+        return max(0.0, self.quiet_seconds - (time.monotonic() - self.last))
+
+    @property
+    def quiet(self) -> bool:
+        if not self.ended and self.remaining() <= 0:
+            self.ended = True
+        return self.ended
+
+
 @dataclass
 class SourceContext:
     """Everything a source gets from the pipeline; passed to ``create(spec, ctx)``."""
@@ -82,8 +123,10 @@ class SourceContext:
     metrics: ShipMetrics
     state_dir: Path
     static_fields: dict[str, Any] = field(default_factory=dict)
-    # Set when the program is shutting down: stop reading, return from ``run``.
+    # Set when the program is shutting down: read what is left until ``drain`` is quiet,
+    # hand it to ``emit``, return from ``run``.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    drain: DrainClock = field(default_factory=lambda: DrainClock(1.0))
 
 
 class Source(Protocol):
@@ -92,7 +135,12 @@ class Source(Protocol):
     name: str
 
     async def run(self, emit: Emit) -> None:
-        """Read and ``await emit(batch)`` until ``ctx.stopping`` is set or cancelled."""
+        """Read and ``await emit(batch)``; after ``ctx.stopping``, drain, then return."""
+        ...
+
+    def unshipped(self) -> dict[str, int]:
+        """Bytes not yet delivered, by stream (file path, spool): reported when a drain is
+        cut short by the shutdown timeout."""
         ...
 
     async def aclose(self) -> None:

@@ -516,6 +516,11 @@ class IngestServer:
         self.tokens = tokens
         self.read_budget = MemoryBudget(limits.read_budget)
         self.work_budget = MemoryBudget(limits.work_budget)
+        # Drain state: after ``stop_accepting`` every POST is answered 503 with Retry-After.
+        self.draining = False
+        self.under_way = 0
+        self.idle = asyncio.Event()
+        self.on_accepted: Callable[[], None] = lambda: None
         self.app = web.Application(middlewares=[self._count])
         self.app.router.add_post(PATH, self._post)
 
@@ -530,15 +535,35 @@ class IngestServer:
         return resp
 
     async def _post(self, request: web.Request) -> web.Response:
+        self.under_way += 1
         try:
+            if self.draining:
+                raise Rejected(
+                    503,
+                    "the shipper is shutting down; retry later (another instance takes over)",
+                    {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
             accepted = await self._accept(request)
+            if accepted:
+                self.on_accepted()
         except Rejected as exc:
             resp = web.json_response({"error": exc.reason}, status=exc.status, headers=exc.headers)
             if not request.content.at_eof():
                 # The unread rest of the body would otherwise be parsed as the next request.
                 resp.force_close()
             return resp
+        finally:
+            self.under_way -= 1
+            if not self.under_way:
+                self.idle.set()
         return web.json_response({"accepted": accepted}, status=202)
+
+    async def stop_accepting(self) -> None:
+        """Answer 503 from now on; return once the requests under way have committed."""
+        self.draining = True
+        while self.under_way:
+            self.idle.clear()
+            await self.idle.wait()
 
     async def _accept(self, request: web.Request) -> int:
         if self.tokens is not None and not self.tokens.check(request.headers.get("Authorization")):
@@ -771,13 +796,43 @@ class IngestSource:
     async def run(self, emit: Emit) -> None:
         if self._runner is None:
             await self.start()
-        await self.reader.run(emit, self.ctx.stopping)
-        # Stop taking requests (those under way finish their commit), then hand the pipeline
-        # everything accepted: in a Pod the state directory is often an emptyDir that goes
-        # away with it. If the outputs cannot take it within the shutdown timeout, it stays
-        # in the spool for the next start.
-        await self._stop_server()
+        drain = self.ctx.drain
+        self.server.on_accepted = drain.activity
+        closed = asyncio.Event()
+        reader = asyncio.create_task(self.reader.run(emit, closed), name=f"spool {self.name}")
+        try:
+            # After SIGTERM requests are still taken (an app that stops at the same moment
+            # sends its last records now) until no input has seen new data for
+            # --drain-quiet; then they get 503 with Retry-After.
+            stop = asyncio.ensure_future(self.ctx.stopping.wait())
+            try:
+                await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+            if reader.done():
+                reader.result()  # the reader failed: raise its error (it ends only when closed)
+            while not drain.quiet:  # noqa: ASYNC110 (the quiet end is a time, set by no one)
+                await asyncio.sleep(min(drain.remaining(), 0.1))
+            await self.server.stop_accepting()
+            closed.set()
+            await reader
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        # Hand the pipeline everything accepted: in a Pod the state directory is often an
+        # emptyDir that goes away with it. If the outputs cannot take it within the shutdown
+        # timeout, it stays in the spool for the next start.
         await self.reader.drain(emit)
+        log.info("Stopped taking requests on %s; the spool is handed over.", self.name)
+
+    def unshipped(self) -> dict[str, int]:
+        left = 0
+        for seg in self.spool.segments.values():
+            committed = seg.tracker.committed if seg.tracker is not None else seg.read_pos
+            left += max(0, seg.size - committed)
+        return {f"spool {self._spool_dir}": left} if left else {}
 
     async def _stop_server(self) -> None:
         if self._runner is not None:

@@ -163,35 +163,74 @@ class TailSource:
         self._resume_missing()
         loop = asyncio.get_running_loop()
         next_scan = loop.time() + self.poll_interval
-        while not stopping.is_set():
+        drain = self.ctx.drain
+        while True:
+            # After SIGTERM every file is still read to its end, and files that keep growing
+            # keep being read, until no input has seen new data for --drain-quiet.
+            draining = stopping.is_set()
             progressed = False
             # Cleared before reading, so an event that arrives while we read is not lost.
             self._wake.clear()
             for f in list(self.files.values()):
-                if stopping.is_set():
-                    break
                 if await self._read_once(f, emit):
                     progressed = True
+            if progressed:
+                drain.activity()
             now = loop.time()
             if self._rescan or now >= next_scan:
                 self._rescan = False
                 next_scan = now + self.poll_interval
                 self._scan(first_start=False)
                 await self._check_files(emit)
-            if not progressed:
+            if progressed:
+                continue
+            if draining:
+                if drain.quiet:
+                    await self._finish_drain(emit)
+                    return
+                await self._idle(None, min(drain.remaining(), IDLE_POLL))
+            else:
                 await self._idle(stopping)
 
-    async def _idle(self, stopping: asyncio.Event) -> None:
-        timeout = self.poll_interval if self._inotify is not None else IDLE_POLL
-        waiters = {
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(stopping.wait()),
-        }
+    async def _idle(self, stopping: asyncio.Event | None, timeout: float | None = None) -> None:
+        if timeout is None:
+            timeout = self.poll_interval if self._inotify is not None else IDLE_POLL
+        waiters = {asyncio.ensure_future(self._wake.wait())}
+        if stopping is not None:
+            waiters.add(asyncio.ensure_future(stopping.wait()))
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waiters:
                 w.cancel()
+
+    async def _finish_drain(self, emit: Emit) -> None:
+        """Hand over what only memory holds: a last line with no newline, a multi-line group.
+
+        In a Pod that stops, the files usually go away with their volume, so a line the app
+        never ended is shipped as it is rather than kept waiting for its newline.
+        """
+        for f in list(self.files.values()):
+            if f.carry:
+                data, f.carry = f.carry, b""
+                base = f.read_pos - len(data)
+                flags = PARTIAL_END if f.continuing else None
+                f.continuing = False
+                await self._emit_pieces(f, emit, [(base, data, flags)], f.read_pos)
+            await self._flush_joiner(f, emit)
+        log.info("Read every file of %s to its end.", self.name)
+
+    def unshipped(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.files.values():
+            try:
+                end = os.fstat(f.fd).st_size
+            except OSError:
+                end = f.read_pos
+            left = max(0, end - f.tracker.committed)
+            if left:
+                out[f.path] = left
+        return out
 
     def _on_inotify(self, structural: bool) -> None:
         if structural:
