@@ -127,7 +127,7 @@ async def run_shipper(
     metrics = ShipMetrics(registry)
     output_events = OutputEventsCollector(parts.sinks)
     registry.register(output_events)
-    store = CheckpointStore(parts.state_dir)
+    store = CheckpointStore(parts.state_dir, metrics)
     store.lock()
     owner = TaskOwner()
     ready = False

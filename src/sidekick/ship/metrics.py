@@ -102,6 +102,21 @@ class ShipMetrics:
             registry=r,
         )
         self.checkpoint_writes = Counter(p + "checkpoint_writes", "State file writes.", registry=r)
+        self.checkpoint_write_errors = Counter(
+            p + "checkpoint_write_errors",
+            "State file writes that failed (a full disk); the previous file is kept.",
+            registry=r,
+        )
+        self.state_fallbacks = Counter(
+            p + "state_fallbacks",
+            "Starts that found the state file damaged and used its previous copy.",
+            registry=r,
+        )
+        self.state_entries_dropped = Counter(
+            p + "state_entries_dropped",
+            "Damaged state file entries dropped at start (their files are read again).",
+            registry=r,
+        )
 
 
 class OutputEventsCollector(Collector):
