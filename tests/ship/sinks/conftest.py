@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import inspect
+import json
 import socket
 import ssl
 import subprocess
@@ -24,9 +25,12 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from sidekick.ship.checkpoints import STATE_FILE
+from sidekick.ship.deadletter import DEAD_LETTER_FILE
 from sidekick.ship.records import Record, Sink
 from sidekick.ship.sinks import OutputSpec, create_sink
 from tests.conftest import free_port
+from tests.ship.helpers import ship_config, shipping, wait_for
 
 
 @dataclass
@@ -181,6 +185,72 @@ def make_records(n: int, **extra: Any) -> list[Record]:
         }
         for i in range(n)
     ]
+
+
+# ---------------------------------------------------------------------------- in the shipper
+
+
+def committed_offsets(state_dir: Path) -> list[int]:
+    """The committed offset of every tailed file in the state file (none before its first write)."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return []
+    state = json.loads(path.read_bytes())
+    return [e["offset"] for e in state["streams"].values() if "offset" in e]
+
+
+async def shipped_only_once_answered_properly(
+    server: ProtocolServer,
+    tmp_path: Path,
+    *,
+    url: str,
+    output: str,
+    bad: Responder,
+    good: Responder,
+    arrived: Callable[[], list[str]],
+    lines: int = 3000,
+) -> None:
+    """Run the real shipper against ``server`` answering ``bad`` (a 2xx that does not confirm
+    the batch), then ``good``; check nothing counted as delivered and the checkpoint held
+    meanwhile, and that every line arrived afterwards. ``arrived`` lists the lines ``good``
+    accepted; ``output`` is the output's name in metrics."""
+    fixed = False
+
+    def respond(seen: Seen) -> web.Response | Awaitable[web.Response]:
+        return good(seen) if fixed else bad(seen)
+
+    server.default = respond
+    log_file = tmp_path / "logs" / "app.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    expected = [f"line {i}" for i in range(lines)]
+    log_file.write_text("".join(line + "\n" for line in expected))
+    size = log_file.stat().st_size
+    state_dir = tmp_path / "state"
+    cfg = ship_config(
+        inputs=[f"file://{log_file.parent}/*.log"],
+        outputs=[url],
+        state_dir=str(state_dir),
+        retry={"initial": "20ms", "max": "200ms"},
+    )
+    lag = "sidekick_ship_checkpoint_lag_bytes"
+    async with shipping(cfg) as sh:
+        # Several attempts were answered badly and the file's committed position was looked
+        # at since: it is still at the start.
+        await wait_for(
+            lambda: len(server.requests) >= 3 and sh.metric(lag, file=str(log_file)) == size,
+            timeout=60,
+        )
+        assert arrived() == []
+        assert committed_offsets(state_dir) in ([], [0])
+        assert sh.metric("sidekick_ship_records_delivered_total", output=output) == 0
+        events = "sidekick_ship_output_events_total"
+        assert sh.metric(events, output=output, event="bad_responses") >= 3
+        fixed = True
+        await wait_for(lambda: set(arrived()) == set(expected), timeout=60)
+        await wait_for(lambda: committed_offsets(state_dir) == [size], timeout=60)
+        await wait_for(lambda: sh.metric(lag, file=str(log_file)) == 0, timeout=60)
+        assert sh.metric("sidekick_ship_records_dead_lettered_total", output=output) == 0
+    assert not (state_dir / DEAD_LETTER_FILE).exists()
 
 
 # ---------------------------------------------------------------------------- rsyslog

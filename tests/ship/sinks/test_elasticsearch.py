@@ -221,12 +221,57 @@ async def test_response_with_wrong_item_count_resends_the_whole_batch(
         await sink.send(make_records(3))
 
 
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ('{"took": 3, "errors": false}', 'no "items"'),
+        ('{"took": 3, "errors": false, "items": []}', "0 items for 3 documents"),
+        (bulk_response([201]), "1 items for 3 documents"),
+        (bulk_response([201, 201, 201, 201]), "4 items for 3 documents"),
+        ("", "an empty body"),
+    ],
+)
+async def test_errors_false_without_one_item_per_document_resends_the_batch(
+    es: ProtocolServer, make_sink: MakeSink, body: str | bytes, problem: str
+) -> None:
+    es.reply(200, body, content_type="application/json")
+    sink = make_sink(f"elasticsearch://{es.hostport}/logs")
+    with pytest.raises(TemporaryError, match=problem):
+        await sink.send(make_records(3))
+    assert sink.counters() == {"bad_responses": 1}  # type: ignore[attr-defined]
+
+
+async def test_bad_responses_are_logged_once_a_minute(
+    es: ProtocolServer, make_sink: MakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    es.default = lambda seen: web.json_response({"took": 1, "errors": False})
+    sink = make_sink(f"elasticsearch://{es.hostport}/logs")
+    for _ in range(5):
+        with pytest.raises(TemporaryError):
+            await sink.send(make_records(2))
+    assert sink.counters() == {"bad_responses": 5}  # type: ignore[attr-defined]
+    assert caplog.text.count("does not confirm the batch") == 1
+
+
+async def test_a_redirect_is_not_followed_and_the_batch_is_retried(
+    es: ProtocolServer, make_sink: MakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A proxy sending the POST to a login page: following it would GET a 200 page.
+    es.reply(302, "", headers={"Location": f"http://{es.hostport}/login?token=T0K3N"})
+    sink = make_sink(f"elasticsearch://{es.hostport}/logs")
+    with pytest.raises(TemporaryError, match="HTTP 302; check the output's URL"):
+        await sink.send(make_records(1))
+    assert [s.method for s in es.requests] == ["POST"]
+    assert "redirect to http://" in caplog.text
+    assert "T0K3N" not in caplog.text
+
+
 async def test_unreadable_200_response_is_a_temporary_error(
     es: ProtocolServer, make_sink: MakeSink
 ) -> None:
     es.reply(200, "<html>proxy page</html>", content_type="text/html")
     sink = make_sink(f"elasticsearch://{es.hostport}/logs")
-    with pytest.raises(TemporaryError, match="unreadable bulk response"):
+    with pytest.raises(TemporaryError, match="unreadable items"):
         await sink.send(make_records(1))
 
 
@@ -489,7 +534,7 @@ async def test_item_without_a_status_resends_the_batch(
         200, '{"errors":true,"items":[{"create":{"_id":"x"}}]}', content_type="application/json"
     )
     sink = make_sink(f"elasticsearch://{es.hostport}/logs")
-    with pytest.raises(TemporaryError, match="items cannot be read"):
+    with pytest.raises(TemporaryError, match="unreadable items"):
         await sink.send(make_records(1))
 
 

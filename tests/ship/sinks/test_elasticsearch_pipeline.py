@@ -17,7 +17,7 @@ from aiohttp import web
 
 from sidekick.ship.deadletter import DEAD_LETTER_FILE
 from tests.ship.helpers import ShipperProcess, read_ndjson, ship_config, shipping, wait_for
-from tests.ship.sinks.conftest import ProtocolServer, Seen
+from tests.ship.sinks.conftest import ProtocolServer, Seen, shipped_only_once_answered_properly
 
 
 class FakeIndex:
@@ -160,3 +160,39 @@ async def test_kill_9_and_restart_stores_every_line_exactly_once(
     assert len(index.docs) == n
     assert index.messages() == {f"line {i}" for i in range(n)}
     assert index.conflicts > 0  # documents were sent again and answered 409, not stored twice
+
+
+async def test_200_without_items_is_not_delivery_and_holds_the_checkpoint(
+    server: ProtocolServer, tmp_path: Path
+) -> None:
+    index = FakeIndex()
+    await shipped_only_once_answered_properly(
+        server,
+        tmp_path,
+        url=f"elasticsearch://{server.hostport}/logs",
+        output=f"elasticsearch {server.hostport}",
+        bad=lambda seen: web.json_response({"took": 1, "errors": False}),
+        good=index,
+        arrived=lambda: sorted(index.messages()),
+    )
+
+
+async def test_200_with_too_few_items_is_not_delivery_and_holds_the_checkpoint(
+    server: ProtocolServer, tmp_path: Path
+) -> None:
+    index = FakeIndex()
+
+    def first_item_only(seen: Seen) -> web.Response:
+        _id = json.loads(seen.body.split(b"\n", 1)[0])["create"]["_id"]
+        item = {"create": {"_index": "logs", "_id": _id, "status": 201}}
+        return web.json_response({"took": 1, "errors": False, "items": [item]})
+
+    await shipped_only_once_answered_properly(
+        server,
+        tmp_path,
+        url=f"elasticsearch://{server.hostport}/logs",
+        output=f"elasticsearch {server.hostport}",
+        bad=first_item_only,
+        good=index,
+        arrived=lambda: sorted(index.messages()),
+    )

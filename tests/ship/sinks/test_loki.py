@@ -20,7 +20,12 @@ from sidekick.ship.records import Sink
 from sidekick.ship.sinks.loki import BISECT_REQUESTS, sanitize_label
 from tests.conftest import free_port
 from tests.ship.helpers import read_ndjson, ship_config, shipping, wait_for
-from tests.ship.sinks.conftest import ProtocolServer, Seen, make_records
+from tests.ship.sinks.conftest import (
+    ProtocolServer,
+    Seen,
+    make_records,
+    shipped_only_once_answered_properly,
+)
 
 MakeSink = Callable[..., Sink]
 
@@ -325,3 +330,34 @@ async def test_label_field_holding_a_list_becomes_its_json_text(
     [stream] = push(server.requests[0])["streams"]
     assert stream["stream"] == {"tags": '["a","b"]'}
     assert len(stream["values"]) == 2
+
+
+async def test_2xx_html_page_is_not_delivery(server: ProtocolServer, make_sink: MakeSink) -> None:
+    # A proxy in front of Loki answering with its sign-in page.
+    server.reply(200, "<!DOCTYPE html><html><body>Sign in</body></html>", content_type="text/html")
+    sink = make_sink(f"loki://{server.hostport}")
+    with pytest.raises(TemporaryError, match="an HTML page"):
+        await sink.send(make_records(2))
+    assert sink.counters() == {"bad_responses": 1}  # type: ignore[attr-defined]
+
+
+async def test_shipper_holds_the_checkpoint_while_a_proxy_answers_with_a_page(
+    server: ProtocolServer, tmp_path: Path
+) -> None:
+    stored: list[str] = []
+
+    def loki(seen: Seen) -> web.Response:
+        stored.extend(v[1] for stream in push(seen)["streams"] for v in stream["values"])
+        return web.Response(status=204)
+
+    await shipped_only_once_answered_properly(
+        server,
+        tmp_path,
+        url=f"loki://{server.hostport}",
+        output=f"loki {server.hostport}",
+        bad=lambda seen: web.Response(
+            status=200, text="<html><body>Please sign in</body></html>", content_type="text/html"
+        ),
+        good=loki,
+        arrived=lambda: stored,
+    )

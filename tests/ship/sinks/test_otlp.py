@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
@@ -25,7 +26,12 @@ from sidekick.ship.records import Sink
 from sidekick.ship.sinks.otlp import OtlpSink, rpc_status_message
 from tests.conftest import free_port
 from tests.ship.helpers import ship_config, shipping, wait_for
-from tests.ship.sinks.conftest import ProtocolServer, Seen, make_records
+from tests.ship.sinks.conftest import (
+    ProtocolServer,
+    Seen,
+    make_records,
+    shipped_only_once_answered_properly,
+)
 
 MakeSink = Callable[..., Sink]
 
@@ -192,6 +198,55 @@ async def test_partial_success_in_a_json_response_is_counted(
     assert sink.rejected_by_peer == 1
 
 
+def partial(rejected: int) -> bytes:
+    return ExportLogsServiceResponse(
+        partial_success=ExportLogsPartialSuccess(rejected_log_records=rejected)
+    ).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "problem"),
+    [
+        (partial(4), "application/x-protobuf", "rejects 4 of 3 records"),
+        (partial(-1), "application/x-protobuf", "rejects -1 of 3 records"),
+        (b"\xff\xff\xff", "application/x-protobuf", "not a protobuf export response"),
+        (b"<html><body>Sign in</body></html>", "text/html", "an HTML page"),
+        (b"accepted", "text/plain", "a text/plain body"),
+        (b'{"partialSuccess": {"rejectedLogRecords": "7"}}', "application/json", "rejects 7 of 3"),
+        (b'{"partialSuccess": {"rejectedLogRecords": "x"}}', "application/json", "not a whole number"),
+        (b"[1, 2]", "application/json", "not an object"),
+        (b"not json", "application/json", "not JSON"),
+    ],
+)  # fmt: skip
+async def test_2xx_that_does_not_account_for_the_batch_resends_it(
+    server: ProtocolServer, make_sink: MakeSink, body: bytes, content_type: str, problem: str
+) -> None:
+    server.reply(200, body, content_type=content_type)
+    sink = make_sink(f"otlp://{server.hostport}")
+    assert isinstance(sink, OtlpSink)
+    with pytest.raises(TemporaryError, match=problem):
+        await sink.send(make_records(3))
+    assert sink.counters() == {"bad_responses": 1, "rejected_by_peer": 0}
+
+
+async def test_partial_success_rejecting_the_whole_batch_is_counted(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    server.reply(200, partial(3), content_type="application/x-protobuf")
+    sink = make_sink(f"otlp://{server.hostport}")
+    assert isinstance(sink, OtlpSink)
+    assert (await sink.send(make_records(3))).all_delivered
+    assert sink.counters() == {"bad_responses": 0, "rejected_by_peer": 3}
+
+
+async def test_empty_2xx_body_is_an_empty_export_response(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    server.reply(200, b"", content_type="application/x-protobuf")
+    sink = make_sink(f"otlp://{server.hostport}")
+    assert (await sink.send(make_records(2))).all_delivered
+
+
 async def test_503_is_temporary_with_retry_after(
     server: ProtocolServer, make_sink: MakeSink
 ) -> None:
@@ -277,3 +332,38 @@ async def test_resource_attribute_holding_a_list_is_kept_as_an_array(
     ips = attrs(rl.resource.attributes)["host.ip"]
     assert [v.string_value for v in ips.values] == ["10.0.0.1", "10.0.0.2"]
     assert len(rl.scope_logs[0].log_records) == 2
+
+
+async def test_shipper_resends_a_batch_whose_partial_success_exceeds_it(
+    server: ProtocolServer, tmp_path: Path
+) -> None:
+    exported: list[str] = []
+
+    def collector(seen: Seen) -> web.Response:
+        request = decode(seen)
+        exported.extend(
+            lr.body.string_value
+            for rl in request.resource_logs
+            for sl in rl.scope_logs
+            for lr in sl.log_records
+        )
+        return web.Response(
+            status=200,
+            body=ExportLogsServiceResponse().SerializeToString(),
+            content_type="application/x-protobuf",
+        )
+
+    def too_many_rejected(seen: Seen) -> web.Response:
+        return web.Response(
+            status=200, body=partial(1_000_000), content_type="application/x-protobuf"
+        )
+
+    await shipped_only_once_answered_properly(
+        server,
+        tmp_path,
+        url=f"otlp://{server.hostport}",
+        output=f"otlp {server.hostport}",
+        bad=too_many_rejected,
+        good=collector,
+        arrived=lambda: exported,
+    )

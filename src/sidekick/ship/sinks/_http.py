@@ -8,13 +8,23 @@ bundle, gzip request bodies (big ones compressed off the event loop), ``Retry-Af
 honoured, and one classification of whole-response HTTP statuses:
 
 - connection errors, timeouts, 429 and 5xx: ``TemporaryError`` (nothing delivered, retry);
-- 401/403/404/405/407: ``TemporaryError`` too, logged as an error. These are configuration
+- 401/403/404/405/407 and redirects (3xx, never followed): ``TemporaryError`` too, logged as
+  an error (once a minute per output and status, with a count). These are configuration
   problems of *ours* (a rotated password, a wrong URL path), not of the records; treating them
   as permanent would dead-letter every record until someone notices, while retrying loses
-  nothing: the files on disk are the buffer and shipping resumes as soon as it is fixed;
+  nothing: the files on disk are the buffer and shipping resumes as soon as it is fixed. A
+  redirect is not followed because aiohttp would turn the POST into a GET of, say, a login
+  page, whose 200 would then pass for a delivery;
 - 413: the batch is split in halves and each half sent on its own (a single record that is
   still too large is rejected);
 - any other 4xx: the peer rejects the request itself; each output decides what that means.
+
+A 2xx is a delivery only if its body does not say otherwise; each output checks the body its
+protocol defines, and one that contradicts the batch (``PushSink.unconfirmed``) is counted
+(``bad_responses`` on ``/metrics``), logged once a minute and resent.
+
+URLs are shown (in messages, sink names and so metric labels) through
+``sidekick.core.redact.redact_url``: ``Target.url`` never holds a password or a token.
 
 It also holds the RFC 3339 → epoch-nanoseconds conversion that Loki and OTLP both need, done
 with one compiled regex and a per-second cache rather than ``datetime`` per record.
@@ -46,9 +56,14 @@ import msgspec
 
 from sidekick.core.config import field_path
 from sidekick.core.errors import ConfigError, TemporaryError
+from sidekick.core.ratelog import RateLimitedLog
+from sidekick.core.redact import redact_text, redact_url
 from sidekick.ship.records import DELIVERED, Record, SendResult
 
 log = logging.getLogger("sidekick.ship.sinks")
+# Conditions that repeat with every retry (a refused password, a bad response) are logged
+# once a minute per output and kind, with a count.
+rate_log = RateLimitedLog(log, 60.0)
 
 T = TypeVar("T")
 
@@ -63,7 +78,7 @@ CONFIG_STATUSES = frozenset({401, 403, 404, 405, 407})
 class Target:
     """The parts of an output URL every sink uses."""
 
-    url: str  # the URL as the user wrote it, for messages
+    url: str  # the URL as the user wrote it, secrets masked (redact_url): for messages
     scheme: str
     tls: bool
     host: str
@@ -81,49 +96,50 @@ class Target:
         return f"{'https' if self.tls else 'http'}://{self.hostport}"
 
 
-def parse_target(url: str, *, default_port: int) -> Target:
-    """Split an output URL; refuse what would leak or be silently ignored."""
-    parts = urlsplit(url)
+def parse_target(url: str, *, default_port: int, query_options: bool = True) -> Target:
+    """Split an output URL; refuse what would leak or be silently ignored.
+
+    ``query_options``: the query holds the output's options (each given once); otherwise it
+    is part of the destination and left alone.
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unbalanced "[" of an IPv6 address
+        raise ConfigError(f"output {shown!r} is not a valid URL ({exc}); fix it") from None
     scheme = parts.scheme.lower()
     if parts.password is not None:
         raise ConfigError(
-            f"output {_redact(url)!r} has a password in the URL; put it in a file and set "
+            f"output {shown!r} has a password in the URL; put it in a file and set "
             "the password_file option instead"
         )
     try:
         port = parts.port or default_port
     except ValueError:
         raise ConfigError(
-            f"output {url!r} has an invalid port; use HOST:PORT with a port from 1 to 65535"
+            f"output {shown!r} has an invalid port; use HOST:PORT with a port from 1 to 65535"
         ) from None
     host = parts.hostname or ""
     if not host:
-        raise ConfigError(f"output {url!r} names no host; write it as {scheme}://HOST:PORT/...")
+        raise ConfigError(f"output {shown!r} names no host; write it as {scheme}://HOST:PORT/...")
     if parts.fragment:
-        raise ConfigError(f"output {url!r} has a #fragment; remove it")
+        raise ConfigError(f"output {shown!r} has a #fragment; remove it")
     query: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in query:
-            raise ConfigError(f"output {url!r} sets option {key!r} twice; keep one")
-        query[key] = value
+    if query_options:
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in query:
+                raise ConfigError(f"output {shown!r} sets option {key!r} twice; keep one")
+            query[key] = value
     return Target(
-        url=url,
+        url=shown,
         scheme=scheme,
-        tls=scheme.endswith("+https"),
+        tls=scheme == "https" or scheme.endswith("+https"),
         host=host,
         port=port,
         path=parts.path,
         username=parts.username,
         query=query,
     )
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def load_options(kind: type[T], target: Target, options: Mapping[str, Any]) -> T:
@@ -293,11 +309,12 @@ class Credentials:
 
 def tls_context(target: Target, ca_file: str | None) -> ssl.SSLContext | None:
     if ca_file is not None and not target.tls:
+        kind = target.scheme.split("+")[0]
         raise option_error(
             target,
             "ca_file",
             "is set but the URL is not TLS",
-            f"use the {target.scheme.split('+')[0]}+https:// scheme",
+            "use the https:// scheme" if kind == "http" else f"use the {kind}+https:// scheme",
         )
     if not target.tls:
         return None
@@ -360,6 +377,13 @@ class Response:
         return text if len(text) <= limit else text[:limit] + "…"
 
 
+def looks_like_html(resp: Response) -> bool:
+    """Whether a response is a web page (a proxy's login or error page), not an API's answer."""
+    if "html" in resp.headers.get("Content-Type", "").lower():
+        return True
+    return resp.body.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))
+
+
 class HttpClient:
     """One pooled aiohttp session per output, created on first use (it needs a running loop)."""
 
@@ -398,13 +422,15 @@ class HttpClient:
         if auth is not None:
             headers = {**headers, "Authorization": auth}
         try:
-            async with session.post(url, data=body, headers=headers) as resp:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
                 payload = await resp.read()
                 response = Response(resp.status, resp.headers, payload, len(body))
         except TimeoutError:
-            raise TemporaryError(f"{self.name}: no answer from {url} in time") from None
+            raise TemporaryError(f"{self.name}: no answer from {redact_url(url)} in time") from None
         except aiohttp.ClientError as exc:
-            raise TemporaryError(f"{self.name}: cannot reach {url}: {exc}") from None
+            raise TemporaryError(
+                f"{self.name}: cannot reach {redact_url(url)}: {redact_text(str(exc))}"
+            ) from None
         if response.status in (401, 403) and creds is not None:
             creds.refused()
         return response
@@ -422,14 +448,19 @@ def raise_for_common_status(name: str, resp: Response, *, retry_statuses: frozen
         raise TemporaryError(
             f"{name}: HTTP {status}: {resp.text(200)}", retry_after=retry_after(resp.headers)
         )
-    if status in CONFIG_STATUSES:
+    if status in CONFIG_STATUSES or 300 <= status < 400:
         what = "credentials" if status in (401, 403, 407) else "URL"
+        said = resp.text(200) or "no body"
+        if 300 <= status < 400:
+            location = redact_url(resp.headers.get("Location", "")) or "nowhere"
+            said = f"a redirect to {location}, which is not followed"
         # An error, not a warning: nothing is shipped until someone fixes this.
-        log.error(
+        rate_log.error(
+            (name, status),
             "%s: HTTP %d (%s); check the output's %s. Records are kept and retried, not dropped.",
             name,
             status,
-            resp.text(200) or "no body",
+            said,
             what,
         )
         raise TemporaryError(
@@ -475,6 +506,30 @@ class PushSink:
     _client: HttpClient
     _headers: dict[str, str]
     _gzip: bool
+    # 2xx responses whose body did not confirm the batch; it was sent again.
+    bad_responses: int = 0
+
+    def counters(self) -> dict[str, int]:
+        """Output-specific counts for ``/metrics`` (see ship.metrics.OutputEventsCollector)."""
+        return {"bad_responses": self.bad_responses}
+
+    def unconfirmed(self, resp: Response, records: int, problem: str) -> TemporaryError:
+        """Count and log a 2xx whose body contradicts delivery; the error to raise for it.
+
+        The whole batch is sent again: a duplicate is preferred to a silent loss.
+        """
+        self.bad_responses += 1
+        rate_log.warning(
+            (self.name, "bad response"),
+            "%s: HTTP %d does not confirm the batch of %d records: %s; sending it again",
+            self.name,
+            resp.status,
+            records,
+            problem,
+        )
+        return TemporaryError(
+            f"{self.name}: HTTP {resp.status} does not confirm the batch ({problem})"
+        )
 
     def encode(self, records: list[Record]) -> bytes:
         raise NotImplementedError

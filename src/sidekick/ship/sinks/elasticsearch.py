@@ -15,9 +15,12 @@ resend. ``create`` also works for data streams, which refuse ``index``.
 The response is matched item by item, in order: 2xx and 409 delivered, 429 and 5xx retried
 (those items only), 401/403 retried too (a missing index privilege is fixed by granting it, not
 by dead-lettering every document; it is logged as an error), any other status rejected with
-Elasticsearch's error type and reason (the pipeline writes them to the dead-letter file). An HTTP 200 with ``"errors": true`` is neither
-all-good nor all-bad. A response that cannot be matched (unreadable, wrong item count) retries
-the whole batch, which the deterministic ids make safe.
+Elasticsearch's error type and reason (the pipeline writes them to the dead-letter file). An
+HTTP 200 with ``"errors": true`` is neither all-good nor all-bad. ``"errors": false`` is not
+taken on trust either: only items prove delivery, one per document. A 2xx that cannot be
+matched (unreadable, no ``items``, more or fewer items than documents, an item without a
+status) is counted as a bad response and retries the whole batch, which the deterministic
+ids make safe.
 
 Whole-request statuses follow ``_http``: 429/5xx/connection errors and 401/403/404 are
 retried (a wrong password must not dead-letter everything), 413 halves the batch, another 4xx
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import re
 import time
 from typing import Any
@@ -40,7 +42,7 @@ from urllib.parse import quote
 import msgspec
 
 from sidekick.core.durations import parse_duration
-from sidekick.core.errors import PermanentError, TemporaryError
+from sidekick.core.errors import PermanentError
 from sidekick.ship.records import DELIVERED, MESSAGE, OFFSET, TIMESTAMP, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._http import (
@@ -53,11 +55,10 @@ from sidekick.ship.sinks._http import (
     option_error,
     parse_target,
     raise_for_common_status,
+    rate_log,
     rfc3339_to_ns,
     tls_context,
 )
-
-log = logging.getLogger("sidekick.ship.sinks.elasticsearch")
 
 FILE_ID = "log.file.id"
 DEFAULT_INDEX = "sidekick-%Y.%m.%d"
@@ -97,16 +98,12 @@ class _Item(msgspec.Struct):
     error: _Error | str | None = None  # very old versions send the error as a string
 
 
-class _Head(msgspec.Struct):
-    errors: bool
-
-
 class _Bulk(msgspec.Struct):
-    errors: bool
-    items: list[dict[str, _Item]]
+    # Left out by filter_path when no item matched it; None tells "no items" from "[]".
+    items: list[dict[str, _Item]] | None = None
+    errors: bool = False
 
 
-_head_decoder = msgspec.json.Decoder(_Head)
 _bulk_decoder = msgspec.json.Decoder(_Bulk)
 
 
@@ -286,7 +283,8 @@ class ElasticsearchSink(PushSink):
     async def _send_once(self, records: list[Record]) -> SendResult | None:
         resp = await self.post_batch(records)
         if resp.status == 413:
-            log.warning(
+            rate_log.warning(
+                (self.name, 413),
                 "%s: HTTP 413 for a bulk request of %d records (%d bytes); sending it in halves. "
                 "Lower batch.max_bytes to avoid this.",
                 self.name,
@@ -301,25 +299,18 @@ class ElasticsearchSink(PushSink):
 
     def _match(self, records: list[Record], resp: Response) -> SendResult:
         try:
-            head = _head_decoder.decode(resp.body)
-        except msgspec.DecodeError:
-            raise TemporaryError(
-                f"{self.name}: HTTP {resp.status} with an unreadable bulk response "
-                f"({resp.text(120)!r}); resending the batch"
-            ) from None
-        if not head.errors:
-            return DELIVERED
-        try:
             bulk = _bulk_decoder.decode(resp.body)
         except msgspec.DecodeError as exc:  # includes ValidationError (an item without status)
-            raise TemporaryError(
-                f"{self.name}: bulk response items cannot be read ({exc}); resending the batch"
-            ) from None
-        if len(bulk.items) != len(records) or not all(bulk.items):
-            raise TemporaryError(
-                f"{self.name}: bulk response has {len(bulk.items)} items for {len(records)} "
-                "documents; resending the batch"
+            problem = "an empty body" if not resp.body.strip() else f"unreadable items ({exc})"
+            raise self.unconfirmed(resp, len(records), problem) from None
+        if bulk.items is None:
+            raise self.unconfirmed(resp, len(records), 'no "items"')
+        if len(bulk.items) != len(records):
+            raise self.unconfirmed(
+                resp, len(records), f"{len(bulk.items)} items for {len(records)} documents"
             )
+        if not all(len(entry) == 1 for entry in bulk.items):
+            raise self.unconfirmed(resp, len(records), "an item that is not one action")
         result = SendResult()
         unauthorized: list[str] = []
         for i, entry in enumerate(bulk.items):
@@ -337,7 +328,8 @@ class ElasticsearchSink(PushSink):
             else:
                 result.rejected.append((i, _item_reason(status, item.error)))
         if unauthorized:
-            log.error(
+            rate_log.error(
+                (self.name, "unauthorized items"),
                 "%s: %d documents refused for lack of privileges (first: %s); grant the user "
                 "the create_doc privilege on the index. They are kept and retried.",
                 self.name,
@@ -346,7 +338,8 @@ class ElasticsearchSink(PushSink):
             )
         if result.retry or result.rejected:
             first = result.rejected[0][1] if result.rejected else "-"
-            log.warning(
+            rate_log.warning(
+                (self.name, "partial failure"),
                 "%s: bulk partially failed: %d of %d documents to retry, %d rejected (first: %s)",
                 self.name,
                 len(result.retry),

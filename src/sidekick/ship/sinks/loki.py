@@ -16,8 +16,11 @@ grouped by label set into streams and sorted by time within each stream, so Loki
 out-of-order window is never needed inside one batch.
 
 Outcomes: 2xx delivered (a 2xx other than 200/204, such as the 260 some Loki versions use
-when they stored nothing new, is logged as a warning with the code); 429, 5xx and connection
-errors retried; 401/403/404 retried with an error log (see ``_http``).
+when they stored nothing new, is logged as a warning with the code, once a minute) — unless
+its body is an HTML page: Loki never answers a push with one, a proxy in front of it does (a
+login or error page sent with 200), so that is counted as a bad response and the batch is
+pushed again; 429, 5xx and connection errors retried; 401/403/404 and redirects retried with
+an error log (see ``_http``).
 
 Any other 4xx — ``entry too far behind``, ``line too long``, ``stream limit exceeded`` — is
 Loki refusing some entries of the push while storing the valid ones. Its text names one of
@@ -35,7 +38,6 @@ Left out: the protobuf+snappy push format, per-record tenants.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from typing import Any, Literal
@@ -51,15 +53,15 @@ from sidekick.ship.sinks._http import (
     PushSink,
     Target,
     load_options,
+    looks_like_html,
     option_error,
     parse_pairs,
     parse_target,
     raise_for_common_status,
+    rate_log,
     rfc3339_to_ns,
     tls_context,
 )
-
-log = logging.getLogger("sidekick.ship.sinks.loki")
 
 PUSH_PATH = "/loki/api/v1/push"
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
@@ -238,7 +240,8 @@ class LokiSink(PushSink):
             return SendResult(rejected=[(0, outcome)])
         if outcome != TOO_LARGE:
             if budget[0] < 2:
-                log.warning(
+                rate_log.warning(
+                    (self.name, "search exhausted"),
                     "%s: Loki refused a push of %d records and the search for the refused "
                     "ones is out of requests; all %d go to the dead-letter file (%s)",
                     self.name,
@@ -261,8 +264,11 @@ class LokiSink(PushSink):
         resp = await self.post_batch(records)
         status = resp.status
         if 200 <= status < 300:
+            if looks_like_html(resp):
+                raise self.unconfirmed(resp, len(records), "an HTML page, not Loki's answer")
             if status not in (200, 204):
-                log.warning(
+                rate_log.warning(
+                    (self.name, status),
                     "%s: Loki answered HTTP %d (not 204) to a push of %d records: %s",
                     self.name,
                     status,
@@ -271,7 +277,8 @@ class LokiSink(PushSink):
                 )
             return None
         if status == 413:
-            log.warning(
+            rate_log.warning(
+                (self.name, 413),
                 "%s: HTTP 413 for a push of %d records; sending it in halves",
                 self.name,
                 len(records),
@@ -280,7 +287,8 @@ class LokiSink(PushSink):
         raise_for_common_status(self.name, resp, retry_statuses=RETRY_STATUSES)
         reason = f"Loki HTTP {status}: {resp.text(1000) or 'no body'}"
         if len(records) > 1:
-            log.warning(
+            rate_log.warning(
+                (self.name, "refused push"),
                 "%s: Loki refused a push of %d records (%s); pushing halves to find the "
                 "refused ones",
                 self.name,
@@ -288,8 +296,11 @@ class LokiSink(PushSink):
                 reason,
             )
         else:
-            log.warning(
-                "%s: Loki refused a record (%s); it goes to the dead-letter file", self.name, reason
+            rate_log.warning(
+                (self.name, "refused record"),
+                "%s: Loki refused a record (%s); it goes to the dead-letter file",
+                self.name,
+                reason,
             )
         return reason
 

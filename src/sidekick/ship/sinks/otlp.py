@@ -21,7 +21,12 @@ ids as hex (not base64).
 Outcomes, per the OTLP/HTTP spec: 2xx delivered. A 2xx may carry ``partial_success`` with
 ``rejected_log_records``: the collector accepted the request but dropped that many records;
 the spec says not to retry them, and the response does not say which ones, so they are
-counted (``rejected_by_peer``) and logged with the collector's message. 429, 502, 503, 504 and
+counted (``rejected_by_peer``) and logged with the collector's message (once a minute, with
+a count). A 2xx body that is not an ``ExportLogsServiceResponse`` (a proxy's HTML page, bytes
+that do not decode, a JSON body of the wrong shape) or whose partial success rejects more
+records than the batch held (or fewer than none) does not confirm the batch: it is counted as
+a bad response and the batch is sent again. An empty body is an empty response message (no
+partial success), as protobuf encodes it. 429, 502, 503, 504 and
 connection errors are retried (honouring ``Retry-After``); 413 halves the batch; 401/403/404
 are retried with an error log (see ``_http``); any other status rejects the batch for good
 (``PermanentError`` with the ``google.rpc.Status`` message).
@@ -31,7 +36,6 @@ Left out: OTLP/gRPC, and ``resource``/``scope`` schema URLs.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import Any, Literal
@@ -55,14 +59,14 @@ from sidekick.ship.sinks._http import (
     Response,
     Target,
     load_options,
+    looks_like_html,
     parse_pairs,
     parse_target,
     raise_for_common_status,
+    rate_log,
     rfc3339_to_ns,
     tls_context,
 )
-
-log = logging.getLogger("sidekick.ship.sinks.otlp")
 
 LOGS_PATH = "/v1/logs"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -331,24 +335,52 @@ def encode_json(records: list[Record], now: int) -> bytes:
 # ---------------------------------------------------------------------------- responses
 
 
+class BadResponse(ValueError):
+    """A 2xx body that is not an ``ExportLogsServiceResponse``; says what is wrong with it."""
+
+
+def _json_partial_success(body: bytes) -> tuple[int, str]:
+    try:
+        obj = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise BadResponse("a body that is not JSON") from None
+    if not isinstance(obj, dict):
+        raise BadResponse("a JSON body that is not an object")
+    ps = obj.get("partialSuccess", obj.get("partial_success"))
+    if ps is None:
+        return 0, ""
+    if not isinstance(ps, dict):
+        raise BadResponse("a partialSuccess that is not an object")
+    rejected = ps.get("rejectedLogRecords", ps.get("rejected_log_records", 0))
+    message = ps.get("errorMessage", ps.get("error_message", ""))
+    if rejected is None:
+        rejected = 0
+    # int64 travels as a decimal string in OTLP JSON; a number is accepted too.
+    if isinstance(rejected, str) and rejected.lstrip("-").isdigit():
+        rejected = int(rejected)
+    if isinstance(rejected, bool) or not isinstance(rejected, int):
+        raise BadResponse(f"rejectedLogRecords {rejected!r}, which is not a whole number")
+    return rejected, message if isinstance(message, str) else str(message)
+
+
 def _partial_success(resp: Response) -> tuple[int, str]:
-    """(rejected_log_records, error_message) from a 2xx response body; (0, "") if none."""
+    """(rejected_log_records, error_message) from a 2xx response body; (0, "") if none.
+
+    Raises ``BadResponse`` when the body is not an export response.
+    """
     if not resp.body:
         return 0, ""
-    ctype = resp.headers.get("Content-Type", "")
+    if looks_like_html(resp):
+        raise BadResponse("an HTML page, not the collector's answer")
+    ctype = resp.headers.get("Content-Type", "").lower()
     if "json" in ctype:
-        try:
-            obj = msgspec.json.decode(resp.body)
-            ps = obj.get("partialSuccess") or obj.get("partial_success") or {}
-            rejected = ps.get("rejectedLogRecords", ps.get("rejected_log_records", 0))
-            message = ps.get("errorMessage", ps.get("error_message", ""))
-            return int(rejected or 0), str(message or "")
-        except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
-            return 0, ""
+        return _json_partial_success(resp.body)
+    if ctype and not any(t in ctype for t in ("protobuf", "octet-stream")):
+        raise BadResponse(f"a {ctype.split(';')[0]} body, not an export response")
     try:
         msg = ExportLogsServiceResponse.FromString(resp.body)
-    except Exception:  # protobuf raises its own DecodeError type; any failure means "no info"
-        return 0, ""
+    except Exception:  # protobuf raises its own DecodeError type
+        raise BadResponse("a body that is not a protobuf export response") from None
     ps = msg.partial_success
     return int(ps.rejected_log_records), str(ps.error_message)
 
@@ -434,7 +466,7 @@ class OtlpSink(PushSink):
 
     def counters(self) -> dict[str, int]:
         """Output-specific counts for ``/metrics`` (see ship.metrics.OutputEventsCollector)."""
-        return {"rejected_by_peer": self.rejected_by_peer}
+        return {**super().counters(), "rejected_by_peer": self.rejected_by_peer}
 
     @staticmethod
     def _extra_headers(target: Target, headers: dict[str, str] | str | None) -> dict[str, str]:
@@ -460,10 +492,20 @@ class OtlpSink(PushSink):
         resp = await self.post_batch(records)
         status = resp.status
         if 200 <= status < 300:
-            rejected, message = _partial_success(resp)
+            try:
+                rejected, message = _partial_success(resp)
+            except BadResponse as exc:
+                raise self.unconfirmed(resp, len(records), str(exc)) from None
+            if not 0 <= rejected <= len(records):
+                raise self.unconfirmed(
+                    resp,
+                    len(records),
+                    f"its partial success rejects {rejected} of {len(records)} records",
+                )
             if rejected:
                 self.rejected_by_peer += rejected
-                log.warning(
+                rate_log.warning(
+                    (self.name, "partial success"),
                     "%s: the collector accepted a batch of %d records but dropped %d of them "
                     "(%s); OTLP says not to retry these and does not say which, so they are "
                     "counted here and not sent again",
@@ -473,11 +515,19 @@ class OtlpSink(PushSink):
                     message or "no message",
                 )
             elif message:
-                log.warning("%s: the collector says: %s", self.name, message)
+                rate_log.warning(
+                    (self.name, "collector message"),
+                    "%s: the collector says: %s",
+                    self.name,
+                    message,
+                )
             return DELIVERED
         if status == 413:
-            log.warning(
-                "%s: HTTP 413 for %d records; sending them in halves", self.name, len(records)
+            rate_log.warning(
+                (self.name, 413),
+                "%s: HTTP 413 for %d records; sending them in halves",
+                self.name,
+                len(records),
             )
             return None
         raise_for_common_status(self.name, resp, retry_statuses=RETRY_STATUSES)
