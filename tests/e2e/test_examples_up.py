@@ -108,7 +108,12 @@ class Running:
 def run_up(
     example: str, tmp_path: Path, variant: str = "", output: str = "stdout:"
 ) -> Iterator[Running]:
-    ports = {p: free_port() for p in PORTS[example]}
+    ports: dict[int, int] = {}
+    for p in PORTS[example]:
+        # Each port distinct: a port just closed may be handed out again.
+        while (port := free_port()) in ports.values():
+            pass
+        ports[p] = port
     text = (REPO / "examples" / example / f"{example}{variant}.yaml").read_text()
     # The one value that picks where the shipper sends records.
     text = text.replace('value: "stdout:"', f"value: {json.dumps(output)}")
@@ -116,7 +121,8 @@ def run_up(
         text = re.sub(rf"\b{old}\b", str(new), text)
     manifest = tmp_path / f"{example}.yaml"
     manifest.write_text(text)
-    admin = free_port()
+    while (admin := free_port()) in ports.values():
+        pass
     out_file = tmp_path / "up.out"
     # nginx started as root (CI) serves as "nobody", which cannot enter pytest's private
     # tmp_path; a world-searchable run dir is what a checkout's .sidekick/run is.
@@ -191,6 +197,22 @@ def test_webapp_ships_the_apps_json_line_and_nginxs_access_line_parsed(tmp_path:
     # ?parser=nginx: the combined line's fields; message keeps the whole line.
     assert (nginx["http.request.method"], nginx["url.query"]) == ("GET", f"visit={marker}")
     assert nginx["http.response.status_code"] == 200
+
+
+@pytest.mark.parametrize("variant", ["", "-classic"])
+def test_webapp_ships_the_last_lines_written_as_the_pod_stops(tmp_path: Path, variant: str) -> None:
+    # The Pod is stopped right after a request: its log line, and the line the app writes
+    # after SIGTERM, must reach the shipper's output before it exits. With classic sidecars
+    # every container gets SIGTERM at once, so the app's last line comes after the shipper's.
+    with run_up("webapp", tmp_path, variant) as pod:
+        wait_for("the app to answer", lambda: http(pod.url(8080))[0] == 200, timeout=30)
+        marker = uuid.uuid4().hex
+        assert http(pod.url(8080, f"/?visit={marker}"))[0] == 200
+        started = len(pod.records("log-shipper", "webapp stopped"))
+    shipped = {r["log.file.path"].rsplit("/", 1)[1] for r in pod.records("log-shipper", marker)}
+    stops = pod.records("log-shipper", "webapp stopped")
+    assert shipped == {"access.log", "logs.txt"}, pod.output_file.read_text()[-3000:]
+    assert (started, len(stops), stops[-1]["event.name"]) == (0, 1, "shutdown")
 
 
 def test_nginx_logs_ships_parsed_access_log_records(tmp_path: Path) -> None:

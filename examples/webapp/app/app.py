@@ -95,6 +95,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     print(f"webapp listening on http://{BIND}:{PORT}, logging requests to {LOG_FILE}", flush=True)
     server.serve_forever()
+    # The app's last line, written after SIGTERM: the log sidecar must still ship it.
+    request_log.info("webapp stopped", extra={"fields": {"event.name": "shutdown"}})
     print("webapp stopped", flush=True)
     return 0
 
