@@ -22,6 +22,7 @@ from sidekick.cli.common import admin_addr, common_options, init_logging, key_va
 from sidekick.core.config import build_config, load_yaml_file
 from sidekick.core.durations import parse_duration
 from sidekick.core.errors import ConfigError, UserError
+from sidekick.core.limits import raise_open_files_limit
 from sidekick.core.runtime import Shutdown, run
 
 FLAGS = {
@@ -37,6 +38,8 @@ FLAGS = {
     "spool_max_bytes": "ingest.spool_max_bytes",
     "ingest_max_body_bytes": "ingest.max_body_bytes",
     "ingest_max_records": "ingest.max_records_per_request",
+    "follow_symlinks": "follow_symlinks",
+    "max_open_files": "max_open_files",
     "drain_quiet": "drain_quiet",
 }
 
@@ -98,6 +101,18 @@ FLAGS = {
     metavar="DURATION",
     help="On SIGTERM, keep reading until no input has new data for this long (default 1s).",
 )
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    default=None,
+    help="Tail symlinks whose target is outside the glob's base directory (refused by default).",
+)
+@click.option(
+    "--max-open-files",
+    type=int,
+    metavar="N",
+    help="Tailed files held open at once; idle ones beyond are closed (default: half the limit).",
+)
 @common_options(default_admin="0.0.0.0:8088")
 @click.pass_context
 def ship(ctx: click.Context, /, **params: Any) -> None:
@@ -108,6 +123,7 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
                   --state-dir /var/lib/sidekick
     """
     init_logging(params)
+    raise_open_files_limit()
     cfg = load_config(ctx, params)
     from sidekick.ship.app import prepare, run_shipper
 

@@ -144,6 +144,12 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Use inotify where the kernel has it; false polls only (for volumes whose writers
     # inotify cannot see, like some network filesystems).
     inotify: bool = True
+    # Follow symlinks (the matched file or a directory below the glob's base directory)
+    # whose target lies outside that base directory; false refuses and counts them.
+    follow_symlinks: bool = False
+    # Tailed files held open at once, over all file inputs (0: half the open-file limit);
+    # fully read, idle files beyond it are closed and reopened when they grow.
+    max_open_files: int = 0
     # How long a renamed or deleted file is kept open after its last growth (seconds).
     rotate_wait: Duration = 1.0
     # How often the checkpoint is written at most (seconds).
@@ -162,6 +168,11 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         self.outputs = [OutputConfig(o) if isinstance(o, str) else o for o in self.outputs]
+        if self.max_open_files < 0:
+            raise ConfigError(
+                f"config field 'max_open_files' is {self.max_open_files}; "
+                "give a positive number, or 0 for half the open-file limit"
+            )
         self.max_line_bytes = parse_size(self.max_line_bytes, name="max_line_bytes")
         self.max_inflight_bytes = parse_size(self.max_inflight_bytes, name="max_inflight_bytes")
         self.read_bytes = parse_size(self.read_bytes, name="read_bytes")

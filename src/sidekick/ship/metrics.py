@@ -64,7 +64,29 @@ class ShipMetrics:
             registry=r,
         )
         self.files_watched = Gauge(
-            p + "files_watched", "Files currently open for tailing.", ["input"], registry=r
+            p + "files_watched",
+            "Files currently tailed (held open, or closed while idle and fully read).",
+            ["input"],
+            registry=r,
+        )
+        self.files_open = Gauge(
+            p + "files_open",
+            "Tailed files holding a descriptor (at most max_open_files over all inputs).",
+            ["input"],
+            registry=r,
+        )
+        self.symlinks_refused = Counter(
+            p + "symlinks_refused",
+            "Matched paths not followed: symlinks resolving outside the glob's base directory.",
+            ["input"],
+            registry=r,
+        )
+        self.tail_errors = Counter(
+            p + "tail_errors",
+            "Failed listings, stats, opens and reads of tailed files, by errno name "
+            "(the file is kept as it was and tried again).",
+            ["input", "error"],
+            registry=r,
         )
         self.rotations = Counter(
             p + "rotations",

@@ -34,14 +34,32 @@ delivered prefix, never past a pending multi-line group) is saved under
 ``<input>/<dev>:<ino>``. New files start at 0; files present at the very first start begin
 at their end with ``start_at: end``.
 
-Left out: compressed rotated files, symlink following rules beyond what ``open`` does, and
-detecting a truncation that is refilled past the old offset between two checks.
+Finding files: ``_discover.Finder`` expands the globs. A symlink (the match itself, or a
+directory below the glob's base directory) that resolves outside the base directory is not
+followed unless ``follow_symlinks`` is set: refused once per path, logged and counted
+(``sidekick_ship_symlinks_refused``). A directory that cannot be listed or a file that cannot
+be ``stat``-ed for any reason but absence (too many open files, no permission) is never taken
+for rotated or deleted: the files below it stay as they were until a later scan sees them.
+Such errors are counted (``sidekick_ship_tail_errors``) and logged once a minute per kind.
+
+Descriptors: at most ``max_open_files`` files (shared by the file inputs; by default half the
+open-file limit) are held open. A new file that finds no free descriptor closes ("parks") the
+least recently grown file that is fully read and not rotated; a parked file keeps its
+position, carry and checkpoint and is no rotation. The scan's ``stat`` shows when it changes
+(size or mtime); it is then reopened by path and taken only with the same (device, inode),
+and the poll check compares its first bytes with the fingerprint as for any open file. A
+parked file no longer at a matching path is looked up by inode in the watched directories
+(rotated: reopened and read to its end) or, if gone, released. New files that find every
+descriptor busy with unread data wait for a later scan.
+
+Left out: compressed rotated files, and detecting a truncation that is refilled past the old offset between two checks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import glob
 import hashlib
 import logging
@@ -53,10 +71,13 @@ from operator import add
 from pathlib import Path
 from typing import Any
 
+from sidekick.core.limits import open_files_limit
+from sidekick.core.ratelog import RateLimitedLog
 from sidekick.ship.acks import AckTracker
 from sidekick.ship.config import seconds, size
 from sidekick.ship.files import file_url_path
 from sidekick.ship.records import FILE_ID, FILE_PATH, FLAGS, MESSAGE, OFFSET, TIMESTAMP, Record
+from sidekick.ship.sources._discover import Discovery, Finder
 from sidekick.ship.sources._inotify import Inotify
 from sidekick.ship.sources.base import Emit, InputSpec, SourceBatch, SourceContext
 from sidekick.ship.timefmt import rfc3339_ns
@@ -67,6 +88,12 @@ FP_BYTES = 1024  # fingerprint length once the file is that long
 IDLE_POLL = 0.1  # seconds between growth checks of idle files when inotify is unavailable
 PARTIAL = ["partial"]
 PARTIAL_END = ["partial", "partial_end"]
+ERROR_LOG_INTERVAL = 60.0  # seconds between log lines of one kind of repeated error
+_ERROR_HINTS = {
+    "EMFILE": "; raise the open-file limit (ulimit -n) or lower max_open_files",
+    "ENFILE": "; the system's open-file table is full (fs.file-max)",
+    "EACCES": "; give the shipper read access",
+}
 
 
 def fingerprint(data: bytes) -> str:
@@ -82,7 +109,7 @@ def _utf8_cut(data: bytes | memoryview, limit: int) -> int:
 
 
 class _File:
-    """One generation of one open file."""
+    """One generation of one tailed file; ``fd`` is -1 while it is parked (closed, idle)."""
 
     def __init__(self, fd: int, path: str, dev: int, ino: int, key: str) -> None:
         self.fd = fd
@@ -102,6 +129,8 @@ class _File:
         self.last_growth = time.monotonic()
         self.joiner: Any = None
         self.size = 0
+        self.mtime = 0  # st_mtime_ns when parked; a change (or of size) reopens it
+        self.at_end = False  # the latest read found nothing new
 
     @property
     def ident(self) -> tuple[int, int]:
@@ -146,6 +175,16 @@ class TailSource:
         self._rescan = True
         self._prefix = name + "/"
         self._build = record_builder(self.static)
+        self._refused = m.symlinks_refused.labels(name)
+        self._errors = m.tail_errors
+        self._open_gauge = m.files_open.labels(name)
+        self._finder = Finder(patterns, follow_symlinks=cfg.follow_symlinks)
+        self._errlog = RateLimitedLog(log, ERROR_LOG_INTERVAL)
+        self.max_open = open_budget(cfg)
+        self._open_count = 0
+        self._first_seen: set[tuple[int, int]] = set()  # present at the first start, not opened
+        self._waiting: set[tuple[int, int]] = set()  # matched, waiting for a descriptor
+        self._victims: list[_File] | None = None  # park candidates, built once per scan
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -242,51 +281,207 @@ class TailSource:
             self._inotify.close()
             self._inotify = None
         for f in self.files.values():
-            with contextlib.suppress(OSError):
-                os.close(f.fd)
+            if f.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(f.fd)
+                f.fd = -1
         self.files.clear()
+        self._open_count = 0
         self._watched.set(0)
+        self._open_gauge.set(0)
 
     # -- discovery -------------------------------------------------------------------------
 
-    def _matches(self) -> dict[tuple[int, int], str]:
-        found: dict[tuple[int, int], str] = {}
-        for pattern in self.patterns:
-            for path in glob.glob(pattern):
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                if not _is_regular(st.st_mode):
-                    continue
-                found.setdefault((st.st_dev, st.st_ino), path)
+    def _discover(self) -> Discovery:
+        found = self._finder.scan()
+        for path, real, base in found.refused:
+            self._refused.inc()
+            log.warning(
+                "Not tailing %s: it resolves to %s, outside the glob's base directory %s; "
+                "set follow_symlinks (--follow-symlinks) to ship files outside it.",
+                path,
+                real,
+                base,
+            )
+        for op, path, exc in found.errors:
+            self._error(op, path, exc)
+        self._errlog.flush()
         return found
 
+    def _error(self, op: str, path: str, exc: OSError) -> None:
+        """Count a failed operation on a tailed path; log it once a minute per kind."""
+        code = errno.errorcode.get(exc.errno or 0, "OTHER")
+        self._errors.labels(self.name, code).inc()
+        self._errlog.warning(
+            (op, code),
+            "Cannot %s %s (%s); keeping what is known of it and trying again%s.",
+            op,
+            path,
+            exc.strerror or code,
+            _ERROR_HINTS.get(code, ""),
+        )
+
     def _scan(self, *, first_start: bool) -> None:
-        found = self._matches()
-        for ident, path in found.items():
+        found = self._discover()
+        matches = found.files
+        if first_start:
+            self._first_seen = set(matches)
+        self._victims = None
+        new: list[tuple[tuple[int, int], str]] = []
+        for ident, m in matches.items():
             f = self.files.get(ident)
-            if f is not None:
-                if f.path != path:
-                    with contextlib.suppress(KeyError):
-                        self._lag.remove(f.path)  # the gauge follows the file's new name
-                    f.path = path
-                    self.store.update(f.key, {"path": path})
-                if f.rotated_at is not None:
-                    f.rotated_at = None  # moved back under a matching name
+            if f is None:
+                new.append((ident, m.path))
                 continue
-            self._open(path, ident, first_start=first_start)
+            if f.path != m.path:
+                with contextlib.suppress(KeyError):
+                    self._lag.remove(f.path)  # the gauge follows the file's new name
+                f.path = m.path
+                self.store.update(f.key, {"path": m.path})
+            if f.rotated_at is not None:
+                f.rotated_at = None  # moved back under a matching name
+            changed = (m.st.st_size, m.st.st_mtime_ns) != (f.size, f.mtime)
+            if f.fd < 0 and changed and self._room():
+                self._reopen(f)
+        self._waiting = set()
+        for ident, path in new:
+            if not self._room():
+                self._waiting.add(ident)
+                continue
+            self._open(path, ident, first_start=ident in self._first_seen)
+            self._first_seen.discard(ident)
         now = time.monotonic()
+        parked_gone: list[_File] = []
         for ident, f in self.files.items():
-            if ident not in found and f.rotated_at is None:
-                f.rotated_at = now
-                self._rotations.inc()
-                log.info("%s was rotated or deleted; reading it to its end.", f.path)
+            if ident in matches or f.rotated_at is not None or found.uncertain(f.path):
+                continue
+            if f.fd < 0:
+                parked_gone.append(f)
+                continue
+            f.rotated_at = now
+            self._rotations.inc()
+            log.info("%s was rotated or deleted; reading it to its end.", f.path)
+        if parked_gone:
+            self._find_parked(parked_gone, now)
+        if self._waiting:
+            self._errlog.log(
+                "waiting",
+                logging.INFO,
+                "%d files of %s wait for a descriptor: all %d it may hold (max_open_files) "
+                "have unread data; they are opened as those are read.",
+                len(self._waiting),
+                self.name,
+                self.max_open,
+            )
         if self._inotify is not None:
             dirs = {_static_dir(p) for p in self.patterns}
             dirs.update(os.path.dirname(f.path) for f in self.files.values())
             self._inotify.watch_dirs(dirs)
         self._watched.set(len(self.files))
+        self._open_gauge.set(self._open_count)
+
+    # -- descriptors -----------------------------------------------------------------------
+
+    def _room(self) -> bool:
+        """Whether a descriptor is free; parks the least recently grown idle file if not."""
+        if self._open_count < self.max_open:
+            return True
+        if self._victims is None:
+            idle = [f for f in self.files.values() if f.fd >= 0 and f.at_end]
+            idle.sort(key=lambda f: f.last_growth, reverse=True)  # pop() takes the oldest
+            self._victims = idle
+        while self._victims:
+            f = self._victims.pop()
+            if f.fd >= 0 and f.at_end and f.rotated_at is None and self._park(f):
+                return True
+        return False
+
+    def _park(self, f: _File) -> bool:
+        """Close idle ``f``, remembering its size and mtime; False if it grew meanwhile."""
+        try:
+            st = os.fstat(f.fd)
+        except OSError:
+            return False
+        if st.st_size != f.read_pos:
+            f.at_end = False  # it grew (or shrank) since the last read: read it first
+            return False
+        f.size, f.mtime = st.st_size, st.st_mtime_ns
+        with contextlib.suppress(OSError):
+            os.close(f.fd)
+        f.fd = -1
+        self._open_count -= 1
+        return True
+
+    def _reopen(self, f: _File) -> bool:
+        """Open parked ``f`` again at its path if the same (device, inode) is still there."""
+        try:
+            fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                self._error("open", f.path, exc)
+            return False
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return False
+        if (st.st_dev, st.st_ino) != f.ident or not self._finder.opened_inside(fd):
+            os.close(fd)  # replaced meanwhile; the next scan sees what is there now
+            return False
+        f.fd = fd
+        f.size = st.st_size
+        f.at_end = False
+        self._open_count += 1
+        return True
+
+    def _find_parked(self, gone: list[_File], now: float) -> None:
+        """Parked files no longer at a matching path: find them by inode (rotated) or release.
+
+        They were fully read when parked; one renamed away may have grown since, so it is
+        reopened at its new name and read to its end like any rotated file.
+        """
+        wanted = {f.ident: f for f in gone}
+        dirs = {_static_dir(p) for p in self.patterns}
+        dirs.update(os.path.dirname(f.path) for f in gone)
+        unsure = False
+        for d in dirs:
+            try:
+                with os.scandir(d) as it:
+                    entries = list(it)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                self._error("list", d, exc)
+                unsure = True
+                continue
+            for e in entries:
+                try:
+                    if not e.is_file(follow_symlinks=False):
+                        continue
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                f = wanted.pop((st.st_dev, st.st_ino), None)
+                if f is None:
+                    continue
+                old = f.path
+                f.path = e.path
+                self._room()  # a rotated file is reopened even over the budget
+                if not self._reopen(f):
+                    f.path = old  # tried again at the next scan
+                    continue
+                with contextlib.suppress(KeyError):
+                    self._lag.remove(old)
+                self.store.update(f.key, {"path": f.path})
+                f.rotated_at = now
+                self._rotations.inc()
+                log.info("%s was rotated to %s; reading it to its end.", old, f.path)
+        if unsure:
+            return  # the rest may be in a directory that could not be listed
+        for f in wanted.values():
+            f.rotated_at = now
+            self._rotations.inc()
+            log.info("%s was rotated or deleted; it was read to its end.", f.path)
 
     def _open(
         self,
@@ -299,12 +494,25 @@ class TailSource:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            log.warning("Cannot open %s (%s); will try again.", path, exc.strerror)
+            if exc.errno != errno.ENOENT:  # deleted since the scan: nothing to say
+                self._error("open", path, exc)
             return None
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != ident:
             os.close(fd)  # replaced between stat and open; the next scan sees the new one
             return None
+        if not self._finder.opened_inside(fd):
+            # A link swapped in between the scan's check and the open.
+            os.close(fd)
+            self._refused.inc()
+            self._errlog.warning(
+                ("refused", path),
+                "Not tailing %s: it now leads outside the glob's base directory; "
+                "set follow_symlinks (--follow-symlinks) to ship files outside it.",
+                path,
+            )
+            return None
+        self._open_count += 1
         key = f"{self._prefix}{st.st_dev}:{st.st_ino}"
         f = _File(fd, path, st.st_dev, st.st_ino, key)
         f.size = st.st_size
@@ -363,13 +571,19 @@ class TailSource:
         if not missing:
             return
         wanted: dict[tuple[int, int], str] = {}
-        for key in missing:
+        for key in list(missing):
             entry = self.store.get(key)
             try:
                 assert entry is not None
-                wanted[(int(entry["dev"]), int(entry["ino"]))] = key
+                ident = (int(entry["dev"]), int(entry["ino"]))
             except (KeyError, ValueError, TypeError):
                 self.store.drop(key)
+                continue
+            if ident in self._waiting:
+                missing.remove(key)  # matched, only waiting for a descriptor
+            else:
+                wanted[ident] = key
+        unsure = False
         dirs = {_static_dir(p) for p in self.patterns}
         for key in missing:
             entry = self.store.get(key)
@@ -377,8 +591,13 @@ class TailSource:
                 dirs.add(os.path.dirname(str(entry["path"])))
         for d in dirs:
             try:
-                entries = list(os.scandir(d))
-            except OSError:
+                with os.scandir(d) as it:
+                    entries = list(it)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                self._error("list", d, exc)
+                unsure = True
                 continue
             for e in entries:
                 try:
@@ -390,7 +609,10 @@ class TailSource:
                 ident = (st.st_dev, st.st_ino)
                 if ident in wanted and ident not in self.files:
                     log.info("Finishing %s (rotated while ship was stopped).", e.path)
+                    self._room()  # rotated files are opened even over the budget
                     self._open(e.path, ident, first_start=False, rotated=True)
+        if unsure:
+            return  # positions are kept until a start that can look everywhere
         for key in missing:
             if key not in {f.key for f in self.files.values()}:
                 entry = self.store.get(key) or {}
@@ -434,18 +656,21 @@ class TailSource:
     async def _check_files(self, emit: Emit) -> None:
         now = time.monotonic()
         for f in list(self.files.values()):
-            try:
-                st = os.fstat(f.fd)
-            except OSError:
-                continue
-            f.size = st.st_size
-            if st.st_size < f.read_pos or self._rewritten(f):
-                await self._truncated(f, emit)
-            elif f.fp_len < FP_BYTES and st.st_size > f.fp_len:
-                # Strengthen the identity check as the file grows; the id stays as it was.
-                self._take_fingerprint(f)
-                self.store.update(f.key, {"fp": f.fp, "fp_len": f.fp_len}, urgent=False)
-            self._lag.labels(f.path).set(max(0, st.st_size - f.tracker.committed))
+            # A parked file was fully read at its size when parked; the scan reopens it
+            # when that changes, so it is checked (and its size known) only while open.
+            if f.fd >= 0:
+                try:
+                    st = os.fstat(f.fd)
+                except OSError:
+                    continue
+                f.size = st.st_size
+                if st.st_size < f.read_pos or self._rewritten(f):
+                    await self._truncated(f, emit)
+                elif f.fp_len < FP_BYTES and st.st_size > f.fp_len:
+                    # Strengthen the identity check as the file grows; the id stays as it was.
+                    self._take_fingerprint(f)
+                    self.store.update(f.key, {"fp": f.fp, "fp_len": f.fp_len}, urgent=False)
+            self._lag.labels(f.path).set(max(0, f.size - f.tracker.committed))
             if (
                 f.joiner is not None
                 and f.joiner.pending_offset is not None
@@ -457,7 +682,7 @@ class TailSource:
                 f.rotated_at is not None
                 and now - f.last_growth >= self.rotate_wait
                 and now - f.rotated_at >= self.rotate_wait
-                and st.st_size <= f.read_pos
+                and f.size <= f.read_pos
             ):
                 await self._release(f, emit)
         still: list[tuple[str, AckTracker]] = []
@@ -513,11 +738,15 @@ class TailSource:
             await self._emit_pieces(f, emit, [(base, data, flags)], f.read_pos)
         await self._flush_joiner(f, emit)
         del self.files[f.ident]
-        with contextlib.suppress(OSError):
-            os.close(f.fd)
+        if f.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+            f.fd = -1
+            self._open_count -= 1
         with contextlib.suppress(KeyError):
             self._lag.remove(f.path)
         self._watched.set(len(self.files))
+        self._open_gauge.set(self._open_count)
         log.info("Finished %s at offset %d; released.", f.path, f.read_pos)
         if f.tracker.idle:
             self.store.drop(f.key)
@@ -528,12 +757,15 @@ class TailSource:
 
     async def _read_once(self, f: _File, emit: Emit) -> bool:
         """Read one chunk of ``f`` and emit its complete lines; False at end of file."""
+        if f.fd < 0:
+            return False  # parked: fully read; the scan reopens it when it changes
         try:
             data = os.pread(f.fd, self.read_bytes, f.read_pos)
         except OSError as exc:
-            log.warning("Reading %s failed (%s); will retry.", f.path, exc.strerror)
+            self._error("read", f.path, exc)
             return False
         if not data:
+            f.at_end = True
             # At the end: a size below our position means copytruncate. Checked here, not
             # only on the poll interval, so a refilled file is caught before it regrows.
             try:
@@ -544,6 +776,7 @@ class TailSource:
                 pass
             return False
         n = len(data)
+        f.at_end = False
         f.read_pos += n
         f.last_growth = time.monotonic()
         self._bytes.inc(n)
@@ -703,10 +936,13 @@ def record_builder(static: dict[str, Any]) -> Builder:
     return builder
 
 
-def _is_regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
+def open_budget(cfg: Any) -> int:
+    """Descriptors one file input may hold: ``max_open_files`` (or half the open-file limit)
+    shared evenly by the file inputs."""
+    total = int(cfg.max_open_files) or max(16, open_files_limit() // 2)
+    inputs = [i if isinstance(i, str) else i.url for i in cfg.inputs]
+    files = sum(1 for url in inputs if url.lower().startswith("file:")) or 1
+    return max(4, total // files)
 
 
 def _static_dir(pattern: str) -> str:

@@ -1,0 +1,183 @@
+"""Finding the files of a ``file://`` glob, telling "not there" apart from "could not look".
+
+``glob.glob`` drops a directory it cannot list (too many open files, no permission) as if it
+were empty; the tail source would then take every file in it for rotated or deleted and read
+them all again. This walker expands the same patterns (``*``, ``?``, ``[...]`` per path
+component, hidden names only for patterns that start with a dot) but reports each listing
+or ``stat`` that failed for a reason other than "no such file", so the caller keeps what it
+knew about the files below that directory until a later scan can see them.
+
+Symlinks: the glob's *base directory* is the deepest directory of the pattern without
+wildcards (``/var/log/app`` for ``/var/log/app/*/x.log``). A match whose real path
+(``os.path.realpath``: the file itself or a directory below the base being a symlink) lies
+outside the base is refused unless ``follow_symlinks`` is set: otherwise anyone who can write
+the log volume could make the shipper send any file it can read (``evil.log ->
+/etc/passwd``). A verdict is kept per (path, device, inode), so a refused link is reported
+once and an accepted file costs no ``realpath`` on later scans. ``opened_inside`` checks the
+path of an opened descriptor (``/proc/self/fd``), so a link swapped between the check and the
+``open`` is caught too.
+
+Left out: hard links (a hard link is the file itself; the kernel's ``protected_hardlinks``
+and a separate log volume keep them from pointing at files of others) and ``**`` as a
+recursive wildcard (it matches one component, as in ``glob.glob`` without ``recursive``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import glob
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Ident = tuple[int, int]
+
+# Errors that mean the entry is really not there (or is not a directory to list).
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
+@dataclass(slots=True)
+class Match:
+    path: str
+    st: os.stat_result
+
+
+@dataclass(slots=True)
+class Discovery:
+    """One scan: the regular files found, what could not be looked at, what was refused."""
+
+    files: dict[Ident, Match] = field(default_factory=dict)
+    # (operation, path, error) for each listing or stat that failed for a reason other than
+    # absence; files at or below these paths are unknown in this scan, not gone.
+    errors: list[tuple[str, str, OSError]] = field(default_factory=list)
+    # (path, real path, base directory) of symlinks refused for the first time.
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+    _unsure_dirs: list[str] = field(default_factory=list)
+    _unsure_paths: set[str] = field(default_factory=set)
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors
+
+    def uncertain(self, path: str) -> bool:
+        """Whether this scan could not tell if ``path`` is still there."""
+        if path in self._unsure_paths:
+            return True
+        return any(path.startswith(d) for d in self._unsure_dirs)
+
+    def _failed(self, op: str, path: str, exc: OSError, *, directory: bool) -> None:
+        self.errors.append((op, path, exc))
+        if directory:
+            self._unsure_dirs.append(path.rstrip("/") + "/")
+        else:
+            self._unsure_paths.add(path)
+
+
+def split_pattern(pattern: str) -> tuple[str, list[str]]:
+    """``/var/log/*/a.log`` -> ``("/var/log", ["*", "a.log"])``: base directory, the rest.
+
+    The last component never belongs to the base, even without wildcards (it is the file).
+    """
+    parts = Path(pattern).parts
+    static: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        static.append(part)
+    base = os.path.join(*static) if static else "."
+    return base, list(parts[len(static) :])
+
+
+def is_inside(real: str, base_real: str) -> bool:
+    return base_real == "/" or real == base_real or real.startswith(base_real + "/")
+
+
+class Finder:
+    """Expands the patterns of one input; keeps symlink verdicts from scan to scan."""
+
+    def __init__(self, patterns: list[str], *, follow_symlinks: bool) -> None:
+        self.follow_symlinks = follow_symlinks
+        self._patterns: list[tuple[str, str, list[str]]] = []
+        for pattern in patterns:
+            base, rest = split_pattern(pattern)
+            self._patterns.append((base, os.path.realpath(base), rest))
+        # (path, dev, ino) -> accepted? ; only for matches seen in the latest complete scan.
+        self._verdicts: dict[tuple[str, int, int], bool] = {}
+
+    @property
+    def bases(self) -> list[str]:
+        """The base directory of each pattern (as written, not resolved)."""
+        return [b for b, _r, _p in self._patterns]
+
+    def scan(self) -> Discovery:
+        out = Discovery()
+        seen: set[tuple[str, int, int]] = set()
+        for base, base_real, rest in self._patterns:
+            for path in self._expand(base, rest, 0, out):
+                try:
+                    st = os.stat(path)
+                except OSError as exc:
+                    if exc.errno not in _ABSENT:
+                        out._failed("stat", path, exc, directory=False)
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if ident in out.files:
+                    continue
+                if not self.follow_symlinks:
+                    key = (path, st.st_dev, st.st_ino)
+                    seen.add(key)
+                    verdict = self._verdicts.get(key)
+                    if verdict is None:
+                        real = os.path.realpath(path)
+                        verdict = is_inside(real, base_real)
+                        self._verdicts[key] = verdict
+                        if not verdict:
+                            out.refused.append((path, real, base))
+                    if not verdict:
+                        continue
+                out.files[ident] = Match(path, st)
+        if out.complete:
+            # Forget verdicts of paths that are gone, so the table does not grow without
+            # bound and a link made again later is reported again.
+            for key in [k for k in self._verdicts if k not in seen]:
+                del self._verdicts[key]
+        return out
+
+    def opened_inside(self, fd: int) -> bool:
+        """Whether the file open at ``fd`` lies inside a base directory (always if following)."""
+        if self.follow_symlinks:
+            return True
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return True  # no /proc: the realpath check of the scan stands alone
+        real = real.removesuffix(" (deleted)")
+        return any(is_inside(real, base_real) for _b, base_real, _p in self._patterns)
+
+    def _expand(self, directory: str, rest: list[str], i: int, out: Discovery) -> list[str]:
+        comp = rest[i]
+        last = i == len(rest) - 1
+        if not glob.has_magic(comp):
+            path = os.path.join(directory, comp)
+            return [path] if last else self._expand(path, rest, i + 1, out)
+        try:
+            with os.scandir(directory) as it:
+                names = [e.name for e in it]
+        except OSError as exc:
+            if exc.errno not in _ABSENT:
+                out._failed("list", directory, exc, directory=True)
+            return []
+        if not comp.startswith("."):
+            names = [n for n in names if not n.startswith(".")]
+        names = sorted(fnmatch.filter(names, comp))
+        paths = [os.path.join(directory, n) for n in names]
+        if last:
+            return paths
+        found: list[str] = []
+        for p in paths:
+            found.extend(self._expand(p, rest, i + 1, out))
+        return found
