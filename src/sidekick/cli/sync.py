@@ -60,6 +60,7 @@ FIELDS = {
     "ssh_known_hosts": "ssh_known_hosts",
     "cookie_file": "cookie_file",
     "trigger_secret_file": "trigger_secret_file",
+    "trigger_min_interval": "trigger_min_interval",
     "exechook_command": "exechook_command",
     "exechook_timeout": "exechook_timeout",
     "exechook_backoff": "exechook_backoff",
@@ -75,6 +76,7 @@ DURATIONS = {
     "stale_worktree_timeout",
     "backoff_initial",
     "backoff_max",
+    "trigger_min_interval",
     "exechook_timeout",
     "exechook_backoff",
     "webhook_timeout",
@@ -199,6 +201,11 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
     "--trigger-secret-file",
     env_name="TRIGGER_SECRET_FILE",
     help="Shared secret POST /sync must carry (GitHub HMAC signature, GitLab token or bearer token).",
+)
+@_opt(
+    "--trigger-min-interval",
+    env_name="TRIGGER_MIN_INTERVAL",
+    help="Least time between two syncs asked for by POST /sync or SIGHUP; triggers in between join the pending sync. [default: 1s]",
 )
 @_opt(
     "--exechook-command",

@@ -6,7 +6,10 @@ leaves out flag parsing (``sidekick.cli.sync``) and the sync logic itself (``syn
 
 ``POST /sync`` may require a shared secret (``--trigger-secret-file``): GitHub's
 ``X-Hub-Signature-256`` (HMAC-SHA256 of the body), GitLab's ``X-Gitlab-Token`` or
-``Authorization: Bearer <secret>`` are accepted; anything else gets 401.
+``Authorization: Bearer <secret>`` are accepted; anything else gets 401. Refused requests
+are counted and logged once a minute with a count, so a flood of them cannot flood the log;
+an empty secret file is refused at start (and answered 503 if it becomes empty later), since
+an empty secret would let anyone sign.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from aiohttp import web
 from sidekick.core.addr import HostPort
 from sidekick.core.admin import AdminServer
 from sidekick.core.errors import ConfigError
+from sidekick.core.ratelog import RateLimitedLog
 from sidekick.core.runtime import Shutdown, TaskOwner, run
 from sidekick.sync.config import SyncConfig
 from sidekick.sync.git import Git, Redactor
@@ -36,6 +40,8 @@ from sidekick.sync.publish import WORKTREES
 from sidekick.sync.syncer import Syncer, default_link, owned_names
 
 log = logging.getLogger("sidekick.sync")
+
+REFUSED_LOG_INTERVAL = 60.0  # seconds between two log lines about refused POST /sync
 
 
 def build_git(cfg: SyncConfig, env: Mapping[str, str], redact: Redactor) -> Git:
@@ -171,6 +177,23 @@ def preflight(cfg: SyncConfig) -> None:
     for flag, path in files:
         if path is not None and not os.access(path, os.R_OK):
             raise ConfigError(f"{flag} {path!r} does not exist or cannot be read; check the path")
+    if cfg.trigger_secret_file is not None:
+        try:
+            secret = _read_secret(cfg.trigger_secret_file)
+        except OSError as exc:
+            raise ConfigError(
+                f"--trigger-secret-file {cfg.trigger_secret_file!r} cannot be read "
+                f"({exc.strerror}); check the path"
+            ) from None
+        if not secret:
+            raise ConfigError(
+                f"--trigger-secret-file {cfg.trigger_secret_file!r} is empty; put the shared "
+                "secret in it, or leave the flag out to accept every POST /sync"
+            )
+    if cfg.trigger_min_interval < 0:
+        raise ConfigError(
+            f"--trigger-min-interval {cfg.trigger_min_interval:g}s is negative; use 0 or more"
+        )
     if cfg.exechook_command is not None:
         try:
             argv = shlex.split(cfg.exechook_command)
@@ -235,25 +258,39 @@ class SyncApp:
             admin_addr, self.metrics.registry, healthy=self.owner.alive, ready=self.syncer.ready
         )
         self.admin.add_route("POST", "/sync", self._post_sync)
+        self._trigger_log = RateLimitedLog(log, REFUSED_LOG_INTERVAL)
 
     def on_hup(self) -> None:
         log.info("Received SIGHUP, syncing now.")
         self.syncer.trigger("signal")
 
     async def _post_sync(self, request: web.Request) -> web.Response:
+        self._trigger_log.flush()
         body = await request.read()
         if self.cfg.trigger_secret_file is not None:
             # Read per request so a rotated secret takes effect without a restart.
             try:
                 secret = await asyncio.to_thread(_read_secret, self.cfg.trigger_secret_file)
             except OSError as exc:
-                log.error(
-                    "--trigger-secret-file cannot be read (%s); refusing POST /sync.", exc.strerror
+                problem = f"cannot be read ({exc.strerror})"
+                secret = b""
+            else:
+                problem = "is empty"
+            if not secret:
+                self.metrics.triggers.labels("refused").inc()
+                self._trigger_log.error(
+                    "unavailable",
+                    "--trigger-secret-file %s; refusing POST /sync until it holds the secret.",
+                    problem,
                 )
                 return web.Response(status=503, text="trigger secret unavailable\n")
             if not verify_trigger(secret, request.headers, body):
-                log.warning("Refused POST /sync from %s: bad or missing signature.", request.remote)
                 self.metrics.triggers.labels("refused").inc()
+                self._trigger_log.warning(
+                    "refused",
+                    "Refused POST /sync from %s: bad or missing signature.",
+                    request.remote,
+                )
                 return web.Response(status=401, text="bad or missing signature\n")
         self.syncer.trigger("http")
         return web.json_response({"status": "sync requested"}, status=202)
@@ -318,6 +355,8 @@ class SyncApp:
         finally:
             await self.owner.cancel_all(5.0)
             await self.admin.aclose()
+            for key in ("refused", "unavailable"):
+                self._trigger_log.forget(key)  # logs the count still held back, if any
             if self.session is not None:
                 await self.session.close()
             self.syncer.aclose()

@@ -70,6 +70,9 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # POST /sync.
     trigger_secret_file: str | None = None
     """Shared secret for POST /sync; unset accepts every request."""
+    trigger_min_interval: float = 1.0
+    """Least seconds between the starts of two syncs asked for by POST /sync or SIGHUP;
+    triggers inside it join the one pending sync. 0 syncs at once on every trigger."""
     # Hooks after each publish.
     exechook_command: str | None = None
     """Command (split like a shell would, but run without one) run in the new worktree."""

@@ -9,8 +9,11 @@ broken on the way (a missing link, a damaged worktree) is repaired, logged once 
 while the last good revision stays published.
 
 Triggers (the period, ``POST /sync``, SIGHUP) only set an event, so any number of them
-during a sync coalesce into one more sync. After a failure the next attempt waits a jittered
-back-off that grows from ``backoff_initial`` to ``backoff_max`` instead of the period.
+during a sync coalesce into one more sync. A sync asked for by ``POST /sync`` or SIGHUP starts
+no sooner than ``trigger_min_interval`` after the previous one started, so a flood of requests
+costs at most one sync per interval: one sync runs, one is pending, the rest join it. After a
+failure the next attempt waits a jittered back-off that grows from ``backoff_initial`` to
+``backoff_max`` instead of the period.
 
 It leaves out HTTP and process wiring (``app``) and the on-disk layout (``publish``).
 """
@@ -18,6 +21,7 @@ It leaves out HTTP and process wiring (``app``) and the on-disk layout (``publis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -122,8 +126,10 @@ class Syncer:
 
     async def run(self, shutdown: Shutdown) -> int:
         """Sync until shutdown; return an exit code for ``--one-time`` and ``--max-failures``."""
+        loop = asyncio.get_running_loop()
         while not shutdown.is_requested:
             self._wake.clear()
+            started = loop.time()
             try:
                 await self.sync_once()
             except Exception:
@@ -146,7 +152,16 @@ class Syncer:
                 delay = self.cfg.period
             if not await self._sleep(delay, shutdown):
                 self.metrics.triggers.labels("period").inc()
+            elif not shutdown.is_requested:
+                # Woken by a trigger: later triggers join this one until the interval ends.
+                hold = started + self.cfg.trigger_min_interval - loop.time()
+                if hold > 0:
+                    await self._sleep_until_shutdown(hold, shutdown)
         return 0
+
+    async def _sleep_until_shutdown(self, delay: float, shutdown: Shutdown) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(shutdown.requested.wait(), delay)
 
     async def _sleep(self, delay: float, shutdown: Shutdown) -> bool:
         """Wait ``delay`` seconds; True if woken early by a trigger or shutdown."""
