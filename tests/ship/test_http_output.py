@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,11 @@ class Server:
         self.records: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.runner: web.AppRunner | None = None
+        # What answers POST /ingest; a test may put a checking handler in front of handle.
+        self.handler: Callable[[web.Request], Awaitable[web.Response]] = self.handle
+
+    async def dispatch(self, request: web.Request) -> web.Response:
+        return await self.handler(request)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -37,7 +45,7 @@ class Server:
 
     async def __aenter__(self) -> Server:
         app = web.Application()
-        app.router.add_post("/ingest", self.handle)
+        app.router.add_post("/ingest", self.dispatch)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
@@ -253,3 +261,80 @@ async def test_checkpoint_waits_for_the_slowest_of_two_outputs(tmp_path: Path) -
             assert await asyncio.to_thread(sh.terminate) == 0
         finally:
             sh.stop_quietly()
+
+
+async def test_401_after_a_token_rotation_is_retried_until_the_new_token_is_mounted(
+    tmp_path: Path,
+) -> None:
+    async with Server() as server:
+        token = tmp_path / "token"
+        token.write_text("old-token\n")
+
+        async def check_token(request: web.Request) -> web.Response:
+            if request.headers.get("Authorization") != "Bearer new-token":
+                server.headers.append(dict(request.headers))
+                return web.Response(status=401, text="invalid token")
+            return await server.handle(request)
+
+        server.handler = check_token
+        config = tmp_path / "ship.yaml"
+        config.write_text(
+            "ship:\n"
+            "  retry: {initial: 50ms, max: 500ms}\n"
+            "  outputs:\n"
+            f"    - url: {server.url}\n"
+            f"      options: {{bearer_token_file: {token}}}\n"
+        )
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        lines = [f"line {i}" for i in range(500)]
+        (logs / "a.log").write_text("".join(line + "\n" for line in lines))
+        sh = ShipperProcess(
+            ["--config", str(config), "--input", f"file://{logs}/*.log",
+             "--state-dir", str(tmp_path / "state")],
+            tmp_path / "shipper.log",
+        ).start()  # fmt: skip
+        dead = tmp_path / "state" / DEAD_LETTER_FILE
+        try:
+            await until(lambda: len(server.headers) >= 3, timeout=30)
+            assert server.records == []
+            assert not dead.exists()
+            replacement = tmp_path / "token.new"
+            replacement.write_text("new-token\n")
+            replacement.rename(token)
+            await until(lambda: len(server.records) == len(lines), timeout=30)
+            assert await asyncio.to_thread(sh.terminate) == 0
+        finally:
+            sh.stop_quietly()
+    assert [r["message"] for r in server.records] == lines
+    assert not dead.exists()
+    log = sh.log_path.read_text()
+    assert "HTTP 401 (invalid token); check the output's credentials" in log
+    assert "credentials changed on disk" in log
+    assert "old-token" not in log and "new-token" not in log
+
+
+async def test_retry_after_date_delays_the_next_attempt(tmp_path: Path) -> None:
+    async with Server() as server:
+        attempts: list[float] = []
+
+        async def maintenance_first(request: web.Request) -> web.Response:
+            attempts.append(time.monotonic())
+            if len(attempts) == 1:
+                when = email.utils.formatdate(time.time() + 3, usegmt=True)
+                return web.Response(status=503, headers={"Retry-After": when})
+            return await server.handle(request)
+
+        server.handler = maintenance_first
+        config = tmp_path / "ship.yaml"
+        config.write_text("ship:\n  retry: {initial: 20ms, max: 30s}\n")
+        sh = shipper_for(tmp_path, server.url, "--config", str(config))
+        (tmp_path / "logs" / "a.log").write_text("after maintenance\n")
+        sh.start()
+        try:
+            await until(lambda: len(server.records) == 1, timeout=30)
+            assert await asyncio.to_thread(sh.terminate) == 0
+        finally:
+            sh.stop_quietly()
+    # The date is rounded down to a whole second: at least 2 s of the 3 s remain.
+    assert attempts[1] - attempts[0] >= 1.9

@@ -1,114 +1,128 @@
-"""``http://host:port/path`` / ``https://...``: POST NDJSON batches to an HTTP endpoint.
+"""``http://host:port/path`` / ``https://...``: POST NDJSON batches to any HTTP endpoint.
 
-One ``aiohttp.ClientSession`` per output reuses keep-alive connections. Each batch is one
-``POST`` with ``Content-Type: application/x-ndjson`` (gzip-compressed with the option
-``gzip: true``). Outcomes: 2xx delivered; 429, 5xx, timeouts and connection errors are
-``TemporaryError`` (the pipeline retries with back-off, honouring ``Retry-After``); any
-other status is a ``PermanentError`` for the batch, which then goes to the dead-letter file.
+Built on the shared HTTP plumbing of the aggregator outputs (``_http``), so it follows the same
+rules as they do: one pooled session per output, TLS verified against ``ca_file`` or the
+system CAs, credentials read from files and read again when the file changes or the server
+refuses them, ``Retry-After`` honoured in seconds or as an HTTP date, redirects not followed.
 
-Two requests may be in flight at once (``concurrency``); checkpoints still advance in
-order. Options (config file ``outputs: [{url, options}]``): ``gzip`` (bool), ``timeout`` (seconds
-per request, default 30), ``headers`` (mapping added to each request).
+Each batch is one ``POST`` of NDJSON (``Content-Type: application/x-ndjson``, gzip-compressed
+with ``gzip: true``) to the URL exactly as written, query included. Outcomes:
+
+- 2xx: delivered (the body is not read: a generic endpoint defines no answer to check);
+- 408, 429, 5xx, timeouts and connection errors: retried with back-off;
+- 401, 403, 404, 405, 407 and 3xx: retried and logged as an error, as by every HTTP output: a
+  rotated token or a wrong path is fixed by the operator, not by dead-lettering every record;
+- 413: the batch is sent in halves (a single record still too large is rejected);
+- any other 4xx: the endpoint refuses the records; the batch goes to the dead-letter file.
+
+Two requests may be in flight at once (``concurrency``); checkpoints still advance in order.
+Options come from the output's ``options`` in the config file (the URL's query belongs to the
+endpoint): ``gzip``, ``timeout``, ``headers``, ``ca_file``, ``username`` + ``password_file``,
+``bearer_token_file``. A password in the URL is refused; the URL is shown (output name,
+metric labels, messages) with secret-looking query values masked.
+
+Left out: response bodies (a 2xx is trusted), methods other than POST, other encodings.
 """
 
 from __future__ import annotations
 
-import gzip
-from typing import Any
-
-import aiohttp
-from yarl import URL
+import msgspec
 
 from sidekick.core.durations import parse_duration
-from sidekick.core.errors import ConfigError, PermanentError, TemporaryError
+from sidekick.core.errors import ConfigError, PermanentError
+from sidekick.core.redact import redact_url
 from sidekick.ship.records import DELIVERED, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._encode import encode_ndjson
+from sidekick.ship.sinks._http import (
+    Credentials,
+    HttpClient,
+    PushSink,
+    load_options,
+    parse_target,
+    raise_for_common_status,
+    rate_log,
+    tls_context,
+)
+
+RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 
 
-def retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: fall back to our own back-off
+class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of an ``http:`` output (config file ``outputs: [{url, options}]``)."""
+
+    gzip: bool = False  # compress request bodies (level 1)
+    timeout: str | float = 30.0  # per request, a duration like 30s
+    headers: dict[str, str | int | float | bool] | None = None  # added to every request
+    ca_file: str | None = None  # PEM bundle to verify the server's certificate (https only)
+    username: str | None = None  # HTTP basic auth user (the password comes from password_file)
+    password_file: str | None = None
+    bearer_token_file: str | None = None  # sent as "Authorization: Bearer <file content>"
 
 
-class HttpSink:
-    def __init__(
-        self,
-        url: str,
-        *,
-        compress: bool = False,
-        timeout: float = 30.0,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.url = url
-        self.name = url
+class HttpSink(PushSink):
+    """Sends each batch as one NDJSON ``POST``; see the module docstring for the outcomes."""
+
+    def __init__(self, spec: OutputSpec) -> None:
+        scheme = spec.scheme
+        target = parse_target(
+            spec.url, default_port=443 if scheme == "https" else 80, query_options=False
+        )
+        opts = load_options(Options, target, spec.options)
+        self.name = target.url
+        self.url = spec.url
         # Batches in flight at once: the server handles one while the next is encoded.
         self.concurrency = 2
-        self.compress = compress
-        self.timeout = timeout
-        self.headers = {"Content-Type": "application/x-ndjson", **(headers or {})}
-        if compress:
-            self.headers["Content-Encoding"] = "gzip"
-        self._session: aiohttp.ClientSession | None = None
+        headers = {"Content-Type": "application/x-ndjson"}
+        headers.update({str(k): str(v) for k, v in (opts.headers or {}).items()})
+        if opts.gzip:
+            headers["Content-Encoding"] = "gzip"
+        self._gzip = opts.gzip
+        self._headers = headers
+        credentials = Credentials(
+            target,
+            username=opts.username or target.username,
+            password_file=opts.password_file,
+            bearer_token_file=opts.bearer_token_file,
+        )
+        timeout = parse_duration(opts.timeout, name=f"output {target.url!r}: option 'timeout'")
+        self._client = HttpClient(
+            self.name,
+            ssl_context=tls_context(target, opts.ca_file),
+            timeout=timeout,
+            credentials=credentials,
+        )
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(limit=4),
+    def counters(self) -> dict[str, int]:
+        return {}  # a 2xx is not checked here, so there are no bad responses to count
+
+    def encode(self, records: list[Record]) -> bytes:
+        return encode_ndjson(records)
+
+    async def _send_once(self, records: list[Record]) -> SendResult | None:
+        resp = await self.post_batch(records)
+        status = resp.status
+        if 200 <= status < 300:
+            return DELIVERED
+        if status == 413:
+            rate_log.warning(
+                (self.name, 413),
+                "%s: HTTP 413 for a batch of %d records (%d bytes); sending it in halves. "
+                "Lower batch.max_bytes to avoid this.",
+                self.name,
+                len(records),
+                resp.request_bytes,
             )
-        return self._session
-
-    async def send(self, records: list[Record]) -> SendResult:
-        body = encode_ndjson(records)
-        if self.compress:
-            body = gzip.compress(body, compresslevel=1)
-        session = self._get_session()
-        try:
-            async with session.post(self.url, data=body, headers=self.headers) as resp:
-                status = resp.status
-                if 200 <= status < 300:
-                    await resp.read()
-                    return DELIVERED
-                text = (await resp.text(errors="replace"))[:200].strip()
-                reason = f"HTTP {status}" + (f": {text}" if text else "")
-                if status == 429 or status >= 500:
-                    raise TemporaryError(
-                        reason, retry_after=retry_after(resp.headers.get("Retry-After"))
-                    )
-                raise PermanentError(reason)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TemporaryError(f"{type(exc).__name__}: {exc}") from None
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+            return None
+        raise_for_common_status(self.name, resp, retry_statuses=RETRY_STATUSES)
+        text = resp.text(200)
+        raise PermanentError(f"HTTP {status}" + (f": {text}" if text else ""))
 
 
 def create(spec: OutputSpec) -> HttpSink:
-    url = spec.url
-    if not URL(url).host:
+    if spec.url.partition(":")[2][:2] != "//":
         raise ConfigError(
-            f"--output {url!r} names no host; write it like http://127.0.0.1:9000/ingest"
+            f"--output {redact_url(spec.url)!r} is not an http URL; "
+            "write it like http://127.0.0.1:9000/ingest"
         )
-    opts: dict[str, Any] = dict(spec.options)
-    unknown = set(opts) - {"gzip", "timeout", "headers"}
-    if unknown:
-        raise ConfigError(
-            f"--output {url!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-            "http outputs take gzip, timeout and headers"
-        )
-    headers = opts.get("headers") or {}
-    if not isinstance(headers, dict):
-        raise ConfigError(f"--output {url!r}: option headers must be a mapping of names to values")
-    return HttpSink(
-        url,
-        compress=bool(opts.get("gzip", False)),
-        timeout=parse_duration(opts.get("timeout", 30.0), name=f"{url} option timeout"),
-        headers={str(k): str(v) for k, v in headers.items()},
-    )
+    return HttpSink(spec)

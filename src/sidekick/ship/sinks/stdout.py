@@ -6,7 +6,8 @@ One ``write`` per batch on the raw file descriptor (no Python text layer). A wri
 
 from __future__ import annotations
 
-from sidekick.core.errors import TemporaryError
+from sidekick.core.errors import ConfigError, TemporaryError
+from sidekick.core.redact import redact_url
 from sidekick.ship.files import write_all
 from sidekick.ship.records import DELIVERED, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
@@ -32,4 +33,14 @@ class StdoutSink:
 
 
 def create(spec: OutputSpec) -> StdoutSink:
+    shown = redact_url(spec.url)
+    if spec.url.partition(":")[2] not in ("", "//"):
+        raise ConfigError(
+            f"--output {shown!r}: stdout: takes no path or options; write --output stdout:"
+        )
+    if spec.options:
+        names = ", ".join(sorted(map(str, spec.options)))
+        raise ConfigError(
+            f"output {shown!r}: unknown option(s) {names}; stdout: takes no options, remove them"
+        )
     return StdoutSink()
