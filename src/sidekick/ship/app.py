@@ -32,6 +32,7 @@ from sidekick.core.addr import HostPort
 from sidekick.core.admin import AdminServer
 from sidekick.core.durations import format_duration
 from sidekick.core.errors import ConfigError
+from sidekick.core.redact import redact_url
 from sidekick.core.runtime import Shutdown, TaskOwner
 from sidekick.ship.checkpoints import CheckpointStore, prepare_state_dir
 from sidekick.ship.config import ShipConfig, seconds, size
@@ -77,7 +78,7 @@ def prepare(cfg: ShipConfig) -> Prepared:
         spec = resolve_input(entry, cfg)
         if any(i.url == spec.url for i in inputs):
             raise ConfigError(
-                f"--input {spec.url!r} is given twice; give each input once "
+                f"--input {redact_url(spec.url)!r} is given twice; give each input once "
                 "(with one set of options)"
             )
         inputs.append(spec)
@@ -91,7 +92,9 @@ def prepare(cfg: ShipConfig) -> Prepared:
     for out in cfg.output_configs:
         sink = create_sink(OutputSpec(out.url, dict(out.options)))
         if sink.name in names:
-            raise ConfigError(f"--output {out.url!r} is given twice; give each output once")
+            raise ConfigError(
+                f"--output {redact_url(out.url)!r} is given twice; give each output once"
+            )
         names.append(sink.name)
         sinks.append(sink)
     return Prepared(state_dir=state_dir, sinks=sinks, inputs=inputs, outputs=names)
@@ -258,7 +261,7 @@ async def _drain(
 
 
 def _described(spec: InputSpec) -> str:
-    out = f"{spec.url} ({spec.parser_spec}"
+    out = f"{redact_url(spec.url)} ({spec.parser_spec}"
     if spec.multiline_start is not None:
         out += f", multi-line start {spec.multiline_start!r}"
     return out + ")"
