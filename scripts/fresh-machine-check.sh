@@ -14,7 +14,8 @@
 #
 # Every run starts from a clean root, so it can be repeated. The root shares this machine's
 # network (apt and pip reach their registries through it, with this machine's apt sources, apt
-# proxy, pip configuration and PIP_* / *_proxy variables copied in) and kernel; its commands run
+# proxy, extra certificate authorities, pip configuration and PIP_* / *_proxy variables copied
+# in) and kernel; its commands run
 # in their own PID and mount namespaces, so nothing they start outlives them and the mounts that
 # podman makes stay private. Services are kept from starting when packages are installed
 # (policy-rc.d), as in any chroot: they would run against this machine's /dev and ports.
@@ -75,11 +76,11 @@ find_mirror() {
   cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
     awk -v suite="$suite" '$1 == "deb" { sub(/\[[^]]*\] */, ""); if ($3 == suite) print $2 }'
 }
-mirror=$(find_mirror | head -n1)
+mirror=$(find_mirror | head -n1 || true)
 mirror=${mirror:-http://deb.debian.org/debian}
 
 # An apt proxy of this machine is used by debootstrap (through http_proxy) and copied in.
-apt_proxy=$(apt-config dump | awk -F'"' '/^Acquire::http::Proxy /{ print $2; exit }')
+apt_proxy=$(apt-config dump | awk -F'"' '/^Acquire::http::Proxy /{ print $2 }' | head -n1 || true)
 if [ -n "$apt_proxy" ] && [ -z "${http_proxy:-}" ]; then
   export http_proxy=$apt_proxy
 fi
@@ -123,6 +124,15 @@ if [ -n "$apt_proxy" ]; then
 fi
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 cp /etc/hosts "$root/etc/hosts"
+# Certificate authorities this machine trusts beyond Debian's set (a TLS-inspecting proxy's, for
+# one); the root's ca-certificates, once installed, adds them to its bundle, which pip uses.
+mkdir -p "$root/usr/local/share/ca-certificates"
+for f in /usr/local/share/ca-certificates/*.crt /etc/ssl/certs/*.pem; do
+  if [ -f "$f" ] && [ ! -L "$f" ]; then
+    name=${f##*/}
+    cp "$f" "$root/usr/local/share/ca-certificates/${name%.*}.crt"
+  fi
+done
 if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$root/etc/pip.conf"; fi
 if [ -d /etc/xdg/pip ]; then mkdir -p "$root/etc/xdg" && cp -r /etc/xdg/pip "$root/etc/xdg/"; fi
 if [ -d "$HOME/.config/pip" ]; then
