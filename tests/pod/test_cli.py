@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,86 @@ def test_help_texts_name_arguments_exit_codes_and_defaults(tmp_path: Path) -> No
     assert "--tail N" in logs
     down = sidekick(tmp_path, "down", "--help").stdout
     assert "--timeout DURATION" in down
+
+
+BOMB_LEVELS = 9  # 9**10 "lol"s once expanded
+
+
+def alias_bomb() -> str:
+    labels = ['    l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for n in range(1, BOMB_LEVELS + 1):
+        labels.append(f"    l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]")
+    return QUICK.replace(
+        "metadata: {name: quick}\n", "metadata:\n  name: quick\n  labels:\n"
+    ).replace("spec:", "\n".join(labels) + "\nspec:")
+
+
+def limit_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+def test_yaml_alias_bomb_is_refused_quickly_under_a_memory_limit(tmp_path: Path) -> None:
+    (tmp_path / "bomb.yaml").write_text(alias_bomb())
+    started = time.monotonic()
+    result = subprocess.run(
+        [*SIDEKICK, "up", "bomb.yaml", "--run-dir", "run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        preexec_fn=limit_memory,
+    )
+    took = time.monotonic() - started
+    line = one_error(result)
+    assert line == (
+        "sidekick: error: manifest 'bomb.yaml': document 1 has more than 1000000 values once "
+        "its YAML aliases (*name) are expanded; write it out with fewer aliases"
+    )
+    assert took < 30, took
+
+
+def test_manifest_over_the_size_limit_is_refused_from_a_file_and_from_stdin(
+    tmp_path: Path,
+) -> None:
+    big = QUICK + "#" + "x" * (8 * 1024 * 1024) + "\n"
+    (tmp_path / "big.yaml").write_text(big)
+    line = one_error(sidekick(tmp_path, "up", "big.yaml", "--run-dir", "run"))
+    assert line.endswith("manifest 'big.yaml' is larger than 8 MiB; split it into smaller files")
+    result = subprocess.run(
+        [*SIDEKICK, "up", "-", "--run-dir", "run"],
+        input=big,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert one_error(result).endswith(
+        "manifest '-' is larger than 8 MiB; split it into smaller files"
+    )
+
+
+def test_manifest_with_a_few_anchors_and_aliases_runs(tmp_path: Path) -> None:
+    (tmp_path / "pod.yaml").write_text(
+        "apiVersion: v1\n"
+        "kind: Pod\n"
+        "metadata: {name: anchors}\n"
+        "spec:\n"
+        "  restartPolicy: Never\n"
+        "  containers:\n"
+        "  - &base\n"
+        "    name: first\n"
+        '    command: ["sh", "-c", "echo $GREETING"]\n'
+        "    env: &env\n"
+        "    - {name: GREETING, value: hello}\n"
+        "  - <<: *base\n"
+        "    name: second\n"
+        "    env: *env\n"
+    )
+    result = sidekick(tmp_path, "up", "pod.yaml", "--run-dir", "run", "--admin-addr", "off")
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == [
+        "anchors/first  | hello",
+        "anchors/second | hello",
+    ]

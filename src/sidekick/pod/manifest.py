@@ -21,13 +21,13 @@ import shlex
 import signal
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from sidekick.core.errors import ConfigError
 from sidekick.core.sizes import parse_size
+from sidekick.core.yamlload import YAMLLimitError, load_all, read_bounded
 
 log = logging.getLogger("sidekick.up")
 
@@ -282,17 +282,27 @@ def schema_problems(doc: dict[str, Any]) -> list[str]:
 
 
 def load_documents(paths: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """All non-empty YAML documents of ``paths`` (``-`` is stdin), with their file names."""
+    """All non-empty YAML documents of ``paths`` (``-`` is stdin), with their file names.
+
+    Files are read up to a size limit and documents are measured with their aliases expanded
+    before they are built (``sidekick.core.yamlload``), so an alias bomb is an error.
+    """
     import sys
 
     out: list[tuple[str, dict[str, Any]]] = []
     for p in paths:
         try:
-            data = sys.stdin.buffer.read() if p == "-" else Path(p).read_bytes()
+            if p == "-":
+                data = read_bounded(sys.stdin.buffer)
+            else:
+                with open(p, "rb") as f:
+                    data = read_bounded(f)
         except OSError as exc:
             raise ConfigError(
                 f"manifest {p!r} cannot be read ({exc.strerror}); check the path"
             ) from None
+        except YAMLLimitError as exc:
+            raise ConfigError(f"manifest {p!r} {exc}") from None
         try:
             text = data.decode()
         except UnicodeDecodeError as exc:
@@ -301,9 +311,11 @@ def load_documents(paths: list[str]) -> list[tuple[str, dict[str, Any]]]:
                 f"{exc.start}); save it as UTF-8"
             ) from None
         try:
-            docs = list(yaml.safe_load_all(text))
+            docs = load_all(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: {_yaml_problem(exc)}; fix the YAML syntax there") from None
+        except YAMLLimitError as exc:
+            raise ConfigError(f"manifest {p!r}: {exc}") from None
         for i, doc in enumerate(docs):
             if doc is None:
                 continue
