@@ -15,9 +15,8 @@
 # Every run starts from a clean root, so it can be repeated. The root shares this machine's
 # network (apt and pip reach their registries through it, with this machine's apt sources, apt
 # proxy, extra certificate authorities, pip configuration and PIP_* / *_proxy variables copied
-# in) and kernel; its commands run
-# in their own PID and mount namespaces, so nothing they start outlives them and the mounts that
-# podman makes stay private. Services are kept from starting when packages are installed
+# in) and kernel; its commands run in their own PID and mount namespaces, so nothing they start
+# outlives them and the mounts that podman makes stay private. Services are kept from starting when packages are installed
 # (policy-rc.d), as in any chroot: they would run against this machine's /dev and ports.
 set -euo pipefail
 
@@ -209,7 +208,11 @@ if [ -z "${SKIP_DEMO:-}" ]; then
   tail -8 "$logs/demo.log" >&2
   [ "$answer" = "Hello, World!" ] || die "the demo answered '$answer', not 'Hello, World!'"
   [ -n "$shipped" ] || die "the request did not show up in the log sidecar's output"
-  [ "$demo_rc" -eq 0 ] || die "make demo exited $demo_rc after SIGINT"
+  # make itself dies of the SIGINT (130), as it does on a terminal; it reports a demo that did
+  # not end cleanly with a "make: ***" line.
+  if [ "$demo_rc" -ne 0 ] && [ "$demo_rc" -ne 130 ] || grep -q '^make: \*\*\*' "$logs/demo.log"; then
+    die "the demo did not stop cleanly on SIGINT (make exited $demo_rc)"
+  fi
   passed=$((passed + 1))
 fi
 
