@@ -185,6 +185,7 @@ class TailSource:
         self._first_seen: set[tuple[int, int]] = set()  # present at the first start, not opened
         self._waiting: set[tuple[int, int]] = set()  # matched, waiting for a descriptor
         self._victims: list[_File] | None = None  # park candidates, built once per scan
+        self._started: list[tuple[str, int]] = []  # new files opened, for one log line
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -320,13 +321,43 @@ class TailSource:
             exc.strerror or code,
             _ERROR_HINTS.get(code, ""),
         )
+        if code in ("EMFILE", "ENFILE") and self._open_count > 4:
+            # The process has fewer descriptors than max_open_files assumed (a low limit,
+            # or other parts hold many): hold fewer from now on, leaving a quarter free.
+            lowered = max(4, self._open_count * 3 // 4)
+            if lowered < self.max_open:
+                log.warning(
+                    "Out of file descriptors with %d files of %s open; holding at most %d "
+                    "from now on (raise the open-file limit to hold more).",
+                    self._open_count,
+                    self.name,
+                    lowered,
+                )
+                self.max_open = lowered
+                self._shed()
+
+    def _shed(self) -> None:
+        """Close files down to the budget now: idle ones first, then the least recently
+        grown with data still to read (not rotated ones: those are found by descriptor only)."""
+        self._victims = None
+        while self._open_count > self.max_open and self._park_one():
+            pass
+        if self._open_count <= self.max_open:
+            return
+        busy = [f for f in self.files.values() if f.fd >= 0 and f.rotated_at is None]
+        busy.sort(key=lambda f: f.last_growth)
+        for f in busy:
+            if self._open_count <= self.max_open:
+                break
+            self._park(f, force=True)
+        self._victims = None
 
     def _scan(self, *, first_start: bool) -> None:
+        self._shed()  # below the budget first (it may have been lowered) to list with room
         found = self._discover()
         matches = found.files
         if first_start:
             self._first_seen = set(matches)
-        self._victims = None
         new: list[tuple[tuple[int, int], str]] = []
         for ident, m in matches.items():
             f = self.files.get(ident)
@@ -379,13 +410,15 @@ class TailSource:
             self._inotify.watch_dirs(dirs)
         self._watched.set(len(self.files))
         self._open_gauge.set(self._open_count)
+        self._log_started()
 
     # -- descriptors -----------------------------------------------------------------------
 
     def _room(self) -> bool:
         """Whether a descriptor is free; parks the least recently grown idle file if not."""
-        if self._open_count < self.max_open:
-            return True
+        return self._open_count < self.max_open or self._park_one()
+
+    def _park_one(self) -> bool:
         if self._victims is None:
             idle = [f for f in self.files.values() if f.fd >= 0 and f.at_end]
             idle.sort(key=lambda f: f.last_growth, reverse=True)  # pop() takes the oldest
@@ -396,16 +429,23 @@ class TailSource:
                 return True
         return False
 
-    def _park(self, f: _File) -> bool:
-        """Close idle ``f``, remembering its size and mtime; False if it grew meanwhile."""
+    def _park(self, f: _File, *, force: bool = False) -> bool:
+        """Close idle ``f``, remembering its size and mtime; False if it grew meanwhile.
+
+        ``force`` closes a file that still has unread data too; it is reopened as soon as
+        there is room, since no ``stat`` matches the size -1 it is given.
+        """
         try:
             st = os.fstat(f.fd)
         except OSError:
             return False
-        if st.st_size != f.read_pos:
+        if force:
+            f.size, f.mtime = -1, 0
+        elif st.st_size != f.read_pos:
             f.at_end = False  # it grew (or shrank) since the last read: read it first
             return False
-        f.size, f.mtime = st.st_size, st.st_mtime_ns
+        else:
+            f.size, f.mtime = st.st_size, st.st_mtime_ns
         with contextlib.suppress(OSError):
             os.close(f.fd)
         f.fd = -1
@@ -561,8 +601,23 @@ class TailSource:
         self.files[f.ident] = f
         self._save_entry(f)
         if not resumed:
-            log.info("Tailing %s from offset %d.", path, f.read_pos)
+            self._started.append((path, f.read_pos))
         return f
+
+    def _log_started(self) -> None:
+        """One line per new file, or one for all when a scan finds many (thousands at start)."""
+        started, self._started = self._started, []
+        if len(started) <= 3:
+            for path, offset in started:
+                log.info("Tailing %s from offset %d.", path, offset)
+        else:
+            log.info(
+                "Tailing %d new files of %s (%s from offset %d, and the rest).",
+                len(started),
+                self.name,
+                started[0][0],
+                started[0][1],
+            )
 
     def _resume_missing(self) -> None:
         """Finish files saved in the state but no longer matched (rotated while we were down)."""
@@ -611,6 +666,7 @@ class TailSource:
                     log.info("Finishing %s (rotated while ship was stopped).", e.path)
                     self._room()  # rotated files are opened even over the budget
                     self._open(e.path, ident, first_start=False, rotated=True)
+        self._log_started()
         if unsure:
             return  # positions are kept until a start that can look everywhere
         for key in missing:
