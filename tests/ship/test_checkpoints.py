@@ -130,7 +130,11 @@ def tail_offsets(path: Path) -> dict[str, int]:
         streams = state_streams(path)
     except (FileNotFoundError, msgspec.DecodeError):
         return {}
-    return {e["path"]: e["offset"] for k, e in streams.items() if not k.endswith("#started")}
+    return {
+        e.get("path"): e.get("offset")
+        for k, e in streams.items()
+        if isinstance(e, dict) and not k.endswith("#started")
+    }
 
 
 def shipper(tmp_path: Path, state: Path, name: str = "ship.log") -> ShipperProcess:
