@@ -11,11 +11,17 @@ sent again after the restart, so only that one torn line is not valid JSON.
 
 The file is reopened when it is moved away or deleted (an external rotation of our output),
 checked at most once a second.
+
+A failed write (a full disk) is cut back off the file when nothing else was appended
+meanwhile, so the retry starts on a clean line; the descriptor is closed and the file opened
+again for the retry, and every step that can fail after an ``open`` closes what it opened, so
+a failing disk costs no descriptors however long it lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -40,11 +46,16 @@ class FileSink:
 
     def _open(self) -> int:
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        st = os.fstat(fd)
-        if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
-            # A batch torn by a crash (kill -9 in the middle of a write): end that line so
-            # the records written from now on stay one per line. The torn one is re-sent.
-            os.write(fd, b"\n")
+        try:
+            st = os.fstat(fd)
+            if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                # A batch torn by a crash (kill -9 in the middle of a write): end that line
+                # so the records written from now on stay one per line. The torn one is
+                # re-sent.
+                os.write(fd, b"\n")
+        except OSError:
+            os.close(fd)  # the newline fails on a full disk: keep no descriptor per attempt
+            raise
         self._ident = (st.st_dev, st.st_ino)
         self._fd = fd
         self._checked = time.monotonic()
@@ -63,8 +74,8 @@ class FileSink:
             except FileNotFoundError:
                 moved = True
             if moved:
-                os.close(fd)
                 self._fd = None
+                os.close(fd)
                 return self._open()
         return fd
 
@@ -80,14 +91,24 @@ class FileSink:
                 self._write(fd, data)
         except OSError as exc:
             # A full disk or a vanished directory may be fixed by someone: retry.
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            held, self._fd = self._fd, None
+            if held is not None:
+                with contextlib.suppress(OSError):
+                    os.close(held)
             raise TemporaryError(f"cannot write {self.path}: {exc.strerror}") from None
         return DELIVERED
 
     def _write(self, fd: int, data: bytes) -> None:
-        write_all(fd, data)
+        start = os.fstat(fd).st_size
+        try:
+            write_all(fd, data)
+        except OSError:
+            # Cut off the part that did get written, unless someone else appended since.
+            with contextlib.suppress(OSError):
+                end = os.fstat(fd).st_size
+                if start < end <= start + len(data):
+                    os.ftruncate(fd, start)
+            raise
         if self.fsync:
             os.fsync(fd)
 
