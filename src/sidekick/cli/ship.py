@@ -38,6 +38,10 @@ FLAGS = {
     "spool_max_bytes": "ingest.spool_max_bytes",
     "ingest_max_body_bytes": "ingest.max_body_bytes",
     "ingest_max_records": "ingest.max_records_per_request",
+    "ingest_max_connections": "ingest.max_connections",
+    "ingest_header_timeout": "ingest.header_timeout",
+    "ingest_body_timeout": "ingest.body_timeout",
+    "ingest_keepalive_timeout": "ingest.keepalive_timeout",
     "follow_symlinks": "follow_symlinks",
     "max_open_files": "max_open_files",
     "drain_quiet": "drain_quiet",
@@ -95,6 +99,27 @@ FLAGS = {
     type=int,
     metavar="N",
     help="HTTP ingest: records per request (default 10000).",
+)
+@click.option(
+    "--ingest-max-connections",
+    type=int,
+    metavar="N",
+    help="HTTP ingest: connections open at once (default 512).",
+)
+@click.option(
+    "--ingest-header-timeout",
+    metavar="DURATION",
+    help="HTTP ingest: close a connection whose request headers take longer (default 10s).",
+)
+@click.option(
+    "--ingest-body-timeout",
+    metavar="DURATION",
+    help="HTTP ingest: answer 408 to a body that takes longer (default 30s).",
+)
+@click.option(
+    "--ingest-keepalive-timeout",
+    metavar="DURATION",
+    help="HTTP ingest: close a connection idle between requests this long (default 75s).",
 )
 @click.option(
     "--drain-quiet",

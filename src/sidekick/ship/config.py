@@ -55,6 +55,7 @@ class InputConfig(msgspec.Struct, forbid_unknown_fields=True):
     url: str
     parser: str | None = None
     multiline_start: str | None = None
+    follow_symlinks: bool | None = None
 
 
 class OutputConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -192,3 +192,61 @@ def test_an_opened_descriptor_is_checked_by_where_it_really_points(tmp_path: Pat
     finally:
         os.close(inside)
         os.close(outside)
+
+
+@pytest.mark.parametrize("form", ["query", "mapping"])
+def test_one_input_can_follow_symlinks_on_its_own(tmp_path: Path, form: str) -> None:
+    logs = layout(tmp_path)
+    config = tmp_path / "ship.yaml"
+    if form == "query":
+        config.write_text(f"ship:\n  inputs: ['file://{logs}/*.log?follow_symlinks=true']\n")
+    else:
+        config.write_text(
+            f"ship:\n  inputs:\n    - url: 'file://{logs}/*.log'\n      follow_symlinks: true\n"
+        )
+    sh = Shipper(
+        [
+            "--config",
+            str(config),
+            "--output",
+            f"file://{tmp_path}/out.ndjson",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        tmp_path / "ship.log",
+    ).start()
+    try:
+        sh.wait_ready()
+        want = {"good line", "inner line", "root:x:0:0:secret"}
+        wait_for_sync(lambda: set(messages(tmp_path)) == want, timeout=20)
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+
+
+def test_an_input_saying_false_overrides_the_global_flag(tmp_path: Path) -> None:
+    logs = layout(tmp_path)
+    pattern = f"{logs}/*.log?follow_symlinks=false"
+    sh = shipper(tmp_path, pattern, "--follow-symlinks").start()
+    try:
+        sh.wait_ready()
+        wait_for_sync(lambda: {"good line", "inner line"} <= set(messages(tmp_path)), timeout=20)
+        wait_for_sync(lambda: sh.metric(REFUSED, input=f"file://{logs}/*.log") == 1, timeout=20)
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+    assert "root:x:0:0:secret" not in messages(tmp_path)
+
+
+def test_a_follow_symlinks_value_that_is_no_boolean_is_one_sentence(tmp_path: Path) -> None:
+    given = f"file://{tmp_path}/*.log?follow_symlinks=yesplease"
+    proc = subprocess.run(
+        [*SIDEKICK, "ship", "--input", given, "--output", "stdout:", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "follow_symlinks 'yesplease' is neither true nor false" in proc.stderr
+    assert "write follow_symlinks=true or follow_symlinks=false" in proc.stderr

@@ -11,7 +11,8 @@ global ``--parser`` and ``--multiline-start``. ``resolve_input`` reads and check
 before anything starts. Values are percent-decoded (``%26`` is ``&``, ``%25`` is ``%``) but a
 ``+`` stays a plus, because regular expressions use it far more often than a space. The first
 ``?`` always starts the options, so a ``file://`` glob matches a literal question mark with
-``[?]``.
+``[?]``. A ``file://`` input may also say ``?follow_symlinks=true`` (or ``false``) to override
+the global ``follow_symlinks``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ SCHEMES: dict[str, str] = {
 }
 
 # The options an input URL may carry; the same names as the global settings they override.
-OPTIONS = ("parser", "multiline_start")
+OPTIONS = ("parser", "multiline_start", "follow_symlinks")
 # Schemes whose records are whole already (multi-line joining applies to tailed lines).
 _NO_MULTILINE = ("http", "https")
 
@@ -105,7 +106,7 @@ def resolve_input(entry: str | InputConfig, cfg: ShipConfig) -> InputSpec:
                 raise ConfigError(
                     f"input {given!r} gives {key} both in its URL and as a field; give it once"
                 )
-            options[key] = value
+            options[key] = value if isinstance(value, str) else str(value).lower()
     check_input(url)
     scheme = input_scheme(url)
     parser_spec = options.get("parser", cfg.parser)
@@ -120,12 +121,26 @@ def resolve_input(entry: str | InputConfig, cfg: ShipConfig) -> InputSpec:
         check_multiline(multiline, f"--input {given!r}: multiline_start {multiline!r}")
     elif scheme not in _NO_MULTILINE:
         multiline = cfg.multiline_start
+    follow: bool | None = None
+    if "follow_symlinks" in options:
+        word = options["follow_symlinks"].lower()
+        if scheme in _NO_MULTILINE:
+            raise ConfigError(
+                f"--input {given!r}: follow_symlinks applies to file:// inputs only; remove it"
+            )
+        if word not in ("true", "false"):
+            raise ConfigError(
+                f"--input {given!r}: follow_symlinks {options['follow_symlinks']!r} is neither "
+                "true nor false; write follow_symlinks=true or follow_symlinks=false"
+            )
+        follow = word == "true"
     return InputSpec(
         url=url,
         given=given,
         parser_spec=parser_spec,
         parser=parser,
         multiline_start=multiline,
+        follow_symlinks=follow,
     )
 
 

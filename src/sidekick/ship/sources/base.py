@@ -75,6 +75,8 @@ class InputSpec:
     parser_spec: str = "raw"
     parser: Parser | None = None
     multiline_start: str | None = None
+    # ``?follow_symlinks=``: None means the global ``follow_symlinks``.
+    follow_symlinks: bool | None = None
 
 
 Emit = Callable[[SourceBatch], Awaitable[None]]

@@ -29,6 +29,7 @@ import os
 import re
 import socket
 import time
+import traceback
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,8 +44,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidekick.core.addr import HostPort, parse_hostport
 from sidekick.core.errors import ConfigError
-from sidekick.ship.config import size
+from sidekick.core.limits import open_files_limit
+from sidekick.core.ratelog import RateLimitedLog
+from sidekick.ship.config import seconds, size
 from sidekick.ship.records import MESSAGE, TIMESTAMP
+from sidekick.ship.sources._connections import (
+    ConnectionLimits,
+    Connections,
+    IngestConnection,
+    Listener,
+)
 from sidekick.ship.sources.base import Emit, InputSpec, SourceContext
 from sidekick.ship.sources.spool import (
     DEFAULT_SEGMENT_BYTES,
@@ -151,6 +160,21 @@ def _line_of(body: bytes, pos: int) -> int:
     return body.count(b"\n", 0, pos) + 1
 
 
+def _bad_utf8(body: bytes, first_line: int = 1) -> str:
+    """``line N: ...`` naming the first byte of ``body`` that is not UTF-8.
+
+    msgspec raises ``UnicodeDecodeError`` for such a byte inside a JSON string, with a
+    position inside that string only; decoding the body again finds the byte's offset.
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = _line_of(body, exc.start) + first_line - 1
+        column = exc.start - body.rfind(b"\n", 0, exc.start)
+        return f"line {line}: byte 0x{body[exc.start]:02x} at column {column} is not UTF-8"
+    return f"line {first_line}: a string is not valid UTF-8"
+
+
 def _json_error(body: bytes, exc: msgspec.DecodeError, first_line: int = 1) -> str:
     """``line N: <reason>`` from msgspec's message, which ends in ``(byte N)`` if known."""
     msg = str(exc).removeprefix("JSON is malformed: ")
@@ -204,7 +228,7 @@ def _encode_ndjson(body: bytes, max_records: int, stamp: str) -> tuple[bytes, in
     lines = [line for line in body.split(b"\n") if line]
     try:
         objs = [_decode(line) for line in lines]
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         # A malformed line, or only a blank one ("\r", spaces): sort it out line by line.
         objs = _ndjson_slow(body)
     # Few lines hold more than MAX_DEPTH brackets at all; only those are measured.
@@ -229,6 +253,10 @@ def _ndjson_slow(body: bytes) -> list[Any]:
             obj = _decode(line)
         except msgspec.DecodeError as exc:
             raise Rejected(400, f"malformed NDJSON at {_json_error(line, exc, number)}") from None
+        except UnicodeDecodeError:
+            raise Rejected(
+                400, f"malformed NDJSON at {_bad_utf8(line, number)}; send the body as UTF-8"
+            ) from None
         except RecursionError:
             raise _too_deep(f"line {number}") from None
         if not isinstance(obj, dict):
@@ -252,6 +280,10 @@ def _encode_json(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]
         doc = _decode(body)
     except msgspec.DecodeError as exc:
         raise Rejected(400, f"malformed JSON at {_json_error(body, exc)}") from None
+    except UnicodeDecodeError:
+        raise Rejected(
+            400, f"malformed JSON at {_bad_utf8(body)}; send the body as UTF-8"
+        ) from None
     except RecursionError:
         raise _too_deep("the body") from None
     # An array of records adds one level.
@@ -302,7 +334,14 @@ def _encode_text(body: bytes, max_records: int, stamp: str, charset: str) -> tup
         lines.pop()  # the newline that ends the last line
     # Each line is one record, even an empty one: blank lines in a stack trace are data.
     objs = [{TIMESTAMP: stamp, MESSAGE: line.removesuffix("\r")} for line in lines]
-    return (_encode_lines(objs) if objs else b""), len(objs)
+    try:
+        return (_encode_lines(objs) if objs else b""), len(objs)
+    except UnicodeEncodeError:
+        # Some codecs (unicode_escape, utf-7) decode to lone surrogates, which UTF-8 cannot
+        # hold: they become U+FFFD like any other undecodable input.
+        for obj in objs:
+            obj[MESSAGE] = obj[MESSAGE].encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _encode_lines(objs), len(objs)
 
 
 def inflate(body: bytes, limit: int) -> bytes:
@@ -472,7 +511,20 @@ class IngestMetrics:
         p = "sidekick_ship_ingest_"
         r = registry
         self.requests = Counter(
-            p + "requests", "Ingest requests answered, by status code.", ["code"], registry=r
+            p + "requests",
+            "Ingest requests answered, by status code (499: the client left before its body "
+            "arrived; 503 also for a connection refused at the limit).",
+            ["code"],
+            registry=r,
+        )
+        self.connections = Gauge(p + "connections", "Open ingest connections.", registry=r)
+        self.connections_closed = Counter(
+            p + "connections_closed",
+            "Ingest connections closed by the server, by reason: header_timeout, "
+            "idle_timeout (keep-alive), evicted (the longest-idle one, at the connection "
+            "limit), refused (beyond the limit, every connection busy).",
+            ["reason"],
+            registry=r,
         )
         self.records = Counter(
             p + "records_accepted", "Records accepted (durably spooled).", registry=r
@@ -509,11 +561,19 @@ class IngestServer:
         limits: IngestLimits,
         metrics: IngestMetrics,
         tokens: TokenFile | None = None,
+        connection_limits: ConnectionLimits | None = None,
     ) -> None:
         self.spool = spool
         self.limits = limits
         self.metrics = metrics
         self.tokens = tokens
+        self.connections = Connections(
+            connection_limits or ConnectionLimits(retry_after=RETRY_AFTER_SECONDS),
+            requests=metrics.requests,
+            open_gauge=metrics.connections,
+            closed=metrics.connections_closed,
+        )
+        self._rate = RateLimitedLog(log)
         self.read_budget = MemoryBudget(limits.read_budget)
         self.work_budget = MemoryBudget(limits.work_budget)
         # Drain state: after ``stop_accepting`` every POST is answered 503 with Retry-After.
@@ -526,11 +586,29 @@ class IngestServer:
 
     @web.middleware
     async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        conn = request.protocol if isinstance(request.protocol, IngestConnection) else None
+        if conn is not None:
+            conn.request_started()
         try:
             resp = await handler(request)
         except web.HTTPException as exc:
             self.metrics.requests.labels(str(exc.status)).inc()
             raise
+        except Exception as exc:
+            # A bug, not the client's doing: answered and counted like any other answer, and
+            # logged with its traceback at most once per interval.
+            self._rate.error(
+                "500",
+                "Answered 500 to an ingest request that failed unexpectedly (a bug): %s",
+                "".join(traceback.format_exception(exc)),
+            )
+            resp = web.json_response(
+                {"error": "the request failed unexpectedly; retry later"}, status=500
+            )
+            resp.force_close()
+        finally:
+            if conn is not None:
+                conn.request_finished()
         self.metrics.requests.labels(str(resp.status)).inc()
         return resp
 
@@ -654,7 +732,14 @@ class IngestServer:
         parts: list[bytes] = []
         total = 0
         while True:
-            chunk = await request.content.read(READ_CHUNK)
+            try:
+                chunk = await request.content.read(READ_CHUNK)
+            except ConnectionResetError:
+                # Nobody reads this answer; it is counted (as nginx logs it: 499) and not
+                # logged, a client that gives up is no error of ours.
+                raise Rejected(
+                    499, "the client closed the connection before the body arrived"
+                ) from None
             if not chunk:
                 break
             total += len(chunk)
@@ -725,9 +810,16 @@ class IngestSource:
             limits=IngestLimits(
                 max_body_bytes=size(ingest.max_body_bytes),
                 max_records=ingest.max_records_per_request,
+                body_timeout=seconds(ingest.body_timeout),
             ),
             metrics=self.metrics,
             tokens=tokens,
+            connection_limits=ConnectionLimits(
+                max_connections=_connection_cap(ingest.max_connections),
+                header_timeout=seconds(ingest.header_timeout),
+                keepalive_timeout=seconds(ingest.keepalive_timeout),
+                retry_after=RETRY_AFTER_SECONDS,
+            ),
         )
         # Keyed by the spool, not the address: moving ingest to another port keeps the position.
         self._key = "ingest/spool"
@@ -789,7 +881,7 @@ class IngestSource:
             shutdown_timeout=RETRY_AFTER_SECONDS,
         )
         await runner.setup()
-        await web.SockSite(runner, self._sock).start()
+        await self.server.connections.site(runner, self._sock).start()
         self._runner = runner
         log.info("Receiving logs on http://%s:%d%s.", self.addr.host, self.port, PATH)
 
@@ -848,13 +940,35 @@ class IngestSource:
         _SPOOLS_IN_USE.discard(self._spool_dir)
 
 
+def _connection_cap(configured: int) -> int:
+    """``configured``, or less if the open-file limit cannot hold it.
+
+    Past that limit ``accept`` fails, and asyncio logs each failure with a traceback; tailed
+    files may take the other half of the limit, and the spool, outputs and admin server a few.
+    """
+    soft = open_files_limit()
+    cap = max(1, soft // 2 - 32)
+    if configured <= cap:
+        return configured
+    log.info(
+        "Ingest takes at most %d connections, not %d: half the open-file limit of %d, less 32 "
+        "for files and outputs; raise the limit (ulimit -n) for more.",
+        cap,
+        configured,
+        soft,
+    )
+    return cap
+
+
 # Spool directories of the ingest sources alive in this process (one per state directory).
 _SPOOLS_IN_USE: set[Path] = set()
 
 
 def _bind(addr: HostPort, spec: str) -> socket.socket:
     try:
-        return socket.create_server((addr.host, addr.port), reuse_port=False, backlog=1024)
+        return Listener(
+            socket.create_server((addr.host, addr.port), reuse_port=False, backlog=1024)
+        )
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(

@@ -178,7 +178,8 @@ class TailSource:
         self._refused = m.symlinks_refused.labels(name)
         self._errors = m.tail_errors
         self._open_gauge = m.files_open.labels(name)
-        self._finder = Finder(patterns, follow_symlinks=cfg.follow_symlinks)
+        follow = cfg.follow_symlinks if spec.follow_symlinks is None else spec.follow_symlinks
+        self._finder = Finder(patterns, follow_symlinks=follow)
         self._errlog = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.max_open = open_budget(cfg)
         self._open_count = 0
