@@ -100,7 +100,7 @@ def test_touch_and_error_files_do_not_make_root_look_foreign(tmp_path: Path) -> 
     preflight(cfg)
 
 
-def test_sync_on_signal_other_than_sighup_is_refused(tmp_path: Path) -> None:
-    proc = run_cli("--repo", "file:///r", "--root", str(tmp_path), "--sync-on-signal", "SIGUSR1")
+def test_sync_on_signal_that_stops_the_program_is_refused(tmp_path: Path) -> None:
+    proc = run_cli("--repo", "file:///r", "--root", str(tmp_path), "--sync-on-signal", "SIGTERM")
     assert proc.returncode == 2
-    assert "--sync-on-signal 'SIGUSR1' is not supported" in proc.stderr
+    assert "--sync-on-signal 'SIGTERM' cannot trigger syncs" in proc.stderr

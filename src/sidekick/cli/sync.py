@@ -2,31 +2,66 @@
 
 Every flag reads, in order, ``SIDEKICK_SYNC_<NAME>``, ``GITSYNC_<NAME>`` and git-sync v3's
 ``GIT_SYNC_<NAME>``, so a manifest written for git-sync works by changing the image and
-the command. A few git-sync flags that make no difference here (``--ssh``,
-``--http-metrics``, ``--add-user``, ``-v``) are accepted and ignored for that reason.
+the command. git-sync's deprecated v3 flags (``--branch``, ``--rev``, ``--dest``, ``--wait``,
+``--timeout``, ``--max-sync-failures``, ``--sync-hook-command``, ``--v``) act as they do
+there, read only from git-sync's own variable names. An unknown ``GITSYNC_*`` or
+``GIT_SYNC_*`` variable is reported with one warning line each, since a misspelt variable
+would otherwise be silently ignored. ``docs/sync.md`` has the table of every git-sync v4 flag
+and what this command does with it; a test keeps the table and this module in step.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import msgspec
 from click.core import ParameterSource
 
+from sidekick import __version__
 from sidekick.cli.common import admin_addr, common_options, init_logging, overrides
 from sidekick.core.config import build_config, load_yaml_file
 from sidekick.core.durations import parse_duration
 from sidekick.core.errors import ConfigError
-from sidekick.sync.config import SyncConfig
+from sidekick.sync.config import Credential, SyncConfig
+
+log = logging.getLogger("sidekick.sync")
+
+# git-sync's boolean cookie flag names this file.
+COOKIE_FILE_DEFAULT = "/etc/git-secret/cookie_file"
+_TRUE = {"1", "t", "true", "yes", "y", "on"}
+_FALSE = {"0", "f", "false", "no", "n", "off"}
+# Set by sidekick sync itself for its hooks; not a setting.
+_NOT_SETTINGS = {"GITSYNC_HASH"}
 
 
-def env(name: str) -> list[str]:
-    return [f"SIDEKICK_SYNC_{name}", f"GITSYNC_{name}", f"GIT_SYNC_{name}"]
+def env(name: str, *extra: str) -> list[str]:
+    return [f"SIDEKICK_SYNC_{name}", f"GITSYNC_{name}", f"GIT_SYNC_{name}", *extra]
+
+
+class _Whole(click.ParamType[str]):
+    """A string whose environment variable is one value (JSON), not split at white space."""
+
+    name = "text"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [rv]
+
+
+class _ColonList(click.ParamType[str]):
+    """A string whose environment variable holds several values separated by ':'."""
+
+    name = "path"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [p for p in rv.split(":") if p]
 
 
 # click parameter -> config field; durations are parsed to seconds before conversion.
@@ -58,7 +93,6 @@ FIELDS = {
     "ssh_key_file": "ssh_key_files",
     "ssh_known_hosts_file": "ssh_known_hosts_file",
     "ssh_known_hosts": "ssh_known_hosts",
-    "cookie_file": "cookie_file",
     "trigger_secret_file": "trigger_secret_file",
     "trigger_min_interval": "trigger_min_interval",
     "exechook_command": "exechook_command",
@@ -69,8 +103,24 @@ FIELDS = {
     "webhook_success_status": "webhook_success_status",
     "webhook_timeout": "webhook_timeout",
     "webhook_backoff": "webhook_backoff",
+    "init_period": "init_period",
+    "init_max_failures": "init_max_failures",
+    "pre_publish_exechook_command": "pre_publish_exechook_command",
+    "pre_publish_exechook_timeout": "pre_publish_exechook_timeout",
+    "pre_publish_exechook_backoff": "pre_publish_exechook_backoff",
+    "github_base_url": "github_base_url",
+    "github_app_private_key_file": "github_app_private_key_file",
+    "github_app_client_id": "github_app_client_id",
+    "github_app_application_id": "github_app_application_id",
+    "github_app_installation_id": "github_app_installation_id",
+    "add_user": "add_user",
+    "http_pprof": "http_pprof",
+    "sync_on_signal": "sync_on_signal",
 }
 DURATIONS = {
+    "init_period",
+    "pre_publish_exechook_timeout",
+    "pre_publish_exechook_backoff",
     "period",
     "sync_timeout",
     "stale_worktree_timeout",
@@ -91,11 +141,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 BOOL: dict[str, Any] = {"type": click.BOOL, "is_flag": False, "flag_value": True, "default": None}
 
 
-def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
-    return click.option(*names, envvar=env(env_name), show_envvar=False, **kw)
+def _opt(
+    *names: str, env_name: str | None, extra_env: tuple[str, ...] = (), **kw: Any
+) -> Callable[[F], F]:
+    envvar = env(env_name, *extra_env) if env_name is not None else list(extra_env) or None
+    return click.option(*names, envvar=envvar, show_envvar=False, **kw)
 
 
-@click.command()
+def _deprecated(name: str, *env_names: str, **kw: Any) -> Callable[[F], F]:
+    """A git-sync v3 flag kept by v4, read from its own variables only."""
+    return click.option(name, envvar=list(env_names) or None, hidden=True, **kw)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help", "-?"]})
 @_opt(
     "--repo",
     env_name="REPO",
@@ -183,20 +241,67 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
 @_opt(
     "--askpass-url",
     env_name="ASKPASS_URL",
+    extra_env=("GIT_ASKPASS_URL",),
     help="URL answering username= and password= lines, asked on every sync.",
 )
 @_opt(
     "--ssh-key-file",
     env_name="SSH_KEY_FILE",
+    extra_env=("GIT_SSH_KEY_FILE",),
+    type=_ColonList(),
     multiple=True,
-    help="SSH private key; repeat for several.",
+    help="SSH private key; repeat for several (in the variable, separate them with ':'). [default: /etc/git-secret/ssh, if it exists]",
 )
 @_opt(
     "--ssh-known-hosts-file",
     env_name="SSH_KNOWN_HOSTS_FILE",
-    help="known_hosts file to verify the SSH server with.",
+    extra_env=("GIT_SSH_KNOWN_HOSTS_FILE",),
+    help="known_hosts file to verify the SSH server with. [default: /etc/git-secret/known_hosts, if it exists]",
 )
-@_opt("--cookie-file", env_name="COOKIE_FILE", help="git http.cookieFile to authenticate with.")
+@_opt(
+    "--cookie-file",
+    env_name="COOKIE_FILE",
+    extra_env=("GIT_COOKIE_FILE",),
+    is_flag=False,
+    flag_value="true",
+    help="Use git's http.cookieFile: true (or the bare flag) reads /etc/git-secret/cookie_file like git-sync; a path names another file.",
+)
+@_opt(
+    "--credential",
+    env_name="CREDENTIAL",
+    type=_Whole(),
+    multiple=True,
+    help='git-sync\'s JSON credentials: {"url": ..., "username": ..., "password-file": ...} or a list of them; repeatable.',
+)
+@_opt(
+    "--github-base-url",
+    env_name="GITHUB_BASE_URL",
+    help="GitHub API URL for GitHub App authentication. [default: https://api.github.com/]",
+)
+@_opt(
+    "--github-app-private-key-file",
+    env_name="GITHUB_APP_PRIVATE_KEY_FILE",
+    help="PEM private key of the GitHub App; turns GitHub App authentication on.",
+)
+@_opt(
+    "--github-app-private-key",
+    env_name="GITHUB_APP_PRIVATE_KEY",
+    hidden=True,
+    help="The private key itself (git-sync reads it only from GITSYNC_GITHUB_APP_PRIVATE_KEY).",
+)
+@_opt("--github-app-client-id", env_name="GITHUB_APP_CLIENT_ID", help="GitHub App client ID.")
+@_opt(
+    "--github-app-application-id",
+    env_name="GITHUB_APP_APPLICATION_ID",
+    type=int,
+    help="GitHub App application ID (instead of the client ID).",
+)
+@_opt(
+    "--github-app-installation-id",
+    env_name="GITHUB_APP_INSTALLATION_ID",
+    type=int,
+    help="GitHub App installation ID.",
+)
 @_opt(
     "--trigger-secret-file",
     env_name="TRIGGER_SECRET_FILE",
@@ -206,6 +311,32 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
     "--trigger-min-interval",
     env_name="TRIGGER_MIN_INTERVAL",
     help="Least time between two syncs asked for by POST /sync or SIGHUP; triggers in between join the pending sync. [default: 1s]",
+)
+@_opt(
+    "--pre-publish-exechook-command",
+    env_name="PRE_PUBLISH_EXECHOOK_COMMAND",
+    help="Command run in the new worktree before the link is swapped to it, with GITSYNC_HASH set; if it fails, the revision is not published.",
+)
+@_opt(
+    "--pre-publish-exechook-timeout",
+    env_name="PRE_PUBLISH_EXECHOOK_TIMEOUT",
+    help="Time the pre-publish hook may take. [default: 30s]",
+)
+@_opt(
+    "--pre-publish-exechook-backoff",
+    env_name="PRE_PUBLISH_EXECHOOK_BACKOFF",
+    help="Delay before the next attempt after the pre-publish hook failed. [default: 3s]",
+)
+@_opt(
+    "--init-period",
+    env_name="INIT_PERIOD",
+    help="Time between syncs until the first success. [default: --period]",
+)
+@_opt(
+    "--init-max-failures",
+    env_name="INIT_MAX_FAILURES",
+    type=int,
+    help="--max-failures until the first success; negative retries forever. [default: --max-failures]",
 )
 @_opt(
     "--exechook-command",
@@ -252,6 +383,12 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
     help="Extra git settings as key:value pairs separated by commas (git-sync's syntax).",
 )
 @_opt(
+    "--git-config-add",
+    env_name=None,
+    multiple=True,
+    help="One more git setting as key:value; repeatable (applied after --git-config).",
+)
+@_opt(
     "--group-write",
     env_name="GROUP_WRITE",
     **BOOL,
@@ -270,7 +407,7 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
 @_opt(
     "--sync-on-signal",
     env_name="SYNC_ON_SIGNAL",
-    help="Accepted for git-sync compatibility: SIGHUP always triggers a sync; other signals are refused.",
+    help="Signal (name or number) that triggers a sync, besides SIGHUP which always does.",
 )
 @_opt("--http-bind", env_name="HTTP_BIND", help="Alias of --admin-addr (git-sync's name).")
 @_opt(
@@ -283,6 +420,7 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
 @_opt(
     "--ssh-known-hosts",
     env_name="SSH_KNOWN_HOSTS",
+    extra_env=("GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"),
     **BOOL,
     help="Verify SSH hosts (default); --ssh-known-hosts=false turns checking off.",
 )
@@ -294,18 +432,55 @@ def _opt(*names: str, env_name: str, **kw: Any) -> Callable[[F], F]:
     help="Accepted for git-sync compatibility; metrics are always served.",
 )
 @_opt(
+    "--http-pprof",
+    env_name="HTTP_PPROF",
+    **BOOL,
+    help="Serve the stacks of every thread and task at /debug/pprof/ (Go's profiles answer 501).",
+)
+@_opt(
     "--add-user",
     env_name="ADD_USER",
     **BOOL,
-    hidden=True,
-    help="Accepted for git-sync compatibility; ignored.",
+    help="Add an /etc/passwd entry for this UID if it has none (ssh needs one).",
 )
-@click.option(
+@_opt(
     "-v",
     "--verbose",
+    "verbose",
+    env_name="VERBOSE",
+    help="git-sync's log verbosity: 0 and 1 log at info, 2 and up at debug (--log-level wins).",
+)
+@_deprecated("--v", help="git-sync v3's -v.")
+@_deprecated("--branch", "GIT_SYNC_BRANCH", help="git-sync v3's --branch: use --ref.")
+@_deprecated("--rev", "GIT_SYNC_REV", help="git-sync v3's --rev: use --ref.")
+@_deprecated("--dest", "GIT_SYNC_DEST", help="git-sync v3's --dest: use --link.")
+@_deprecated("--wait", "GIT_SYNC_WAIT", type=float, help="git-sync v3's --wait: use --period.")
+@_deprecated(
+    "--timeout", "GIT_SYNC_TIMEOUT", type=int, help="git-sync v3's --timeout: use --sync-timeout."
+)
+@_deprecated(
+    "--max-sync-failures",
+    "GIT_SYNC_MAX_SYNC_FAILURES",
     type=int,
-    hidden=True,
-    help="Accepted for git-sync compatibility; use --log-level.",
+    help="git-sync v3's --max-sync-failures: use --max-failures.",
+)
+@_deprecated(
+    "--sync-hook-command",
+    "GIT_SYNC_HOOK_COMMAND",
+    help="git-sync v3's --sync-hook-command: use --exechook-command.",
+)
+@_deprecated(
+    "--change-permissions",
+    "GIT_SYNC_PERMISSIONS",
+    type=int,
+    help="git-sync v3's --change-permissions: refused, use --group-write.",
+)
+@click.option("--version", "show_version", is_flag=True, help="Print the version and exit.")
+@click.option("--man", "show_manual", is_flag=True, help="Print the full manual and exit.")
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the settings read from flags, variables and the config file as JSON (no secrets), and exit.",
 )
 @common_options()
 @click.pass_context
@@ -319,24 +494,47 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
     from sidekick.cli.common import duration_option
     from sidekick.sync.app import run_sync
 
+    if params.pop("show_version"):
+        click.echo(__version__)
+        ctx.exit(0)
+    if params.pop("show_manual"):
+        click.echo(ctx.get_help())
+        click.echo("\nThe full manual is docs/sync.md in sidekick's source.")
+        ctx.exit(0)
+    verbose = _verbosity(ctx, params)
+    if verbose is not None and ctx.get_parameter_source("log_level") == ParameterSource.DEFAULT:
+        params["log_level"] = "debug" if verbose >= 2 else "info"
     init_logging(params)
-    signame = params.get("sync_on_signal")
-    if signame and signame.upper().removeprefix("SIG") not in ("HUP", "1"):
-        raise ConfigError(
-            f"--sync-on-signal {signame!r} is not supported; sidekick sync syncs on SIGHUP, "
-            "so use SIGHUP or leave the flag out"
-        )
+    _warn_unknown_variables(ctx)
+    print_only = bool(params.pop("print_config"))
     over = overrides(ctx, FIELDS)
     for param in DURATIONS:
         dotted = FIELDS[param]
         if dotted in over:
             over[dotted] = duration_option(over[dotted], "--" + param.replace("_", "-"))
+    _apply_deprecated(ctx, params, over)
+    if _given(ctx, "cookie_file"):
+        over["cookie_file"] = _cookie_file(params["cookie_file"])
+    configs = [c for c in (params.get("git_config"), *params["git_config_add"]) if c]
+    if params["git_config_add"]:
+        over["git_config"] = ",".join(configs)
     password = params.get("password")
-    if password is not None and ctx.get_parameter_source("password") in (
-        ParameterSource.COMMANDLINE,
-        ParameterSource.ENVIRONMENT,
-    ):
-        over["password_file"] = _private_file(password)
+    if password is not None and _given(ctx, "password"):
+        over["password_file"] = _secret_file(password, print_only, "password")
+    key = params.get("github_app_private_key")
+    if key is not None and _given(ctx, "github_app_private_key"):
+        if "github_app_private_key_file" in over:
+            raise ConfigError(
+                "GITSYNC_GITHUB_APP_PRIVATE_KEY and --github-app-private-key-file are both set; "
+                "give only one of them"
+            )
+        over["github_app_private_key_file"] = _secret_file(key, print_only, "github-app-key")
+    if params["credential"]:
+        over["credentials"] = [
+            msgspec.structs.asdict(c)
+            for text in params["credential"]
+            for c in parse_credentials(text, print_only)
+        ]
     # The config file's `sync:` section is flat; its durations ("30s") are parsed here like
     # the flags', then flags and environment variables are laid over it.
     layered = _file_section(params.get("config_file"))
@@ -354,8 +552,152 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
         and ctx.get_parameter_source("admin_addr") == ParameterSource.DEFAULT
     ):
         addr_text = params["http_bind"]
+    addr = admin_addr(addr_text)
     shutdown_timeout = parse_duration(params["shutdown_timeout"], name="--shutdown-timeout")
-    ctx.exit(run_sync(cfg, admin_addr(addr_text), shutdown_timeout))
+    if print_only:
+        shown = {
+            "sync": msgspec.to_builtins(cfg),
+            "admin_addr": str(addr),
+            "log_level": params["log_level"],
+            "log_format": params["log_format"],
+            "shutdown_timeout": shutdown_timeout,
+        }
+        click.echo(json.dumps(shown, indent=2, sort_keys=True))
+        ctx.exit(0)
+    ctx.exit(run_sync(cfg, addr, shutdown_timeout))
+
+
+def _given(ctx: click.Context, param: str) -> bool:
+    return ctx.get_parameter_source(param) in (
+        ParameterSource.COMMANDLINE,
+        ParameterSource.ENVIRONMENT,
+    )
+
+
+def _verbosity(ctx: click.Context, params: dict[str, Any]) -> int | None:
+    """git-sync's ``-v N``: pflag also takes ``-v=N``, which click hands over as ``=N``."""
+    value = params.get("verbose") if _given(ctx, "verbose") else None
+    if value is None and params.get("v") is not None:
+        value = params["v"]
+    if value is None:
+        return None
+    text = str(value).removeprefix("=")
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ConfigError(
+            f"-v {value!r} is not a number; give a verbosity level like -v=2"
+        ) from None
+
+
+def _apply_deprecated(ctx: click.Context, params: dict[str, Any], over: dict[str, Any]) -> None:
+    """git-sync v3's flags, applied over their v4 names as git-sync v4 applies them."""
+    if params.get("change_permissions"):
+        raise ConfigError(
+            f"--change-permissions {params['change_permissions']} is no longer supported "
+            "(git-sync v4 dropped it); use --group-write"
+        )
+    branch, rev = params.get("branch"), params.get("rev")
+    if branch and rev and rev != "HEAD":
+        raise ConfigError("--branch and --rev are both set; give the ref once, with --ref")
+    moves: list[tuple[str, str, Any]] = []
+    if branch:
+        moves.append(("--branch", "ref", branch))
+    elif rev:
+        moves.append(("--rev", "ref", rev))
+    if params.get("dest"):
+        moves.append(("--dest", "link", params["dest"]))
+    if params.get("wait"):
+        moves.append(("--wait", "period", float(params["wait"])))
+    if params.get("timeout"):
+        moves.append(("--timeout", "sync_timeout", float(params["timeout"])))
+    if params.get("max_sync_failures"):
+        moves.append(("--max-sync-failures", "max_failures", params["max_sync_failures"]))
+    if params.get("sync_hook_command"):
+        moves.append(("--sync-hook-command", "exechook_command", params["sync_hook_command"]))
+    for flag, field, value in moves:
+        log.warning(
+            "%s is deprecated (git-sync v3); using it as --%s.", flag, field.replace("_", "-")
+        )
+        over[field] = value
+
+
+def _cookie_file(value: str) -> str | None:
+    """git-sync's ``--cookie-file`` is a boolean naming a fixed file; a path is accepted too."""
+    word = value.strip().lower()
+    if word in _TRUE:
+        return COOKIE_FILE_DEFAULT
+    if word in _FALSE or not word:
+        return None
+    return value
+
+
+def parse_credentials(text: str, print_only: bool = False) -> list[Credential]:
+    """git-sync's ``--credential``: one JSON object or a list of them."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"--credential is not valid JSON ({exc.msg} at character {exc.pos}); give "
+            '{"url": "https://host/org", "username": "u", "password-file": "/path"}'
+        ) from None
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ConfigError(
+                "--credential must be a JSON object or a list of objects; give "
+                '{"url": ..., "username": ..., "password-file": ...}'
+            )
+        unknown = sorted(set(item) - {"url", "username", "password", "password-file"})
+        if unknown:
+            raise ConfigError(
+                f"--credential has an unknown field {unknown[0]!r}; the fields are url, "
+                "username, password and password-file"
+            )
+        url, username = str(item.get("url") or ""), str(item.get("username") or "")
+        password, password_file = item.get("password"), item.get("password-file")
+        if not url:
+            raise ConfigError("--credential has no url; give the URL the credential is for")
+        if not username:
+            raise ConfigError(f"--credential for {_shown(url)} has no username; give one")
+        if bool(password) == bool(password_file):
+            raise ConfigError(
+                f"--credential for {_shown(url)} needs exactly one of password and "
+                "password-file; give one of them"
+            )
+        if password:
+            password_file = _secret_file(str(password), print_only, "credential")
+        out.append(Credential(url=url, username=username, password_file=str(password_file)))
+    return out
+
+
+def _shown(url: str) -> str:
+    from sidekick.core.redact import redact_url
+
+    return redact_url(url)
+
+
+def _known_variables(ctx: click.Context) -> set[str]:
+    names = set(_NOT_SETTINGS)
+    for param in ctx.command.params:
+        envvar = getattr(param, "envvar", None)
+        if isinstance(envvar, str):
+            names.add(envvar)
+        elif envvar:
+            names.update(envvar)
+    return names
+
+
+def _warn_unknown_variables(ctx: click.Context) -> None:
+    known = _known_variables(ctx)
+    for name in sorted(os.environ):
+        if name.startswith(("GITSYNC_", "GIT_SYNC_")) and name not in known:
+            log.warning(
+                "Ignoring environment variable %s: sidekick sync has no such setting "
+                "(check the spelling against docs/sync.md).",
+                name,
+            )
 
 
 def _file_section(path: str | None) -> dict[str, Any]:
@@ -374,9 +716,11 @@ def _file_section(path: str | None) -> dict[str, Any]:
     return out
 
 
-def _private_file(secret: str) -> str:
-    """Keep a password given inline in a 0600 file, so it reaches git only through askpass."""
-    fd, path = tempfile.mkstemp(prefix="sidekick-sync-password-")
+def _secret_file(secret: str, print_only: bool, kind: str) -> str:
+    """Keep a secret given inline in a 0600 file, so it reaches git only through a helper."""
+    if print_only:
+        return f"(inline {kind}, not shown)"
+    fd, path = tempfile.mkstemp(prefix=f"sidekick-sync-{kind}-")
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
 

@@ -14,6 +14,17 @@ import msgspec
 
 Submodules = Literal["recursive", "shallow", "off"]
 
+GITHUB_API = "https://api.github.com/"
+
+
+class Credential(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One entry of git-sync's ``--credential``: a user and password for URLs under ``url``."""
+
+    url: str
+    username: str
+    password_file: str
+    """File holding the password; an inline password is moved into a private file by the CLI."""
+
 
 class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     repo: str
@@ -36,13 +47,19 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sparse_checkout_file: str | None = None
     """File of sparse-checkout patterns (non-cone mode); unset checks out every file."""
     one_time: bool = False
-    max_failures: int = -1
-    """Consecutive failed syncs tolerated before exiting; -1 retries forever, 0 exits at once."""
+    max_failures: int | None = None
+    """Failed syncs in a row that end the process (exit 1), counted as git-sync counts them;
+    -1 never exits. Unset: 0 until the first successful sync (git-sync's default), -1 after."""
+    init_period: float | None = None
+    """Seconds between syncs until the first success (git-sync's --init-period); unset: period."""
+    init_max_failures: int | None = None
+    """``max_failures`` until the first success; unset: ``max_failures`` applies throughout."""
     stale_worktree_timeout: float = 0.0
-    """Seconds a worktree older than the previous revision is kept before removal."""
+    """Seconds a worktree is kept once it is no longer the current one; 0 removes it at once."""
     git: str = "git"
     """The git binary (looked up on PATH)."""
-    git_gc: Literal["auto", "always", "aggressive", "off"] = "auto"
+    git_gc: Literal["auto", "always", "aggressive", "off"] = "always"
+    """git gc after a sync that removed a worktree; git-sync's modes and default."""
     git_config: str = ""
     """Extra git settings, git-sync style: ``key:value,key2:value2`` (see ``gitconfig``)."""
     group_write: bool = False
@@ -52,9 +69,10 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     error_file: str | None = None
     """File holding the last sync error, removed on success; relative paths are under ``root``."""
     backoff_initial: float = 1.0
-    """First retry delay after a failed sync, in seconds; doubles per failure."""
-    backoff_max: float = 300.0
-    """Longest retry delay after failed syncs, in seconds."""
+    """First retry delay after a failed sync, in seconds, when ``backoff_max`` is set."""
+    backoff_max: float = 0.0
+    """Longest retry delay after failed syncs, in seconds; 0 retries after the period as
+    git-sync does, above 0 the delay doubles from ``backoff_initial`` up to this."""
     # Credentials. None of these values are logged.
     username: str | None = None
     password_file: str | None = None
@@ -67,12 +85,31 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ssh_known_hosts: bool = True
     """False turns SSH host key checking off (git-sync's --ssh-known-hosts=false)."""
     cookie_file: str | None = None
+    credentials: list[Credential] = msgspec.field(default_factory=list)
+    """git-sync's ``--credential`` list, offered to git by URL (most specific first)."""
+    # GitHub App authentication: an installation token, refreshed before it expires.
+    github_base_url: str = GITHUB_API
+    github_app_private_key_file: str | None = None
+    """PEM RSA private key of the app; unset means no GitHub App authentication."""
+    github_app_client_id: str = ""
+    github_app_application_id: int = 0
+    github_app_installation_id: int = 0
+    add_user: bool = False
+    """Add an /etc/passwd entry for this UID if it has none (ssh refuses to run without one)."""
+    http_pprof: bool = False
+    """Serve stack dumps under /debug/pprof/ on the admin server."""
+    sync_on_signal: str = ""
+    """Signal name or number that triggers a sync, besides SIGHUP; empty: only SIGHUP."""
     # POST /sync.
     trigger_secret_file: str | None = None
     """Shared secret for POST /sync; unset accepts every request."""
     trigger_min_interval: float = 1.0
     """Least seconds between the starts of two syncs asked for by POST /sync or SIGHUP;
     triggers inside it join the one pending sync. 0 syncs at once on every trigger."""
+    # A command run in the new worktree before the link is swapped; its failure fails the sync.
+    pre_publish_exechook_command: str | None = None
+    pre_publish_exechook_timeout: float = 30.0
+    pre_publish_exechook_backoff: float = 3.0
     # Hooks after each publish.
     exechook_command: str | None = None
     """Command (split like a shell would, but run without one) run in the new worktree."""

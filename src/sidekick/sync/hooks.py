@@ -57,11 +57,11 @@ class HookRunner:
         try:
             await self.hook(sha, path)
         except Exception as exc:
-            self.metrics.hooks.labels(self.name, "error").inc()
+            self.metrics.hook_done(self.name, ok=False)
             log.error("%s for %s failed: %s.", self.name, sha[:12], exc)
             return False
         self.done = sha
-        self.metrics.hooks.labels(self.name, "success").inc()
+        self.metrics.hook_done(self.name, ok=True)
         log.info("%s for %s succeeded.", self.name, sha[:12])
         return True
 
@@ -75,7 +75,7 @@ class HookRunner:
                     await self.hook(sha, path)
                 except Exception as exc:
                     delay = self.backoff.next_delay()
-                    self.metrics.hooks.labels(self.name, "error").inc()
+                    self.metrics.hook_done(self.name, ok=False)
                     log.warning(
                         "%s for %s failed: %s; retrying in %.1fs.", self.name, sha[:12], exc, delay
                     )
@@ -86,11 +86,11 @@ class HookRunner:
                 else:
                     self.backoff.reset()
                     self.done = sha
-                    self.metrics.hooks.labels(self.name, "success").inc()
+                    self.metrics.hook_done(self.name, ok=True)
                     log.info("%s for %s succeeded.", self.name, sha[:12])
 
 
-def exechook(command: str, timeout: float, env: Mapping[str, str]) -> Hook:
+def exechook(command: str, timeout: float, env: Mapping[str, str], name: str = "exechook") -> Hook:
     """The command runs without a shell (split like one would), in the new worktree."""
     argv = shlex.split(command)
 
@@ -106,17 +106,62 @@ def exechook(command: str, timeout: float, env: Mapping[str, str]) -> Hook:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise HookError(f"exechook {argv[0]!r} could not start: {exc.strerror}") from None
+            raise HookError(f"{name} {argv[0]!r} could not start: {exc.strerror}") from None
         try:
             out, _ = await run_with_deadline(proc, timeout)
         except TimeoutError:
             kill_group(proc)
-            raise HookError(f"exechook {argv[0]!r} did not finish within {timeout:g}s") from None
+            raise HookError(f"{name} {argv[0]!r} did not finish within {timeout:g}s") from None
         if proc.returncode != 0:
             tail = last_lines(out.decode("utf-8", "replace"))
-            raise HookError(f"exechook {argv[0]!r} exited with status {proc.returncode}: {tail}")
+            raise HookError(f"{name} {argv[0]!r} exited with status {proc.returncode}: {tail}")
 
     return run
+
+
+class PrePublishError(HookError):
+    """The pre-publish hook failed: the revision is not published; retry after ``retry_after``."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PrePublish:
+    """git-sync's ``--pre-publish-exechook-command``: run in the new worktree, before the link
+    is swapped to it, with ``GITSYNC_HASH`` set to the new revision.
+
+    The link is swapped only if the command succeeds; otherwise the sync fails (the previous
+    revision stays published) and the next attempt comes ``backoff`` seconds later. It runs
+    whenever the link is about to change, so also after a restart that finds a built but
+    unpublished worktree, and not on polls that find the revision already published.
+    """
+
+    name = "pre-publish-exechook"
+
+    def __init__(
+        self,
+        command: str,
+        timeout: float,
+        backoff: float,
+        env: Mapping[str, str],
+        metrics: SyncMetrics,
+    ) -> None:
+        self.hook = exechook(command, timeout, env, name=self.name)
+        self.backoff = backoff
+        self.metrics = metrics
+
+    async def __call__(self, sha: str, path: Path) -> None:
+        try:
+            await self.hook(sha, path)
+        except HookError as exc:
+            self.metrics.hook_done(self.name, ok=False)
+            raise PrePublishError(
+                f"{exc}; {sha[:12]} is not published, retrying in {self.backoff:g}s",
+                self.backoff,
+            ) from None
+        self.metrics.hook_done(self.name, ok=True)
+        log.info("%s for %s succeeded.", self.name, sha[:12])
 
 
 def webhook(
