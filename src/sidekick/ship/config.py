@@ -106,10 +106,29 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True):
     spool_max_bytes: Size = "1GiB"
     max_body_bytes: Size = "10MiB"
     max_records_per_request: int = 10000
+    # Connections open at once (capped at half the open-file limit); at the limit a new one
+    # closes the longest-idle connection, or gets 503 if every one has a request under way.
+    max_connections: int = 512
+    # Seconds a client has to send complete request headers (from connecting, or from the
+    # first byte after a keep-alive pause), to send a body, and may stay idle between requests.
+    header_timeout: Duration = 10.0
+    body_timeout: Duration = 30.0
+    keepalive_timeout: Duration = 75.0
 
     def __post_init__(self) -> None:
         self.spool_max_bytes = parse_size(self.spool_max_bytes, name="ingest.spool_max_bytes")
         self.max_body_bytes = parse_size(self.max_body_bytes, name="ingest.max_body_bytes")
+        if self.max_connections < 1:
+            raise ConfigError(
+                f"config field 'ingest.max_connections' is {self.max_connections}; give at least 1"
+            )
+        for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
+            value = parse_duration(getattr(self, name), name=f"ingest.{name}")
+            if not value > 0:  # NaN too
+                raise ConfigError(
+                    f"config field 'ingest.{name}' is {value:g}s; give a duration above 0, like 10s"
+                )
+            setattr(self, name, value)
 
 
 class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
