@@ -87,3 +87,10 @@ def test_every_url_in_a_message_is_masked() -> None:
 def test_a_message_without_urls_is_returned_as_is() -> None:
     text = "output 'stdout:': token=abc is not an option"
     assert redact_text(text) is text
+
+
+def test_punctuation_after_a_url_in_a_message_is_kept() -> None:
+    assert redact_text("cannot reach http://h/?token=x: refused.") == (
+        "cannot reach http://h/?token=***: refused."
+    )
+    assert redact_text("(see http://u:p@h/a).") == "(see http://u:***@h/a)."

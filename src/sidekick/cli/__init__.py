@@ -14,6 +14,7 @@ import click
 
 from sidekick import __version__
 from sidekick.core.errors import UserError
+from sidekick.core.redact import redact_text
 
 
 class SidekickGroup(click.Group):
@@ -23,7 +24,8 @@ class SidekickGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"sidekick: error: {exc}", err=True)
+            # Messages mask the URLs they name; this also covers text they quote.
+            click.echo(f"sidekick: error: {redact_text(str(exc))}", err=True)
             sys.exit(2)
 
 

@@ -4,6 +4,10 @@ JSON lines use the same field names as the records ``sidekick ship`` produces
 (``@timestamp``, ``log.level``, ``log.logger``, ``message``), so a sidecar's own logs can be
 shipped by another sidecar without a parser. Extra structured fields passed with
 ``logger.info(..., extra={"fields": {...}})`` are merged into the JSON object.
+
+Every URL in a message or traceback is passed through ``redact_text`` on its way out: the
+code logging it should have masked it already, this catches text it did not write (an
+exception message of a library).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Literal, TextIO
 
 import msgspec
+
+from sidekick.core.redact import redact_text
 
 LogFormat = Literal["text", "json"]
 
@@ -30,7 +36,7 @@ class TextFormatter(logging.Formatter):
         line = f"{_iso(record.created)} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact_text(line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,13 +45,13 @@ class JsonFormatter(logging.Formatter):
             "@timestamp": _iso(record.created),
             "log.level": record.levelname.lower(),
             "log.logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage()),
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             obj.update(fields)
         if record.exc_info:
-            obj["error.stack_trace"] = self.formatException(record.exc_info)
+            obj["error.stack_trace"] = redact_text(self.formatException(record.exc_info))
         return _json.encode(obj).decode()
 
 

@@ -41,8 +41,9 @@ _STRONG_PARTS = (
 _FILE_SUFFIXES = ("_file", "_path")
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
-# A URL inside free text: scheme://, then everything up to white space or a quote.
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+# A URL inside free text: scheme://, then everything up to white space or a quote, less the
+# punctuation of the sentence around it ("cannot reach http://h/?token=x: refused").
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]*[^\s'\"<>`.,;:!?)\]]")
 
 
 def is_secret_key(name: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from sidekick.core.errors import ConfigError
+from sidekick.core.redact import redact_url
 
 
 def file_url_path(url: str, *, flag: str, example: str, names: str = "no file") -> str:
@@ -22,12 +23,14 @@ def file_url_path(url: str, *, flag: str, example: str, names: str = "no file") 
     if rest.startswith("//"):
         host, _sep, path = rest[2:].partition("/")
         if host not in ("", "localhost"):
-            raise ConfigError(f"{flag} {url!r}: file URLs name a local path; write {example}")
+            raise ConfigError(
+                f"{flag} {redact_url(url)!r}: file URLs name a local path; write {example}"
+            )
         path = "/" + path
     else:
         path = rest
     if not path or path.endswith("/"):
-        raise ConfigError(f"{flag} {url!r} names {names}; write {example}")
+        raise ConfigError(f"{flag} {redact_url(url)!r} names {names}; write {example}")
     return path
 
 

@@ -123,6 +123,17 @@ async def test_basic_auth_password_comes_from_a_file(
     assert server.requests[0].headers["Authorization"] == expected
 
 
+async def test_user_name_in_the_url_goes_with_the_password_file(
+    server: ProtocolServer, make_sink: MakeSink, tmp_path: Path
+) -> None:
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    sink = make_sink(f"http://shipper@{server.hostport}/ingest", password_file=str(password))
+    assert (await sink.send(make_records(1))).all_delivered
+    expected = "Basic " + base64.b64encode(b"shipper:s3cret").decode()
+    assert server.requests[0].headers["Authorization"] == expected
+
+
 async def test_headers_option_is_sent_with_every_request(
     server: ProtocolServer, make_sink: MakeSink
 ) -> None:

@@ -1,7 +1,9 @@
 """Outputs, chosen by the scheme of ``--output``.
 
 Each module exposes ``create(spec: OutputSpec) -> Sink``; this table maps schemes to modules
-and imports them lazily so an unused output costs nothing at start-up.
+and imports them lazily so an unused output costs nothing at start-up. A sink's ``name`` is
+shown in log lines, metric labels, the dead-letter file and ``/healthz``; ``create_sink``
+passes it through ``redact_url`` whatever the sink chose, so no output can show a secret.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidekick.core.errors import ConfigError
+from sidekick.core.redact import redact_url
 from sidekick.ship.records import Sink
 
 
@@ -50,8 +53,9 @@ def create_sink(spec: OutputSpec) -> Sink:
     if module_name is None:
         known = ", ".join(f"{s}:" for s in SCHEMES)
         raise ConfigError(
-            f"--output {spec.url!r}: unknown scheme {spec.scheme!r}; use one of {known}"
+            f"--output {redact_url(spec.url)!r}: unknown scheme {spec.scheme!r}; use one of {known}"
         )
     module = importlib.import_module(module_name)
     sink: Sink = module.create(spec)
+    sink.name = redact_url(sink.name)
     return sink

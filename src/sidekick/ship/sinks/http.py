@@ -26,6 +26,8 @@ Left out: response bodies (a 2xx is trusted), methods other than POST, other enc
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import msgspec
 
 from sidekick.core.durations import parse_duration
@@ -70,7 +72,10 @@ class HttpSink(PushSink):
         )
         opts = load_options(Options, target, spec.options)
         self.name = target.url
-        self.url = spec.url
+        # The URL as written minus a user name (sent as basic auth with password_file):
+        # aiohttp refuses user info in the URL next to an Authorization header.
+        parts = urlsplit(spec.url)
+        self.url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         # Batches in flight at once: the server handles one while the next is encoded.
         self.concurrency = 2
         headers = {"Content-Type": "application/x-ndjson"}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from sidekick.core.errors import ConfigError
+from sidekick.core.redact import redact_url
 from sidekick.ship.sources.base import InputSpec, Source, SourceContext
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def check_input(spec: str) -> None:
     if scheme not in SCHEMES:
         known = ", ".join(f"{s}:" for s in SCHEMES)
         raise ConfigError(
-            f"--input {spec!r}: unknown scheme {scheme!r}; use one of {known} "
+            f"--input {redact_url(spec)!r}: unknown scheme {scheme!r}; use one of {known} "
             "(like file:///var/log/app/*.log or http://0.0.0.0:8081)"
         )
 
@@ -62,6 +63,7 @@ def split_options(given: str) -> tuple[str, dict[str, str]]:
     options: dict[str, str] = {}
     if not sep:
         return url, options
+    given = redact_url(given)  # from here on only shown in messages
     for item in query.split("&"):
         key, eq, value = item.partition("=")
         if not eq:
@@ -93,11 +95,11 @@ def resolve_input(entry: str | InputConfig, cfg: ShipConfig) -> InputSpec:
     Options the input does not give come from ``cfg.parser`` and ``cfg.multiline_start``.
     """
     if isinstance(entry, str):
-        given = entry
         url, options = split_options(entry)
+        given = redact_url(entry)
     else:
-        given = entry.url
         url, options = split_options(entry.url)
+        given = redact_url(entry.url)
         for key in OPTIONS:
             value = getattr(entry, key)
             if value is None:

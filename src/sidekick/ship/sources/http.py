@@ -46,6 +46,7 @@ from sidekick.core.addr import HostPort, parse_hostport
 from sidekick.core.errors import ConfigError
 from sidekick.core.limits import open_files_limit
 from sidekick.core.ratelog import RateLimitedLog
+from sidekick.core.redact import redact_url
 from sidekick.ship.config import seconds, size
 from sidekick.ship.records import MESSAGE, TIMESTAMP
 from sidekick.ship.sources._connections import (
@@ -756,18 +757,24 @@ class IngestServer:
 
 
 def parse_spec(spec: str) -> HostPort:
+    shown = redact_url(spec)
     parts = urlsplit(spec)
     if parts.scheme.lower() != "http":
         raise ConfigError(
-            f"--input {spec!r}: ingest over https is not supported; use http://HOST:PORT and "
+            f"--input {shown!r}: ingest over https is not supported; use http://HOST:PORT and "
             "terminate TLS in front of it (or keep it on the Pod's localhost)"
+        )
+    if "@" in parts.netloc:
+        raise ConfigError(
+            f"--input {shown!r}: an ingest input takes no user or password; give only "
+            "HOST:PORT and require a token with --ingest-token-file"
         )
     if parts.path not in ("", "/", PATH) or parts.query:
         raise ConfigError(
-            f"--input {spec!r}: give only HOST:PORT, like http://0.0.0.0:8081 "
+            f"--input {shown!r}: give only HOST:PORT, like http://0.0.0.0:8081 "
             f"(logs are POSTed to {PATH})"
         )
-    return parse_hostport(parts.netloc, name=f"--input {spec!r}")
+    return parse_hostport(parts.netloc, name=f"--input {shown!r}")
 
 
 class IngestSource:
