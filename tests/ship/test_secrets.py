@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from sidekick.core.errors import ConfigError
 from sidekick.ship.deadletter import DEAD_LETTER_FILE
+from sidekick.ship.sinks import OutputSpec, create_sink
 from tests.conftest import SIDEKICK, free_port
 from tests.ship.helpers import read_ndjson, wait_for
 
@@ -88,6 +90,23 @@ def test_refused_input_urls_do_not_echo_the_secret(tmp_path: Path, given: str) -
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines()[-1].startswith("sidekick: error: ")
     assert MARKER not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        (f"otlp://127.0.0.1:4318?timeout=soon&headers=X-Key={MARKER}", {}),
+        (f"http://127.0.0.1:9000/ingest?token={MARKER}", {"timeout": "soon"}),
+        (f"elasticsearch://127.0.0.1:9200/logs?token={MARKER}", {}),
+        (f"loki://127.0.0.1:3100?secret={MARKER}", {}),
+    ],
+)
+def test_sink_errors_name_the_url_masked(url: str, options: dict[str, str]) -> None:
+    # Straight from the sink, before the CLI's last-line masking of its error message.
+    with pytest.raises(ConfigError) as info:
+        create_sink(OutputSpec(url, options))
+    assert "***" in str(info.value)
+    assert MARKER not in str(info.value)
 
 
 def test_output_given_twice_does_not_echo_the_secret(tmp_path: Path) -> None:

@@ -248,7 +248,7 @@ class ElasticsearchSink(PushSink):
         if opts.pipeline:
             query += f"&pipeline={quote(opts.pipeline, safe='')}"
         self.url = f"{target.base_url()}/_bulk?{query}"
-        timeout = parse_duration(opts.timeout, name=f"output {spec.url!r}: option 'timeout'")
+        timeout = parse_duration(opts.timeout, name=f"output {target.url!r}: option 'timeout'")
         self._client = HttpClient(
             self.name,
             ssl_context=tls_context(target, opts.ca_file),

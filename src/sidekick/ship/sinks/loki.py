@@ -149,7 +149,7 @@ class LokiSink(PushSink):
             headers["Content-Encoding"] = "gzip"
         self._gzip = opts.gzip
         self._headers = headers
-        timeout = parse_duration(opts.timeout, name=f"output {spec.url!r}: option 'timeout'")
+        timeout = parse_duration(opts.timeout, name=f"output {target.url!r}: option 'timeout'")
         self._client = HttpClient(
             self.name,
             ssl_context=tls_context(target, opts.ca_file),

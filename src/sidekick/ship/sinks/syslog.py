@@ -160,7 +160,7 @@ class SyslogSink:
                 "use at least 480 (RFC 5426's minimum)",
             )
         self.max_datagram = opts.max_datagram_bytes
-        self.timeout = parse_duration(opts.timeout, name=f"output {spec.url!r}: option 'timeout'")
+        self.timeout = parse_duration(opts.timeout, name=f"output {target.url!r}: option 'timeout'")
         self.truncated = 0  # UDP messages cut to max_datagram_bytes
         self._sd_names: dict[str, str] = {}
         self._lock = asyncio.Lock()
