@@ -6,6 +6,7 @@ over real sockets on 127.0.0.1; body decoding is also checked in-process and fuz
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
@@ -22,6 +23,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -416,6 +418,100 @@ def test_client_leaving_mid_body_is_counted_499_and_not_logged(
     wait_for_sync(lambda: sh.answered(499) == 20, 30)
     assert log_size(sh) == size_before
     assert sh.answered(500) == 0
+
+
+async def raw_status(port: int, headers: bytes) -> int:
+    """POST a small NDJSON body with raw extra header bytes; the answer's status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            b"Content-Length: 8\r\nConnection: close\r\n" + headers + b'\r\n{"a":1}\n'
+        )
+        status_line = await reader.readline()
+        await reader.read()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+async def test_every_answer_is_counted_with_its_code(state_dir: Path) -> None:
+    token = state_dir.parent / "token"
+    token.write_text("right\n")
+    async with run_ingest(
+        state_dir, token_file=str(token), max_body_bytes=100, max_records_per_request=2
+    ) as ing:
+        auth = {"Authorization": "Bearer right"}
+        session, url = ing.session, ing.url
+        answers = [
+            (await ing.post(b'{"a":1}\n', **auth))[0],
+            (await ing.post(b"{", **auth))[0],
+            (await ing.post(b'{"a":1}\n', Authorization="Bearer wrong"))[0],
+            await raw_status(ing.source.port, b"Authorization: Bearer \xff\r\n"),
+            (await ing.post(b"{}\n{}\n{}\n", **auth))[0],
+            (await ing.post(b"x" * 200, **auth))[0],
+            (await ing.post(b"{}", "application/xml", **auth))[0],
+        ]
+        async with session.get(url) as resp:
+            answers.append(resp.status)
+        async with session.post(url.replace("/v1/logs", "/other")) as resp:
+            answers.append(resp.status)
+        assert answers == [202, 400, 401, 401, 413, 413, 415, 405, 404]
+        registry = ing.source.ctx.metrics.registry
+        for code in set(answers):
+            counted = registry.get_sample_value(
+                "sidekick_ship_ingest_requests_total", {"code": str(code)}
+            )
+            assert counted == answers.count(code), code
+
+
+async def test_a_token_file_gone_unreadable_is_logged_once_not_per_request(
+    state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = state_dir.parent / "token"
+    token.write_text("right\n")
+    async with run_ingest(state_dir, token_file=str(token)) as ing:
+        token.unlink()
+        for _ in range(5):
+            status, _answer, _ = await ing.post(b'{"a":1}\n', Authorization="Bearer right")
+            assert status == 202  # the tokens read before still hold
+    warnings = [r for r in caplog.records if "Cannot re-read token file" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_a_failing_handler_is_a_counted_500_logged_once_with_its_traceback(
+    state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug cannot be provoked through the real endpoint: a route that fails stands in."""
+    async with run_ingest(state_dir) as ing:
+        server = ing.source.server
+        app = web.Application(middlewares=[server._count])
+
+        async def broken(request: web.Request) -> web.Response:
+            raise RuntimeError("a bug")
+
+        app.router.add_post("/broken", broken)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        sock = socket.create_server(("127.0.0.1", 0))
+        await server.connections.site(runner, sock).start()
+        try:
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}/broken"
+            for _ in range(3):
+                async with ing.session.post(url, data=b"{}") as resp:
+                    assert resp.status == 500
+                    assert await resp.json() == {
+                        "error": "the request failed unexpectedly; retry later"
+                    }
+        finally:
+            await runner.cleanup()
+        registry = ing.source.ctx.metrics.registry
+        assert (
+            registry.get_sample_value("sidekick_ship_ingest_requests_total", {"code": "500"}) == 3
+        )
+    lines = [r.getMessage() for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert len(lines) == 1
+    assert "RuntimeError: a bug" in lines[0] and "Traceback" in lines[0]
 
 
 # -- bytes that are not UTF-8 ----------------------------------------------------------------

@@ -456,6 +456,8 @@ class TokenFile:
         self.path = path
         self._stamp: tuple[int, int] | None = None
         self.tokens: list[bytes] = []
+        # Re-read on every request: a file that stays unreadable is logged once a minute.
+        self._rate = RateLimitedLog(log)
         self.reload(initial=True)
 
     def reload(self, *, initial: bool = False) -> None:
@@ -471,7 +473,8 @@ class TokenFile:
                     f"--ingest-token-file {str(self.path)!r} cannot be read ({exc.strerror}); "
                     "give a readable file holding the token"
                 ) from None
-            log.warning(
+            self._rate.warning(
+                "unreadable",
                 "Cannot re-read token file %s (%s); keeping the tokens read before.",
                 self.path,
                 exc.strerror,
@@ -496,7 +499,8 @@ class TokenFile:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        candidate = given.strip().encode()
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates: keep them as bytes.
+        candidate = given.strip().encode("utf-8", "surrogateescape")
         ok = False
         for token in self.tokens:
             # Compare with every token, always: the time taken reveals nothing about which.
