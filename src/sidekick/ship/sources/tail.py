@@ -249,15 +249,16 @@ class TailSource:
         """Hand over what only memory holds: a last line with no newline, a multi-line group.
 
         In a Pod that stops, the files usually go away with their volume, so a line the app
-        never ended is shipped as it is rather than kept waiting for its newline.
+        never ended is shipped as it is rather than kept waiting for its newline. It is marked
+        ``partial``: if the file outlives the shipper, the rest of the line follows at the next
+        start, marked ``partial_end``.
         """
         for f in list(self.files.values()):
             if f.carry:
                 data, f.carry = f.carry, b""
                 base = f.read_pos - len(data)
-                flags = PARTIAL_END if f.continuing else None
-                f.continuing = False
-                await self._emit_pieces(f, emit, [(base, data, flags)], f.read_pos)
+                f.continuing = True
+                await self._emit_pieces(f, emit, [(base, data, PARTIAL)], f.read_pos)
             await self._flush_joiner(f, emit)
         log.info("Read every file of %s to its end.", self.name)
 
