@@ -123,8 +123,7 @@ class PrePublishError(HookError):
     """The pre-publish hook failed: the revision is not published; retry after ``retry_after``."""
 
     def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class PrePublish:
