@@ -61,7 +61,8 @@ async def test_reader_never_sees_a_missing_link_a_partial_file_or_mixed_revision
 ) -> None:
     up = Upstream(tmp_path / "up")
     up.commit(revision_files(0))
-    syncer = make_syncer(tmp_path / "root", up.url, link="site")
+    # Old worktrees kept for a minute, so a read that began before a swap can finish.
+    syncer = make_syncer(tmp_path / "root", up.url, link="site", stale_worktree_timeout=60)
     await syncer.sync_once()
     shas = up.prepare([revision_files(n) for n in range(1, 301)])
     reader = Reader(tmp_path / "root" / "site")
@@ -89,36 +90,32 @@ async def test_link_is_relative_and_names_the_revision(upstream: Upstream, tmp_p
     syncer.aclose()
 
 
-async def test_previous_revision_is_kept_until_the_next_publish(
+async def test_previous_revision_is_removed_right_after_the_swap_by_default(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     syncer = make_syncer(tmp_path / "root", upstream.url)
-    first = upstream.head()
     await syncer.sync_once()
     second = upstream.commit({"index.html": "rev 1\n"})
     await syncer.sync_once()
     wt = tmp_path / "root" / ".worktrees"
-    assert sorted(os.listdir(wt)) == sorted([first, second])
-    third = upstream.commit({"index.html": "rev 2\n"})
-    await syncer.sync_once()
-    assert sorted(os.listdir(wt)) == sorted([second, third])
+    assert os.listdir(wt) == [second]
+    assert len(os.listdir(tmp_path / "root" / ".git" / "worktrees")) == 1
     syncer.aclose()
 
 
 async def test_stale_worktrees_wait_for_the_stale_timeout(
     upstream: Upstream, tmp_path: Path
 ) -> None:
-    syncer = make_syncer(tmp_path / "root", upstream.url, stale_worktree_timeout=0.5)
+    syncer = make_syncer(tmp_path / "root", upstream.url, stale_worktree_timeout=2)
     first = upstream.head()
     await syncer.sync_once()
     upstream.commit({"index.html": "rev 1\n"})
     await syncer.sync_once()
-    upstream.commit({"index.html": "rev 2\n"})
-    await syncer.sync_once()
     wt = tmp_path / "root" / ".worktrees"
+    # The timer starts at the swap, however long ago the first revision was published.
     assert first in os.listdir(wt)
-    await asyncio.sleep(0.6)
-    await syncer.sync_once()
+    await asyncio.sleep(2.2)
+    assert await syncer.sync_once() == "unchanged"
     assert first not in os.listdir(wt)
     syncer.aclose()
 
@@ -161,19 +158,20 @@ async def test_sparse_checkout_file_limits_the_files(upstream: Upstream, tmp_pat
     syncer.aclose()
 
 
-async def test_a_thousand_syncs_leave_at_most_two_worktrees(tmp_path: Path) -> None:
+async def test_a_thousand_syncs_leave_one_worktree(tmp_path: Path) -> None:
     up = Upstream(tmp_path / "up")
     up.commit({"index.html": "rev 0\n"})
     shas = up.prepare([{"index.html": f"rev {n}\n"} for n in range(1, 1001)])
-    syncer = make_syncer(tmp_path / "root", up.url, link="site")
+    # gc is left out to keep this quick; test_gc_drops_the_objects_of_removed_revisions has it.
+    syncer = make_syncer(tmp_path / "root", up.url, link="site", git_gc="off")
     root = tmp_path / "root"
     most = 0
     for sha in shas:
         up.publish(sha)
         assert await syncer.sync_once() == "published"
         most = max(most, len(os.listdir(root / ".worktrees")))
-    assert most <= 2
-    assert len(os.listdir(root / ".git" / "worktrees")) <= 2
+    assert most <= 1
+    assert len(os.listdir(root / ".git" / "worktrees")) == 1
     assert (root / "site" / "index.html").read_text() == "rev 1000\n"
     syncer.aclose()
 
@@ -210,7 +208,8 @@ async def test_partial_clone_filter_still_checks_out_every_file(
     syncer = make_syncer(tmp_path / "root", upstream.url, filter="blob:none")
     await syncer.sync_once()
     assert len((tmp_path / "root" / "upstream" / "big.bin").read_text()) == 100_000
-    assert git(tmp_path / "root", "config", "remote.origin.promisor") == "true"
+    promisors = git(tmp_path / "root", "config", "--get-regexp", r"^remote\..*\.promisor$")
+    assert promisors.endswith(" true")
     syncer.aclose()
 
 
@@ -225,7 +224,7 @@ async def test_gc_drops_the_objects_of_removed_revisions(tmp_path: Path) -> None
     git_dir = tmp_path / "root" / ".git"
     files = sum(len(f) for _, _, f in os.walk(git_dir / "objects"))
     # 10 revisions brought 3 objects each; what is left is one pack (and its index) of the
-    # two kept revisions.
+    # published revision.
     assert files <= 4, sorted(str(p) for p in (git_dir / "objects").rglob("*") if p.is_file())
     assert len((git_dir / "shallow").read_text().splitlines()) <= 2
     syncer.aclose()

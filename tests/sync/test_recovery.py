@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,6 @@ import pytest
 from sidekick.core.errors import ConfigError
 from sidekick.sync.app import preflight
 from sidekick.sync.config import SyncConfig
-from sidekick.sync.publish import RootNotOurs
-from tests.conftest import SIDEKICK
 from tests.sync.conftest import Upstream, make_syncer, metric
 
 
@@ -125,40 +122,6 @@ async def test_corrupt_repository_head_is_reinitialised(upstream: Upstream, tmp_
     assert (tmp_path / "root" / "upstream" / "index.html").read_text() == "rev 1\n"
     assert metric(syncer, "sidekick_sync_recoveries_total", {"kind": "repository"}) == 1
     syncer.aclose()
-
-
-async def test_root_with_foreign_files_is_left_alone(upstream: Upstream, tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "precious.txt").write_text("keep me")
-    syncer = make_syncer(root, upstream.url)
-    with pytest.raises(RootNotOurs, match=r"precious\.txt"):
-        await syncer.sync_once()
-    assert (root / "precious.txt").read_text() == "keep me"
-    assert os.listdir(root) == ["precious.txt"]
-    syncer.aclose()
-
-
-def test_preflight_rejects_a_root_with_foreign_files(tmp_path: Path) -> None:
-    (tmp_path / "data.db").write_text("x")
-    cfg = SyncConfig(repo="file:///nowhere/repo", root=str(tmp_path))
-    with pytest.raises(ConfigError, match="never deletes files it did not create"):
-        preflight(cfg)
-
-
-def test_cli_exits_2_on_a_root_with_foreign_files(upstream: Upstream, tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "precious.txt").write_text("keep me")
-    proc = subprocess.run(
-        [*SIDEKICK, "sync", "--repo", upstream.url, "--root", str(root), "--one-time"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "precious.txt" in proc.stderr and "Traceback" not in proc.stderr
-    assert (root / "precious.txt").read_text() == "keep me"
 
 
 @pytest.mark.parametrize(

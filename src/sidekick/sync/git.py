@@ -83,8 +83,28 @@ class Git:
         base.setdefault("GIT_TERMINAL_PROMPT", "0")
         base["LC_ALL"] = "C"
         self.env = base
-        self.config = [a for k, v in config for a in ("-c", f"{k}={v}")]
+        # Settings go to git through GIT_CONFIG_COUNT/KEY_n/VALUE_n rather than "-c" so the
+        # argv is git-sync's ("git fetch <url> ..."): a --git wrapper that looks at "$1" or
+        # greps the URL out of its arguments works unchanged. Children (submodule updates)
+        # inherit them just as they would "-c".
+        self.config = list(config)
         self.calls = 0
+
+    def _config_env(
+        self, extra: Iterable[tuple[str, str]], env: Mapping[str, str]
+    ) -> dict[str, str]:
+        pairs = [*self.config, *extra]
+        if not pairs:
+            return {}
+        try:
+            start = int(env.get("GIT_CONFIG_COUNT", "0") or "0")
+        except ValueError:
+            start = 0
+        out = {"GIT_CONFIG_COUNT": str(start + len(pairs))}
+        for n, (key, value) in enumerate(pairs, start):
+            out[f"GIT_CONFIG_KEY_{n}"] = key
+            out[f"GIT_CONFIG_VALUE_{n}"] = value
+        return out
 
     async def run(
         self,
@@ -93,11 +113,17 @@ class Git:
         timeout: float,
         env: Mapping[str, str] | None = None,
         check: bool = True,
+        config: Iterable[tuple[str, str]] = (),
     ) -> GitResult:
-        """Run ``git <args>`` in ``cwd``; raise ``GitError`` on failure or timeout."""
-        argv = [self.binary, *self.config, *args]
-        what = "git " + " ".join(args[:2])
+        """Run ``git <args>`` in ``cwd``; raise ``GitError`` on failure or timeout.
+
+        ``config`` adds settings for this call only, on top of the runner's own.
+        """
+        argv = [self.binary, *args]
+        # Only the subcommand: its arguments may hold a URL with a password in it.
+        what = "git " + args[0] if args else "git"
         full_env = self.env if env is None else {**self.env, **env}
+        full_env = {**full_env, **self._config_env(config, full_env)}
         started = time.monotonic()
         self.calls += 1
         try:

@@ -10,8 +10,10 @@ Each revision is checked out into ``.worktrees/build-*`` and renamed to its fina
 when complete, so a directory named after a hash is always a whole tree (even after a crash
 mid-checkout). The link is swapped by creating a temporary symlink and renaming it over the
 old one, so a reader resolves either the old or the new revision, never a mix or nothing.
-The previous revision is kept until the next publish so a reader that resolved the link just
-before a swap finishes on a complete tree; older ones go after ``--stale-worktree-timeout``.
+As with git-sync, anything in ``.worktrees`` other than the current worktree is removed once
+it has been stale for ``--stale-worktree-timeout`` (at once by default); a worktree's
+staleness counts from its mtime, set when it stops being current, so it survives restarts.
+A ``--root`` that is not a repository is emptied first, as git-sync documents.
 
 The link is relative so the volume can be mounted at a different path in the consumer.
 It leaves out what to publish and when (``syncer``) and the git transport (``git``).
@@ -27,7 +29,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from sidekick.core.errors import PermanentError
@@ -43,7 +45,7 @@ _LOCKS = ("index.lock", "shallow.lock", "config.lock", "HEAD.lock", "packed-refs
 
 
 class RootNotOurs(PermanentError):
-    """``--root`` holds files this program did not create; it refuses to delete them."""
+    """``--root`` cannot be made ours: its link is a real directory, or it cannot be emptied."""
 
 
 class Tree:
@@ -57,7 +59,6 @@ class Tree:
         self.owned = owned or set()
         self.worktrees = root / WORKTREES
         self.gitdir = root / ".git"
-        self._stale_since: dict[str, float] = {}
         self._remote_url: str | None = None
 
     # ---- the repository ---------------------------------------------------------------
@@ -91,12 +92,7 @@ class Tree:
         if not self.is_repo():
             foreign = self._foreign_entries()
             if foreign:
-                shown = ", ".join(repr(e) for e in foreign[:3])
-                raise RootNotOurs(
-                    f"--root {str(self.root)!r} is not a git repository and holds files "
-                    f"sidekick sync did not create ({shown}); it will not delete them, so empty "
-                    "it or point --root at an empty or missing directory"
-                )
+                await asyncio.to_thread(self._empty_root, foreign)
             if self.gitdir.exists() or self.worktrees.exists():
                 log.warning(
                     "Repository in %s is missing or corrupt; re-initialising it "
@@ -125,6 +121,33 @@ class Tree:
                 lock.unlink()
             recoveries.append("lock")
         return recoveries
+
+    def _empty_root(self, entries: list[str]) -> None:
+        """git-sync's rule for a ``--root`` that is not a repository: remove its contents
+        (not the directory, which may be a mounted volume). What this program wrote there
+        itself (link, worktrees, touch and error files) is left to the usual recovery."""
+        log.warning(
+            "--root %s is not a git repository; removing the %d entries in it (%s), as "
+            "git-sync does.",
+            self.root,
+            len(entries),
+            ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else ""),
+        )
+        for name in entries:
+            path = self.root / name
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise RootNotOurs(
+                    f"--root {str(self.root)!r} is not a git repository and {name!r} in it "
+                    f"cannot be removed ({exc.strerror}); point --root at a subdirectory of "
+                    "the volume, or at an empty or missing directory"
+                ) from None
 
     def _stale_locks(self) -> list[Path]:
         found = [self.gitdir / name for name in _LOCKS if (self.gitdir / name).exists()]
@@ -205,15 +228,49 @@ class Tree:
                 await self.git.run(*sub, cwd=build, timeout=remaining(deadline), env=env)
             final = await self._free_name(sha)
             os.rename(build, final)
-            # What ``git worktree repair`` would do, without a subprocess: the repository's
-            # record of the worktree (gitrepository-layout: worktrees/<id>/gitdir) follows it.
             admin = _admin_dir(final)
             if admin is not None:
-                (admin / "gitdir").write_text(f"{final / '.git'}\n")
+                self._relocated(admin, build, final)
         except BaseException:
             await asyncio.shield(self._discard(build))
             raise
         return final
+
+    def _relocated(self, admin: Path, build: Path, final: Path) -> None:
+        """Point git's records at the worktree's final name, without a subprocess.
+
+        What ``git worktree repair`` would do: the repository's record of the worktree
+        (gitrepository-layout: worktrees/<id>/gitdir) follows it, and the worktree's ``.git``
+        file becomes relative, like the link, so git works in it wherever the volume is
+        mounted. Submodule repositories record their working tree as ``core.worktree``,
+        which still names the build directory; ``git worktree repair`` leaves those alone
+        (and ``git worktree move`` refuses trees with submodules), so they are rewritten.
+        """
+        (admin / "gitdir").write_text(f"{final / '.git'}\n")
+        (final / ".git").write_text(f"gitdir: {os.path.relpath(admin, final)}\n")
+        modules = admin / "modules"
+        if not modules.is_dir():
+            return
+        old = f"/{WORKTREES}/{build.name}"
+        new = f"/{WORKTREES}/{final.name}"
+        pattern = re.compile(r"^(\s*worktree\s*=\s*)(.*)$", re.MULTILINE)
+
+        def fix(match: re.Match[str]) -> str:
+            value = match.group(2)
+            if value.endswith(old) or old + "/" in value:
+                value = value.replace(old + "/", new + "/")
+                if value.endswith(old):
+                    value = value[: -len(old)] + new
+            return match.group(1) + value
+
+        for gitdir in _module_gitdirs(modules):
+            config = gitdir / "config"
+            text = config.read_text(encoding="utf-8")
+            fixed = pattern.sub(fix, text)
+            if fixed != text:
+                tmp = config.with_name("config.sidekick-tmp")
+                tmp.write_text(fixed, encoding="utf-8")
+                os.replace(tmp, config)
 
     async def _free_name(self, sha: str) -> Path:
         """``.worktrees/<sha>``, unless that holds a broken tree the link still points at.
@@ -259,32 +316,48 @@ class Tree:
 
     # ---- cleanup ----------------------------------------------------------------------
 
-    async def remove_stale(self, keep: set[Path], timeout: float, deadline: float) -> int:
-        """Remove worktrees not in ``keep`` that have been stale for ``timeout`` seconds."""
-        if not self.worktrees.is_dir():
+    def mark_stale(self, path: Path) -> None:
+        """Start ``path``'s stale timer: it has just stopped being the current worktree.
+
+        The timer is the directory's mtime, as with git-sync, so it survives a restart.
+        """
+        try:
+            os.utime(path)
+        except OSError as exc:
+            log.warning("Cannot mark worktree %s as stale: %s.", path, exc.strerror)
+
+    async def remove_stale(self, current: Path, timeout: float, deadline: float) -> int:
+        """Remove every entry of ``.worktrees`` but ``current`` whose mtime is ``timeout``
+        seconds old or more: old worktrees, unfinished builds, stray files."""
+        try:
+            entries = list(os.scandir(self.worktrees))
+        except OSError:
             return 0
-        now = time.monotonic()
-        keep_names = {p.name for p in keep}
+        cutoff = time.time() - timeout
         removed = 0
-        names = set(os.listdir(self.worktrees))
-        for name in list(self._stale_since):
-            if name not in names or name in keep_names:
-                del self._stale_since[name]
-        for name in sorted(names):
-            if name in keep_names:
+        for entry in entries:
+            path = Path(entry.path)
+            if path == current:
                 continue
-            since = self._stale_since.setdefault(name, now)
-            if now - since >= timeout:
-                await asyncio.to_thread(self._remove_worktree, self.worktrees / name)
-                self._stale_since.pop(name, None)
-                removed += 1
+            try:
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            if timeout > 0 and mtime > cutoff:
+                continue
+            await asyncio.to_thread(self._remove_entry, path)
+            removed += 1
         if removed and self._has_orphans():
             await self.git.run("worktree", "prune", cwd=self.root, timeout=remaining(deadline))
         return removed
 
-    def _remove_worktree(self, path: Path) -> None:
+    def _remove_entry(self, path: Path) -> None:
         """Delete a worktree and the repository's record of it (``git worktree remove``
-        without the subprocess or its refusal to delete damaged trees)."""
+        without the subprocess or its refusal to delete damaged trees), or a stray file."""
+        if path.is_symlink() or not path.is_dir():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
         admin = _admin_dir(path)
         shutil.rmtree(path, ignore_errors=True)
         if admin is not None and admin.parent == self.gitdir / "worktrees":
@@ -312,6 +385,24 @@ class Tree:
             return sum(1 for _ in os.scandir(self.worktrees))
         except OSError:
             return 0
+
+
+def _module_gitdirs(directory: Path) -> Iterator[Path]:
+    """The submodule repositories under a ``modules`` directory, nested ones included.
+
+    A submodule's name may hold slashes (``modules/lib/ui``), so a directory that is not a
+    repository itself is searched further.
+    """
+    try:
+        entries = sorted(p for p in directory.iterdir() if p.is_dir())
+    except OSError:
+        return
+    for entry in entries:
+        if (entry / "HEAD").is_file() and (entry / "config").is_file():
+            yield entry
+            yield from _module_gitdirs(entry / "modules")
+        else:
+            yield from _module_gitdirs(entry)
 
 
 def _admin_dir(worktree: Path) -> Path | None:

@@ -11,9 +11,15 @@ while the last good revision stays published.
 Triggers (the period, ``POST /sync``, SIGHUP) only set an event, so any number of them
 during a sync coalesce into one more sync. A sync asked for by ``POST /sync`` or SIGHUP starts
 no sooner than ``trigger_min_interval`` after the previous one started, so a flood of requests
-costs at most one sync per interval: one sync runs, one is pending, the rest join it. After a
-failure the next attempt waits a jittered back-off that grows from ``backoff_initial`` to
-``backoff_max`` instead of the period.
+costs at most one sync per interval: one sync runs, one is pending, the rest join it.
+
+Failures follow git-sync: the next attempt comes after ``--period`` (or a back-off, when
+``backoff_max`` is set), and the process exits with 1 once ``--max-failures`` syncs in a row
+have failed. Left unset, that limit is git-sync's 0 until the first sync succeeds (a bad ref
+fails the init container or restarts the Pod) and -1 afterwards (a later outage leaves the
+last good revision served). ``--error-file`` holds git-sync's JSON record of the last failure
+and is removed by the next success; ``--touch-file`` is touched when a revision is published
+and on the first success of the process.
 
 It leaves out HTTP and process wiring (``app``) and the on-disk layout (``publish``).
 """
@@ -22,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
@@ -85,12 +93,20 @@ class Syncer:
         git: Git,
         metrics: SyncMetrics | None = None,
         hooks: list[HookRunner] | None = None,
+        refresh_credentials: Callable[[float], Awaitable[None]] | None = None,
+        pre_publish: Callable[[str, Path], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.git = git
         self.redact: Redactor = git.redact
         self.metrics = metrics or SyncMetrics()
         self.hooks = hooks if hooks is not None else []
+        # Called at the start of every sync with its deadline (a GitHub App token); its
+        # failure fails the sync.
+        self.refresh_credentials = refresh_credentials
+        # Called with the new revision and its worktree before the link is swapped to it
+        # (--pre-publish-exechook-command); its failure fails the sync, nothing is published.
+        self.pre_publish = pre_publish
         root = Path(cfg.root).absolute()
         link_name = cfg.link or default_link(cfg.repo)
         link = Path(link_name) if os.path.isabs(link_name) else root / link_name
@@ -102,9 +118,11 @@ class Syncer:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._askpass_dir: str | None = None
-        self._previous_path: Path | None = None
-        self._last_gc: float | None = None
-        self._since_gc = 0
+        # Whether a sync of this process has succeeded, and whether it has fetched: the
+        # first sync fetches even when the published tree is current, so a changed --depth
+        # takes effect at start, as with git-sync.
+        self.succeeded_once = False
+        self._fetched_once = False
         self.repo_shown = self.redact(cfg.repo)
 
     # ---- readiness --------------------------------------------------------------------
@@ -124,26 +142,49 @@ class Syncer:
         self.metrics.triggers.labels(source).inc()
         self._wake.set()
 
+    def failure_limit(self) -> int:
+        """Failed syncs in a row that end the process (-1: never), as ``--max-failures``."""
+        if not self.succeeded_once and self.cfg.init_max_failures is not None:
+            return self.cfg.init_max_failures
+        if self.cfg.max_failures is not None:
+            return self.cfg.max_failures
+        return -1 if self.succeeded_once else 0
+
+    def _period(self) -> float:
+        """The wait before the next sync: ``--init-period`` until a sync has succeeded."""
+        if not self.succeeded_once and self.cfg.init_period:
+            return self.cfg.init_period
+        return self.cfg.period
+
+    def _giving_up(self) -> bool:
+        limit = self.failure_limit()
+        return limit >= 0 and self.consecutive_failures >= limit
+
     async def run(self, shutdown: Shutdown) -> int:
-        """Sync until shutdown; return an exit code for ``--one-time`` and ``--max-failures``."""
+        """Sync until shutdown; return an exit code for ``--one-time`` and ``--max-failures``.
+
+        As git-sync: ``--one-time`` exits 0 after the first successful sync; a failure, with
+        or without ``--one-time``, is retried after the period until ``--max-failures`` syncs
+        in a row have failed, and then the exit code is 1.
+        """
         loop = asyncio.get_running_loop()
         while not shutdown.is_requested:
             self._wake.clear()
             started = loop.time()
             try:
                 await self.sync_once()
-            except Exception:
-                if self.cfg.one_time:
-                    return 1
-                limit = self.cfg.max_failures
-                if limit >= 0 and self.consecutive_failures > limit:
+            except Exception as exc:
+                if self._giving_up():
                     log.error(
-                        "Giving up after %d failed sync(s) in a row (--max-failures %d).",
+                        "Giving up after %d failed sync(s) in a row (limit %d%s).",
                         self.consecutive_failures,
-                        limit,
+                        self.failure_limit(),
+                        "" if self.succeeded_once else " until the first successful sync",
                     )
                     return 1
-                delay = self.backoff.next_delay()
+                delay = self.backoff.next_delay() if self.cfg.backoff_max > 0 else self._period()
+                # A failed pre-publish hook is retried after its own back-off, as in git-sync.
+                delay = getattr(exc, "retry_after", None) or delay
                 self.metrics.retry_delay.set(delay)
                 log.info("Retrying in %.1fs.", delay)
             else:
@@ -188,8 +229,7 @@ class Syncer:
                 self._failed(exc, time.monotonic() - started)
                 raise
             seconds = time.monotonic() - started
-            self.metrics.syncs.labels(outcome).inc()
-            self.metrics.duration.labels(outcome).observe(seconds)
+            self.metrics.sync_done(outcome, seconds)
             self.metrics.last_success.set(time.time())
             self.metrics.consecutive_failures.set(0)
             self.metrics.retry_delay.set(0)
@@ -199,13 +239,13 @@ class Syncer:
             self.consecutive_failures = 0
             self.last_error = None
             self.backoff.reset()
-            self._mark_success()
+            self._mark_success(touch=outcome == "published" or not self.succeeded_once)
+            self.succeeded_once = True
             return outcome
 
     def _failed(self, exc: BaseException, seconds: float) -> None:
         self.consecutive_failures += 1
-        self.metrics.syncs.labels("error").inc()
-        self.metrics.duration.labels("error").observe(seconds)
+        self.metrics.sync_done("error", seconds)
         self.metrics.consecutive_failures.set(self.consecutive_failures)
         if isinstance(exc, TimeoutError):
             message = (
@@ -225,22 +265,39 @@ class Syncer:
     def _beside_root(self, path: str) -> Path:
         return Path(path) if os.path.isabs(path) else self.tree.root / path
 
-    def _mark_success(self) -> None:
-        if self.cfg.touch_file:
-            touch = self._beside_root(self.cfg.touch_file)
-            touch.parent.mkdir(parents=True, exist_ok=True)
-            touch.touch()
+    def _mark_success(self, *, touch: bool) -> None:
+        # git-sync touches the file when a sync publishes a revision, and on its first
+        # successful sync (a restart over a current tree), never on an idle poll.
+        if touch and self.cfg.touch_file:
+            path = self._beside_root(self.cfg.touch_file)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            except OSError as exc:
+                log.warning("Cannot touch --touch-file %s: %s.", path, exc.strerror)
         if self.cfg.error_file:
-            self._beside_root(self.cfg.error_file).unlink(missing_ok=True)
+            path = self._beside_root(self.cfg.error_file)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("Cannot remove --error-file %s: %s.", path, exc.strerror)
 
     def _write_error_file(self, message: str) -> None:
+        """git-sync's record: one JSON object with ``Msg``, ``Err`` (the error, git's own
+        words included) and ``Args``, replaced atomically, with no trailing newline."""
         if not self.cfg.error_file:
             return
         path = self._beside_root(self.cfg.error_file)
+        giving_up = self._giving_up()
+        record = {
+            "Msg": "sync failed, giving up" if giving_up else "sync failed, will retry",
+            "Err": message,
+            "Args": {"failCount": self.consecutive_failures, "maxFailures": self.failure_limit()},
+        }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(message + "\n", encoding="utf-8")
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(record), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("Cannot write --error-file %s: %s.", path, exc.strerror)
@@ -252,14 +309,28 @@ class Syncer:
     async def _sync(self, deadline: float) -> Outcome:
         for kind in await self.tree.ensure_repo(self.cfg.repo, deadline):
             self.metrics.recoveries.labels(kind).inc()
-        env = await self._askpass_url_env(deadline) if self.cfg.askpass_url else self._auth_env()
+        if self.refresh_credentials is not None:
+            await self.refresh_credentials(deadline)
+        if self.cfg.askpass_url:
+            try:
+                env = await self._askpass_url_env(deadline)
+            except Exception:
+                self.metrics.gs_askpass.inc("error")
+                raise
+            self.metrics.gs_askpass.inc("success")
+        else:
+            env = self._auth_env()
         sha = await self.resolve(deadline, env)
         cur = self.tree.current()
         if cur is not None and cur[0] == sha and self.tree.is_complete(cur[1], sha):
+            if not self._fetched_once:
+                # A restart: fetch once anyway, so a new --depth applies now, not with the
+                # next commit (git-sync fetches on its first sync too).
+                await self._fetch(sha, deadline, env)
             if self.published is None or self.published != cur:
                 # First sync of this process over a tree already published (a restart).
                 self._set_published(sha, cur[1])
-            await self._cleanup({cur[1]} | self._previous(cur[1]), deadline)
+            await self._cleanup(cur[1], deadline)
             return "unchanged"
 
         if self.published is not None:
@@ -289,19 +360,16 @@ class Syncer:
                 sparse_patterns=self._sparse_patterns(),
                 env=env,
             )
-        previous = cur[1] if cur is not None else None
+        if self.pre_publish is not None:
+            await self.pre_publish(sha, path)
         self.tree.swap(path)
-        keep = {path} | ({previous} if previous is not None and previous != path else set())
-        self._previous_path = previous
-        await self._cleanup(keep, deadline)
-        await self._gc(deadline)
+        if cur is not None and cur[1] != path:
+            # --stale-worktree-timeout counts from now, when it stops being the current one.
+            self.tree.mark_stale(cur[1])
         log.info("Published %s (%s of %s).", sha[:12], self.cfg.ref, self.repo_shown)
         self._set_published(sha, path)
+        await self._cleanup(path, deadline)
         return "published"
-
-    def _previous(self, current: Path) -> set[Path]:
-        prev = self._previous_path
-        return {prev} if prev is not None and prev != current else set()
 
     def _set_published(self, sha: str, path: Path) -> None:
         self.published = (sha, path)
@@ -309,26 +377,20 @@ class Syncer:
         for hook in self.hooks:
             hook.notify(sha, path)
 
-    async def _cleanup(self, keep: set[Path], deadline: float) -> None:
-        removed = await self.tree.remove_stale(keep, self.cfg.stale_worktree_timeout, deadline)
+    async def _cleanup(self, current: Path, deadline: float) -> None:
+        """git-sync's cleanup after every successful sync: remove what ``.worktrees`` holds
+        besides the current worktree once stale for ``--stale-worktree-timeout`` (at once
+        by default), and when something was removed, let git gc."""
+        removed = await self.tree.remove_stale(current, self.cfg.stale_worktree_timeout, deadline)
         if removed:
             log.debug("Removed %d stale worktree(s).", removed)
+            await self._gc(deadline)
 
     async def _gc(self, deadline: float) -> None:
         mode = self.cfg.git_gc
         if mode == "off":
             return
-        if mode == "auto":
-            # "gc --auto" only checks a threshold, but that check is a process; with
-            # publishes every few milliseconds (a busy webhook) checking on every 20th
-            # publish or once a minute keeps the repository just as bounded.
-            self._since_gc += 1
-            due = self._last_gc is None or time.monotonic() - self._last_gc >= 60
-            if not due and self._since_gc < 20:
-                return
-        self._since_gc = 0
-        self._last_gc = time.monotonic()
-        args = ["gc", "--quiet"]
+        args = ["gc"]
         if mode == "auto":
             args.append("--auto")
         elif mode == "aggressive":
@@ -341,13 +403,10 @@ class Syncer:
         if gc_log.exists():
             gc_log.unlink()
         await self.git.run(
-            "-c",
-            "gc.pruneExpire=now",
-            "-c",
-            "gc.autoDetach=false",
             *args,
             cwd=self.tree.root,
             timeout=remaining(deadline),
+            config=[("gc.pruneExpire", "now"), ("gc.autoDetach", "false")],
         )
 
     # ---- git steps ----------------------------------------------------------------------
@@ -358,8 +417,17 @@ class Syncer:
         if SHA.match(ref):
             return ref
         try:
+            # git-sync's argv: the URL, the ref and its peeled form, so an annotated tag
+            # resolves to its commit rather than to the tag object.
             result = await self.git.run(
-                "ls-remote", "origin", ref, cwd=self.tree.root, timeout=remaining(deadline), env=env
+                "ls-remote",
+                "-q",
+                self.cfg.repo,
+                ref,
+                f"{ref}^{{}}",
+                cwd=self.tree.root,
+                timeout=remaining(deadline),
+                env=env,
             )
         except GitError as exc:
             raise GitError(
@@ -370,18 +438,29 @@ class Syncer:
         for line in result.stdout.splitlines():
             sha, _, name = line.partition("\t")
             refs[name.strip()] = sha.strip()
-        for name in (ref, f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"):
+        # git's own order for a short name (git-rev-parse "SPECIFYING REVISIONS"): a tag
+        # wins over a branch of the same name, as it does in git-sync's fetch.
+        for name in (ref, f"refs/{ref}", f"refs/tags/{ref}", f"refs/heads/{ref}"):
+            peeled = refs.get(f"{name}^{{}}")
+            if peeled is not None:
+                return peeled
             if name in refs:
                 return refs[name]
         raise RefNotFound(
-            f"ref {ref!r} does not exist in {self.repo_shown}; set --ref to an existing "
-            "branch, tag or full 40-character commit hash"
+            f"ref {ref!r} does not exist in {self.repo_shown} (couldn't find remote ref "
+            f"{ref}); set --ref to an existing branch, tag or full 40-character commit hash"
         )
 
     async def _fetch(self, sha: str, deadline: float, env: dict[str, str]) -> None:
-        args = ["fetch", "--no-tags", "--no-auto-gc", "--quiet", "origin", sha]
+        # git-sync's argv, fetching the resolved commit rather than the ref so that what is
+        # published is exactly what ls-remote saw.
+        args = ["fetch", self.cfg.repo, sha, "--verbose", "--no-progress", "--prune"]
+        args.append("--no-auto-gc")
         if self.cfg.depth > 0:
             args += ["--depth", str(self.cfg.depth)]
+        elif (self.tree.gitdir / "shallow").exists():
+            # --depth 0 after a shallow fetch: fetch the rest of the history.
+            args.append("--unshallow")
         if self.cfg.filter:
             args += ["--filter", self.cfg.filter]
         self.metrics.fetches.inc()
@@ -389,6 +468,7 @@ class Syncer:
             await self.git.run(*args, cwd=self.tree.root, timeout=remaining(deadline), env=env)
         except GitError as exc:
             raise GitError(f"cannot fetch {sha[:12]} from {self.repo_shown}: {exc}") from None
+        self._fetched_once = True
 
     # ---- inputs read on every sync ------------------------------------------------------
 
