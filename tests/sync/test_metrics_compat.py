@@ -21,7 +21,7 @@ def scrape(proc: CliSync) -> str:
         return str(resp.read().decode())
 
 
-def metric_text(proc: CliSync, name: str, **labels: str) -> float:
+def metric_text(proc: CliSync, name: str, /, **labels: str) -> float:
     """The value of one sample on a running program's /metrics (0 if absent)."""
     try:
         text = scrape(proc)

@@ -586,7 +586,7 @@ def _verbosity(ctx: click.Context, params: dict[str, Any]) -> int | None:
         return int(text, 0)
     except ValueError:
         raise ConfigError(
-            f"-v {value!r} is not a number; give a verbosity level like -v=2"
+            f"-v {text!r} is not a number; give a verbosity level like -v=2"
         ) from None
 
 
