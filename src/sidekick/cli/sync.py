@@ -203,29 +203,29 @@ def _deprecated(name: str, *env_names: str, **kw: Any) -> Callable[[F], F]:
     "--max-failures",
     env_name="MAX_FAILURES",
     type=int,
-    help="Consecutive failures before exiting; -1 = never (keep serving the last good revision). [default: -1]",
+    help="Failed syncs in a row before exiting with 1; -1 = never. [default: 0 until the first success, then -1]",
 )
 @_opt(
     "--stale-worktree-timeout",
     env_name="STALE_WORKTREE_TIMEOUT",
-    help="How long revisions older than the previous one are kept. [default: 0]",
+    help="How long a worktree is kept once it is no longer the current one. [default: 0]",
 )
 @_opt("--git", env_name="GIT", help="The git binary. [default: git]")
 @_opt(
     "--git-gc",
     env_name="GIT_GC",
     type=click.Choice(["auto", "always", "aggressive", "off"]),
-    help="git gc after each publish. [default: auto]",
+    help="git gc after a sync that removed a worktree. [default: always]",
 )
 @_opt(
     "--backoff-initial",
     env_name="BACKOFF_INITIAL",
-    help="First retry delay after a failed sync. [default: 1s]",
+    help="First retry delay after a failed sync, with --backoff-max. [default: 1s]",
 )
 @_opt(
     "--backoff-max",
     env_name="BACKOFF_MAX",
-    help="Longest retry delay after failed syncs. [default: 5m]",
+    help="Longest retry delay after failed syncs; 0 retries after --period. [default: 0]",
 )
 @_opt("--username", env_name="USERNAME", help="User name for HTTP(S) authentication.")
 @_opt(
@@ -397,12 +397,12 @@ def _deprecated(name: str, *env_names: str, **kw: Any) -> Callable[[F], F]:
 @_opt(
     "--touch-file",
     env_name="TOUCH_FILE",
-    help="File touched after every successful sync (relative paths are under --root).",
+    help="File touched when a revision is published (relative paths are under --root).",
 )
 @_opt(
     "--error-file",
     env_name="ERROR_FILE",
-    help="File holding the last sync error, removed on success (relative paths are under --root).",
+    help="File holding the last sync error as JSON, removed on success (relative paths are under --root).",
 )
 @_opt(
     "--sync-on-signal",
