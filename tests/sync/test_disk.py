@@ -42,11 +42,12 @@ async def test_going_back_a_revision_leaves_only_its_tree_and_objects(
     sha2 = upstream.head()
     sha3 = commit_random(upstream, "big2")
     root = tmp_path / "root"
-    full = make_syncer(root, upstream.url, ref=sha3, depth=0)
+    full = make_syncer(root, upstream.url, ref=sha3, depth=0, one_time=True)
     await full.sync_once()
     full.aclose()
     assert disk_use(root) > 6 * MIB
-    back = make_syncer(root, upstream.url, ref=sha2, depth=1)
+    # --one-time, as in git-sync's steps: its gc runs before the process exits.
+    back = make_syncer(root, upstream.url, ref=sha2, depth=1, one_time=True)
     assert await back.sync_once() == "published"
     back.aclose()
     assert (root / "upstream" / "big1").exists()

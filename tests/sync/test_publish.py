@@ -222,7 +222,11 @@ async def test_gc_drops_the_objects_of_removed_revisions(tmp_path: Path) -> None
         up.publish(sha)
         await syncer.sync_once()
     git_dir = tmp_path / "root" / ".git"
+    loose = sum(len(f) for _, _, f in os.walk(git_dir / "objects"))
+    # gc waits for a poll that finds nothing new, so back-to-back publishes never wait for it.
+    assert await syncer.sync_once() == "unchanged"
     files = sum(len(f) for _, _, f in os.walk(git_dir / "objects"))
+    assert loose > 10
     # 10 revisions brought 3 objects each; what is left is one pack (and its index) of the
     # published revision.
     assert files <= 4, sorted(str(p) for p in (git_dir / "objects").rglob("*") if p.is_file())

@@ -337,7 +337,7 @@ class Tree:
         removed = 0
         for entry in entries:
             path = Path(entry.path)
-            if path == current:
+            if path == current or entry.name == current.name:
                 continue
             try:
                 mtime = entry.stat(follow_symlinks=False).st_mtime

@@ -123,6 +123,7 @@ class Syncer:
         # takes effect at start, as with git-sync.
         self.succeeded_once = False
         self._fetched_once = False
+        self._gc_pending = False
         self.repo_shown = self.redact(cfg.repo)
 
     # ---- readiness --------------------------------------------------------------------
@@ -330,7 +331,7 @@ class Syncer:
             if self.published is None or self.published != cur:
                 # First sync of this process over a tree already published (a restart).
                 self._set_published(sha, cur[1])
-            await self._cleanup(cur[1], deadline)
+            await self._cleanup(cur[1], deadline, gc_now=True)
             return "unchanged"
 
         if self.published is not None:
@@ -368,7 +369,7 @@ class Syncer:
             self.tree.mark_stale(cur[1])
         log.info("Published %s (%s of %s).", sha[:12], self.cfg.ref, self.repo_shown)
         self._set_published(sha, path)
-        await self._cleanup(path, deadline)
+        await self._cleanup(path, deadline, gc_now=self.cfg.one_time)
         return "published"
 
     def _set_published(self, sha: str, path: Path) -> None:
@@ -377,14 +378,22 @@ class Syncer:
         for hook in self.hooks:
             hook.notify(sha, path)
 
-    async def _cleanup(self, current: Path, deadline: float) -> None:
+    async def _cleanup(self, current: Path, deadline: float, *, gc_now: bool) -> None:
         """git-sync's cleanup after every successful sync: remove what ``.worktrees`` holds
         besides the current worktree once stale for ``--stale-worktree-timeout`` (at once
-        by default), and when something was removed, let git gc."""
+        by default), and when something was removed, let git gc.
+
+        After a publish, gc waits for the next poll that finds nothing new (with
+        ``--one-time``, it runs at once): the old worktree's files are gone already, and a
+        commit pushed right after another is published without waiting for a gc.
+        """
         removed = await self.tree.remove_stale(current, self.cfg.stale_worktree_timeout, deadline)
         if removed:
             log.debug("Removed %d stale worktree(s).", removed)
+            self._gc_pending = True
+        if gc_now and self._gc_pending:
             await self._gc(deadline)
+            self._gc_pending = False
 
     async def _gc(self, deadline: float) -> None:
         mode = self.cfg.git_gc
