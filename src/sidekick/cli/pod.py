@@ -34,9 +34,10 @@ run_dir_option = click.option(
     "set_image",
     multiple=True,
     metavar="IMAGE=COMMAND",
-    help="Command for containers of IMAGE that have no command and no "
-    "sidekick.dev/command.<container> annotation, split like a shell, e.g. "
-    "--set-image busybox='sleep 1d' (repeatable).",
+    help="The ENTRYPOINT of IMAGE for containers that have no command and no "
+    "sidekick.dev/command.<container> annotation (their args are appended), split like a "
+    "shell, e.g. --set-image busybox='sleep 1d'; 'IMAGE=[]' says IMAGE has none, so args "
+    "alone are the command (repeatable).",
 )
 @click.option(
     "--fast-backoff",
@@ -97,7 +98,7 @@ def up(
     log_level: str,
     detach: bool,
 ) -> None:
-    """Run the Pods and Deployments in FILE... on this machine, in the foreground.
+    """Run the Pods, Deployments and Jobs in FILE... on this machine, in the foreground.
 
     FILE is a YAML manifest (one or more documents; - reads stdin). Containers run as host
     processes with the kubelet's lifecycle rules: init containers, native sidecars, probes,
@@ -111,7 +112,7 @@ def up(
 
     \b
     Exit codes: 0 after a stop or when every pod completed successfully,
-                1 when a pod failed, 2 for a manifest or usage error.
+                1 when a pod or a Job failed, 2 for a manifest or usage error.
     """
     from sidekick.cli.common import admin_addr as parse_admin
     from sidekick.core.durations import parse_duration

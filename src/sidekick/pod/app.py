@@ -1,7 +1,8 @@
 """``sidekick up``: the root tasks of a run and what is served about it.
 
 Root tasks (all owned here):
-  * ``pod <name>``  one per Pod: its lifecycle (``runner.PodRunner``)
+  * ``pod <name>``  one per Pod: its lifecycle (``runner.PodRunner``), or a Job's Pods one
+    after the other (``job.JobRunner``)
   * the admin server: ``GET /status`` (every Pod's status as JSON, shaped like the Pod API's
     ``status``), ``/healthz``, ``/readyz`` (200 when every Pod is Ready), ``/metrics``
 
@@ -30,6 +31,7 @@ from sidekick.core.errors import ConfigError
 from sidekick.core.runtime import Shutdown
 from sidekick.pod.container import BackoffPolicy
 from sidekick.pod.hygiene import Tracker, Watchdog, become_subreaper
+from sidekick.pod.job import JobRunner
 from sidekick.pod.manifest import Manifests
 from sidekick.pod.output import Printer
 from sidekick.pod.runner import PodRunner, check_ports
@@ -72,7 +74,7 @@ async def up(cfg: UpConfig, shutdown: Shutdown) -> int:
         ["pod", "container"],
         registry=registry,
     )
-    pods: list[PodRunner] = []
+    pods: list[PodRunner | JobRunner] = []
 
     def on_change() -> None:
         for pr in pods:
@@ -83,9 +85,8 @@ async def up(cfg: UpConfig, shutdown: Shutdown) -> int:
     try:
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         for pod in cfg.manifests.pods:
-            pods.append(
-                PodRunner(pod, cfg.manifests, cfg.run_dir, tracker, printer, backoff, on_change)
-            )
+            kind = JobRunner if pod.job is not None else PodRunner
+            pods.append(kind(pod, cfg.manifests, cfg.run_dir, tracker, printer, backoff, on_change))
         (cfg.run_dir / "run-id").write_text(run_id + "\n")
     except OSError as exc:
         raise ConfigError(

@@ -491,8 +491,13 @@ class ContainerRunner:
             name=f"kill {self.name}",
         )
 
-    async def stop(self, grace: float) -> None:
-        """Stop for good: no restart, preStop, SIGTERM, SIGKILL after ``grace``."""
+    async def stop(self, grace: float, turn: asyncio.Future[Any] | None = None) -> None:
+        """Stop for good: no restart, preStop, SIGTERM, SIGKILL after ``grace``.
+
+        ``turn`` is what must end before the stop signal (a sidecar's: the main containers and
+        every later sidecar). As in the kubelet, preStop runs at once, the wait counts toward
+        the grace period, and at least 2 s are left for the signal.
+        """
         self.stopping = True
         self._stop_event.set()
         proc = self.proc
@@ -501,12 +506,16 @@ class ContainerRunner:
         if self._kill_task is None:
             self.grace = grace
             self._kill_task = asyncio.create_task(
-                self._terminate(proc, grace, True), name=f"stop {self.name}"
+                self._terminate(proc, grace, True, turn), name=f"stop {self.name}"
             )
         await asyncio.shield(self._kill_task)
 
     async def _terminate(
-        self, proc: asyncio.subprocess.Process, grace: float, run_pre_stop: bool
+        self,
+        proc: asyncio.subprocess.Process,
+        grace: float,
+        run_pre_stop: bool,
+        turn: asyncio.Future[Any] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
@@ -517,11 +526,13 @@ class ContainerRunner:
             ok, why = await run_action(self.spec.pre_stop, self.ctx, grace)
             if not ok:
                 log.warning("%s: preStop hook failed (%s).", self.name, why)
+        if turn is not None and proc.returncode is None:
+            await asyncio.wait({turn}, timeout=max(0.0, deadline - loop.time()))
         if proc.returncode is None:
-            # After a long preStop the kubelet still allows 2 s for SIGTERM.
+            # After a long preStop, or a long wait for its turn, the kubelet still allows 2 s.
             deadline = (
                 max(deadline, loop.time() + 2.0)
-                if run_pre_stop and self.spec.pre_stop
+                if (run_pre_stop and self.spec.pre_stop) or turn is not None
                 else deadline
             )
             with contextlib.suppress(ProcessLookupError):

@@ -7,7 +7,8 @@ server does: ``spec.containers[1].ports[0].containerPort: must be an integer``. 
 checks only a local runner needs (a command for every container, supported volume types and
 probe kinds, ConfigMaps and Secrets that exist).
 
-Pod, Deployment (its template, run as one replica), ConfigMap and Secret are read; any other
+Pod, Deployment (its template, run as one replica), Job (``sidekick.pod.job``), ConfigMap and
+Secret are read (a CronJob is refused with how to run its job once); any other
 kind is named and skipped. Fields that only matter to a scheduler or a container runtime
 (resources, securityContext, affinity, images) are accepted and ignored.
 """
@@ -21,7 +22,7 @@ import shlex
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -29,10 +30,13 @@ from sidekick.core.errors import ConfigError
 from sidekick.core.sizes import parse_size
 from sidekick.core.yamlload import YAMLLimitError, load_all, read_bounded
 
+if TYPE_CHECKING:
+    from sidekick.pod.job import JobSpec
+
 log = logging.getLogger("sidekick.up")
 
 COMMAND_ANNOTATION = "sidekick.dev/command."
-SUPPORTED_KINDS = ("Pod", "Deployment", "ConfigMap", "Secret")
+SUPPORTED_KINDS = ("Pod", "Deployment", "Job", "ConfigMap", "Secret")
 
 Kind = Literal["init", "sidecar", "main"]
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
@@ -137,6 +141,7 @@ class Pod:
     node_name: str
     origin: str  # "FILE: Pod/NAME", for messages
     hostname: str = ""
+    job: JobSpec | None = None  # set for a Job's Pod (sidekick.pod.job)
 
     @property
     def all_containers(self) -> list[Container]:
@@ -272,7 +277,7 @@ def schema_problems(doc: dict[str, Any]) -> list[str]:
         return [
             f"apiVersion {doc.get('apiVersion')!r} with kind {doc.get('kind')!r} is not in the "
             f"Kubernetes {_schemas.version} schema; use apiVersion v1 for Pod, ConfigMap and "
-            "Secret and apps/v1 for Deployment"
+            "Secret, apps/v1 for Deployment and batch/v1 for Job"
         ]
     errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     return [_describe(e) for e in errors]
@@ -360,12 +365,19 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
     config_maps: dict[tuple[str, str], dict[str, bytes]] = {}
     secrets: dict[tuple[str, str], dict[str, bytes]] = {}
     pod_docs: list[tuple[str, str, dict[str, Any]]] = []
+    jobs: dict[int, JobSpec] = {}  # by index in pod_docs
     for fname, doc in docs:
         kind = str(doc.get("kind"))
         origin = f"{fname}: {kind} {_name(doc)!r}"
+        if kind == "CronJob":
+            from sidekick.pod.job import cronjob_problem
+
+            problems.append(cronjob_problem(origin, doc))
+            continue
         if kind not in SUPPORTED_KINDS:
             log.warning(
-                "%s: skipped; sidekick up runs Pod, Deployment, ConfigMap and Secret objects only.",
+                "%s: skipped; sidekick up runs Pod, Deployment, Job, ConfigMap and Secret objects "
+                "only.",
                 origin,
             )
             continue
@@ -393,6 +405,11 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
             for k, v in (doc.get("stringData") or {}).items():
                 sdata[k] = str(v).encode()
             secrets[(ns, _name(doc))] = sdata
+        elif kind == "Job":
+            from sidekick.pod.job import job_pod
+
+            job_doc, jobs[len(pod_docs)] = job_pod(origin, doc, ns, problems)
+            pod_docs.append((origin, "spec.template.", job_doc))
         elif kind == "Deployment":
             spec = doc.get("spec") or {}
             replicas = spec.get("replicas", 1)
@@ -418,9 +435,10 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
                     store.setdefault((pod_ns, name), value)
     pods: list[Pod] = []
     names: set[str] = set()
-    for origin, prefix, doc in pod_docs:
+    for index, (origin, prefix, doc) in enumerate(pod_docs):
         pod_problems: list[str] = []
         pod = _build_pod(origin, prefix, doc, config_maps, secrets, set_image or {}, pod_problems)
+        pod.job = jobs.get(index)
         if pod.name in names:
             pod_problems.append(
                 f"{origin}: metadata.name: a second pod named {pod.name!r}; rename one"
@@ -551,22 +569,29 @@ def _container(
             )
         else:
             for key in _image_key(image) if image else []:
+                if key in set_image and set_image[key].strip() == "[]":
+                    # The image has no ENTRYPOINT: the args alone are the command.
+                    command, args = args, []
+                    if not command:
+                        problems.append(
+                            f"{where}: container {name!r} has neither command nor args, and "
+                            f"--set-image {key}=[] says image {image!r} has no entrypoint; give "
+                            "the container command: [...] or --set-image IMAGE=COMMAND"
+                        )
+                    break
                 if key in set_image:
                     command = _command_override(set_image[key], f"--set-image {key}", problems)
                     break
-        if not command:
-            from sidekick.pod.images import default_command
+            else:
+                from sidekick.pod.images import default_argv
 
-            command = default_command(image)
-            if command and args:
-                # The image's ENTRYPOINT passes its arguments through; args replace its CMD.
-                command, args = args, []
+                command, problem = default_argv(image, name, args, where, COMMAND_ANNOTATION + name)
+                if command:
+                    args = []  # the image's ENTRYPOINT and CMD are combined with them
+                elif problem:
+                    problems.append(problem)
     if not command and len(problems) == given:
-        problems.append(
-            f"{where}: container {name!r} has no command and sidekick up cannot run image "
-            f"{image!r}; add command: [...] to the container, or the annotation "
-            f"{COMMAND_ANNOTATION}{name}: '[program, arg]', or --set-image {image or name}='program arg'"
-        )
+        problems.append(f"{where}: container {name!r} has no command; add command: [...]")
     ports = [
         Port(int(p["containerPort"]), p.get("name") or "", p.get("protocol") or "TCP")
         for p in raw.get("ports") or []

@@ -256,7 +256,10 @@ class PodRunner:
                 either.cancel()
                 if stopped:
                     break
-        if await self._until_stopped(asyncio.ensure_future(asyncio.gather(*mains))):
+        # return_exceptions: after a second Ctrl-C cancels the containers, nothing awaits
+        # this gather any more, and a cancelled one would be logged as never retrieved.
+        gathered = asyncio.gather(*mains, return_exceptions=True)
+        if await self._until_stopped(gathered):
             return self.reason == "Evicted"
         codes = [t.result() for t in mains]
         self.reason = "Completed"
@@ -273,14 +276,18 @@ class PodRunner:
     async def _shut_down(
         self, tasks: dict[str, asyncio.Task[int]], sidecars: list[ContainerRunner]
     ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.pod.grace_period
+        grace = self.pod.grace_period
         mains = [self.runners[c.name] for c in self.pod.containers]
         regular_inits = [self.runners[c.name] for c in self.pod.init_containers if c.kind == "init"]
         first = [*mains, *regular_inits]
-        await asyncio.gather(*(r.stop(self.pod.grace_period) for r in first))
+        # As the kubelet: every container's stop begins now (so every preStop hook runs at
+        # once); a sidecar's stop signal waits for the main containers and every later sidecar.
+        turn: asyncio.Future[Any] = asyncio.gather(*(r.stop(grace) for r in first))
+        stops = [turn]
         for r in reversed(sidecars):
-            await r.stop(max(2.0, deadline - loop.time()))
+            turn = asyncio.create_task(r.stop(grace, turn), name=f"stop {r.name}")
+            stops.append(turn)
+        await asyncio.gather(*stops)
         if tasks:
             # Not `await t` under suppress(CancelledError): that would swallow a cancellation
             # of this task (a second Ctrl-C) along with the container task's own.
