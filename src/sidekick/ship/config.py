@@ -56,6 +56,8 @@ class InputConfig(msgspec.Struct, forbid_unknown_fields=True):
     parser: str | None = None
     multiline_start: str | None = None
     follow_symlinks: bool | None = None
+    exclude: list[str] | None = None  # glob patterns of files not to tail
+    k8s_metadata: str | None = None  # path or none
 
 
 class OutputConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -139,7 +141,8 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
     inputs: list[str | InputConfig] = []
     # Each an URL string or {url, options}; normalised to OutputConfig.
     outputs: list[str | OutputConfig] = []
-    # raw, json, nginx, apache or regex:PATTERN; for inputs that do not name their own.
+    # raw, json, nginx, apache, cri, docker or regex:PATTERN; for inputs that do not name
+    # their own.
     parser: str = "raw"
     # A line matching this regex starts a new record; others join the previous one (for
     # file inputs that do not name their own).

@@ -81,6 +81,12 @@ class ShipMetrics:
             ["input"],
             registry=r,
         )
+        self.compressed_skipped = Counter(
+            p + "compressed_files_skipped",
+            "Matched files not tailed because they start like gzip, zstd, bzip2 or xz data.",
+            ["input"],
+            registry=r,
+        )
         self.tail_errors = Counter(
             p + "tail_errors",
             "Failed listings, stats, opens and reads of tailed files, by errno name "

@@ -8,6 +8,8 @@
 ``nginx``          nginx combined access lines and error-log lines (``nginx.py``)
 ``apache``         Apache combined/common access and error-log lines (``apache.py``)
 ``regex:PATTERN``  named groups become fields, ``__`` in a name is a dot (``regex.py``)
+``cri``            containerd / CRI-O container logs, partial lines joined (``cri.py``)
+``docker``         Docker json-file container logs, partial lines joined (``docker.py``)
 =================  ===============================================================
 
 Every parser follows the ``Parser`` protocol of :mod:`sidekick.ship.records`: ``parse(records)``
@@ -26,7 +28,7 @@ from sidekick.ship.records import Parser, Record
 
 __all__ = ["PARSER_NAMES", "RawParser", "create_parser"]
 
-PARSER_NAMES = ("raw", "json", "nginx", "apache", "regex:PATTERN")
+PARSER_NAMES = ("raw", "json", "nginx", "apache", "cri", "docker", "regex:PATTERN")
 
 
 class RawParser:
@@ -60,4 +62,12 @@ def create_parser(spec: str) -> Parser:
             from sidekick.ship.parsers.apache import ApacheParser
 
             return ApacheParser()
+        if spec == "cri":
+            from sidekick.ship.parsers.cri import CriParser
+
+            return CriParser()
+        if spec == "docker":
+            from sidekick.ship.parsers.docker import DockerParser
+
+            return DockerParser()
     raise ConfigError(f"--parser {spec!r}: unknown parser; use one of {', '.join(PARSER_NAMES)}")

@@ -12,7 +12,8 @@ before anything starts. Values are percent-decoded (``%26`` is ``&``, ``%25`` is
 ``+`` stays a plus, because regular expressions use it far more often than a space. The first
 ``?`` always starts the options, so a ``file://`` glob matches a literal question mark with
 ``[?]``. A ``file://`` input may also say ``?follow_symlinks=true`` (or ``false``) to override
-the global ``follow_symlinks``.
+the global ``follow_symlinks``, and carry ``exclude`` (repeatable) and ``k8s_metadata``
+(``_file_options``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ SCHEMES: dict[str, str] = {
 }
 
 # The options an input URL may carry; the same names as the global settings they override.
-OPTIONS = ("parser", "multiline_start", "follow_symlinks")
+OPTIONS = ("parser", "multiline_start", "follow_symlinks", "exclude", "k8s_metadata")
+# Options that may be given several times; their values are joined with commas.
+_REPEATABLE = ("exclude",)
 # Schemes whose records are whole already (multi-line joining applies to tailed lines).
 _NO_MULTILINE = ("http", "https")
 
@@ -77,10 +80,11 @@ def split_options(given: str) -> tuple[str, dict[str, str]]:
                 f"--input {given!r}: unknown option {key!r}; use {' or '.join(OPTIONS)} "
                 "(to match a literal ? in a file glob, write [?])"
             )
-        if key in options:
+        if key in options and key not in _REPEATABLE:
             raise ConfigError(f"--input {given!r}: option {key!r} is given twice; give it once")
         try:
-            options[key] = unquote(value, errors="strict")
+            value = unquote(value, errors="strict")
+            options[key] = f"{options[key]},{value}" if key in options else value
         except UnicodeDecodeError:
             raise ConfigError(
                 f"--input {given!r}: option {key!r} is not percent-encoded UTF-8; "
@@ -108,7 +112,10 @@ def resolve_input(entry: str | InputConfig, cfg: ShipConfig) -> InputSpec:
                 raise ConfigError(
                     f"input {given!r} gives {key} both in its URL and as a field; give it once"
                 )
-            options[key] = value if isinstance(value, str) else str(value).lower()
+            if isinstance(value, list):
+                options[key] = ",".join(value)
+            else:
+                options[key] = value if isinstance(value, str) else str(value).lower()
     check_input(url)
     scheme = input_scheme(url)
     parser_spec = options.get("parser", cfg.parser)
@@ -136,6 +143,16 @@ def resolve_input(entry: str | InputConfig, cfg: ShipConfig) -> InputSpec:
                 "true nor false; write follow_symlinks=true or follow_symlinks=false"
             )
         follow = word == "true"
+    from sidekick.ship.sources._file_options import file_options
+
+    exclude, k8s_metadata, multiline = file_options(
+        options,
+        given=given,
+        file_input=scheme == "file",
+        parser_spec=parser_spec,
+        multiline=multiline,
+        own_multiline="multiline_start" in options,
+    )
     return InputSpec(
         url=url,
         given=given,
@@ -143,6 +160,8 @@ def resolve_input(entry: str | InputConfig, cfg: ShipConfig) -> InputSpec:
         parser=parser,
         multiline_start=multiline,
         follow_symlinks=follow,
+        exclude=exclude,
+        k8s_metadata=k8s_metadata,
     )
 
 

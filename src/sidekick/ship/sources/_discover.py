@@ -17,9 +17,16 @@ once and an accepted file costs no ``realpath`` on later scans. ``opened_inside`
 path of an opened descriptor (``/proc/self/fd``), so a link swapped between the check and the
 ``open`` is caught too.
 
+A component that is exactly ``**`` matches any number of directories, none included
+(``/var/log/pods/**/*.log``); as the last component it matches every file below. It descends
+into real directories only, never through a symlink to a directory (a link loop would never
+end, and a link out of the base is refused anyway), and skips hidden directories as ``*``
+does. Exclude patterns drop matched files: one without a ``/`` is matched against the file
+name (``*.gz``), one with a ``/`` against the whole path.
+
 Left out: hard links (a hard link is the file itself; the kernel's ``protected_hardlinks``
-and a separate log volume keep them from pointing at files of others) and ``**`` as a
-recursive wildcard (it matches one component, as in ``glob.glob`` without ``recursive``).
+and a separate log volume keep them from pointing at files of others) and ``**`` inside a
+component (``a**b`` is an ordinary ``*`` pattern).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import errno
 import fnmatch
 import glob
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,8 +105,12 @@ def is_inside(real: str, base_real: str) -> bool:
 class Finder:
     """Expands the patterns of one input; keeps symlink verdicts from scan to scan."""
 
-    def __init__(self, patterns: list[str], *, follow_symlinks: bool) -> None:
+    def __init__(
+        self, patterns: list[str], *, follow_symlinks: bool, exclude: tuple[str, ...] = ()
+    ) -> None:
         self.follow_symlinks = follow_symlinks
+        self._exclude_names = [re.compile(fnmatch.translate(p)) for p in exclude if "/" not in p]
+        self._exclude_paths = [re.compile(fnmatch.translate(p)) for p in exclude if "/" in p]
         self._patterns: list[tuple[str, str, list[str]]] = []
         for pattern in patterns:
             base, rest = split_pattern(pattern)
@@ -116,6 +128,8 @@ class Finder:
         seen: set[tuple[str, int, int]] = set()
         for base, base_real, rest in self._patterns:
             for path in self._expand(base, rest, 0, out):
+                if self._excluded(path):
+                    continue
                 try:
                     st = os.stat(path)
                 except OSError as exc:
@@ -147,6 +161,13 @@ class Finder:
                 del self._verdicts[key]
         return out
 
+    def _excluded(self, path: str) -> bool:
+        if self._exclude_names:
+            name = os.path.basename(path)
+            if any(p.match(name) for p in self._exclude_names):
+                return True
+        return any(p.match(path) for p in self._exclude_paths)
+
     def opened_inside(self, fd: int) -> bool:
         """Whether the file open at ``fd`` lies inside a base directory (always if following)."""
         if self.follow_symlinks:
@@ -161,9 +182,28 @@ class Finder:
     def _expand(self, directory: str, rest: list[str], i: int, out: Discovery) -> list[str]:
         comp = rest[i]
         last = i == len(rest) - 1
+        if comp == "**":
+            found: list[str] = []
+            for d in self._walk(directory, out):
+                if last:
+                    found.extend(self._list(d, "*", out))
+                else:
+                    found.extend(self._expand(d, rest, i + 1, out))
+            return found
         if not glob.has_magic(comp):
             path = os.path.join(directory, comp)
             return [path] if last else self._expand(path, rest, i + 1, out)
+        paths = self._list(directory, comp, out)
+        if last:
+            return paths
+        found = []
+        for p in paths:
+            found.extend(self._expand(p, rest, i + 1, out))
+        return found
+
+    @staticmethod
+    def _list(directory: str, comp: str, out: Discovery) -> list[str]:
+        """The entries of ``directory`` matching the one-component pattern ``comp``."""
         try:
             with os.scandir(directory) as it:
                 names = [e.name for e in it]
@@ -174,10 +214,26 @@ class Finder:
         if not comp.startswith("."):
             names = [n for n in names if not n.startswith(".")]
         names = sorted(fnmatch.filter(names, comp))
-        paths = [os.path.join(directory, n) for n in names]
-        if last:
-            return paths
+        return [os.path.join(directory, n) for n in names]
+
+    @staticmethod
+    def _walk(top: str, out: Discovery) -> list[str]:
+        """``top`` and every real, non-hidden directory below it (what ``**`` matches)."""
         found: list[str] = []
-        for p in paths:
-            found.extend(self._expand(p, rest, i + 1, out))
+        stack = [top]
+        while stack:
+            directory = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    subdirs = [
+                        e.path
+                        for e in it
+                        if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+                    ]
+            except OSError as exc:
+                if exc.errno not in _ABSENT:
+                    out._failed("list", directory, exc, directory=True)
+                continue
+            found.append(directory)
+            stack.extend(sorted(subdirs, reverse=True))
         return found

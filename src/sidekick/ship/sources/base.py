@@ -77,6 +77,10 @@ class InputSpec:
     multiline_start: str | None = None
     # ``?follow_symlinks=``: None means the global ``follow_symlinks``.
     follow_symlinks: bool | None = None
+    # ``?exclude=``: glob patterns of matched files not to tail (file inputs).
+    exclude: tuple[str, ...] = ()
+    # ``?k8s_metadata=``: add the Kubernetes fields a file's path names (file inputs).
+    k8s_metadata: bool = False
 
 
 Emit = Callable[[SourceBatch], Awaitable[None]]

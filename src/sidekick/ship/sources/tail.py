@@ -52,7 +52,19 @@ parked file no longer at a matching path is looked up by inode in the watched di
 (rotated: reopened and read to its end) or, if gone, released. New files that find every
 descriptor busy with unread data wait for a later scan.
 
-Left out: compressed rotated files, and detecting a truncation that is refilled past the old offset between two checks.
+Container logs: an input whose parser joins partial lines (``cri``, ``docker``) gets one of
+its joiners per file in place of a multi-line joiner, with the same checkpoint rule (never
+past the first byte of a pending group). With ``k8s_metadata`` (on by default with those
+parsers) the Kubernetes fields the file's path names (``sidekick.ship.k8s_path``) are
+computed when the file is opened and built into its records like the static fields.
+
+Compressed files: a matched file whose first bytes are gzip, zstd, bzip2 or xz magic is never
+read as lines (it would ship binary garbage); it is skipped, logged once, counted
+(``sidekick_ship_compressed_files_skipped``) and not looked at again while it keeps its
+(device, inode). ``exclude`` patterns (``*.gz``) keep such files from being opened at all.
+
+Left out: reading compressed files, and detecting a truncation that is refilled past the
+old offset between two checks.
 """
 
 from __future__ import annotations
@@ -76,6 +88,7 @@ from sidekick.core.ratelog import RateLimitedLog
 from sidekick.ship.acks import AckTracker
 from sidekick.ship.config import seconds, size
 from sidekick.ship.files import file_url_path
+from sidekick.ship.k8s_path import k8s_fields
 from sidekick.ship.records import FILE_ID, FILE_PATH, FLAGS, MESSAGE, OFFSET, TIMESTAMP, Record
 from sidekick.ship.sources._discover import Discovery, Finder
 from sidekick.ship.sources._inotify import Inotify
@@ -94,6 +107,34 @@ _ERROR_HINTS = {
     "ENFILE": "; the system's open-file table is full (fs.file-max)",
     "EACCES": "; give the shipper read access",
 }
+
+
+# Magic numbers of the compressed formats logrotate and the kubelet produce.
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bzip2"),
+)
+
+
+_MAGIC_FIRST = frozenset(magic[:1] for magic, _kind in _COMPRESSED)
+
+
+def compressed_kind(head: bytes) -> str | None:
+    """The compression format ``head`` (a file's first bytes) starts with, or ``None``."""
+    for magic, kind in _COMPRESSED:
+        if head.startswith(magic):
+            # "BZh" is plain text too: bzip2 also needs the block size digit and the magic of
+            # the first block (or of an empty stream's end).
+            if kind == "bzip2" and not (
+                len(head) >= 10
+                and head[3:4].isdigit()
+                and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")
+            ):
+                return None
+            return kind
+    return None
 
 
 def fingerprint(data: bytes) -> str:
@@ -128,6 +169,7 @@ class _File:
         self.rotated_at: float | None = None
         self.last_growth = time.monotonic()
         self.joiner: Any = None
+        self.build: Builder | None = None  # with the path's Kubernetes fields, if any
         self.size = 0
         self.mtime = 0  # st_mtime_ns when parked; a change (or of size) reopens it
         self.at_end = False  # the latest read found nothing new
@@ -179,7 +221,12 @@ class TailSource:
         self._errors = m.tail_errors
         self._open_gauge = m.files_open.labels(name)
         follow = cfg.follow_symlinks if spec.follow_symlinks is None else spec.follow_symlinks
-        self._finder = Finder(patterns, follow_symlinks=follow)
+        self._finder = Finder(patterns, follow_symlinks=follow, exclude=spec.exclude)
+        self._compressed = m.compressed_skipped.labels(name)
+        self._skipped: set[tuple[int, int]] = set()  # compressed files, not opened again
+        # A parser that joins the container runtime's partial lines gives each file a joiner.
+        self._joiner_factory: Callable[[int], Any] | None = getattr(spec.parser, "joiner", None)
+        self.k8s_metadata = spec.k8s_metadata
         self._errlog = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.max_open = open_budget(cfg)
         self._open_count = 0
@@ -364,7 +411,8 @@ class TailSource:
         for ident, m in matches.items():
             f = self.files.get(ident)
             if f is None:
-                new.append((ident, m.path))
+                if ident not in self._skipped:
+                    new.append((ident, m.path))
                 continue
             if f.path != m.path:
                 with contextlib.suppress(KeyError):
@@ -376,6 +424,8 @@ class TailSource:
             changed = (m.st.st_size, m.st.st_mtime_ns) != (f.size, f.mtime)
             if f.fd < 0 and changed and self._room():
                 self._reopen(f)
+        if found.complete and self._skipped:
+            self._skipped &= matches.keys()
         self._waiting = set()
         for ident, path in new:
             if not self._room():
@@ -554,6 +604,11 @@ class TailSource:
                 path,
             )
             return None
+        kind = compressed_kind(os.pread(fd, 10, 0))
+        if kind is not None:
+            os.close(fd)
+            self._skip_compressed(path, ident, kind)
+            return None
         self._open_count += 1
         key = f"{self._prefix}{st.st_dev}:{st.st_ino}"
         f = _File(fd, path, st.st_dev, st.st_ino, key)
@@ -590,7 +645,9 @@ class TailSource:
             if first_start and self.start_at_end:
                 f.read_pos = _last_line_end(fd, st.st_size)
         f.tracker = self._tracker(f, f.read_pos)
-        if self.multiline_start is not None:
+        if self._joiner_factory is not None:
+            f.joiner = self._joiner_factory(self.max_line)
+        elif self.multiline_start is not None:
             from sidekick.ship.parsers.multiline import MultilineJoiner
 
             f.joiner = MultilineJoiner(
@@ -598,6 +655,10 @@ class TailSource:
                 max_bytes=self.max_line,
                 flag=f"--input {self.spec.given!r}: multiline_start",
             )
+        if self.k8s_metadata:
+            fields = k8s_fields(path)
+            if fields:
+                f.build = record_builder({**self.static, **fields})
         if rotated:
             f.rotated_at = time.monotonic()
         self.files[f.ident] = f
@@ -605,6 +666,31 @@ class TailSource:
         if not resumed:
             self._started.append((path, f.read_pos))
         return f
+
+    def _drop(self, f: _File) -> None:
+        """Forget ``f`` entirely (nothing of it was read): no position, no descriptor."""
+        del self.files[f.ident]
+        if f.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+            f.fd = -1
+            self._open_count -= 1
+        f.tracker.close()
+        self.store.drop(f.key)
+        with contextlib.suppress(KeyError):
+            self._lag.remove(f.path)
+        self._watched.set(len(self.files))
+        self._open_gauge.set(self._open_count)
+
+    def _skip_compressed(self, path: str, ident: tuple[int, int], kind: str) -> None:
+        self._skipped.add(ident)
+        self._compressed.inc()
+        log.warning(
+            "Not tailing %s: it holds %s-compressed data, not log lines; add an exclude "
+            "pattern (like exclude=*.gz) to keep the glob from matching it.",
+            path,
+            kind,
+        )
 
     def _log_started(self) -> None:
         """One line per new file, or one for all when a scan finds many (thousands at start)."""
@@ -833,6 +919,13 @@ class TailSource:
             except OSError:
                 pass
             return False
+        if f.read_pos == 0 and f.gen == 0 and data[:1] in _MAGIC_FIRST:
+            kind = compressed_kind(data[:10])
+            if kind is not None:
+                # Empty when it was opened (a compressor had just created it).
+                self._drop(f)
+                self._skip_compressed(f.path, f.ident, kind)
+                return False
         n = len(data)
         f.at_end = False
         f.read_pos += n
@@ -871,12 +964,14 @@ class TailSource:
         # Start of line i: base + (lengths of the lines before it) + i newlines; all in C.
         offsets = list(map(add, accumulate(lengths, initial=base), count()))
         offsets.pop()
+        flags = None
         if f.joiner is not None:
             messages, offsets = f.joiner.feed(messages, offsets)
+            flags = getattr(f.joiner, "flags", None)
             pending = f.joiner.pending_offset
             if pending is not None:
                 end = pending
-        await self._emit_records(f, emit, messages, offsets, end, len(complete) + 1)
+        await self._emit_records(f, emit, messages, offsets, end, len(complete) + 1, flags)
 
     async def _emit_records(
         self,
@@ -889,7 +984,7 @@ class TailSource:
         flags: list[list[str] | None] | None = None,
     ) -> None:
         ts = rfc3339_ns(time.time_ns())
-        records = self._build(ts, f.path, f.file_id, messages, offsets)
+        records = (f.build or self._build)(ts, f.path, f.file_id, messages, offsets)
         if flags is not None:
             for rec, fl in zip(records, flags, strict=True):
                 if fl is not None:
@@ -959,8 +1054,10 @@ class TailSource:
             if done:
                 messages = done + messages
                 offsets = done_offsets + offsets
-                no_flags: list[list[str] | None] = [None] * len(done)
-                flags = no_flags + flags
+                done_flags: list[list[str] | None] = getattr(f.joiner, "flags", None) or [
+                    None
+                ] * len(done)
+                flags = done_flags + flags
         await self._emit_records(f, emit, messages, offsets, end, nbytes, flags)
 
     async def _flush_joiner(self, f: _File, emit: Emit) -> None:
@@ -969,7 +1066,10 @@ class TailSource:
         messages, offsets = f.joiner.flush()
         if messages:
             end = f.read_pos - len(f.carry)
-            await self._emit_records(f, emit, messages, offsets, end, sum(map(len, messages)))
+            flags = getattr(f.joiner, "flags", None)
+            await self._emit_records(
+                f, emit, messages, offsets, end, sum(map(len, messages)), flags
+            )
 
 
 Builder = Callable[[str, str, str, list[str], list[int]], list[Record]]

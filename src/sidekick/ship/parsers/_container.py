@@ -1,0 +1,217 @@
+"""What the ``cri`` and ``docker`` parsers share: container-runtime times and partial lines.
+
+Container runtimes cut a long line of the app into several log lines (containerd and CRI-O
+at 16 KiB by default, Docker at 16 KiB): all but the last are marked partial (the CRI ``P``
+tag; a Docker ``log`` without its trailing newline). ``PartialJoiner`` puts them back
+together, per stream (``stdout`` and ``stderr`` share one file and their lines interleave),
+before the tail emits them, because joining decides which bytes form a record and so where a
+file's checkpoint may stop. It has the interface of ``MultilineJoiner``, which the tail
+source already drives:
+
+``feed(lines, offsets) -> (messages, offsets)``
+    Lines that are not partial pass through unchanged (the common case costs one scan of
+    the batch in C). A partial line starts or continues its stream's group; the stream's
+    final line ends it, and one line in the runtime's own format, holding the joined text
+    and the time of the first piece, takes the group's place at the offset of its first
+    line. So the parser, which runs later in the pipeline, reads joined lines like any other.
+``pending_offset``
+    The first byte of the earliest group still waiting for its final line; a file's
+    checkpoint never passes it (after a restart the group is read again, whole).
+``flush()``
+    Ships pending groups as they are (after ``multiline_timeout`` without growth, at the end
+    of a rotated file, in the shutdown drain), marked ``log.flags: ["partial"]``; the rest of
+    such a line, when it comes, is marked ``["partial", "partial_end"]``.
+``flags``
+    After ``feed`` or ``flush``: ``None`` if no record is marked, else a list beside the
+    messages (``None`` or the record's ``log.flags``).
+
+A group longer than ``max_bytes`` characters (``--max-line-bytes``) is shipped in pieces of
+exactly that size, marked as the tail marks the pieces of a long line; its pending offset
+moves to the first line whose text is not yet shipped. Memory per stream stays bounded by
+``max_bytes`` plus one runtime line.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sidekick.ship.parsers._time import iso8601
+
+PARTIAL = ["partial"]
+PARTIAL_END = ["partial", "partial_end"]
+IOSTREAM = "log.iostream"  # OpenTelemetry's name for stdout / stderr
+
+# One line as the joiner needs it: (time, stream, partial?, text); None if it is no such line.
+Classified = tuple[str, str, bool, str] | None
+
+
+@dataclass(slots=True)
+class _Group:
+    time: str
+    # (offset of the line the text came from, text); the first entry's offset is pending.
+    parts: list[tuple[int, str]] = field(default_factory=list)
+    size: int = 0
+
+
+class PartialJoiner:
+    """Joins one file's partial runtime lines; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        candidates: Callable[[list[str]], list[int]],
+        classify: Callable[[str], Classified],
+        render: Callable[[str, str, str, bool], str],
+        max_bytes: int,
+    ) -> None:
+        self._candidates = candidates
+        self._classify = classify
+        self._render = render
+        self.max_bytes = max_bytes
+        self._groups: dict[str, _Group] = {}
+        self._continuing: set[str] = set()  # streams whose line has pieces shipped already
+        self.flags: list[list[str] | None] | None = None
+
+    @property
+    def pending_offset(self) -> int | None:
+        groups = self._groups
+        if not groups:
+            return None
+        return min(g.parts[0][0] for g in groups.values())
+
+    def feed(self, lines: list[str], offsets: list[int]) -> tuple[list[str], list[int]]:
+        self.flags = None
+        cands = self._candidates(lines)
+        if not cands and not self._groups and not self._continuing:
+            return lines, offsets
+        out: list[str] = []
+        out_offsets: list[int] = []
+        flags: list[list[str] | None] = []
+        marked = False
+        groups = self._groups
+        n = len(lines)
+        i = 0
+        while i < n:
+            if not groups and not self._continuing:
+                # Nothing pending: copy the lines up to the next candidate in one slice.
+                k = bisect_left(cands, i)
+                nxt = cands[k] if k < len(cands) else n
+                if nxt > i:
+                    out.extend(lines[i:nxt])
+                    out_offsets.extend(offsets[i:nxt])
+                    flags.extend([None] * (nxt - i))
+                    i = nxt
+                    continue
+            line = lines[i]
+            offset = offsets[i]
+            i += 1
+            parsed = self._classify(line)
+            if parsed is None:
+                out.append(line)
+                out_offsets.append(offset)
+                flags.append(None)
+                continue
+            time, stream, partial, text = parsed
+            g = groups.get(stream)
+            if partial:
+                if g is None:
+                    g = groups[stream] = _Group(time)
+                g.parts.append((offset, text))
+                g.size += len(text)
+                if g.size > self.max_bytes:
+                    marked = True
+                    self._cut(stream, g, out, out_offsets, flags)
+                    if not g.parts:
+                        del groups[stream]
+                continue
+            if g is None:
+                first_offset = offset
+                joined = line
+            else:
+                first_offset = g.parts[0][0]
+                joined = self._render(
+                    g.time, stream, "".join([t for _o, t in g.parts]) + text, True
+                )
+                time = g.time
+                del groups[stream]
+            out.append(joined)
+            out_offsets.append(first_offset)
+            if stream in self._continuing:
+                self._continuing.discard(stream)
+                flags.append(PARTIAL_END)
+                marked = True
+            else:
+                flags.append(None)
+        if marked:
+            self.flags = flags
+        return out, out_offsets
+
+    def _cut(
+        self,
+        stream: str,
+        g: _Group,
+        out: list[str],
+        out_offsets: list[int],
+        flags: list[list[str] | None],
+    ) -> None:
+        """Ship ``max_bytes``-long pieces of ``g`` while it holds more than that."""
+        limit = self.max_bytes
+        while g.size > limit:
+            first = g.parts[0][0]
+            taken: list[str] = []
+            need = limit
+            while need:
+                offset, text = g.parts[0]
+                if len(text) <= need:
+                    taken.append(text)
+                    need -= len(text)
+                    g.parts.pop(0)
+                else:
+                    taken.append(text[:need])
+                    g.parts[0] = (offset, text[need:])
+                    need = 0
+            g.size -= limit
+            out.append(self._render(g.time, stream, "".join(taken), False))
+            out_offsets.append(first)
+            flags.append(PARTIAL)
+            self._continuing.add(stream)
+
+    def flush(self) -> tuple[list[str], list[int]]:
+        groups = sorted(self._groups.items(), key=lambda kv: kv[1].parts[0][0])
+        self._groups = {}
+        out = [self._render(g.time, s, "".join([t for _o, t in g.parts]), False) for s, g in groups]
+        offsets = [g.parts[0][0] for _s, g in groups]
+        self._continuing.update(s for s, _g in groups)
+        self.flags = [PARTIAL] * len(out) if out else None
+        return out, offsets
+
+
+# --- times ------------------------------------------------------------------------------------
+
+_second_ok: dict[str, bool] = {}
+
+
+def rfc3339nano(text: str) -> str | None:
+    """Go's RFC 3339 with nanoseconds (``2024-01-02T03:04:05.1234Z``, trailing zeros cut) as
+    ship's ``@timestamp`` (UTC, nine digits); other zones and forms through ``iso8601``.
+
+    Every line has a new time, so no cache of whole times would hit; the seconds part is
+    checked once per distinct second and the fraction is padded by string operations.
+    """
+    n = len(text)
+    if 20 <= n <= 30 and text[-1] == "Z" and (n == 20 or text[19] == "."):
+        seconds = text[:19]
+        ok = _second_ok.get(seconds)
+        if ok is None:
+            ok = iso8601(seconds) is not None and seconds[10] == "T"
+            if len(_second_ok) >= 4096:
+                _second_ok.clear()
+            _second_ok[seconds] = ok
+        frac = text[20:-1]
+        if ok and (not frac or (frac.isascii() and frac.isdigit())):
+            if n == 30:
+                return text
+            return f"{seconds}.{frac:0<9}Z"
+    return iso8601(text)

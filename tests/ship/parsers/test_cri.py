@@ -1,0 +1,192 @@
+"""``--parser cri``: containerd / CRI-O lines parsed, and partial (P) lines joined per stream."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidekick.ship.parsers import create_parser
+from sidekick.ship.parsers.cri import CriParser
+from sidekick.ship.records import FLAGS, PARSE_ERROR, Record
+
+T1 = "2024-05-01T10:00:00.123456789Z"
+T2 = "2024-05-01T10:00:01.5Z"
+
+
+def parse(*messages: str) -> list[Record]:
+    records: list[Record] = [{"message": m, "log.offset": i} for i, m in enumerate(messages)]
+    create_parser("cri").parse(records)
+    return records
+
+
+def feed(joiner: object, lines: list[str], start: int = 0) -> tuple[list[str], list[int]]:
+    offsets = []
+    o = start
+    for line in lines:
+        offsets.append(o)
+        o += len(line) + 1
+    return joiner.feed(lines, offsets)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_full_line_gives_time_stream_and_message() -> None:
+    (rec,) = parse(f"{T1} stdout F GET / 200")
+    assert (rec["@timestamp"], rec["log.iostream"], rec["message"]) == (T1, "stdout", "GET / 200")
+    assert FLAGS not in rec and PARSE_ERROR not in rec
+
+
+def test_trimmed_fraction_is_padded_to_nanoseconds_and_offsets_become_utc() -> None:
+    short, whole, offset = parse(
+        f"{T2} stderr F x",
+        "2024-05-01T10:00:02Z stdout F y",
+        "2024-05-01T12:00:00.25+02:00 stdout F z",
+    )
+    assert short["@timestamp"] == "2024-05-01T10:00:01.500000000Z"
+    assert short["log.iostream"] == "stderr"
+    assert whole["@timestamp"] == "2024-05-01T10:00:02.000000000Z"
+    assert offset["@timestamp"] == "2024-05-01T10:00:00.250000000Z"
+
+
+def test_empty_message_and_extra_tags() -> None:
+    empty, tagged = parse(f"{T1} stdout F ", f"{T1} stdout F:x spaced  text ")
+    assert empty["message"] == ""
+    assert tagged["message"] == "spaced  text "
+
+
+def test_unjoined_partial_line_is_marked_partial() -> None:
+    (rec,) = parse(f"{T1} stdout P first half")
+    assert rec["message"] == "first half" and rec[FLAGS] == ["partial"]
+
+
+def test_lines_in_other_formats_keep_their_message_with_a_parse_error() -> None:
+    bad_stream, bad_tag, bad_time, short = parse(
+        f"{T1} stdin F x", f"{T1} stdout Q x", "yesterday stdout F x", "only two"
+    )
+    assert bad_stream["message"] == f"{T1} stdin F x"
+    assert "not a CRI log line" in bad_stream[PARSE_ERROR]
+    assert "neither P nor F" in bad_tag[PARSE_ERROR]
+    assert "not RFC 3339" in bad_time[PARSE_ERROR]
+    assert "@timestamp" not in bad_time
+    assert PARSE_ERROR in short
+
+
+def test_partial_lines_join_with_their_full_line_at_the_first_pieces_offset() -> None:
+    j = CriParser().joiner(1 << 20)
+    lines = [
+        f"{T1} stdout F before",
+        f"{T1} stdout P abc",
+        f"{T2} stdout P def",
+        f"{T2} stdout F ghi",
+    ]
+    messages, offsets = feed(j, lines)
+    assert messages == [lines[0], f"{T1} stdout F abcdefghi"]
+    assert offsets == [0, len(lines[0]) + 1]
+    assert j.pending_offset is None and j.flags is None
+
+
+def test_streams_join_separately_and_lines_of_the_other_stream_pass_through() -> None:
+    j = CriParser().joiner(1 << 20)
+    lines = [
+        f"{T1} stdout P out-1 ",
+        f"{T1} stderr F an error",
+        f"{T1} stderr P err-1 ",
+        f"{T2} stdout F out-2",
+        f"{T2} stderr F err-2",
+    ]
+    messages, offsets = feed(j, lines)
+    assert messages == [lines[1], f"{T1} stdout F out-1 out-2", f"{T1} stderr F err-1 err-2"]
+    starts = [sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))]
+    assert offsets == [starts[1], starts[0], starts[2]]
+
+
+def test_pending_group_holds_the_checkpoint_at_its_first_byte_across_feeds() -> None:
+    j = CriParser().joiner(1 << 20)
+    first = [f"{T1} stdout F done", f"{T1} stdout P pending "]
+    messages, _ = feed(j, first)
+    assert messages == [first[0]]
+    start = len(first[0]) + 1
+    assert j.pending_offset == start
+    more = [f"{T1} stderr F other stream", f"{T1} stdout P still "]
+    messages, _ = feed(j, more, start=100)
+    assert messages == [more[0]] and j.pending_offset == start
+    messages, offsets = feed(j, [f"{T1} stdout F end"], start=200)
+    assert messages == [f"{T1} stdout F pending still end"] and offsets == [start]
+    assert j.pending_offset is None
+
+
+def test_group_longer_than_max_bytes_ships_in_marked_pieces_of_that_size() -> None:
+    j = CriParser().joiner(10)
+    lines = [f"{T1} stdout P {'a' * 8}", f"{T1} stdout P {'b' * 8}", f"{T1} stdout F {'c' * 8}"]
+    messages, offsets = feed(j, lines)
+    assert [m.split(" ", 3)[3] for m in messages] == ["aaaaaaaabb", "bbbbbbcccccccc"]
+    assert [m.split(" ", 3)[2] for m in messages] == ["P", "F"]
+    assert j.flags == [["partial"], ["partial", "partial_end"]]
+    # The second piece starts inside the second line: its offset is that line's.
+    assert offsets == [0, len(lines[0]) + 1]
+
+
+def test_pending_offset_moves_to_the_first_line_whose_text_is_not_shipped() -> None:
+    j = CriParser().joiner(10)
+    lines = [f"{T1} stdout P {'a' * 8}", f"{T1} stdout P {'b' * 8}"]
+    messages, _ = feed(j, lines)
+    assert messages == [f"{T1} stdout P aaaaaaaabb"]
+    assert j.pending_offset == len(lines[0]) + 1
+
+
+def test_flush_ships_pending_groups_partial_and_their_rest_is_partial_end() -> None:
+    j = CriParser().joiner(1 << 20)
+    feed(j, [f"{T1} stdout P slow ", f"{T1} stderr P also "])
+    messages, offsets = j.flush()
+    assert messages == [f"{T1} stdout P slow ", f"{T1} stderr P also "]
+    assert offsets == [0, len(f"{T1} stdout P slow ") + 1]
+    assert j.flags == [["partial"], ["partial"]] and j.pending_offset is None
+    messages, _ = feed(j, [f"{T2} stdout F line", f"{T2} stdout F next"], start=500)
+    assert messages == [f"{T2} stdout F line", f"{T2} stdout F next"]
+    assert j.flags == [["partial", "partial_end"], None]
+
+
+def test_lines_without_partials_pass_through_as_the_same_list() -> None:
+    j = CriParser().joiner(1 << 20)
+    lines = [f"{T1} stdout F a P b", f"{T1} stdout F c"]
+    messages, offsets = feed(j, lines)
+    assert messages == lines and offsets == [0, len(lines[0]) + 1]
+
+
+stream = st.sampled_from(["stdout", "stderr"])
+text = st.text(alphabet=st.sampled_from("ab PF\u00e9"), max_size=12)
+line = st.tuples(stream, st.booleans(), text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.lists(line, max_size=6), max_size=6), limit=st.integers(3, 40))
+def test_joining_keeps_every_streams_text_in_order_and_never_passes_a_pending_group(
+    chunks: list[list[tuple[str, bool, str]]], limit: int
+) -> None:
+    j = CriParser().joiner(limit)
+    got: dict[str, str] = {"stdout": "", "stderr": ""}
+    want: dict[str, str] = {"stdout": "", "stderr": ""}
+    # (offset of the line, stream, where its text ends in that stream's text)
+    fed: list[tuple[int, str, int]] = []
+    offset = 0
+    for chunk in chunks:
+        lines = [f"{T1} {s} {'P' if p else 'F'} {t}" for s, p, t in chunk]
+        start = offset
+        for (s, _p, t), raw in zip(chunk, lines, strict=True):
+            want[s] += t
+            fed.append((offset, s, len(want[s])))
+            offset += len(raw) + 1
+        messages, _offsets = feed(j, lines, start=start)
+        records: list[Record] = [{"message": m} for m in messages]
+        CriParser().parse(records)
+        for rec in records:
+            got[rec["log.iostream"]] += rec["message"]
+            assert len(rec["message"]) <= limit or FLAGS not in rec
+        # At least once: the checkpoint never passes a line whose text is not all shipped.
+        unshipped = [o for o, s, end in fed if end > len(got[s])]
+        if unshipped:
+            assert j.pending_offset is not None and j.pending_offset <= min(unshipped)
+    messages, _ = j.flush()
+    records = [{"message": m} for m in messages]
+    CriParser().parse(records)
+    for rec in records:
+        got[rec["log.iostream"]] += rec["message"]
+    assert got == want
