@@ -145,9 +145,13 @@ chmod +x "$root/usr/sbin/policy-rc.d"
 git clone -q "$repo" "$root/root/sidekick"
 say "cloned $(git -C "$root/root/sidekick" log -1 --format='%h %s')"
 
-# 4. The kernel's file systems: /proc comes with each command's PID namespace; /sys (with the
-# cgroup hierarchies podman needs) and /dev (with /dev/pts and /dev/shm) are this machine's,
-# as slaves so that nothing unmounted in the root reaches back; /run is a new tmpfs.
+# 4. The root is made a mount point of its own, as / is on any machine: without that, making
+# / private in a new mount namespace fails with EINVAL, which breaks podman's image import
+# ("remount /, flags: 0x44000: invalid argument") and `sidekick up`'s read-only mounts. Then the
+# kernel's file systems: /proc comes with each command's PID namespace; /sys (with the cgroup
+# hierarchies podman needs) and /dev (with /dev/pts and /dev/shm) are this machine's, as slaves
+# so that nothing unmounted in the root reaches back; /run is a new tmpfs.
+mount --bind "$root" "$root" && mount --make-private "$root"
 mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
 mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
 mount -t tmpfs -o mode=755 tmpfs "$root/run"
