@@ -72,7 +72,9 @@ async def test_traceback_ships_as_one_record_at_its_first_line_offset(tmp_path: 
     assert records[1]["log.offset"] == len(before) + 1
 
 
-async def test_restart_mid_traceback_ships_it_whole_after_restart(tmp_path: Path) -> None:
+async def test_a_traceback_pending_at_shutdown_is_shipped_and_its_rest_follows_after_restart(
+    tmp_path: Path,
+) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     log = logs / "app.log"
@@ -89,11 +91,19 @@ async def test_restart_mid_traceback_ships_it_whole_after_restart(tmp_path: Path
     )
     async with shipping(cfg):
         await wait_for(lambda: len(read_ndjson(out)) >= 1)
+    # The drain ships the pending group although its timeout has not passed: in a Pod that
+    # stops, the file goes away with its volume.
+    assert [r["message"] for r in read_ndjson(out)] == [before, "\n".join(TRACEBACK[:2])]
     with log.open("a") as f:
         # A last start line completes `after`, which would otherwise wait for the timeout.
         f.write("\n".join([*TRACEBACK[2:], after, "2026-11-22 08:00:04 INFO tail"]) + "\n")
     async with shipping(cfg):
         await wait_for(lambda: any(r["message"] == after for r in read_ndjson(out)))
     messages = [r["message"] for r in read_ndjson(out)]
-    # The checkpoint stopped at the traceback's first line, so it was read again whole.
-    assert messages == [before, "\n".join(TRACEBACK), after]
+    assert messages == [
+        before,
+        "\n".join(TRACEBACK[:2]),
+        "\n".join(TRACEBACK[2:]),
+        after,
+        "2026-11-22 08:00:04 INFO tail",
+    ]
