@@ -212,7 +212,7 @@ def test_ingest_answers_503_with_retry_after_once_the_quiet_period_is_over(tmp_p
     finally:
         ship.stop_quietly()
     # The refused request was not stored: the spool holds only what got 202.
-    spool = b"".join(p.read_bytes() for p in (tmp_path / "st" / "spool").iterdir())
+    spool = b"".join(p.read_bytes() for p in (tmp_path / "st" / "spool").rglob("*.ndjson"))
     assert (b"before" in spool, b"too late" in spool) == (True, False)
 
 

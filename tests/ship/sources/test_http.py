@@ -21,7 +21,7 @@ from tests.ship.sources.conftest import run_ingest
 
 def spooled_bytes(state_dir: Path) -> int:
     spool = state_dir / "spool"
-    return sum(p.stat().st_size for p in spool.glob("*" + SUFFIX)) if spool.exists() else 0
+    return sum(p.stat().st_size for p in spool.rglob("*" + SUFFIX)) if spool.exists() else 0
 
 
 def counter(metric: object, **labels: str) -> float:
@@ -313,9 +313,13 @@ async def test_other_paths_are_404_and_other_methods_405(state_dir: Path) -> Non
         base = ing.url.removesuffix("/v1/logs")
         async with ing.session.post(base + "/v1/other", data=b"{}") as resp:
             assert resp.status == 404
-        async with ing.session.get(ing.url) as resp:
+        async with ing.session.put(ing.url, data=b"{}") as resp:
             assert resp.status == 405
-            assert resp.headers["Allow"] == "POST"
+            assert sorted(resp.headers["Allow"].split(",")) == ["GET", "POST"]
+        # A GET carries a record in its query string (HTTPHandler); without one it is a 400.
+        async with ing.session.get(ing.url) as resp:
+            assert resp.status == 400
+            assert "query string" in (await resp.json())["error"]
 
 
 async def test_requests_are_counted_by_status_code(state_dir: Path) -> None:
@@ -323,7 +327,7 @@ async def test_requests_are_counted_by_status_code(state_dir: Path) -> None:
         await ing.post(ndjson(2))
         await ing.post(b"nope", "application/xml")
         await ing.post(b"nope")
-        async with ing.session.get(ing.url) as resp:
+        async with ing.session.delete(ing.url) as resp:
             assert resp.status == 405
         metrics = ing.source.metrics
     assert counter(metrics.requests, code="202") == 1
@@ -351,7 +355,7 @@ async def test_server_keeps_answering_after_a_client_hangs_up_mid_body(state_dir
 async def test_accepted_records_are_on_disk_as_ndjson(state_dir: Path) -> None:
     async with run_ingest(state_dir, auto_ack=False) as ing:
         await ing.post(ndjson(3))
-        [segment] = list((state_dir / "spool").glob("*" + SUFFIX))
+        [segment] = list((state_dir / "spool").rglob("*" + SUFFIX))
         lines = segment.read_bytes().splitlines()
     assert [msgspec.json.decode(line)["seq"] for line in lines] == [0, 1, 2]
 

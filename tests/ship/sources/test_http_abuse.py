@@ -274,7 +274,8 @@ def test_idle_keepalive_connection_is_closed_at_the_keepalive_timeout_not_before
     assert is_open(sock)
     closed = wait_closed([sock], answered + 60)
     assert sock in closed
-    assert 6.0 <= closed[sock] - answered < 40
+    # The server arms the timer as it answers, a moment before the client has read it.
+    assert 5.5 <= closed[sock] - answered < 40
     conn.close()
     assert sh.closed("idle_timeout") == 1
     assert sh.closed("header_timeout") == 0
@@ -452,7 +453,7 @@ async def test_every_answer_is_counted_with_its_code(state_dir: Path) -> None:
             (await ing.post(b"x" * 200, **auth))[0],
             (await ing.post(b"{}", "application/xml", **auth))[0],
         ]
-        async with session.get(url) as resp:
+        async with session.put(url, headers=auth) as resp:
             answers.append(resp.status)
         async with session.post(url.replace("/v1/logs", "/other")) as resp:
             answers.append(resp.status)

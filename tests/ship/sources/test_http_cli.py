@@ -61,14 +61,3 @@ def test_empty_token_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_input_with_a_path_is_a_clear_error(tmp_path: Path) -> None:
     result = ship(tmp_path, "--input", f"http://127.0.0.1:{free_port()}/ingest")
     assert_clear_error(result, "HOST:PORT", "/v1/logs")
-
-
-def test_two_http_inputs_on_one_state_dir_are_a_clear_error(tmp_path: Path) -> None:
-    result = ship(
-        tmp_path,
-        "--input",
-        f"http://127.0.0.1:{free_port()}",
-        "--input",
-        f"http://127.0.0.1:{free_port()}",
-    )
-    assert_clear_error(result, "one http:// input")

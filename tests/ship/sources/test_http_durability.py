@@ -121,7 +121,7 @@ def test_records_accepted_while_the_output_is_down_arrive_after_kill_9(tmp_path:
         wait_for_seqs(out, set(range(300)))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
-    assert list((state / "spool").glob("*" + SUFFIX)) == []
+    assert list((state / "spool").rglob("*" + SUFFIX)) == []
 
 
 def test_records_accepted_right_before_kill_9_arrive_after_restart(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_records_accepted_right_before_kill_9_arrive_after_restart(tmp_path: Pat
         assert proc.wait(20) == 0
     # At least once: duplicates are possible (delivered, not yet checkpointed), loss is not.
     assert set(got) == accepted
-    assert list((state / "spool").glob("*" + SUFFIX)) == []
+    assert list((state / "spool").rglob("*" + SUFFIX)) == []
 
 
 def test_delivered_segments_are_deleted_while_the_shipper_runs(tmp_path: Path) -> None:
@@ -154,8 +154,8 @@ def test_delivered_segments_are_deleted_while_the_shipper_runs(tmp_path: Path) -
             assert post(port, body(start)) == 202
         wait_for_seqs(out, set(range(6000)))
         deadline = time.monotonic() + 10
-        while len(list(spool.glob("*" + SUFFIX))) > 1 and time.monotonic() < deadline:
+        while len(list(spool.rglob("*" + SUFFIX))) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         # Only the segment still being written to remains.
-        assert len(list(spool.glob("*" + SUFFIX))) <= 1
+        assert len(list(spool.rglob("*" + SUFFIX))) <= 1
         assert proc.poll() is None

@@ -2,9 +2,16 @@
 
 ``--input http://HOST:PORT`` serves ``POST /v1/logs``. A request's body (JSON object or array,
 NDJSON, or plain text lines; optionally gzip) is read with a hard size cap, validated as a
-whole, turned into NDJSON lines and appended to the durable spool
-(``sidekick.ship.sources.spool``); ``202 Accepted`` is sent after the fsync. The spool is then
-shipped by the same pipeline, acks and checkpoints as a tailed file.
+whole, turned into NDJSON lines and appended to the durable spool of its receiver
+(``sidekick.ship.sources.receiver``); ``202 Accepted`` is sent after the fsync. The spool is
+then shipped by the same pipeline, acks and checkpoints as a tailed file.
+
+The same endpoint takes what applications send unchanged: an OTLP logs body
+(``application/x-protobuf``, or JSON with a top-level ``resourceLogs``) is decoded as OTLP
+and answered as OTLP/HTTP answers (``sidekick.ship.sources._otlp_map``), and a form
+(``application/x-www-form-urlencoded`` POST, or a ``GET`` with a query string: the standard
+library's ``logging.handlers.HTTPHandler``) is one record of its fields. ``--input
+otlp://HOST:PORT`` serves the same server taking OTLP only.
 
 Protection against a misbehaving client, each answered with a clear status and message:
 bearer token (401), content type (415), body and decompressed size (413), records per
@@ -15,8 +22,8 @@ cap, gzip is inflated with a cap, line floods are refused before splitting, and 
 hold at once is limited by two budgets (bodies arriving; bodies being worked on), each request
 counted at its worst case; a request waits for room, never fails for lack of it.
 
-Left out: TLS (terminate it in front, or keep ingest on the Pod's localhost), other
-endpoints (health and metrics are on the admin server), and OTLP-formatted bodies.
+Left out: TLS (terminate it in front, or keep ingest on the Pod's localhost), and other
+endpoints (health and metrics are on the admin server).
 """
 
 from __future__ import annotations
@@ -30,13 +37,14 @@ import re
 import socket
 import time
 import traceback
+import weakref
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 from aiohttp import web
@@ -48,19 +56,34 @@ from sidekick.core.limits import open_files_limit
 from sidekick.core.ratelog import RateLimitedLog
 from sidekick.core.redact import redact_url
 from sidekick.ship.config import seconds, size
-from sidekick.ship.records import MESSAGE, TIMESTAMP
+from sidekick.ship.records import MESSAGE, TIMESTAMP, Record
 from sidekick.ship.sources._connections import (
     ConnectionLimits,
     Connections,
     IngestConnection,
     Listener,
 )
-from sidekick.ship.sources.base import Emit, InputSpec, SourceContext
+from sidekick.ship.sources._otlp_map import (
+    OtlpError,
+    count_records,
+    decode_json,
+    decode_json_bytes,
+    decode_protobuf,
+    export_response,
+    status_body,
+    to_records,
+)
+from sidekick.ship.sources.base import InputSpec, SourceContext
+from sidekick.ship.sources.receiver import (
+    RETRY_AFTER_SECONDS,
+    InputMetrics,
+    Receiver,
+    encode_records,
+    spool_name,
+)
 from sidekick.ship.sources.spool import (
-    DEFAULT_SEGMENT_BYTES,
     Spool,
     SpoolFullError,
-    SpoolReader,
     SpoolStats,
     SpoolWriteError,
 )
@@ -69,7 +92,6 @@ from sidekick.ship.timefmt import rfc3339_ns
 log = logging.getLogger("sidekick.ship.ingest")
 
 PATH = "/v1/logs"
-RETRY_AFTER_SECONDS = 5
 READ_CHUNK = 64 * 1024
 # Worst case of Python objects per byte of JSON (an array of empty objects), for the budget.
 DECODED_EXPANSION = 32
@@ -77,7 +99,7 @@ DECODED_EXPANSION = 32
 # them again, recursively, and must never hit Python's recursion limit on an accepted one.
 MAX_DEPTH = 64
 
-Kind = Literal["json", "ndjson", "text"]
+Kind = Literal["json", "ndjson", "text", "form", "otlp-proto", "otlp-json"]
 CONTENT_TYPES: dict[str, Kind] = {
     "application/json": "json",
     "application/x-ndjson": "ndjson",
@@ -85,7 +107,16 @@ CONTENT_TYPES: dict[str, Kind] = {
     "application/jsonl": "ndjson",
     "application/x-jsonlines": "ndjson",
     "text/plain": "text",
+    "application/x-www-form-urlencoded": "form",
+    "application/x-protobuf": "otlp-proto",
 }
+# What ``otlp://`` takes: OTLP/HTTP's two encodings.
+OTLP_CONTENT_TYPES: dict[str, Kind] = {
+    "application/x-protobuf": "otlp-proto",
+    "application/json": "otlp-json",
+}
+# Fields of one form record (logging.LogRecord has about 25).
+MAX_FORM_FIELDS = 1000
 
 
 # -- limits and errors ---------------------------------------------------------------------
@@ -276,9 +307,10 @@ def _stamp_objects(objs: list[Any], stamp: str) -> bool:
     return True
 
 
-def _encode_json(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]:
+def decode_json_body(body: bytes) -> Any:
+    """The decoded JSON document of a body; Rejected (400) naming the line if it is not JSON."""
     try:
-        doc = _decode(body)
+        return _decode(body)
     except msgspec.DecodeError as exc:
         raise Rejected(400, f"malformed JSON at {_json_error(body, exc)}") from None
     except UnicodeDecodeError:
@@ -287,6 +319,16 @@ def _encode_json(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]
         ) from None
     except RecursionError:
         raise _too_deep("the body") from None
+
+
+def is_otlp_json(doc: Any) -> bool:
+    """Whether a JSON document is an OTLP/JSON logs request (a top-level ``resourceLogs``)."""
+    return type(doc) is dict and ("resourceLogs" in doc or "resource_logs" in doc)
+
+
+def _encode_json(body: bytes, max_records: int, stamp: str, doc: Any = None) -> tuple[bytes, int]:
+    if doc is None:
+        doc = decode_json_body(body)
     # An array of records adds one level.
     if _deeper_than(body, MAX_DEPTH + isinstance(doc, list)):
         raise _too_deep("a record")
@@ -301,6 +343,38 @@ def _encode_json(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]
                 raise Rejected(400, f"{where}: expected a JSON object, got {_type_name(item)}")
     # One encoder call for the whole request: validation is per record, encoding is not.
     return _encode_lines(items) if items else b"", len(items)
+
+
+def form_record(text: str, now_ns: int) -> Record:
+    """One record of a form (``a=1&b=2``), as ``logging.handlers.HTTPHandler`` sends a
+    ``LogRecord``: every field as posted (strings; the last of a repeated name), and
+    ``message`` (from ``msg`` if the form has none), ``log.level`` (from ``levelname``) and
+    ``@timestamp`` (from ``created``, seconds since the epoch) when the form has them."""
+    try:
+        pairs = parse_qsl(
+            text, keep_blank_values=True, errors="replace", max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:
+        raise Rejected(
+            413, f"the form has more than {MAX_FORM_FIELDS} fields; send fewer fields"
+        ) from None
+    if not pairs:
+        raise Rejected(400, "the form has no fields; send the record's fields as name=value pairs")
+    rec: Record = dict(pairs)
+    if MESSAGE not in rec and "msg" in rec:
+        rec[MESSAGE] = rec["msg"]
+    if "levelname" in rec and "log.level" not in rec:
+        rec["log.level"] = rec["levelname"]
+    if TIMESTAMP not in rec:
+        created = rec.get("created")
+        ns = now_ns
+        if created is not None:
+            with contextlib.suppress(ValueError, OverflowError):
+                value = float(created)
+                if 0 < value < 1e11:
+                    ns = int(value * 1e9)
+        rec[TIMESTAMP] = rfc3339_ns(ns)
+    return rec
 
 
 def parse_content_type(raw: str) -> tuple[str, str]:
@@ -512,6 +586,8 @@ class TokenFile:
 
 
 class IngestMetrics:
+    """``sidekick_ship_ingest_*``: one set per registry, summed over the ``http://`` inputs."""
+
     def __init__(self, registry: CollectorRegistry | None) -> None:
         p = "sidekick_ship_ingest_"
         r = registry
@@ -549,29 +625,67 @@ class IngestMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        # Bytes of each http:// input's spool; the gauge shows their sum.
+        self._spools: dict[int, int] = {}
+
+    def spool_bytes_hook(self, owner: object) -> Callable[[int], None]:
+        key = id(owner)
+
+        def on_bytes(total: int) -> None:
+            self._spools[key] = total
+            self.spool_bytes.set(sum(self._spools.values()))
+
+        return on_bytes
+
+
+_SHARED: weakref.WeakKeyDictionary[CollectorRegistry, IngestMetrics] = weakref.WeakKeyDictionary()
+
+
+def ingest_metrics(registry: CollectorRegistry) -> IngestMetrics:
+    metrics = _SHARED.get(registry)
+    if metrics is None:
+        metrics = _SHARED[registry] = IngestMetrics(registry)
+    return metrics
 
 
 # -- the server ----------------------------------------------------------------------------
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# How a request is answered: the ingest contract's JSON, or OTLP/HTTP's (protobuf or JSON).
+Style = Literal["ingest", "otlp-proto", "otlp-json"]
+
+
+@dataclass
+class Accepted:
+    count: int
+    rejected: int = 0
+    reason: str = ""
 
 
 class IngestServer:
-    """The aiohttp application that validates requests and appends them to the spool."""
+    """The aiohttp application that validates requests and appends them to the spool.
+
+    ``otlp_only`` serves ``otlp://``: OTLP bodies only, every answer as OTLP/HTTP gives it.
+    ``metrics`` is an ``IngestMetrics`` or an ``InputMetrics`` (the same attributes).
+    """
 
     def __init__(
         self,
         spool: Spool,
         *,
         limits: IngestLimits,
-        metrics: IngestMetrics,
+        metrics: IngestMetrics | InputMetrics,
         tokens: TokenFile | None = None,
         connection_limits: ConnectionLimits | None = None,
+        otlp_only: bool = False,
+        on_reject: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.spool = spool
         self.limits = limits
         self.metrics = metrics
         self.tokens = tokens
+        self.otlp_only = otlp_only
+        self.on_reject = on_reject
         self.connections = Connections(
             connection_limits or ConnectionLimits(retry_after=RETRY_AFTER_SECONDS),
             requests=metrics.requests,
@@ -588,6 +702,9 @@ class IngestServer:
         self.on_accepted: Callable[[], None] = lambda: None
         self.app = web.Application(middlewares=[self._count])
         self.app.router.add_post(PATH, self._post)
+        if not otlp_only:
+            # logging.handlers.HTTPHandler sends GET by default, its record in the query.
+            self.app.router.add_get(PATH, self._post, allow_head=False)
 
     @web.middleware
     async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -619,6 +736,8 @@ class IngestServer:
 
     async def _post(self, request: web.Request) -> web.Response:
         self.under_way += 1
+        # Decided as soon as the request shows it: errors are answered in the client's terms.
+        style: list[Style] = ["otlp-proto" if self.otlp_only else "ingest"]
         try:
             if self.draining:
                 raise Rejected(
@@ -626,11 +745,24 @@ class IngestServer:
                     "the shipper is shutting down; retry later (another instance takes over)",
                     {"Retry-After": str(RETRY_AFTER_SECONDS)},
                 )
-            accepted = await self._accept(request)
-            if accepted:
+            accepted = await self._accept(request, style)
+            if accepted.count:
                 self.on_accepted()
         except Rejected as exc:
-            resp = web.json_response({"error": exc.reason}, status=exc.status, headers=exc.headers)
+            if exc.status not in (499,):
+                self.on_reject(_REASONS.get(exc.status, "malformed"))
+            if style[0] == "ingest":
+                resp = web.json_response(
+                    {"error": exc.reason}, status=exc.status, headers=exc.headers
+                )
+            else:
+                as_json = style[0] == "otlp-json"
+                resp = web.Response(
+                    body=status_body(exc.status, exc.reason, as_json=as_json),
+                    status=exc.status,
+                    headers=exc.headers,
+                    content_type="application/json" if as_json else "application/x-protobuf",
+                )
             if not request.content.at_eof():
                 # The unread rest of the body would otherwise be parsed as the next request.
                 resp.force_close()
@@ -639,7 +771,16 @@ class IngestServer:
             self.under_way -= 1
             if not self.under_way:
                 self.idle.set()
-        return web.json_response({"accepted": accepted}, status=202)
+        if style[0] == "ingest":
+            return web.json_response({"accepted": accepted.count}, status=202)
+        if accepted.rejected:
+            self.on_reject("invalid_record")
+        as_json = style[0] == "otlp-json"
+        return web.Response(
+            body=export_response(accepted.rejected, accepted.reason, as_json=as_json),
+            status=200,
+            content_type="application/json" if as_json else "application/x-protobuf",
+        )
 
     async def stop_accepting(self) -> None:
         """Answer 503 from now on; return once the requests under way have committed."""
@@ -648,18 +789,29 @@ class IngestServer:
             self.idle.clear()
             await self.idle.wait()
 
-    async def _accept(self, request: web.Request) -> int:
+    def _kind(self, request: web.Request, style: list[Style]) -> tuple[Kind, str]:
+        media_type, charset = parse_content_type(request.headers.get("Content-Type", ""))
+        table = OTLP_CONTENT_TYPES if self.otlp_only else CONTENT_TYPES
+        kind = table.get(media_type)
+        if kind == "otlp-json":
+            style[0] = "otlp-json"
+        elif kind == "otlp-proto":
+            style[0] = "otlp-proto"
+        if kind is None:
+            known = ", ".join(table)
+            raise Rejected(415, f"Content-Type {media_type!r} is not supported; use one of {known}")
+        return kind, charset
+
+    async def _accept(self, request: web.Request, style: list[Style]) -> Accepted:
         if self.tokens is not None and not self.tokens.check(request.headers.get("Authorization")):
             raise Rejected(
                 401,
                 "missing or wrong bearer token; send Authorization: Bearer <token>",
                 {"WWW-Authenticate": 'Bearer realm="sidekick"'},
             )
-        media_type, charset = parse_content_type(request.headers.get("Content-Type", ""))
-        kind = CONTENT_TYPES.get(media_type)
-        if kind is None:
-            known = ", ".join(CONTENT_TYPES)
-            raise Rejected(415, f"Content-Type {media_type!r} is not supported; use one of {known}")
+        if request.method == "GET":
+            return await self._accept_query(request)
+        kind, charset = self._kind(request, style)
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", "x-gzip"):
             raise Rejected(415, f"Content-Encoding {encoding!r} is not supported; use gzip or none")
@@ -700,30 +852,89 @@ class IngestServer:
             async with self.work_budget.reserve(work) as work_held:
                 if gzipped:
                     body = inflate(body, limit)
-                payload, count = encode_body(
-                    kind,
-                    body,
-                    max_records=self.limits.max_records,
-                    now_ns=time.time_ns(),
-                    charset=charset,
-                )
+                result = self._encode(kind, body, charset, style)
                 del body
                 raw_held.release()
-                if count == 0:
-                    return 0
+                payload, accepted = result
+                if accepted.count == 0:
+                    return accepted
                 # Waiting for the group commit holds only the encoded lines.
                 work_held.shrink(len(payload))
-                try:
-                    await self.spool.append(payload)
-                except SpoolFullError:
-                    raise self._full() from None
-                except SpoolWriteError as exc:
-                    raise Rejected(
-                        503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
-                    ) from None
+                await self._append(payload, accepted.count)
+        return accepted
+
+    def _encode(
+        self, kind: Kind, body: bytes, charset: str, style: list[Style]
+    ) -> tuple[bytes, Accepted]:
+        now = time.time_ns()
+        max_records = self.limits.max_records
+        if kind == "json":
+            doc = decode_json_body(body)
+            if not is_otlp_json(doc):
+                payload, count = _encode_json(
+                    body, max_records, rfc3339_ns(now), doc if doc is not None else None
+                )
+                return payload, Accepted(count)
+            style[0] = "otlp-json"
+            return self._encode_otlp(doc, now, json_doc=True)
+        if kind == "otlp-json":
+            return self._encode_otlp(body, now, json_doc=False)
+        if kind == "otlp-proto":
+            return self._encode_otlp(body, now, json_doc=False, proto=True)
+        if kind == "form":
+            text = body.decode(charset if charset.lower() != "utf-8" else "utf-8", "replace")
+            return encode_records([form_record(text, now)], now), Accepted(1)
+        payload, count = encode_body(
+            kind, body, max_records=max_records, now_ns=now, charset=charset
+        )
+        return payload, Accepted(count)
+
+    def _encode_otlp(
+        self, data: Any, now: int, *, json_doc: bool, proto: bool = False
+    ) -> tuple[bytes, Accepted]:
+        try:
+            if json_doc:
+                req = decode_json(data)
+            elif proto:
+                req = decode_protobuf(data)
+            else:
+                if _deeper_than(data, 4 * MAX_DEPTH):
+                    raise _too_deep("the body")
+                req = decode_json_bytes(data)
+        except OtlpError as exc:
+            raise Rejected(400, str(exc)) from None
+        if count_records(req) > self.limits.max_records:
+            raise _too_many(self.limits.max_records)
+        records, rejected, reason = to_records(req, now)
+        return encode_records(records, now), Accepted(len(records), rejected, reason)
+
+    async def _accept_query(self, request: web.Request) -> Accepted:
+        """``GET /v1/logs?name=value&...``: one record of the query (HTTPHandler's default)."""
+        query = request.query_string
+        if not query:
+            raise Rejected(
+                400,
+                "a GET carries its record in the query string (name=value&...); "
+                f"POST records to {PATH} otherwise",
+            )
+        if not self.spool.has_room(1):
+            raise self._full()
+        now = time.time_ns()
+        payload = encode_records([form_record(query, now)], now)
+        await self._append(payload, 1)
+        return Accepted(1)
+
+    async def _append(self, payload: bytes, count: int) -> None:
+        try:
+            await self.spool.append(payload)
+        except SpoolFullError:
+            raise self._full() from None
+        except SpoolWriteError as exc:
+            raise Rejected(
+                503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from None
         self.metrics.records.inc(count)
         self.metrics.bytes.inc(len(payload))
-        return count
 
     def _full(self) -> Rejected:
         return Rejected(
@@ -757,13 +968,24 @@ class IngestServer:
         return b"".join(parts)
 
 
+# The reason a refusal is counted under (``sidekick_ship_receiver_rejected_total{reason}``).
+_REASONS = {
+    400: "malformed",
+    401: "unauthorized",
+    408: "slow",
+    413: "oversize",
+    415: "unsupported",
+    503: "unavailable",
+}
+
+
 # -- the source ----------------------------------------------------------------------------
 
 
-def parse_spec(spec: str) -> HostPort:
+def parse_spec(spec: str, scheme: str = "http", default_port: int | None = None) -> HostPort:
     shown = redact_url(spec)
     parts = urlsplit(spec)
-    if parts.scheme.lower() != "http":
+    if parts.scheme.lower() != scheme:
         raise ConfigError(
             f"--input {shown!r}: ingest over https is not supported; use http://HOST:PORT and "
             "terminate TLS in front of it (or keep it on the Pod's localhost)"
@@ -775,14 +997,21 @@ def parse_spec(spec: str) -> HostPort:
         )
     if parts.path not in ("", "/", PATH) or parts.query:
         raise ConfigError(
-            f"--input {shown!r}: give only HOST:PORT, like http://0.0.0.0:8081 "
-            f"(logs are POSTed to {PATH})"
+            f"--input {shown!r}: give only HOST:PORT, like {scheme}://0.0.0.0:"
+            f"{default_port or 8081} (logs are POSTed to {PATH})"
         )
-    return parse_hostport(parts.netloc, name=f"--input {shown!r}")
+    netloc = parts.netloc
+    if default_port is not None and not re.search(r":\d*$", netloc.rpartition("]")[2]):
+        netloc = f"{netloc}:{default_port}"
+    return parse_hostport(netloc, name=f"--input {shown!r}")
 
 
-class IngestSource:
-    """``--input http://HOST:PORT``: the ingest server plus the reader of its spool."""
+class IngestSource(Receiver):
+    """``--input http://HOST:PORT`` (or ``otlp://``): the HTTP server of a receiver."""
+
+    scheme = "http"
+    default_port: int | None = None
+    otlp_only = False
 
     def __init__(
         self, spec: InputSpec | str, ctx: SourceContext, *, segment_bytes: int | None = None
@@ -791,31 +1020,38 @@ class IngestSource:
             from sidekick.ship.sources import resolve_input
 
             spec = resolve_input(spec, ctx.config)
-        self.spec = spec.url
-        self.name = spec.url
-        self.ctx = ctx
-        self.addr = parse_spec(spec.url)
-        spool_dir = (ctx.state_dir / "spool").resolve()
-        if spool_dir in _SPOOLS_IN_USE:
-            raise ConfigError(
-                f"--input {spec.url!r}: another http:// input already uses the spool in "
-                f"{str(ctx.state_dir)!r}; give one http:// input (it takes logs from every client)"
-            )
+        super().__init__(spec, ctx)
+        self.addr = parse_spec(spec.url, self.scheme, self.default_port)
         ingest = ctx.config.ingest
-        self.metrics = IngestMetrics(ctx.metrics.registry)
-        self.metrics.spool_limit.set(size(ingest.spool_max_bytes))
-        tokens = TokenFile(Path(ingest.token_file)) if ingest.token_file else None
-        stats = SpoolStats(
-            on_fsync=self.metrics.fsync.observe, on_bytes=self.metrics.spool_bytes.set
-        )
-        max_bytes = size(ingest.spool_max_bytes)
-        if segment_bytes is None:
-            # Only sealed segments are deleted, so a segment must be small next to the limit:
-            # a spool full of one delivered but unsealed segment would refuse requests forever.
-            segment_bytes = max(1, min(DEFAULT_SEGMENT_BYTES, max_bytes // 8))
-        self.spool = Spool(spool_dir, max_bytes=max_bytes, stats=stats, segment_bytes=segment_bytes)
         if ingest.max_records_per_request < 1:
             raise ConfigError("ingest.max_records_per_request must be at least 1; raise it")
+        metrics: IngestMetrics | InputMetrics
+        if self.otlp_only:
+            metrics = self.input_metrics()
+            on_bytes = metrics.spool_bytes.set
+            on_reject = metrics.reject
+        else:
+            metrics = ingest_metrics(ctx.metrics.registry)
+            on_bytes = metrics.spool_bytes_hook(self)
+            on_reject = self.input_metrics().reject
+        self.metrics = metrics
+        metrics.spool_limit.set(size(ingest.spool_max_bytes))
+        tokens = TokenFile(Path(ingest.token_file)) if ingest.token_file else None
+        stats = SpoolStats(on_fsync=metrics.fsync.observe, on_bytes=on_bytes)
+        self._runner: web.AppRunner | None = None
+        # Bound now, not in ``run``: a taken port is a user mistake reported before start.
+        self._sock = _bind(self.addr, spec.url)
+        self.port: int = self._sock.getsockname()[1]
+        try:
+            self.open_spool(
+                spool_name(self.scheme, f"{self.addr.host}:{self.port}"),
+                stats=stats,
+                segment_bytes=segment_bytes,
+                adopt_legacy=self.scheme == "http",
+            )
+        except BaseException:
+            self._sock.close()
+            raise
         self.server = IngestServer(
             self.spool,
             limits=IngestLimits(
@@ -823,7 +1059,7 @@ class IngestSource:
                 max_records=ingest.max_records_per_request,
                 body_timeout=seconds(ingest.body_timeout),
             ),
-            metrics=self.metrics,
+            metrics=metrics,
             tokens=tokens,
             connection_limits=ConnectionLimits(
                 max_connections=_connection_cap(ingest.max_connections),
@@ -831,58 +1067,12 @@ class IngestSource:
                 keepalive_timeout=seconds(ingest.keepalive_timeout),
                 retry_after=RETRY_AFTER_SECONDS,
             ),
+            otlp_only=self.otlp_only,
+            on_reject=on_reject,
         )
-        # Keyed by the spool, not the address: moving ingest to another port keeps the position.
-        self._key = "ingest/spool"
-        lines, nbytes = (
-            ctx.metrics.lines_read.labels(self.name),
-            ctx.metrics.bytes_read.labels(self.name),
-        )
+        self.server.on_accepted = lambda: self.on_accepted()
 
-        def on_read(records: int, n: int) -> None:
-            lines.inc(records)
-            nbytes.inc(n)
-
-        self.reader = SpoolReader(
-            self.spool,
-            static_fields=ctx.static_fields,
-            parser=spec.parser,
-            text_messages=spec.parser is not None,
-            load_position=self._load_position,
-            save_position=self._save_position,
-            on_read=on_read,
-        )
-        self._runner: web.AppRunner | None = None
-        self._spool_dir = spool_dir
-        # Bound now, not in ``run``: a taken port is a user mistake reported before start.
-        self._sock = _bind(self.addr, spec.url)
-        self.port: int = self._sock.getsockname()[1]
-        # Take over the spool a previous run left (the checkpoint store is loaded by now).
-        try:
-            self.spool.open()
-            self.reader.start()
-        except BaseException:
-            self._sock.close()
-            raise
-        _SPOOLS_IN_USE.add(spool_dir)
-
-    def _load_position(self) -> tuple[int, int] | None:
-        entry = self.ctx.checkpoints.get(self._key)
-        if not entry:
-            return None
-        try:
-            return int(entry["segment"]), int(entry["offset"])
-        except (KeyError, TypeError, ValueError):
-            log.warning("Ignoring a damaged spool checkpoint entry %r.", entry)
-            return None
-
-    def _save_position(self, segment: int, offset: int) -> None:
-        entry = self.ctx.checkpoints.get(self._key)
-        if entry is None or entry.get("segment") != segment or entry.get("offset") != offset:
-            self.ctx.checkpoints.put(self._key, {"segment": segment, "offset": offset})
-
-    async def start(self) -> None:
-        """Start answering requests on the socket bound at creation."""
+    async def serve(self) -> None:
         # The body is inflated by us, with a cap: aiohttp's own inflating is switched off.
         runner = web.AppRunner(
             self.server.app,
@@ -894,61 +1084,16 @@ class IngestSource:
         await runner.setup()
         await self.server.connections.site(runner, self._sock).start()
         self._runner = runner
-        log.info("Receiving logs on http://%s:%d%s.", self.addr.host, self.port, PATH)
+        log.info("Receiving logs on %s://%s:%d%s.", self.scheme, self.addr.host, self.port, PATH)
 
-    async def run(self, emit: Emit) -> None:
-        if self._runner is None:
-            await self.start()
-        drain = self.ctx.drain
-        self.server.on_accepted = drain.activity
-        closed = asyncio.Event()
-        reader = asyncio.create_task(self.reader.run(emit, closed), name=f"spool {self.name}")
-        try:
-            # After SIGTERM requests are still taken (an app that stops at the same moment
-            # sends its last records now) until no input has seen new data for
-            # --drain-quiet; then they get 503 with Retry-After.
-            stop = asyncio.ensure_future(self.ctx.stopping.wait())
-            try:
-                await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.cancel()
-            if reader.done():
-                reader.result()  # the reader failed: raise its error (it ends only when closed)
-            while not drain.quiet:  # noqa: ASYNC110 (the quiet end is a time, set by no one)
-                await asyncio.sleep(min(drain.remaining(), 0.1))
-            await self.server.stop_accepting()
-            closed.set()
-            await reader
-        finally:
-            if not reader.done():
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
-        # Hand the pipeline everything accepted: in a Pod the state directory is often an
-        # emptyDir that goes away with it. If the outputs cannot take it within the shutdown
-        # timeout, it stays in the spool for the next start.
-        await self.reader.drain(emit)
-        log.info("Stopped taking requests on %s; the spool is handed over.", self.name)
+    async def stop_accepting(self) -> None:
+        await self.server.stop_accepting()
 
-    def unshipped(self) -> dict[str, int]:
-        left = 0
-        for seg in self.spool.segments.values():
-            committed = seg.tracker.committed if seg.tracker is not None else seg.read_pos
-            left += max(0, seg.size - committed)
-        return {f"spool {self._spool_dir}": left} if left else {}
-
-    async def _stop_server(self) -> None:
+    async def close_server(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def aclose(self) -> None:
-        await self._stop_server()
         self._sock.close()
-        await self.spool.aclose()
-        # The active segment is sealed now; delete it if everything in it was delivered.
-        self.reader.sweep()
-        _SPOOLS_IN_USE.discard(self._spool_dir)
 
 
 def _connection_cap(configured: int) -> int:
@@ -971,10 +1116,6 @@ def _connection_cap(configured: int) -> int:
     return cap
 
 
-# Spool directories of the ingest sources alive in this process (one per state directory).
-_SPOOLS_IN_USE: set[Path] = set()
-
-
 def _bind(addr: HostPort, spec: str) -> socket.socket:
     try:
         return Listener(
@@ -983,7 +1124,8 @@ def _bind(addr: HostPort, spec: str) -> socket.socket:
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(
-            f"--input {spec!r}: {addr} cannot be bound ({reason}); choose another address or port"
+            f"--input {redact_url(spec)!r}: {addr} cannot be bound ({reason}); choose another "
+            "address or port"
         ) from None
 
 

@@ -1,6 +1,7 @@
-"""The durable spool behind HTTP ingest: fsync'ed NDJSON segment files, read back in order.
+"""The durable spool behind every receiver: fsync'ed NDJSON segment files, read back in order.
 
-Ingest answers ``202`` only once a request's records are on disk, so the spool is what turns
+A receiver (HTTP ingest, OTLP, forward, syslog; ``sidekick.ship.sources.receiver``) answers
+or acknowledges only once the records are on disk, so the spool is what turns
 "the shipper said yes" into "the records survive a crash". It is a directory of segment files
 ``<id>.ndjson``, one JSON object per line; ids grow with time, so name order is write order.
 Appends from concurrent requests are group-committed: while one ``write`` + ``fsync`` runs in a
@@ -101,6 +102,7 @@ class Spool:
         self.stats = stats or SpoolStats()
         self.segments: dict[int, Segment] = {}  # insertion order == id order
         self.changed = asyncio.Event()  # set when bytes are committed or a segment is sealed
+        self.freed = asyncio.Event()  # set when a delivered segment is deleted
         self._bytes = 0  # committed bytes of all live segments
         self._pending: list[_Pending] = []
         self._pending_bytes = 0
@@ -148,6 +150,18 @@ class Spool:
 
     def has_room(self, size: int) -> bool:
         return self.used_bytes + size <= self.max_bytes
+
+    async def wait_for_room(self, size: int) -> None:
+        """Return once ``size`` more bytes fit (for receivers that hold their client back
+        instead of refusing it); SpoolFullError at once if they never can."""
+        if size > self.max_bytes:
+            raise SpoolFullError(f"{size} bytes are more than the spool's {self.max_bytes}")
+        while not self.has_room(size):
+            self.freed.clear()
+            # The wait is bounded: bytes pending for the group commit leave without an event.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self.freed.wait()
 
     async def append(self, payload: bytes) -> None:
         """Write ``payload`` (complete NDJSON lines) durably; raise if full or on I/O error."""
@@ -249,6 +263,7 @@ class Spool:
         seg.path.unlink(missing_ok=True)
         self._bytes -= seg.size
         self.stats.on_bytes(self._bytes)
+        self.freed.set()
 
     async def aclose(self) -> None:
         """Finish queued writes, then close the active segment (it is sealed on next start)."""

@@ -1,0 +1,102 @@
+"""The receiver behind every network input: several in one process, each with its own spool
+and checkpoint; the spool of an earlier version taken over."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import msgspec
+
+from sidekick.ship.checkpoints import CheckpointStore
+from sidekick.ship.sources.receiver import spool_name
+from tests.conftest import free_port
+from tests.ship.helpers import read_ndjson, ship_config, shipping, wait_for
+
+
+def post(port: int, body: bytes, content_type: str = "application/x-ndjson") -> int:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/logs", body, {"Content-Type": content_type}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return int(resp.status)
+
+
+def test_spool_names_say_scheme_host_and_port() -> None:
+    assert spool_name("otlp", "127.0.0.1:4318") == "otlp-127.0.0.1-4318"
+    assert spool_name("syslog+unix", "/run/app/log.sock") == "syslog+unix-_run_app_log.sock"
+    assert spool_name("http", "0.0.0.0:8081") == "http-0.0.0.0-8081"
+
+
+async def test_two_http_inputs_run_in_one_process_each_with_its_own_spool(
+    tmp_path: Path,
+) -> None:
+    state, out = tmp_path / "state", tmp_path / "out.ndjson"
+    a, b = free_port(), free_port()
+    cfg = ship_config(
+        inputs=[f"http://127.0.0.1:{a}", f"http://127.0.0.1:{b}"],
+        outputs=[f"file://{out}"],
+        state_dir=str(state),
+    )
+    async with shipping(cfg):
+        await wait_for(lambda: (state / "spool" / f"http-127.0.0.1-{b}").is_dir())
+        for port, name in ((a, "a"), (b, "b")):
+            body = b"".join(b'{"from":"%s","n":%d}\n' % (name.encode(), i) for i in range(50))
+            assert await _post(port, body) == 202
+        await wait_for(lambda: len(read_ndjson(out)) == 100)
+    got = read_ndjson(out)
+    assert sorted((r["from"], r["n"]) for r in got) == sorted(
+        (n, i) for n in "ab" for i in range(50)
+    )
+    # Each spool is its own stream in the state file, under its own key.
+    store = CheckpointStore(state)
+    store.load()
+    assert set(store.keys("receiver/")) == {
+        f"receiver/http-127.0.0.1-{a}",
+        f"receiver/http-127.0.0.1-{b}",
+    }
+    store.close()
+
+
+async def _post(port: int, body: bytes) -> int:
+    import asyncio
+
+    return await asyncio.to_thread(post, port, body)
+
+
+async def test_the_spool_of_an_earlier_version_is_taken_over(tmp_path: Path) -> None:
+    """``<state>/spool/*.ndjson`` with the ``ingest/spool`` position: what was past the
+    position is shipped, what was before it is not shipped again."""
+    state, out = tmp_path / "state", tmp_path / "out.ndjson"
+    legacy = state / "spool"
+    legacy.mkdir(parents=True)
+    delivered = b"".join(b'{"seq":%d}\n' % i for i in range(10))
+    pending = b"".join(b'{"seq":%d}\n' % i for i in range(10, 30))
+    (legacy / f"{1:020d}.ndjson").write_bytes(delivered)
+    (legacy / f"{2:020d}.ndjson").write_bytes(delivered + pending)
+    store = CheckpointStore(state)
+    store.load()
+    store.put("ingest/spool", {"segment": 2, "offset": len(delivered)})
+    store.close()
+    port = free_port()
+    cfg = ship_config(
+        inputs=[f"http://127.0.0.1:{port}"], outputs=[f"file://{out}"], state_dir=str(state)
+    )
+    async with shipping(cfg):
+        await wait_for(lambda: len(read_ndjson(out)) >= 20)
+    assert sorted(r["seq"] for r in read_ndjson(out)) == list(range(10, 30))
+    assert list(legacy.glob("*.ndjson")) == []
+    store = CheckpointStore(state)
+    store.load()
+    assert store.get("ingest/spool") is None
+    assert store.get(f"receiver/http-127.0.0.1-{port}") is not None
+    store.close()
+
+
+def test_records_are_spooled_as_ndjson_lines(tmp_path: Path) -> None:
+    from sidekick.ship.sources.receiver import encode_records
+
+    lines = encode_records([{"message": "a"}, {"message": "b", "@timestamp": "x"}], 0)
+    first, second = (msgspec.json.decode(line) for line in lines.splitlines())
+    assert first == {"message": "a", "@timestamp": "1970-01-01T00:00:00.000000000Z"}
+    assert second == {"message": "b", "@timestamp": "x"}
