@@ -9,8 +9,8 @@
 #           ca-certificates (the CA bundle for pip's HTTPS when PIP_CERT points at it)
 #   demo    python, plus nginx (the webapp Pod's reverse proxy) and curl (to try the URL)
 #   test    demo, plus what the test suite runs: git, rsyslog, openssl (a test certificate),
-#           procps, util-linux and mount (read-only mounts in `sidekick up`), and for
-#           the container test podman, runc, conmon, catatonit, CNI plugins and iptables, and
+#           util-linux's unshare and mount (read-only mounts in `sidekick up`), and for the
+#           container test podman, runc, conmon, catatonit, CNI plugins and iptables, and
 #           debootstrap for the base image
 #
 # Podman is installed without its recommended packages, so the ones the container test needs
@@ -40,7 +40,6 @@ test_deps=(
   "git git"
   "rsyslogd rsyslog"
   "openssl openssl"
-  "ps procps"
   "unshare util-linux"
   "mount mount"
   "podman podman"
