@@ -34,6 +34,7 @@ SCHEMES: dict[str, str] = {
     "file": "sidekick.ship.sources.tail",
     "http": "sidekick.ship.sources.http",
     "https": "sidekick.ship.sources.http",
+    "otlp": "sidekick.ship.sources.otlp",
 }
 
 # The options an input URL may carry; the same names as the global settings they override.
@@ -41,7 +42,16 @@ OPTIONS = ("parser", "multiline_start", "follow_symlinks", "exclude", "k8s_metad
 # Options that may be given several times; their values are joined with commas.
 _REPEATABLE = ("exclude",)
 # Schemes whose records are whole already (multi-line joining applies to tailed lines).
-_NO_MULTILINE = ("http", "https")
+_NO_MULTILINE = (
+    "http",
+    "https",
+    "otlp",
+    "otlp+grpc",
+    "forward",
+    "syslog+udp",
+    "syslog+tcp",
+    "syslog+unix",
+)
 
 
 def input_scheme(spec: str) -> str:

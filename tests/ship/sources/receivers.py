@@ -1,0 +1,66 @@
+"""Helpers for the receiver tests: a real ``sidekick ship`` with network inputs and a file
+output, and waiting for records there."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.ship.helpers import ShipperProcess, read_ndjson
+
+
+class Receiving:
+    """A running shipper whose records land in ``out``."""
+
+    def __init__(self, proc: ShipperProcess, out: Path) -> None:
+        self.proc = proc
+        self.out = out
+
+    def records(self) -> list[dict[str, Any]]:
+        return read_ndjson(self.out)
+
+    def wait_records(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.records()
+            if len(got) >= n:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{len(got)} of {n} records arrived within {timeout}s; log:\n{self.proc.log()}"
+                )
+            if self.proc.proc is not None and self.proc.proc.poll() is not None:
+                raise AssertionError(f"shipper exited: {self.proc.log()}")
+            time.sleep(0.05)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.proc.metric(name, **labels)
+
+
+@contextlib.contextmanager
+def receiving(
+    tmp_path: Path,
+    *inputs: str,
+    output: str | None = None,
+    state: Path | None = None,
+    extra: tuple[str, ...] = (),
+) -> Iterator[Receiving]:
+    """Run ``sidekick ship`` with ``inputs`` until the block ends (SIGTERM, then kill)."""
+    out = tmp_path / "out.ndjson"
+    args: list[str] = []
+    for given in inputs:
+        args += ["--input", given]
+    args += ["--output", output or f"file://{out}"]
+    args += ["--state-dir", str(state or tmp_path / "state"), *extra]
+    proc = ShipperProcess(args, tmp_path / "shipper.log").start()
+    try:
+        proc.wait_ready()
+        yield Receiving(proc, out)
+    finally:
+        with contextlib.suppress(Exception):
+            if proc.proc is not None and proc.proc.poll() is None:
+                proc.terminate(30)
+        proc.stop_quietly()
