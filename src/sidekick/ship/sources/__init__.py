@@ -35,6 +35,7 @@ SCHEMES: dict[str, str] = {
     "http": "sidekick.ship.sources.http",
     "https": "sidekick.ship.sources.http",
     "otlp": "sidekick.ship.sources.otlp",
+    "otlp+grpc": "sidekick.ship.sources.otlp_grpc",
 }
 
 # The options an input URL may carry; the same names as the global settings they override.

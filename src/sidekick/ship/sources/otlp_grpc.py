@@ -1,0 +1,205 @@
+"""``--input otlp+grpc://HOST:PORT``: OTLP/gRPC logs (``LogsService/Export``), default port 4317.
+
+A ``grpc.aio`` server with one generic method handler that takes the request as bytes, so a
+malformed protobuf is ours to answer (``INVALID_ARGUMENT``, counted) instead of gRPC's own
+deserialisation error with a logged traceback. Records are mapped as for OTLP/HTTP
+(``sidekick.ship.sources._otlp_map``) and durably spooled before ``OK`` is answered.
+
+Status codes, as the OTLP spec gives them: ``OK`` with an ``ExportLogsServiceResponse``
+(``partial_success`` counting records rejected alone); ``INVALID_ARGUMENT`` for a request
+that does not decode or holds more than ``--ingest-max-records`` records (not retryable);
+``UNAVAILABLE`` (retryable) when the spool is full, a write failed, or the shipper is
+stopping; ``UNAUTHENTICATED`` without the bearer token of ``--ingest-token-file`` (metadata
+``authorization: Bearer <token>``). A message over ``--ingest-max-body-bytes`` is refused by
+gRPC itself with ``RESOURCE_EXHAUSTED`` before it reaches the handler, so it is not counted
+here; gzip (``grpc-encoding``) is inflated by gRPC under the same limit.
+
+Left out: TLS, traces and metrics services, and gRPC health checking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+
+from sidekick.core.addr import HostPort, parse_hostport
+from sidekick.core.errors import ConfigError
+from sidekick.core.redact import redact_url
+from sidekick.ship.config import size
+from sidekick.ship.sources._otlp_map import (
+    OtlpError,
+    count_records,
+    decode_protobuf,
+    export_response,
+    to_records,
+)
+from sidekick.ship.sources.base import InputSpec, SourceContext
+from sidekick.ship.sources.http import TokenFile
+from sidekick.ship.sources.receiver import Receiver, encode_records, spool_name
+from sidekick.ship.sources.spool import SpoolFullError, SpoolStats, SpoolWriteError
+
+log = logging.getLogger("sidekick.ship.otlp_grpc")
+
+DEFAULT_PORT = 4317
+SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+def parse_address(spec: str, scheme: str, default_port: int) -> HostPort:
+    """``HOST[:PORT]`` of a ``scheme://`` input URL that takes no path, user or query."""
+    shown = redact_url(spec)
+    parts = urlsplit(spec)
+    if "@" in parts.netloc or parts.path not in ("", "/") or parts.query:
+        raise ConfigError(
+            f"--input {shown!r}: give only HOST:PORT, like {scheme}://0.0.0.0:{default_port}"
+        )
+    netloc = parts.netloc
+    if not netloc.rpartition("]")[2].rpartition(":")[1]:
+        netloc = f"{netloc}:{default_port}"
+    return parse_hostport(netloc, name=f"--input {shown!r}")
+
+
+class OtlpGrpcSource(Receiver):
+    def __init__(self, spec: InputSpec, ctx: SourceContext) -> None:
+        super().__init__(spec, ctx)
+        self.addr = parse_address(spec.url, "otlp+grpc", DEFAULT_PORT)
+        ingest = ctx.config.ingest
+        self.metrics = self.input_metrics()
+        self.metrics.spool_limit.set(size(ingest.spool_max_bytes))
+        self.max_records = ingest.max_records_per_request
+        self.tokens = TokenFile(Path(ingest.token_file)) if ingest.token_file else None
+        self.draining = False
+        self.under_way = 0
+        self.idle = asyncio.Event()
+        max_bytes = size(ingest.max_body_bytes)
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_connection_idle_ms", int(ingest.keepalive_timeout) * 1000),
+            ],
+            maximum_concurrent_rpcs=ingest.max_connections,
+        )
+        handler: Any = grpc.unary_unary_rpc_method_handler(self._export)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
+        )
+        host = f"[{self.addr.host}]" if ":" in self.addr.host else self.addr.host
+        try:
+            port = self._server.add_insecure_port(f"{host}:{self.addr.port}")
+        except RuntimeError:
+            port = 0
+        if not port:
+            raise ConfigError(
+                f"--input {redact_url(spec.url)!r}: {self.addr} cannot be bound (in use, or "
+                "not an address of this host); choose another address or port"
+            )
+        self.port = port
+        self.open_spool(
+            spool_name("otlp+grpc", f"{self.addr.host}:{port}"),
+            stats=SpoolStats(
+                on_fsync=self.metrics.fsync.observe, on_bytes=self.metrics.spool_bytes.set
+            ),
+        )
+
+    async def serve(self) -> None:
+        await self._server.start()
+        log.info("Receiving OTLP/gRPC logs on %s:%d.", self.addr.host, self.port)
+
+    async def stop_accepting(self) -> None:
+        self.draining = True
+        while self.under_way:
+            self.idle.clear()
+            await self.idle.wait()
+
+    async def close_server(self) -> None:
+        await self._server.stop(1.0)
+
+    async def _export(self, request: bytes, context: Any) -> bytes:
+        self.under_way += 1
+        try:
+            answer = await self._accept(request, context)
+        except _Refused as exc:
+            self.metrics.reject(exc.reason)
+            self.metrics.requests.labels(exc.code.name).inc()
+            context.set_code(exc.code)
+            context.set_details(exc.message)
+            return b""
+        finally:
+            self.under_way -= 1
+            if not self.under_way:
+                self.idle.set()
+        self.metrics.requests.labels("OK").inc()
+        return answer
+
+    async def _accept(self, request: bytes, context: Any) -> bytes:
+        if self.draining:
+            raise _Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                "draining",
+                "the shipper is shutting down; retry later (another instance takes over)",
+            )
+        if self.tokens is not None:
+            header = dict(context.invocation_metadata() or ()).get("authorization")
+            if not self.tokens.check(header if isinstance(header, str) else None):
+                raise _Refused(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "unauthorized",
+                    "missing or wrong bearer token; send metadata authorization: Bearer <token>",
+                )
+        if not self.spool.has_room(len(request)):
+            raise self._full()
+        try:
+            req = decode_protobuf(request)
+        except OtlpError as exc:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(exc)) from None
+        if count_records(req) > self.max_records:
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "oversize",
+                f"more than {self.max_records} log records in one request; send at most "
+                f"{self.max_records}",
+            )
+        now = time.time_ns()
+        records, rejected, reason = to_records(req, now)
+        payload = encode_records(records, now)
+        if payload:
+            try:
+                await self.spool.append(payload)
+            except SpoolFullError:
+                raise self._full() from None
+            except SpoolWriteError as exc:
+                raise _Refused(
+                    grpc.StatusCode.UNAVAILABLE, "spool_error", f"{exc}; retry later"
+                ) from None
+            self.metrics.records.inc(len(records))
+            self.metrics.bytes.inc(len(payload))
+            self.on_accepted()
+        if rejected:
+            self.metrics.reject("invalid_record")
+        return export_response(rejected, reason, as_json=False)
+
+    def _full(self) -> _Refused:
+        return _Refused(
+            grpc.StatusCode.UNAVAILABLE,
+            "spool_full",
+            f"the spool is full ({self.spool.used_bytes} of {self.spool.max_bytes} bytes wait "
+            "for delivery); retry later",
+        )
+
+
+def create(spec: InputSpec, ctx: SourceContext) -> OtlpGrpcSource:
+    return OtlpGrpcSource(spec, ctx)
