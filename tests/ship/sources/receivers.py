@@ -55,6 +55,9 @@ def receiving(
         args += ["--input", given]
     args += ["--output", output or f"file://{out}"]
     args += ["--state-dir", str(state or tmp_path / "state"), *extra]
+    if output is not None and "--shutdown-timeout" not in extra:
+        # Tests with an output that is down would otherwise wait out the whole drain.
+        args += ["--shutdown-timeout", "3s"]
     proc = ShipperProcess(args, tmp_path / "shipper.log").start()
     try:
         proc.wait_ready()

@@ -36,6 +36,7 @@ SCHEMES: dict[str, str] = {
     "https": "sidekick.ship.sources.http",
     "otlp": "sidekick.ship.sources.otlp",
     "otlp+grpc": "sidekick.ship.sources.otlp_grpc",
+    "forward": "sidekick.ship.sources.forward",
 }
 
 # The options an input URL may carry; the same names as the global settings they override.

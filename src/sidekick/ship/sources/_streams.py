@@ -1,0 +1,178 @@
+"""Stream connections of the forward and syslog receivers: a limit, timeouts and the drain.
+
+A protocol handler reads with ``Stream.read(partial)``: a connection idle between messages
+longer than ``idle_timeout`` is closed (``idle_timeout``), and one that leaves a message
+unfinished longer than ``frame_timeout`` is closed as a slow sender (``slow``); both
+counted in ``sidekick_ship_receiver_connections_closed_total{reason}``. Connections beyond
+``max_connections`` are closed at once and counted (``rejected{reason="connection_limit"}``).
+A handler marks the time it holds records not yet durable with ``async with stream.busy()``:
+the drain (``stop``) closes idle connections at once and waits for busy ones, so an
+acknowledgement is never cut off after its records were written.
+
+A handler's unexpected failure closes that connection only; it is counted and logged once a
+minute, without the bytes that caused it.
+
+Left out: TLS, and per-address limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from sidekick.core.ratelog import RateLimitedLog
+from sidekick.ship.sources.receiver import InputMetrics
+
+log = logging.getLogger("sidekick.ship.receiver")
+
+READ_BYTES = 256 * 1024
+
+
+class Closed(Exception):
+    """The connection ended (by the peer, a timeout or the drain); nothing more to read."""
+
+
+@dataclass
+class StreamLimits:
+    max_connections: int = 512
+    idle_timeout: float = 75.0
+    frame_timeout: float = 30.0
+
+
+class Stream:
+    """One client connection."""
+
+    def __init__(self, owner: Streams, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.owner = owner
+        self.reader = reader
+        self.writer = writer
+        self.holding = False
+
+    async def read(self, since: float | None = None) -> bytes:
+        """The next bytes. ``since``: the loop time at which the message still unfinished
+        began to arrive (it must be complete ``frame_timeout`` after); None between messages."""
+        partial = since is not None
+        if self.owner.draining and not partial:
+            raise Closed
+        limits = self.owner.limits
+        if since is None:
+            timeout = limits.idle_timeout
+        else:
+            timeout = max(0.0, since + limits.frame_timeout - asyncio.get_running_loop().time())
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(READ_BYTES)
+        except TimeoutError:
+            reason = "slow" if partial else "idle_timeout"
+            self.owner.metrics.connections_closed.labels(reason).inc()
+            if partial:
+                self.owner.metrics.reject("slow")
+            raise Closed from None
+        except (ConnectionError, OSError):
+            raise Closed from None
+        if not data:
+            if partial:
+                self.owner.metrics.reject("truncated")
+            raise Closed
+        return data
+
+    @contextlib.asynccontextmanager
+    async def busy(self) -> AsyncIterator[None]:
+        """Records read and not yet durable (and acknowledged): the drain waits."""
+        self.holding = True
+        self.owner.under_way += 1
+        try:
+            yield
+        finally:
+            self.holding = False
+            self.owner.under_way -= 1
+            if not self.owner.under_way:
+                self.owner.idle.set()
+
+
+class Streams:
+    """The connections of one stream receiver (TCP or Unix stream socket)."""
+
+    def __init__(
+        self,
+        metrics: InputMetrics,
+        limits: StreamLimits,
+        handle: Callable[[Stream], Awaitable[None]],
+    ) -> None:
+        self.metrics = metrics
+        self.limits = limits
+        self.handle = handle
+        self.open: set[Stream] = set()
+        self.draining = False
+        self.under_way = 0
+        self.idle = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rate = RateLimitedLog(log)
+
+    async def start(self, sock: socket.socket) -> None:
+        if sock.family == socket.AF_UNIX:
+            self._server = await asyncio.start_unix_server(self._client, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._client, sock=sock)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.draining or len(self.open) >= self.limits.max_connections:
+            self.metrics.reject("connection_limit" if not self.draining else "draining")
+            writer.transport.abort()
+            return
+        stream = Stream(self, reader, writer)
+        self.open.add(stream)
+        self.metrics.connections.inc()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await self.handle(stream)
+        except Closed:
+            pass
+        except (ConnectionError, OSError):
+            pass
+        except Exception as exc:
+            self.metrics.reject("internal")
+            self._rate.error(
+                "failed",
+                "A connection to %s failed unexpectedly (a bug) and was closed: %s",
+                self.metrics.input,
+                "".join(traceback.format_exception(exc)),
+            )
+        finally:
+            self.open.discard(stream)
+            self.metrics.connections.dec()
+            if task is not None:
+                self._tasks.discard(task)
+            writer.transport.abort()
+
+    async def stop(self) -> None:
+        """Take no new connections, close the idle ones, wait for those holding records."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for stream in list(self.open):
+            if not stream.holding:
+                stream.writer.transport.abort()
+        while self.under_way:
+            self.idle.clear()
+            await self.idle.wait()
+        for stream in list(self.open):
+            stream.writer.transport.abort()
+
+    async def aclose(self) -> None:
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,290 @@
+"""``--input forward://HOST:PORT``: the Fluent forward protocol v1 (Fluentd, Fluent Bit,
+fluent-logger), default port 24224.
+
+A connection carries msgpack arrays, each in one of four modes:
+
+- Message: ``[tag, time, record]`` or ``[tag, time, record, option]``;
+- Forward: ``[tag, [[time, record], ...], option?]``;
+- PackedForward: ``[tag, <msgpack stream of [time, record] entries as bin or str>, option?]``;
+- CompressedPackedForward: the same stream gzip'ed, with ``option.compressed == "gzip"``.
+
+``time`` is an integer of seconds, a float, or the EventTime extension (type 0: seconds and
+nanoseconds). Each record keeps its fields; the tag goes into ``fluent.tag``, the time into
+``@timestamp``, and a record without ``message`` but with ``log`` (Docker's fluentd driver,
+Fluent Bit's tail) gets ``message`` from it. Map keys that are not strings become their text.
+
+When ``option.chunk`` is given, ``{"ack": chunk}`` is sent back only after the message's
+records are durably spooled; a client that gets no ack resends. The protocol has no way to
+say no: a message that does not decode (bad msgpack, a mode that is none of the four, a
+record that is not a map) closes the connection, unacknowledged, and is counted
+(``rejected{reason="malformed"}``), as is a message over ``--ingest-max-body-bytes``
+(``oversize``, before or after gzip inflation). When the spool is full, reading pauses (TCP
+holds the sender back) instead of dropping anything. On SIGTERM, after the quiet period,
+connections are closed; chunks not acknowledged are resent by their clients elsewhere or
+after the restart.
+
+Left out: the handshake phase (shared key and user authentication: keep the port on the
+Pod's localhost), TLS, and the UDP heartbeat (clients fall back to TCP health as
+fluent-logger does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Any, NoReturn
+
+import msgpack
+
+from sidekick.core.errors import ConfigError
+from sidekick.core.redact import redact_url
+from sidekick.ship.config import seconds, size
+from sidekick.ship.records import MESSAGE, TIMESTAMP, Record
+from sidekick.ship.sources._streams import Closed, Stream, StreamLimits, Streams
+from sidekick.ship.sources.base import InputSpec, SourceContext
+from sidekick.ship.sources.http import Rejected, inflate
+from sidekick.ship.sources.otlp_grpc import parse_address
+from sidekick.ship.sources.receiver import Receiver, encode_records, spool_name
+from sidekick.ship.sources.spool import SpoolFullError, SpoolStats, SpoolWriteError
+
+log = logging.getLogger("sidekick.ship.forward")
+
+DEFAULT_PORT = 24224
+TAG = "fluent.tag"
+
+
+class Malformed(Exception):
+    """A forward message that is none of the four modes; the reason says why."""
+
+
+class EventTime(int):
+    """Nanoseconds since the epoch from the EventTime extension (type 0)."""
+
+
+def _ext(code: int, data: bytes) -> Any:
+    if code == 0 and len(data) == 8:
+        return EventTime(
+            int.from_bytes(data[:4], "big") * 1_000_000_000 + int.from_bytes(data[4:], "big")
+        )
+    return msgpack.ExtType(code, data)
+
+
+def _unpacker(max_bytes: int) -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,
+        unicode_errors="replace",
+        ext_hook=_ext,
+        max_buffer_size=max_bytes,
+    )
+
+
+class Stamps:
+    """``@timestamp`` strings, formatted once per second of time seen."""
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._prefix = ""
+
+    def __call__(self, ns: int) -> str:
+        sec, frac = divmod(ns, 1_000_000_000)
+        if sec != self._sec:
+            self._sec = sec
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._prefix}.{frac:09d}Z"
+
+
+def _ns(t: Any) -> int | None:
+    if isinstance(t, EventTime):
+        return int(t)
+    if isinstance(t, bool):
+        return None
+    if isinstance(t, int | float):
+        try:
+            return int(t * 1_000_000_000)
+        except (OverflowError, ValueError):
+            return None
+    return None
+
+
+def decode_message(obj: Any, max_bytes: int, stamps: Stamps) -> tuple[list[Record], str | None]:
+    """(records, chunk id to acknowledge) of one forward message; Malformed if it is none."""
+    if not isinstance(obj, list) or len(obj) < 2:
+        raise Malformed("a forward message is an array [tag, ...]")
+    tag = obj[0]
+    if not isinstance(tag, str):
+        raise Malformed("the tag is not a string")
+    second = obj[1]
+    option: Any = None
+    if isinstance(second, list):  # Forward
+        entries = second
+        option = obj[2] if len(obj) > 2 else None
+    elif isinstance(second, bytes | str) and not isinstance(second, EventTime):
+        option = obj[2] if len(obj) > 2 else None
+        data = second.encode("utf-8", "surrogateescape") if isinstance(second, str) else second
+        if isinstance(option, dict) and option.get("compressed") == "gzip":
+            try:
+                data = inflate(data, max_bytes)
+            except Rejected as exc:
+                raise Malformed(exc.reason) from None
+        elif isinstance(option, dict) and option.get("compressed") not in (None, "text"):
+            raise Malformed(f"compression {option.get('compressed')!r} is not gzip")
+        unpacker = _unpacker(max_bytes)
+        unpacker.feed(data)
+        entries = list(unpacker)
+    else:  # Message
+        if len(obj) not in (3, 4):
+            raise Malformed("a Message-mode message is [tag, time, record, option?]")
+        entries = [[second, obj[2]]]
+        option = obj[3] if len(obj) == 4 else None
+    if option is not None and not isinstance(option, dict):
+        raise Malformed("the option is not a map")
+    records: list[Record] = []
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise Malformed("an entry is not [time, record]")
+        t, record = entry
+        if not isinstance(record, dict):
+            raise Malformed("a record is not a map")
+        ns = _ns(t)
+        if ns is None:
+            raise Malformed("an entry's time is not a number or EventTime")
+        rec: Record = (
+            record
+            if all(type(k) is str for k in record)
+            else {str(k): v for k, v in record.items()}
+        )
+        rec[TAG] = tag
+        if TIMESTAMP not in rec:
+            rec[TIMESTAMP] = stamps(ns) if ns >= 0 else stamps(0)
+        if MESSAGE not in rec and "log" in rec:
+            rec[MESSAGE] = rec.pop("log")
+        records.append(rec)
+    chunk = option.get("chunk") if option else None
+    return records, chunk if isinstance(chunk, str) else None
+
+
+class ForwardSource(Receiver):
+    def __init__(self, spec: InputSpec, ctx: SourceContext) -> None:
+        super().__init__(spec, ctx)
+        self.addr = parse_address(spec.url, "forward", DEFAULT_PORT)
+        ingest = ctx.config.ingest
+        self.metrics = self.input_metrics()
+        self.metrics.spool_limit.set(size(ingest.spool_max_bytes))
+        self.max_bytes = size(ingest.max_body_bytes)
+        try:
+            self._sock = socket.create_server((self.addr.host, self.addr.port), backlog=1024)
+        except OSError as exc:
+            raise ConfigError(
+                f"--input {redact_url(spec.url)!r}: {self.addr} cannot be bound "
+                f"({exc.strerror or exc}); choose another address or port"
+            ) from None
+        self.port: int = self._sock.getsockname()[1]
+        self.streams = Streams(
+            self.metrics,
+            StreamLimits(
+                max_connections=ingest.max_connections,
+                idle_timeout=seconds(ingest.keepalive_timeout),
+                frame_timeout=seconds(ingest.body_timeout),
+            ),
+            self._handle,
+        )
+        try:
+            self.open_spool(
+                spool_name("forward", f"{self.addr.host}:{self.port}"),
+                stats=SpoolStats(
+                    on_fsync=self.metrics.fsync.observe, on_bytes=self.metrics.spool_bytes.set
+                ),
+            )
+        except BaseException:
+            self._sock.close()
+            raise
+
+    async def serve(self) -> None:
+        await self.streams.start(self._sock)
+        log.info("Receiving Fluent forward messages on %s:%d.", self.addr.host, self.port)
+
+    async def stop_accepting(self) -> None:
+        await self.streams.stop()
+
+    async def close_server(self) -> None:
+        await self.streams.aclose()
+        self._sock.close()
+
+    async def _handle(self, stream: Stream) -> None:
+        unpacker = _unpacker(self.max_bytes)
+        stamps = Stamps()
+        loop = asyncio.get_running_loop()
+        # When the message still unfinished began to arrive (a slow sender is closed).
+        since: float | None = None
+        while True:
+            data = await stream.read(since)
+            if since is None:
+                since = loop.time()
+            try:
+                unpacker.feed(data)
+            except msgpack.BufferFull:
+                self._refuse("oversize", f"a message over {self.max_bytes} bytes")
+            records: list[Record] = []
+            chunks: list[str] = []
+            try:
+                for obj in unpacker:
+                    recs, chunk = decode_message(obj, self.max_bytes, stamps)
+                    records.extend(recs)
+                    if chunk is not None:
+                        chunks.append(chunk)
+            except msgpack.BufferFull:
+                self._refuse("oversize", f"a message over {self.max_bytes} bytes")
+            except Malformed as exc:
+                self._refuse("malformed", str(exc))
+            except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+                self._refuse("malformed", f"not msgpack ({type(exc).__name__})")
+            if not records and not chunks:
+                continue
+            # A message completed: the next one is timed from its next bytes.
+            since = None
+            async with stream.busy():
+                if records:
+                    await self._store(records)
+                if chunks:
+                    stream.writer.write(b"".join(msgpack.packb({"ack": c}) for c in chunks))
+                    self.metrics.requests.labels("ack").inc(len(chunks))
+                    try:
+                        await stream.writer.drain()
+                    except (ConnectionError, OSError):
+                        raise Closed from None
+
+    async def _store(self, records: list[Record]) -> None:
+        payload = encode_records(records)
+        while True:
+            try:
+                await self.spool.wait_for_room(len(payload))
+                await self.spool.append(payload)
+                break
+            except SpoolFullError:
+                if len(payload) > self.spool.max_bytes:
+                    self._refuse("oversize", "a message larger than the whole spool")
+                continue  # filled up meanwhile: wait again
+            except SpoolWriteError:
+                # Not acknowledged: the client resends after the connection closes.
+                self.metrics.reject("spool_error")
+                raise Closed from None
+        self.metrics.records.inc(len(records))
+        self.metrics.bytes.inc(len(payload))
+        self.on_accepted()
+
+    def _refuse(self, reason: str, what: str) -> NoReturn:
+        self.metrics.reject(reason)
+        self.streams._rate.warning(
+            reason,
+            "Closed a forward connection to %s: %s (not acknowledged; the client resends).",
+            redact_url(self.name),
+            what,
+        )
+        raise Closed
+
+
+def create(spec: InputSpec, ctx: SourceContext) -> ForwardSource:
+    return ForwardSource(spec, ctx)

@@ -1,0 +1,168 @@
+"""The Fluent forward protocol into ``forward://``: fluent-logger, the four modes, acks."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import msgpack
+from fluent import sender
+
+from sidekick.ship.sources.forward import Stamps, decode_message
+from tests.conftest import free_port
+from tests.ship.sources.receivers import receiving
+
+
+def event_time(t: float) -> msgpack.ExtType:
+    sec = int(t)
+    return msgpack.ExtType(0, sec.to_bytes(4, "big") + int((t - sec) * 1e9).to_bytes(4, "big"))
+
+
+def send(port: int, data: bytes, *, want_acks: int = 0, timeout: float = 10.0) -> list[object]:
+    """Send ``data`` on a new connection; return the acks read (``want_acks`` of them)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        unpacker = msgpack.Unpacker(raw=False)
+        acks: list[object] = []
+        while len(acks) < want_acks:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            unpacker.feed(chunk)
+            acks.extend(unpacker)
+        return acks
+
+
+def entries(start: int, n: int) -> list[list[object]]:
+    now = time.time()
+    return [[event_time(now), {"seq": i, "log": f"line {i}\n"}] for i in range(start, start + n)]
+
+
+def test_fluent_logger_records_all_arrive_with_tag_and_fields(tmp_path: Path) -> None:
+    port = free_port()
+    with receiving(tmp_path, f"forward://127.0.0.1:{port}") as rx:
+        logger = sender.FluentSender("app", host="127.0.0.1", port=port, nanosecond_precision=True)
+        try:
+            for i in range(200):
+                assert logger.emit("orders", {"seq": i, "message": f"order {i}", "level": "info"})
+        finally:
+            logger.close()
+        records = rx.wait_records(200)
+    assert sorted(r["seq"] for r in records) == list(range(200))
+    rec = records[0]
+    assert rec["fluent.tag"] == "app.orders"
+    assert rec["message"].startswith("order ")
+    assert rec["level"] == "info"
+    assert rec["@timestamp"].endswith("Z") and rec["@timestamp"][:2] == "20"
+
+
+def test_every_mode_is_acknowledged_after_it_is_durable_and_survives_kill_9(
+    tmp_path: Path,
+) -> None:
+    port, nobody = free_port(), free_port()
+    state = tmp_path / "state"
+    packed = b"".join(msgpack.packb(e) for e in entries(200, 1000))
+    messages = [
+        # Message mode with a chunk option.
+        msgpack.packb(["web", event_time(time.time()), {"seq": 0}, {"chunk": "c-message"}]),
+        # Forward mode.
+        msgpack.packb(["web", entries(1, 199), {"chunk": "c-forward", "size": 199}]),
+        # PackedForward.
+        msgpack.packb(["web", packed, {"chunk": "c-packed", "size": 1000}], use_bin_type=True),
+        # CompressedPackedForward.
+        msgpack.packb(
+            [
+                "web",
+                gzip.compress(b"".join(msgpack.packb(e) for e in entries(1200, 800))),
+                {"chunk": "c-gzip", "size": 800, "compressed": "gzip"},
+            ],
+            use_bin_type=True,
+        ),
+    ]
+    with receiving(
+        tmp_path, f"forward://127.0.0.1:{port}", output=f"http://127.0.0.1:{nobody}/", state=state
+    ) as rx:
+        acks = send(port, b"".join(messages), want_acks=4)
+        assert acks == [{"ack": c} for c in ("c-message", "c-forward", "c-packed", "c-gzip")]
+        assert rx.proc.proc is not None
+        os.kill(rx.proc.pid, signal.SIGKILL)
+        rx.proc.proc.wait(10)
+    with receiving(tmp_path, f"forward://127.0.0.1:{port}", state=state) as rx:
+        got = rx.wait_records(2000)
+    assert sorted({r["seq"] for r in got}) == list(range(2000))
+    rec = next(r for r in got if r["seq"] == 5)
+    assert (rec["fluent.tag"], rec["message"]) == ("web", "line 5\n")
+
+
+def test_bad_input_closes_that_connection_counted_and_others_go_on(tmp_path: Path) -> None:
+    port = free_port()
+    name = f"forward://127.0.0.1:{port}"
+    extra = ("--ingest-max-body-bytes", "64KiB", "--ingest-body-timeout", "1s")
+    with receiving(tmp_path, name, extra=extra) as rx:
+        # Not msgpack at all (0xc1 is never used), a mode that is none of the four, a record
+        # that is not a map, an oversize message, gzip that is not gzip.
+        for bad in (
+            b"\xc1\xc1\xc1",
+            msgpack.packb(["tag"]),
+            msgpack.packb(["tag", 1, "not a map"]),
+            msgpack.packb(["tag", 1, {"x": "y" * 100_000}]),
+            msgpack.packb(["tag", b"nope", {"compressed": "gzip"}], use_bin_type=True),
+        ):
+            assert (
+                send(port, bad + msgpack.packb(["t", 1, {"m": 1}, {"chunk": "x"}]), want_acks=1)
+                == []
+            )
+        # A slow sender: half a message, then nothing.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(msgpack.packb(["tag", 1, {"k": "v"}])[:5])
+            assert slow.recv(10) == b""  # closed at the body timeout
+        # The receiver still serves.
+        assert send(port, msgpack.packb(["ok", 1, {"seq": 1}, {"chunk": "good"}]), want_acks=1) == [
+            {"ack": "good"}
+        ]
+        assert len(rx.wait_records(1)) == 1
+        assert (
+            rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="malformed") == 4
+        )
+        assert (
+            rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="oversize") == 1
+        )
+        assert rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="slow") == 1
+        assert "Traceback" not in rx.proc.log()
+
+
+def test_a_full_spool_holds_the_sender_back_without_an_ack(tmp_path: Path) -> None:
+    port, nobody = free_port(), free_port()
+    with receiving(
+        tmp_path,
+        f"forward://127.0.0.1:{port}",
+        output=f"http://127.0.0.1:{nobody}/",
+        extra=("--spool-max-bytes", "64KiB"),
+    ):
+        first = msgpack.packb(["t", entries(0, 500), {"chunk": "one"}])
+        assert send(port, first, want_acks=1) == [{"ack": "one"}]
+        more = msgpack.packb(["t", entries(500, 300), {"chunk": "two"}])
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(more)
+            s.settimeout(2)
+            try:
+                answer = s.recv(100)
+            except TimeoutError:
+                answer = None
+        assert answer is None  # no ack while the records cannot be stored
+
+
+def test_decode_keeps_non_string_keys_as_text_and_rejects_bad_times() -> None:
+    records, chunk = decode_message(["t", 1700000000, {1: "a"}], 1000, Stamps())
+    assert records[0]["1"] == "a" and records[0]["@timestamp"] == "2023-11-14T22:13:20.000000000Z"
+    assert chunk is None
+    import pytest
+
+    from sidekick.ship.sources.forward import Malformed
+
+    with pytest.raises(Malformed):
+        decode_message(["t", [["x", {}]]], 1000, Stamps())
