@@ -37,6 +37,9 @@ SCHEMES: dict[str, str] = {
     "otlp": "sidekick.ship.sources.otlp",
     "otlp+grpc": "sidekick.ship.sources.otlp_grpc",
     "forward": "sidekick.ship.sources.forward",
+    "syslog+udp": "sidekick.ship.sources.syslog",
+    "syslog+tcp": "sidekick.ship.sources.syslog",
+    "syslog+unix": "sidekick.ship.sources.syslog",
 }
 
 # The options an input URL may carry; the same names as the global settings they override.
