@@ -41,6 +41,7 @@ PORTS = {
     "webapp": [8080, 5000, 9080],
     "static-site": [8082, 9082],
     "app-to-sidecar": [8083, 8084, 9083],
+    "node-logs": [9084],
 }
 
 pytestmark = pytest.mark.slow
@@ -106,7 +107,11 @@ class Running:
 
 @contextlib.contextmanager
 def run_up(
-    example: str, tmp_path: Path, variant: str = "", output: str = "stdout:"
+    example: str,
+    tmp_path: Path,
+    variant: str = "",
+    output: str = "stdout:",
+    replace: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     ports: dict[int, int] = {}
     for p in PORTS[example]:
@@ -119,6 +124,8 @@ def run_up(
     text = text.replace('value: "stdout:"', f"value: {json.dumps(output)}")
     for old, new in ports.items():
         text = re.sub(rf"\b{old}\b", str(new), text)
+    for old_text, new_text in (replace or {}).items():  # e.g. a hostPath made a temp dir
+        text = text.replace(old_text, new_text)
     manifest = tmp_path / f"{example}.yaml"
     manifest.write_text(text)
     while (admin := free_port()) in ports.values():

@@ -1,6 +1,11 @@
 """The example manifests are valid Kubernetes 1.33 objects and carry the hardening the seeds
 left out (probes, resources, securityContext, sizeLimit, rollout strategy, spread, PDB).
 
+The node-level example (a DaemonSet, ``NODE_EXAMPLES``) has no sidecars, variants, Service or
+PDB; it is checked for what a DaemonSet needs instead: a rolling update one node at a time,
+the kubelet's log directory mounted read-only, state on the node, and root without any
+capability (the log files are root's).
+
 Schema validation is kubernetes-validate in strict mode (unknown fields are errors). What the
 schema cannot say (every container has every probe, every emptyDir a sizeLimit, ...) is checked
 here directly, so a new container or volume cannot silently skip it.
@@ -20,11 +25,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = ["nginx-logs", "webapp", "static-site", "app-to-sidecar"]
-MANIFESTS = [
+NODE_EXAMPLES = ["node-logs"]
+DEPLOYMENT_MANIFESTS = [
     REPO / "examples" / e / f"{e}{variant}.yaml"
     for e in EXAMPLES
     for variant in ("", "-classic", "-podman")
 ]
+NODE_MANIFESTS = [REPO / "examples" / e / f"{e}.yaml" for e in NODE_EXAMPLES]
+MANIFESTS = DEPLOYMENT_MANIFESTS + NODE_MANIFESTS
 K8S_VERSION = "1.33.0"
 make_classic = runpy.run_path(str(REPO / "deploy" / "make_classic.py"))
 
@@ -34,7 +42,11 @@ def documents(path: Path) -> list[dict[str, Any]]:
 
 
 def pod_specs(path: Path) -> list[dict[str, Any]]:
-    return [d["spec"]["template"]["spec"] for d in documents(path) if d["kind"] == "Deployment"]
+    return [
+        d["spec"]["template"]["spec"]
+        for d in documents(path)
+        if d["kind"] in ("Deployment", "DaemonSet")
+    ]
 
 
 def all_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -106,7 +118,7 @@ def test_every_container_has_requests_and_limits(path: Path) -> None:
             assert {"cpu", "memory"} <= set(res["limits"]), c["name"]
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", DEPLOYMENT_MANIFESTS, ids=lambda p: p.name)
 def test_every_container_is_hardened(path: Path) -> None:
     for spec in pod_specs(path):
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -127,7 +139,7 @@ def test_every_empty_dir_has_a_size_limit(path: Path) -> None:
                 assert v["emptyDir"].get("sizeLimit"), v["name"]
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", DEPLOYMENT_MANIFESTS, ids=lambda p: p.name)
 def test_deployment_rolls_out_without_losing_capacity_and_spreads_over_nodes(path: Path) -> None:
     (deployment,) = [d for d in documents(path) if d["kind"] == "Deployment"]
     strategy = deployment["spec"]["strategy"]
@@ -137,7 +149,7 @@ def test_deployment_rolls_out_without_losing_capacity_and_spreads_over_nodes(pat
     assert spread[0]["topologyKey"] == "kubernetes.io/hostname"
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", DEPLOYMENT_MANIFESTS, ids=lambda p: p.name)
 def test_pod_disruption_budget_and_service_select_the_deployments_pods(path: Path) -> None:
     docs = documents(path)
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -175,7 +187,7 @@ def test_image_requirements_are_the_package_dependencies_without_kubernetes_vali
     assert listed == declared
 
 
-@pytest.mark.parametrize("example", EXAMPLES)
+@pytest.mark.parametrize("example", EXAMPLES + NODE_EXAMPLES)
 def test_kustomization_applies_the_native_manifest_and_names_its_images(example: str) -> None:
     kustomization = yaml.safe_load((REPO / "examples" / example / "kustomization.yaml").read_text())
     assert kustomization["resources"] == [f"{example}.yaml"]
@@ -217,3 +229,49 @@ def test_sidekick_shutdown_timeout_fits_inside_the_pods_grace_period(path: Path)
             checked += 1
             assert timeout <= grace - 5, (container["name"], timeout, grace)
     assert checked, "no sidekick container found"
+
+
+@pytest.mark.parametrize("path", NODE_MANIFESTS, ids=lambda p: p.name)
+def test_daemonset_runs_as_root_without_any_capability_on_a_read_only_root(path: Path) -> None:
+    # The kubelet's log files are root's (mode 0640) and so is the state directory it creates:
+    # owner permissions, not capabilities, let the shipper read and write them.
+    for spec in pod_specs(path):
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert spec["automountServiceAccountToken"] is False
+        for c in all_containers(spec):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert sc["readOnlyRootFilesystem"] is True, c["name"]
+            assert sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+            assert "privileged" not in sc or sc["privileged"] is False, c["name"]
+
+
+@pytest.mark.parametrize("path", NODE_MANIFESTS, ids=lambda p: p.name)
+def test_daemonset_reads_the_pod_logs_read_only_and_keeps_its_state_on_the_node(
+    path: Path,
+) -> None:
+    (spec,) = pod_specs(path)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (container,) = spec["containers"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    logs = mounts["/var/log/pods"]
+    assert logs["readOnly"] is True
+    assert volumes[logs["name"]]["hostPath"] == {"path": "/var/log/pods", "type": "Directory"}
+    args = container["args"]
+    (state_dir,) = [a.split("=", 1)[1] for a in args if a.startswith("--state-dir=")]
+    state = volumes[mounts[state_dir]["name"]]["hostPath"]
+    assert state == {"path": state_dir, "type": "DirectoryOrCreate"}
+    assert not any("emptyDir" in v for v in spec["volumes"])
+    # /var/log/pods itself: the /var/log/containers links lead out of the glob's base.
+    (url,) = [a.split("=", 1)[1] for a in args if a.startswith("--input=")]
+    assert url.startswith("file:///var/log/pods/**/") and "parser=cri" in url
+
+
+@pytest.mark.parametrize("path", NODE_MANIFESTS, ids=lambda p: p.name)
+def test_daemonset_updates_one_node_at_a_time_and_tolerates_every_taint(path: Path) -> None:
+    (daemonset,) = [d for d in documents(path) if d["kind"] == "DaemonSet"]
+    strategy = daemonset["spec"]["updateStrategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    labels = daemonset["spec"]["template"]["metadata"]["labels"]
+    assert daemonset["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert {"operator": "Exists"} in daemonset["spec"]["template"]["spec"]["tolerations"]

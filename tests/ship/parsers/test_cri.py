@@ -190,3 +190,24 @@ def test_joining_keeps_every_streams_text_in_order_and_never_passes_a_pending_gr
     for rec in records:
         got[rec["log.iostream"]] += rec["message"]
     assert got == want
+
+
+def test_columns_of_a_batch_match_what_parse_gives_each_record() -> None:
+    batch = [f"{T1} stdout F a b", f"{T2} stderr F ", "2024-05-01T10:00:02Z stdout F c"]
+    columns = CriParser().columns(batch)
+    assert columns is not None
+    records = parse(*batch)
+    assert [list(c) for c in columns] == [
+        [r["@timestamp"] for r in records],
+        [r["log.iostream"] for r in records],
+        [r["message"] for r in records],
+    ]
+
+
+def test_columns_leave_batches_with_other_lines_to_parse() -> None:
+    p = CriParser()
+    assert p.columns([f"{T1} stdout F ok", f"{T1} stdout P piece"]) is None
+    assert p.columns([f"{T1} stdout F ok", "2024-13-01T10:00:00Z stdout F bad month"]) is None
+    assert p.columns([f"{T1} stdout F ok", "2024-05-01T10:00:00+02:00 stdout F offset"]) is None
+    assert p.columns([f"{T1} stdout F ok", f"{T1} stdin F x"]) is None
+    assert p.columns([f"{T1} stdout F ok", "2024-05-01T10:00:00.1234567890Z stdout F x"]) is None
