@@ -100,3 +100,44 @@ def test_records_are_spooled_as_ndjson_lines(tmp_path: Path) -> None:
     first, second = (msgspec.json.decode(line) for line in lines.splitlines())
     assert first == {"message": "a", "@timestamp": "1970-01-01T00:00:00.000000000Z"}
     assert second == {"message": "b", "@timestamp": "x"}
+
+
+def test_every_receiver_keeps_taking_records_in_the_quiet_period_after_sigterm(
+    tmp_path: Path,
+) -> None:
+    """OTLP, forward and syslog receivers drain like the ingest: what arrives after SIGTERM,
+    within --drain-quiet, is acknowledged and delivered before the exit."""
+    import signal
+    import socket
+    import time
+
+    import msgpack
+
+    from tests.ship.sources.receivers import receiving
+    from tests.ship.sources.test_otlp import request
+
+    otlp, fwd, tcp = free_port(), free_port(), free_port()
+    inputs = (
+        f"otlp://127.0.0.1:{otlp}",
+        f"forward://127.0.0.1:{fwd}",
+        f"syslog+tcp://127.0.0.1:{tcp}",
+    )
+    with receiving(tmp_path, *inputs, extra=("--drain-quiet", "3s")) as rx:
+        assert rx.proc.proc is not None
+        rx.proc.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        body = request(2, start=10).SerializeToString()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{otlp}/v1/logs", body, {"Content-Type": "application/x-protobuf"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+        with socket.create_connection(("127.0.0.1", fwd), timeout=10) as s:
+            s.sendall(msgpack.packb(["late", 1, {"seq": 20}, {"chunk": "k"}]))
+            assert msgpack.unpackb(s.recv(100)) == {"ack": "k"}
+        with socket.create_connection(("127.0.0.1", tcp), timeout=10) as s:
+            s.sendall(b"<13>app: 30\n")
+        assert rx.proc.proc.wait(30) == 0
+    got = read_ndjson(tmp_path / "out.ndjson")
+    assert sorted(r.get("seq", 0) for r in got if "seq" in r) == [10, 11, 20]
+    assert any(r.get("message") == "30" for r in got)
