@@ -1,4 +1,9 @@
-"""Nothing survives ``sidekick up``: process groups, daemonized grandchildren, zombies."""
+"""Nothing survives ``sidekick up``: process groups, daemonized grandchildren, zombies.
+
+These are the rules for plain host processes (``--isolation=off``, or a machine without the
+privileges for namespaces), whose pids the tests read from files the containers write; an
+isolated container's processes end with its PID namespace (tests/pod/test_isolation.py).
+"""
 
 from __future__ import annotations
 
@@ -45,7 +50,10 @@ def vol(up: Up) -> Path:
 def test_no_process_survives_up_including_a_daemonized_grandchild(
     start_up: Callable[..., Up],
 ) -> None:
-    up = start_up(pod(f"sleep 300 & python3 {DAEMON} /d/daemon.pid 300; echo started; wait"))
+    up = start_up(
+        pod(f"sleep 300 & python3 {DAEMON} /d/daemon.pid 300; echo started; wait"),
+        "--isolation=off",
+    )
     run_id = up.run_id
     up.wait_for(lambda: (vol(up) / "daemon.pid").exists() and "started" in up.out, what="daemon")
     daemon = int((vol(up) / "daemon.pid").read_text())
@@ -58,7 +66,10 @@ def test_no_process_survives_up_including_a_daemonized_grandchild(
 
 def test_sigkill_of_up_still_leaves_no_process_running(start_up: Callable[..., Up]) -> None:
     # up cannot clean up after SIGKILL; its watchdog sees the pipe from up close and does.
-    up = start_up(pod(f"sleep 300 & python3 {DAEMON} /d/daemon.pid 300; echo started; wait"))
+    up = start_up(
+        pod(f"sleep 300 & python3 {DAEMON} /d/daemon.pid 300; echo started; wait"),
+        "--isolation=off",
+    )
     run_id = up.run_id
     up.wait_for(lambda: (vol(up) / "daemon.pid").exists() and "started" in up.out, what="daemon")
     daemon = int((vol(up) / "daemon.pid").read_text())
@@ -77,7 +88,8 @@ def test_container_exit_kills_its_leftover_processes(start_up: Callable[..., Up]
         pod(
             f"echo run >> /d/runs; python3 {DAEMON} /d/daemon.pid 300; "
             "sleep 300 & echo $$! > /d/bg.pid; sleep 0.3; exit 1"
-        )
+        ),
+        "--isolation=off",
     )
     up.wait_for(lambda: (vol(up) / "bg.pid").exists(), what="first run")
     daemon = int((vol(up) / "daemon.pid").read_text())
@@ -89,7 +101,9 @@ def test_container_exit_kills_its_leftover_processes(start_up: Callable[..., Up]
 
 
 def test_orphaned_grandchildren_are_reaped(start_up: Callable[..., Up]) -> None:
-    up = start_up(pod(f"python3 {DAEMON} /d/daemon.pid 0.2; echo started; exec sleep 300"))
+    up = start_up(
+        pod(f"python3 {DAEMON} /d/daemon.pid 0.2; echo started; exec sleep 300"), "--isolation=off"
+    )
     up.wait_for(lambda: "started" in up.out, what="daemon started")
     daemon = int((vol(up) / "daemon.pid").read_text())
     # The daemon exits 0.2 s after it started, re-parented to sidekick up, which must reap
@@ -99,7 +113,7 @@ def test_orphaned_grandchildren_are_reaped(start_up: Callable[..., Up]) -> None:
 
 
 def test_sighup_stops_the_pods_like_sigterm(start_up: Callable[..., Up]) -> None:
-    up = start_up(pod("echo started; exec sleep 300"))
+    up = start_up(pod("echo started; exec sleep 300"), "--isolation=off")
     run_id = up.run_id
     up.wait_for(lambda: "started" in up.out, what="started")
     assert up.stop(signal.SIGHUP) == 0

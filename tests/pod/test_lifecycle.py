@@ -469,7 +469,8 @@ def test_stop_does_not_wait_for_a_hanging_poststart_hook(start_up: Callable[...,
       terminationGracePeriodSeconds: 30
       containers:
         - name: web
-          command: [sh, -c, "echo up; exec sleep 60"]
+          # PID 1 of its namespace: without the trap SIGTERM would not stop it.
+          command: [sh, -c, "trap 'exit 0' TERM; echo up; sleep 60 & wait"]
           lifecycle:
             postStart:
               exec: {command: [sleep, "60"]}

@@ -40,6 +40,15 @@ run_dir_option = click.option(
     "alone are the command (repeatable).",
 )
 @click.option(
+    "--isolation",
+    type=click.Choice(["on", "off"]),
+    default="on",
+    show_default=True,
+    help="Run each container in its own PID and mount namespaces with a private root, "
+    "its securityContext user and readOnlyRootFilesystem, where this machine allows it "
+    "(root or user namespaces); 'off' runs plain host processes (for debugging).",
+)
+@click.option(
     "--fast-backoff",
     is_flag=True,
     help="Restart back-off of 0.1s doubling to 2s instead of 10s doubling to 5m.",
@@ -90,6 +99,7 @@ def up(
     files: tuple[str, ...],
     run_dir: str,
     set_image: tuple[str, ...],
+    isolation: str,
     fast_backoff: bool,
     admin_addr: str,
     shutdown_timeout: str | None,
@@ -143,7 +153,7 @@ def up(
             raise UserError("--detach cannot read the manifest from stdin; give a file")
         argv = [a for a in sys.argv[1:] if a not in ("-d", "--detach")]
         sys.exit(background.start(Path(run_dir), [p.name for p in manifests.pods], argv))
-    cfg = UpConfig(manifests, Path(run_dir), addr, fast_backoff, colour)
+    cfg = UpConfig(manifests, Path(run_dir), addr, fast_backoff, colour, isolation == "on")
     held: list[Shutdown] = []
 
     def main(shutdown: Shutdown) -> Awaitable[int]:

@@ -31,6 +31,7 @@ from sidekick.core.errors import ConfigError
 from sidekick.core.runtime import Shutdown
 from sidekick.pod.container import BackoffPolicy
 from sidekick.pod.hygiene import Tracker, Watchdog, become_subreaper
+from sidekick.pod.isolation import Isolation
 from sidekick.pod.job import JobRunner
 from sidekick.pod.manifest import Manifests
 from sidekick.pod.output import Printer
@@ -46,12 +47,15 @@ class UpConfig:
     admin_addr: HostPort | None
     fast_backoff: bool = False
     colour: bool | None = None
+    isolation: bool = True  # PID/mount namespaces and users where allowed (pod.isolation)
 
 
 async def up(cfg: UpConfig, shutdown: Shutdown) -> int:
     check_ports(cfg.manifests.pods)
     run_id = str(uuid.uuid4())
     tracker = Tracker(run_id)
+    tracker.isolation = await asyncio.to_thread(Isolation.probe, cfg.isolation)
+    tracker.isolation.warn_unavailable()
     if not become_subreaper():
         log.warning("Cannot become a child subreaper; orphaned grandchildren go to init.")
     loop = asyncio.get_running_loop()

@@ -33,10 +33,12 @@ import aiohttp
 
 from sidekick.core.backoff import Backoff
 from sidekick.core.durations import format_duration
-from sidekick.pod import readonly
+from sidekick.pod import readonly, termination
 from sidekick.pod.expand import expand
 from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV, Tracker, kill_group, spawn
 from sidekick.pod.images import implicit_args, stop_signal
+from sidekick.pod.imagetools import tool_dir
+from sidekick.pod.isolation import ContainerIsolation, main_pid
 from sidekick.pod.manifest import Container, Manifests, Pod
 from sidekick.pod.output import Printer, pump
 from sidekick.pod.paths import PodDirs, check_container_paths
@@ -82,7 +84,17 @@ def _field(pod: Pod, path: str) -> str:
 
 
 def declared_env(pod: Pod, c: Container, manifests: Manifests) -> dict[str, str]:
-    """The container's declared variables, expanded as the kubelet does (not yet translated)."""
+    """The container's declared variables, expanded as the kubelet does (not yet translated).
+
+    The service variables (``sidekick.pod.servicelinks``) come last, under the declared ones,
+    and ``$(VAR)`` in a value may name them.
+    """
+    from collections import ChainMap
+
+    from sidekick.pod.downward import env_resource
+    from sidekick.pod.servicelinks import service_env
+
+    services = service_env(pod, manifests.services)
     env: dict[str, str] = {}
     for ef in c.env_from:
         prefix = str(ef.get("prefix") or "")
@@ -98,10 +110,12 @@ def declared_env(pod: Pod, c: Container, manifests: Manifests) -> dict[str, str]
         name = e["name"]
         src = e.get("valueFrom")
         if not src:
-            env[name] = expand(str(e.get("value") or ""), env)
+            env[name] = expand(str(e.get("value") or ""), ChainMap(env, services))
             continue
         if "fieldRef" in src:
             env[name] = _field(pod, src["fieldRef"]["fieldPath"])
+        if "resourceFieldRef" in src:
+            env[name] = env_resource(c, pod.all_containers, src["resourceFieldRef"])
         for ref_kind, store in (
             ("configMapKeyRef", manifests.config_maps),
             ("secretKeyRef", manifests.secrets),
@@ -111,6 +125,8 @@ def declared_env(pod: Pod, c: Container, manifests: Manifests) -> dict[str, str]
                 value = store.get((pod.namespace, ref.get("name", "")), {}).get(ref["key"])
                 if value is not None:
                     env[name] = value.decode(errors="replace")
+    for key, text in services.items():
+        env.setdefault(key, text)
     return env
 
 
@@ -163,7 +179,9 @@ class Status:
         else:
             text = f"Waiting ({self.reason})"
         if self.message and self.state != "Running":
-            text += f": {self.message}"
+            # A termination message may span lines; the status line stays one line.
+            one = " ".join(self.message.split())
+            text += f": {one if len(one) <= 200 else one[:199] + '…'}"
         return f"{text}, restarts {self.restarts}"
 
 
@@ -207,6 +225,12 @@ class ContainerRunner:
         declared = declared_env(pod, spec, manifests)
         env = base_env(pod, spec, tracker.run_id)
         env.update({k: translate(v) for k, v in declared.items()})
+        conf = translate("/etc/nginx/nginx.conf")
+        tools = tool_dir(
+            spec.image, dirs.state[spec.name], "" if conf.startswith("/etc/") else conf
+        )
+        if tools:  # the image's own watch and nginx (sidekick.pod.imagetools)
+            env["PATH"] = f"{tools}:{env.get('PATH', '')}"
         argv = implicit_args(spec.image, [expand(a, declared) for a in [*spec.command, *spec.args]])
         self.argv = [translate(a) for a in argv]
         ro_paths = dirs.read_only.get(spec.name, [])
@@ -221,7 +245,10 @@ class ContainerRunner:
             ports={p.name: p.port for p in spec.ports if p.name},
             tracker=tracker,
             session=session,
+            enter=self._enter,
         )
+        # Set by the PodRunner where containers are isolated (sidekick.pod.isolation).
+        self.isolation: ContainerIsolation | None = None
         self.last_returncode: int | None = None
         self.last_state: dict[str, Any] = {}  # the previous instance's end, as lastState
         self.stop_signal = (
@@ -301,12 +328,21 @@ class ContainerRunner:
 
     async def _run_once(self) -> int:
         self._set(state="Waiting", reason="ContainerCreating", message="", ready=False)
+        log_file = self.dirs.log_file(self.spec.name)
+        log_offset = log_file.stat().st_size if log_file.exists() else 0
+        term_file = self.dirs.termination.get(self.spec.name)
+        if term_file is not None:
+            termination.reset(term_file)
         try:
-            if self.wrapped:
-                # Started through the read-only wrapper, a missing command would only show as
-                # exit code 127; report it as the StartError it is.
+            spawn_argv = self.spawn_argv
+            if self.isolation is not None:
+                self.isolation.main_pid = None
+                spawn_argv = await self.isolation.argv(self.argv, self.ctx.env, self.cwd)
+            if self.wrapped or self.isolation is not None:
+                # Started through a wrapper, a missing command would only show as exit code
+                # 127; report it as the StartError it is.
                 readonly.check_runnable(self.argv[0], self.ctx.env.get("PATH"), self.cwd)
-            proc, stdout, _pipe = await spawn(self.tracker, self.spawn_argv, self.ctx.env, self.cwd)
+            proc, stdout, _pipe = await spawn(self.tracker, spawn_argv, self.ctx.env, self.cwd)
         except OSError as exc:
             msg = f"cannot run {self.argv[0]!r}: {exc.strerror}"
             log.error("%s: %s; check the command.", self.name, msg)
@@ -329,10 +365,11 @@ class ContainerRunner:
             pump(stdout, self.dirs.log_file(self.spec.name), self.printer, self.name),
             name=f"output {self.name}",
         )
+        pid = await self._main_pid(proc)
         self._set(
             state="Running",
             reason="",
-            pid=proc.pid,
+            pid=pid,
             started_at=time.time(),
             exit_code=None,
             started=False,
@@ -380,12 +417,20 @@ class ContainerRunner:
             "reason": reason,
             "finishedAt": _rfc3339(finished),
         }
+        changes: dict[str, Any] = {}
+        if term_file is not None:
+            text = termination.message(
+                term_file, self.spec.termination_message_policy, code, log_file, log_offset
+            )
+            if text:
+                changes["message"] = self.last_state["message"] = text
         self._set(
             state="Terminated",
             reason=reason,
             exit_code=code,
             ready=False,
             finished_at=finished,
+            **changes,
         )
         self._kill_reason = ""
         return code
@@ -523,8 +568,21 @@ class ContainerRunner:
             worker.on_change = lambda ok, r: None
         if run_pre_stop and self.spec.pre_stop is not None:
             self._set(ready=False)
-            ok, why = await run_action(self.spec.pre_stop, self.ctx, grace)
-            if not ok:
+            # An exec hook runs in its container: when the container ends, the hook ends too
+            # (`nginx -s quit; while killall -0 nginx; ...` must not outlive nginx).
+            hook = asyncio.ensure_future(run_action(self.spec.pre_stop, self.ctx, grace))
+            exited = asyncio.ensure_future(proc.wait())
+            await asyncio.wait({hook, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if not hook.done():
+                hook.cancel()
+                await asyncio.wait({hook})
+            ok, why = (False, "") if hook.cancelled() else hook.result()
+            if not ok and not exited.done():  # killed with its container's namespace?
+                await asyncio.wait({exited}, timeout=0.5)
+            exited.cancel()
+            if hook.cancelled() or (not ok and proc.returncode is not None):
+                log.info("%s ended during its preStop hook, which ended with it.", self.name)
+            elif not ok:
                 log.warning("%s: preStop hook failed (%s).", self.name, why)
         if turn is not None and proc.returncode is None:
             await asyncio.wait({turn}, timeout=max(0.0, deadline - loop.time()))
@@ -535,8 +593,10 @@ class ContainerRunner:
                 if (run_pre_stop and self.spec.pre_stop) or turn is not None
                 else deadline
             )
+            target = await self._main_pid(proc)
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(self.stop_signal)
+                if proc.returncode is None:
+                    os.kill(target, self.stop_signal)
             try:
                 async with asyncio.timeout_at(deadline):
                     await proc.wait()
@@ -547,7 +607,27 @@ class ContainerRunner:
                     format_duration(grace),
                 )
                 kill_group(proc.pid, signal.SIGKILL)
+                if target != proc.pid:  # it may have left the group
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(target, signal.SIGKILL)
                 await proc.wait()
+
+    async def _main_pid(self, proc: asyncio.subprocess.Process) -> int:
+        """The pid signals go to: the container's own first process when isolated.
+
+        ``unshare --fork`` neither forwards SIGTERM nor SIGQUIT (it blocks the one and dies of
+        the other), so the process inside the namespace is signalled directly, once it has
+        ``exec``ed past the setup (a signal to PID 1 before it has a handler is lost).
+        """
+        if self.isolation is None:
+            return proc.pid
+        if self.isolation.main_pid is None:
+            self.isolation.main_pid = await main_pid(proc.pid, lambda: proc.returncode is not None)
+        return self.isolation.main_pid or proc.pid
+
+    def _enter(self, argv: list[str], cwd: str | None) -> list[str]:
+        """An exec probe's or hook's command, run in the container's namespaces and user."""
+        return argv if self.isolation is None else self.isolation.enter(argv, cwd)
 
 
 def port_in_use(port: int) -> bool:

@@ -33,6 +33,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sidekick.pod.isolation import Isolation
 
 log = logging.getLogger("sidekick.up")
 
@@ -56,6 +60,8 @@ class Tracker:
         self.run_id = run_id
         self.own: set[int] = set()
         self.starting = 0
+        # How this run's containers are isolated (sidekick.pod.isolation), found at start.
+        self.isolation: Isolation | None = None
 
     @contextlib.contextmanager
     def starting_process(self) -> Iterator[None]:

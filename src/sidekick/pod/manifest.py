@@ -32,11 +32,12 @@ from sidekick.core.yamlload import YAMLLimitError, load_all, read_bounded
 
 if TYPE_CHECKING:
     from sidekick.pod.job import JobSpec
+    from sidekick.pod.servicelinks import Service
 
 log = logging.getLogger("sidekick.up")
 
 COMMAND_ANNOTATION = "sidekick.dev/command."
-SUPPORTED_KINDS = ("Pod", "Deployment", "Job", "ConfigMap", "Secret")
+SUPPORTED_KINDS = ("Pod", "Deployment", "DaemonSet", "Job", "ConfigMap", "Secret")
 
 Kind = Literal["init", "sidecar", "main"]
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
@@ -115,12 +116,16 @@ class Container:
     pre_stop: Action | None = None
     stop_signal: str = ""  # lifecycle.stopSignal, e.g. SIGQUIT
     path: str = ""  # field path, e.g. spec.containers[1]
+    resources: dict[str, Any] = field(default_factory=dict)  # requests and limits, as written
+    termination_message_path: str = "/dev/termination-log"
+    termination_message_policy: str = "File"  # or FallbackToLogsOnError
+    security: dict[str, Any] = field(default_factory=dict)  # securityContext (isolation)
 
 
 @dataclass
 class Volume:
     name: str
-    kind: Literal["emptyDir", "configMap", "secret", "hostPath"]
+    kind: Literal["emptyDir", "configMap", "secret", "hostPath", "downwardAPI", "projected"]
     source: dict[str, Any]
     size_limit: int | None = None
 
@@ -141,7 +146,10 @@ class Pod:
     node_name: str
     origin: str  # "FILE: Pod/NAME", for messages
     hostname: str = ""
+    enable_service_links: bool = True
     job: JobSpec | None = None  # set for a Job's Pod (sidekick.pod.job)
+    security: dict[str, Any] = field(default_factory=dict)  # spec.securityContext (isolation)
+    share_process_namespace: bool = False
 
     @property
     def all_containers(self) -> list[Container]:
@@ -153,6 +161,7 @@ class Manifests:
     pods: list[Pod]
     config_maps: dict[tuple[str, str], dict[str, bytes]]
     secrets: dict[tuple[str, str], dict[str, bytes]]
+    services: list[Service] = field(default_factory=list)  # for the service variables
 
 
 # --- schema validation ---------------------------------------------------------------------
@@ -366,6 +375,7 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
     secrets: dict[tuple[str, str], dict[str, bytes]] = {}
     pod_docs: list[tuple[str, str, dict[str, Any]]] = []
     jobs: dict[int, JobSpec] = {}  # by index in pod_docs
+    service_docs: list[tuple[str, dict[str, Any]]] = []
     for fname, doc in docs:
         kind = str(doc.get("kind"))
         origin = f"{fname}: {kind} {_name(doc)!r}"
@@ -373,6 +383,9 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
             from sidekick.pod.job import cronjob_problem
 
             problems.append(cronjob_problem(origin, doc))
+            continue
+        if kind == "Service":
+            service_docs.append((fname, doc))
             continue
         if kind not in SUPPORTED_KINDS:
             log.warning(
@@ -410,7 +423,7 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
 
             job_doc, jobs[len(pod_docs)] = job_pod(origin, doc, ns, problems)
             pod_docs.append((origin, "spec.template.", job_doc))
-        elif kind == "Deployment":
+        elif kind in ("Deployment", "DaemonSet"):  # a DaemonSet: its one Pod on this machine
             spec = doc.get("spec") or {}
             replicas = spec.get("replicas", 1)
             if replicas not in (None, 1):
@@ -446,13 +459,16 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
         names.add(pod.name)
         problems.extend(pod_problems)
         pods.append(pod)
+    from sidekick.pod.servicelinks import read_services
+
+    services = read_services(service_docs, namespaces, pods, problems)
     if problems:
         raise ConfigError("\n".join(problems))
     if not pods:
         raise ConfigError(
             f"no Pod or Deployment in {', '.join(paths)}; give a manifest that defines one"
         )
-    return Manifests(pods, config_maps, secrets)
+    return Manifests(pods, config_maps, secrets, services)
 
 
 # --- building a Pod --------------------------------------------------------------------------
@@ -555,6 +571,7 @@ def _container(
     set_image: dict[str, str],
     volumes: dict[str, Volume],
     problems: list[str],
+    refused: frozenset[str] = frozenset(),
 ) -> Container:
     name = raw["name"]
     image = str(raw.get("image") or "")
@@ -599,6 +616,8 @@ def _container(
     mounts: list[VolumeMount] = []
     for i, m in enumerate(raw.get("volumeMounts") or []):
         mwhere = f"{where}.volumeMounts[{i}]"
+        if m["name"] in refused:
+            continue  # its volume is refused already; a second error would mislead
         if m["name"] not in volumes:
             problems.append(
                 f"{mwhere}.name: no volume named {m['name']!r} in spec.volumes; add it or fix the name"
@@ -620,11 +639,6 @@ def _container(
     for i, e in enumerate(raw.get("env") or []):
         src = e.get("valueFrom") or {}
         ewhere = f"{where}.env[{i}].valueFrom"
-        if "resourceFieldRef" in src:
-            problems.append(
-                f"{ewhere}.resourceFieldRef: not supported by sidekick up (no resource limits "
-                "locally); set value instead"
-            )
         if "fileKeyRef" in src:
             problems.append(f"{ewhere}.fileKeyRef: not supported by sidekick up; set value instead")
         fref = src.get("fieldRef")
@@ -669,7 +683,26 @@ def _container(
         pre_stop=pre_stop,
         stop_signal=str(lifecycle.get("stopSignal") or ""),
         path=where,
+        resources=dict(raw.get("resources") or {}),
+        termination_message_path=str(raw.get("terminationMessagePath") or "/dev/termination-log"),
+        termination_message_policy=str(raw.get("terminationMessagePolicy") or "File"),
+        security=dict(raw.get("securityContext") or {}),
     )
+    if not c.termination_message_path.startswith("/"):
+        problems.append(
+            f"{where}.terminationMessagePath: {c.termination_message_path!r} must be an "
+            "absolute path"
+        )
+    if raw.get("stdin") or raw.get("tty") or raw.get("stdinOnce"):
+        given_fields = ", ".join(f"{k}: true" for k in ("stdin", "stdinOnce", "tty") if raw.get(k))
+        log.warning(
+            "%s: container %r sets %s; sidekick up gives containers no terminal and stdin "
+            "from /dev/null, so attach to it is not possible (use sidekick exec to run commands "
+            "in it).",
+            where,
+            name,
+            given_fields,
+        )
     for pname, probe in (
         ("startupProbe", c.startup_probe),
         ("livenessProbe", c.liveness_probe),
@@ -721,7 +754,7 @@ def _field_supported(path: str) -> bool:
 
 def _volume(raw: dict[str, Any], where: str, problems: list[str]) -> Volume | None:
     name = raw["name"]
-    for kind in ("emptyDir", "configMap", "secret", "hostPath"):
+    for kind in ("emptyDir", "configMap", "secret", "hostPath", "downwardAPI", "projected"):
         if kind in raw:
             source = raw[kind] or {}
             limit = None
@@ -737,13 +770,19 @@ def _volume(raw: dict[str, Any], where: str, problems: list[str]) -> Volume | No
                         f"{where}.{kind}.items[{j}].path: {rel!r} must be a relative path "
                         "without '..'"
                     )
+            medium = str(source.get("medium") or "") if kind == "emptyDir" else ""
+            if medium not in ("", "Memory"):
+                problems.append(
+                    f"{where}.emptyDir.medium: {medium!r} is not supported by sidekick up; use "
+                    "Memory (a tmpfs) or leave it unset (a directory)"
+                )
             if kind == "hostPath" and not str(source.get("path", "")).startswith("/"):
                 problems.append(f"{where}.hostPath.path: {source.get('path')!r} must be absolute")
             return Volume(name, kind, source, limit)
     other = [k for k in raw if k != "name"]
     problems.append(
         f"{where}: volume {name!r} of type {other[0] if other else 'unknown'!r} is not supported by "
-        "sidekick up; use emptyDir, configMap, secret or hostPath"
+        "sidekick up; use emptyDir, configMap, secret, hostPath, downwardAPI or projected"
     )
     return None
 
@@ -780,9 +819,12 @@ def _build_pod(
 
     local: list[str] = []
     volumes: dict[str, Volume] = {}
+    refused: set[str] = set()
     for i, v in enumerate(spec.get("volumes") or []):
         vol = _volume(v, f"{sp}.volumes[{i}]", local)
-        if vol is not None:
+        if vol is None:
+            refused.add(str(v.get("name")))
+        else:
             volumes[vol.name] = vol
             ref_ns = (namespace, (vol.source.get("name") or vol.source.get("secretName") or ""))
             if (
@@ -815,16 +857,39 @@ def _build_pod(
         kind: Kind = "sidecar" if policy == "Always" else "init"
         inits.append(
             _container(
-                raw, kind, f"{sp}.initContainers[{i}]", annotations, set_image, volumes, local
+                raw,
+                kind,
+                f"{sp}.initContainers[{i}]",
+                annotations,
+                set_image,
+                volumes,
+                local,
+                frozenset(refused),
             )
         )
     for i, raw in enumerate(spec.get("containers") or []):
         if raw.get("restartPolicy") is not None:
             local.append(f"{sp}.containers[{i}].restartPolicy: only allowed on init containers")
         mains.append(
-            _container(raw, "main", f"{sp}.containers[{i}]", annotations, set_image, volumes, local)
+            _container(
+                raw,
+                "main",
+                f"{sp}.containers[{i}]",
+                annotations,
+                set_image,
+                volumes,
+                local,
+                frozenset(refused),
+            )
         )
+    pod_sc = spec.get("securityContext") or {}
     for c in [*inits, *mains]:
+        non_root = c.security.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
+        if non_root and c.security.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            local.append(
+                f"{c.path}.securityContext: runAsNonRoot is true but runAsUser is 0, so the "
+                "kubelet would not start it; set runAsUser to another user or drop runAsNonRoot"
+            )
         if not _DNS_LABEL.fullmatch(c.name) or len(c.name) > 63:
             local.append(
                 f"{c.path}.name: {c.name!r} is not a valid container name; use lower-case "
@@ -834,6 +899,9 @@ def _build_pod(
             local.append(f"{c.path}.name: duplicate container name {c.name!r}; rename one")
         seen.add(c.name)
         _check_refs(c, namespace, config_maps, secrets, local)
+    from sidekick.pod.downward import pod_problems
+
+    local += pod_problems(spec, sp, [*inits, *mains], namespace, config_maps, secrets)
     for msg in local:
         add(msg)
     grace = spec.get("terminationGracePeriodSeconds")
@@ -851,7 +919,10 @@ def _build_pod(
         service_account=str(spec.get("serviceAccountName") or "default"),
         node_name=str(spec.get("nodeName") or socket.gethostname()),
         hostname=str(spec.get("hostname") or name),
+        enable_service_links=spec.get("enableServiceLinks") is not False,
         origin=origin,
+        security=dict(spec.get("securityContext") or {}),
+        share_process_namespace=bool(spec.get("shareProcessNamespace")),
     )
 
 

@@ -52,6 +52,8 @@ class ActionContext:
     session: Callable[[], aiohttp.ClientSession]
     host: str = "127.0.0.1"
     extra: dict[str, str] = field(default_factory=dict)
+    # Wraps an exec command to run inside the container (sidekick.pod.isolation), if isolated.
+    enter: Callable[[list[str], str | None], list[str]] | None = None
 
 
 def _port(port: int | str, ctx: ActionContext) -> int:
@@ -91,6 +93,8 @@ async def _exec(action: ExecAction, ctx: ActionContext, timeout: float) -> tuple
     argv = [ctx.translate(expand(a, ctx.expand_env)) for a in action.command]
     if not argv:
         return False, "exec command is empty"
+    if ctx.enter is not None:
+        argv = ctx.enter(argv, ctx.cwd)
     try:
         proc, reader, pipe = await spawn(ctx.tracker, argv, ctx.env, ctx.cwd or None)
     except OSError as exc:

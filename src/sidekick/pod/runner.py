@@ -31,8 +31,10 @@ from typing import Any
 import aiohttp
 
 from sidekick.core.errors import ConfigError
+from sidekick.pod import tmpfs
 from sidekick.pod.container import BackoffPolicy, ContainerRunner, port_in_use
 from sidekick.pod.hygiene import Tracker
+from sidekick.pod.isolation import Isolation, close_pod, prepare_pod
 from sidekick.pod.manifest import Manifests, Pod
 from sidekick.pod.output import Printer
 from sidekick.pod.paths import prepare
@@ -120,6 +122,10 @@ class PodRunner:
                 pod.grace_period,
                 self._changed,
             )
+        iso = tracker.isolation or Isolation("none")
+        self.isolated = prepare_pod(pod, self.dirs, iso, warn=tracker.isolation is not None)
+        for name, plan in self.isolated.items():
+            self.runners[name].isolation = plan
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -187,11 +193,16 @@ class PodRunner:
             self.phase = "Failed" if failed else "Succeeded"
             return 1 if failed else 0
         finally:
-            await self._shut_down(tasks, sidecars)
+            try:
+                await self._shut_down(tasks, sidecars)
+            finally:
+                # Memory volumes (tmpfs) end with their Pod, however it ends.
+                tmpfs.unmount_under(self.dirs.root / "volumes")
             for w in watchers:
                 w.cancel()
             if self._session is not None:
                 await self._session.close()
+            await close_pod(self.isolated)
             if self.reason == "Evicted":
                 self.phase = "Failed"
             self.ended = True

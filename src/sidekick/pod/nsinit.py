@@ -1,0 +1,284 @@
+"""Inside a new mount namespace, give the container its own root, then ``exec`` its command.
+
+Run as ``python -I -S nsinit.py PLAN -- COMMAND...`` by :mod:`sidekick.pod.isolation` as the
+first process of the container's new PID namespace, so the command that replaces it is PID 1
+(or, with ``shareProcessNamespace``, a process of the Pod's namespace). PLAN is a dict in
+``marshal`` format, hex-encoded (the fastest decoder without imports):
+
+* ``scratch``: a host directory; a private tmpfs is mounted there, holding the new root and
+  the writable upper layers of its overlays (so a restart begins from a clean layer, as a
+  container does, and the host's files are never written);
+* every mount of the host is then rebuilt under the new root: real filesystems as an overlay
+  (the host's files below, the container's writes in the tmpfs above), ``/proc`` fresh for the
+  new PID namespace, ``/dev/shm`` a fresh tmpfs, other kernel filesystems bound as they are
+  (``/sys`` read-only, as a container has it);
+* ``binds``: the volumes' host directories, bound at their own paths (writes reach the host),
+  read-only where the mount or the volume type says so;
+* ``readOnlyRoot``: every overlay made read-only once the binds are in place;
+* ``traverse``: paths (the command, the working directory, PATH, the volumes) whose parent
+  directories get the search bit for everyone in the container's view only, so a
+  ``runAsUser`` that is not root reaches a checkout or a Python under ``/root``;
+* then ``pivot_root`` into the new root, ``chdir`` to ``cwd``, supplementary groups, group,
+  user, ``no_new_privs``, and ``exec``.
+
+Only the standard library is imported (it runs with ``-I -S`` for a fast start). A failure is
+one line on stderr (the container's log) and exit code 126, the shell's "cannot execute".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import marshal
+import os
+import signal
+import sys
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MNT_DETACH = 2
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP = 24
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}
+
+# Kernel filesystems: bound as they are, never overlaid.
+PSEUDO = {
+    "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs",
+    "securityfs", "pstore", "bpf", "configfs", "fusectl", "hugetlbfs", "binfmt_misc",
+    "autofs", "efivarfs", "selinuxfs", "nsfs", "rpc_pipefs",
+}  # fmt: skip
+READ_ONLY_PSEUDO = {"sysfs", "cgroup", "cgroup2", "securityfs", "pstore", "efivarfs"}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SetupError(Exception):
+    pass
+
+
+def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    if (
+        _libc.mount(
+            src.encode() if src else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        )
+        != 0
+    ):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), target)
+
+
+def _remount_ro(target: str) -> None:
+    # Flags the kernel locked on the original (nosuid, nodev, ...) must be given again.
+    st = os.statvfs(target)
+    keep = 0
+    for st_flag, ms_flag in (
+        (os.ST_NOSUID, MS_NOSUID),
+        (os.ST_NODEV, MS_NODEV),
+        (os.ST_NOEXEC, MS_NOEXEC),
+        (os.ST_NOATIME, MS_NOATIME),
+        (os.ST_NODIRATIME, MS_NODIRATIME),
+        (os.ST_RELATIME, MS_RELATIME),
+    ):
+        if st.f_flag & st_flag:
+            keep |= ms_flag
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+
+
+def _unescape(field: str) -> str:
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def host_mounts() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of this namespace, parents first, each point once."""
+    seen: dict[str, str] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            # A point mounted over again: the last one is what a path there reaches.
+            seen[_unescape(fields[4])] = fields[sep + 1]
+    # In a chroot that is not a mount point, / is not listed; it is overlaid all the same.
+    seen.setdefault("/", "")
+    return sorted(seen.items(), key=lambda kv: (kv[0] != "/", kv[0].count("/"), kv[0]))
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def build_root(plan: dict[str, object]) -> tuple[str, dict[str, str]]:
+    """Mount the container's root under the scratch tmpfs; return it and its mounts' kinds."""
+    scratch = str(plan["scratch"])
+    userns = bool(plan.get("userns"))
+    _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    root = os.path.join(scratch, "root")
+    os.mkdir(root)
+    mounts: dict[str, str] = {}  # target -> "overlay" | "bind" | "fresh"
+    skip: list[str] = [scratch]
+    read_only: list[str] = []
+    for n, (point, fstype) in enumerate(host_mounts()):
+        if any(_under(point, s) for s in skip):
+            continue
+        target = root + point if point != "/" else root
+        if not os.path.isdir(target):
+            continue  # a file mount point, or hidden under another mount
+        if point == "/proc" or fstype == "proc":
+            skip.append(point)
+            if point == "/proc" and plan.get("newProc", True):
+                _mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                mounts[target] = "fresh"
+            else:
+                _mount(point, target, None, MS_BIND | MS_REC)
+                mounts[target] = "bind"
+            continue
+        if point == "/dev/shm":
+            _mount("shm", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+            mounts[target] = "fresh"
+            continue
+        if fstype in PSEUDO or fstype.startswith("fuse") or any(c in point for c in ",:\\"):
+            _mount(point, target, None, MS_BIND)
+            mounts[target] = "bind"
+            if fstype in READ_ONLY_PSEUDO:
+                read_only.append(target)
+            continue
+        upper, work = os.path.join(scratch, "u", str(n)), os.path.join(scratch, "w", str(n))
+        os.makedirs(upper)
+        os.makedirs(work)
+        opts = f"lowerdir={point},upperdir={upper},workdir={work}"
+        try:
+            _mount("overlay", target, "overlay", 0, opts + (",userxattr" if userns else ""))
+            mounts[target] = "overlay"
+        except OSError as exc:
+            if point == "/":
+                raise SetupError(f"cannot make an overlay of / ({exc.strerror})") from None
+            # Bound instead; the probe at start names such paths in a warning.
+            _mount(point, target, None, MS_BIND)
+            if plan.get("report"):
+                print("bound", point)
+            mounts[target] = "bind"
+    for target in read_only:
+        _remount_ro(target)
+    return root, mounts
+
+
+def _bind(root: str, src: str, dst: str, read_only: bool) -> None:
+    target = root + dst
+    if os.path.isdir(src):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.exists(target):
+            open(target, "a").close()
+    _mount(src, target, None, MS_BIND)
+    if read_only:
+        _remount_ro(target)
+
+
+def _traverse(root: str, paths: list[str], mounts: dict[str, str]) -> None:
+    """Give every directory above ``paths`` the search bit, where an overlay holds it.
+
+    A directory whose nearest mount is bound (a volume, a kernel filesystem) is the host's
+    own and is left alone; in an overlay the change is copied up into the container's layer.
+    """
+    done: set[str] = set()
+    for path in paths:
+        if not path.startswith("/"):
+            continue
+        d = root
+        for part in ["", *os.path.normpath(path).split("/")[1:-1]]:
+            d = os.path.join(d, part) if part else d
+            if d in done:
+                continue
+            done.add(d)
+            nearest = max((t for t in mounts if _under(d, t)), key=len, default="")
+            if mounts.get(nearest) != "overlay":
+                continue
+            try:
+                st = os.stat(d)
+                if not st.st_mode & 0o001:
+                    os.chmod(d, (st.st_mode & 0o7777) | 0o001)
+            except OSError:
+                continue
+
+
+def pivot(root: str) -> None:
+    nr = SYS_PIVOT_ROOT.get(os.uname().machine)
+    os.chdir(root)
+    if nr is not None and _libc.syscall(nr, b".", b".") == 0:
+        _libc.umount2(b".", MNT_DETACH)
+    else:
+        os.chroot(".")
+    os.chdir("/")
+
+
+def main(argv: list[str]) -> None:
+    plan = marshal.loads(bytes.fromhex(argv[1]))
+    command = argv[3:] if len(argv) > 3 and argv[2] == "--" else []
+    if not command:
+        raise SetupError("no command given")
+    root, mounts = build_root(plan)
+    binds = [(str(s), str(d), bool(r)) for s, d, r in plan.get("binds", [])]
+    for src, dst, read_only in binds:
+        _bind(root, src, dst, read_only)
+        mounts[root + dst] = "bind"
+    if plan.get("traverse"):
+        _traverse(root, [str(p) for p in plan["traverse"]], mounts)
+    if plan.get("readOnlyRoot"):
+        for target, kind in mounts.items():
+            if kind == "overlay" and not _under(target, root + "/dev"):
+                _remount_ro(target)
+    pivot(root)
+    try:
+        os.chdir(str(plan.get("cwd") or "/"))
+    except OSError as exc:
+        what = f"cannot enter working directory {plan.get('cwd')!r} ({exc.strerror})"
+        raise SetupError(what) from None
+    gid, uid = plan.get("gid"), plan.get("uid")
+    # Before the user changes: dropping from the bounding set needs CAP_SETPCAP.
+    for cap in plan.get("capDrop", []):
+        _libc.prctl(PR_CAPBSET_DROP, int(cap), 0, 0, 0)
+    if "groups" in plan:
+        os.setgroups([int(g) for g in plan["groups"]])
+    if gid is not None:
+        os.setgid(int(gid))
+    if uid is not None:
+        os.setuid(int(uid))
+    if plan.get("noNewPrivs"):
+        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    # Python ignores these; an ignored disposition would survive the exec.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        sys.stderr.write(f"{command[0]}: {exc.strerror}\n")
+        sys.exit(127 if isinstance(exc, FileNotFoundError) else 126)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv)
+    except (SetupError, OSError) as exc:
+        what = str(exc) if isinstance(exc, SetupError) else f"{exc.filename}: {exc.strerror}"
+        sys.stderr.write(f"sidekick: cannot set up the container: {what}\n")
+        sys.exit(126)
