@@ -12,7 +12,8 @@ from pathlib import Path
 import msgpack
 from fluent import sender
 
-from sidekick.ship.sources.forward import Stamps, decode_message
+from sidekick.ship.sources.forward import decode_message
+from sidekick.ship.sources.receiver import Stamps
 from tests.conftest import free_port
 from tests.ship.sources.receivers import receiving
 

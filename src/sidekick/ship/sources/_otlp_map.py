@@ -43,6 +43,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from sidekick.ship.records import MESSAGE, TIMESTAMP, Record
+from sidekick.ship.sources.receiver import Stamps
 from sidekick.ship.timefmt import rfc3339_ns
 
 LEVEL = "log.level"
@@ -154,6 +155,7 @@ def to_records(req: ExportLogsServiceRequest, now_ns: int) -> tuple[list[Record]
     rejected = 0
     reason = ""
     received = ""
+    stamp = Stamps()
     for rl in req.resource_logs:
         resource = _attributes(rl.resource.attributes)
         for sl in rl.scope_logs:
@@ -187,7 +189,7 @@ def to_records(req: ExportLogsServiceRequest, now_ns: int) -> tuple[list[Record]
                     rec[SEVERITY_NUMBER] = number
                 t = lr.time_unix_nano or lr.observed_time_unix_nano
                 if t:
-                    rec[TIMESTAMP] = rfc3339_ns(t)
+                    rec[TIMESTAMP] = stamp(t)
                 elif TIMESTAMP not in rec:
                     received = received or rfc3339_ns(now_ns)
                     rec[TIMESTAMP] = received

@@ -20,6 +20,7 @@ any other ends at LF or NUL (``SysLogHandler`` over TCP ends messages with NUL).
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime
@@ -55,8 +56,9 @@ _MONTHS = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def _utc(text: str) -> str | None:
-    """An RFC 3339 time (any offset, up to nanoseconds) as UTC with nanoseconds."""
+    """(Cached: a burst of messages shares few distinct times.) An RFC 3339 time (any offset, up to nanoseconds) as UTC with nanoseconds."""
     head, dot, rest = text.partition(".")
     frac = ""
     if dot:

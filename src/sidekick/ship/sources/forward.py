@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from typing import Any, NoReturn
 
 import msgpack
@@ -46,7 +45,7 @@ from sidekick.ship.sources._streams import Closed, Stream, StreamLimits, Streams
 from sidekick.ship.sources.base import InputSpec, SourceContext
 from sidekick.ship.sources.http import Rejected, inflate
 from sidekick.ship.sources.otlp_grpc import parse_address
-from sidekick.ship.sources.receiver import Receiver, encode_records, spool_name
+from sidekick.ship.sources.receiver import Receiver, Stamps, encode_records, spool_name
 from sidekick.ship.sources.spool import SpoolFullError, SpoolStats, SpoolWriteError
 
 log = logging.getLogger("sidekick.ship.forward")
@@ -79,21 +78,6 @@ def _unpacker(max_bytes: int) -> msgpack.Unpacker:
         ext_hook=_ext,
         max_buffer_size=max_bytes,
     )
-
-
-class Stamps:
-    """``@timestamp`` strings, formatted once per second of time seen."""
-
-    def __init__(self) -> None:
-        self._sec = -1
-        self._prefix = ""
-
-    def __call__(self, ns: int) -> str:
-        sec, frac = divmod(ns, 1_000_000_000)
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._prefix}.{frac:09d}Z"
 
 
 def _ns(t: Any) -> int | None:
