@@ -88,8 +88,7 @@ class PartialJoiner:
             return lines, offsets
         out: list[str] = []
         out_offsets: list[int] = []
-        flags: list[list[str] | None] = []
-        marked = False
+        marks: list[tuple[int, list[str]]] = []  # (index in out, log.flags), rarely any
         groups = self._groups
         n = len(lines)
         i = 0
@@ -101,7 +100,6 @@ class PartialJoiner:
                 if nxt > i:
                     out.extend(lines[i:nxt])
                     out_offsets.extend(offsets[i:nxt])
-                    flags.extend([None] * (nxt - i))
                     i = nxt
                     continue
             line = lines[i]
@@ -111,7 +109,6 @@ class PartialJoiner:
             if parsed is None:
                 out.append(line)
                 out_offsets.append(offset)
-                flags.append(None)
                 continue
             time, stream, partial, text = parsed
             g = groups.get(stream)
@@ -121,8 +118,7 @@ class PartialJoiner:
                 g.parts.append((offset, text))
                 g.size += len(text)
                 if g.size > self.max_bytes:
-                    marked = True
-                    self._cut(stream, g, out, out_offsets, flags)
+                    self._cut(stream, g, out, out_offsets, marks)
                     if not g.parts:
                         del groups[stream]
                 continue
@@ -134,17 +130,16 @@ class PartialJoiner:
                 joined = self._render(
                     g.time, stream, "".join([t for _o, t in g.parts]) + text, True
                 )
-                time = g.time
                 del groups[stream]
-            out.append(joined)
-            out_offsets.append(first_offset)
             if stream in self._continuing:
                 self._continuing.discard(stream)
-                flags.append(PARTIAL_END)
-                marked = True
-            else:
-                flags.append(None)
-        if marked:
+                marks.append((len(out), PARTIAL_END))
+            out.append(joined)
+            out_offsets.append(first_offset)
+        if marks:
+            flags: list[list[str] | None] = [None] * len(out)
+            for index, mark in marks:
+                flags[index] = mark
             self.flags = flags
         return out, out_offsets
 
@@ -154,7 +149,7 @@ class PartialJoiner:
         g: _Group,
         out: list[str],
         out_offsets: list[int],
-        flags: list[list[str] | None],
+        marks: list[tuple[int, list[str]]],
     ) -> None:
         """Ship ``max_bytes``-long pieces of ``g`` while it holds more than that."""
         limit = self.max_bytes
@@ -173,9 +168,9 @@ class PartialJoiner:
                     g.parts[0] = (offset, text[need:])
                     need = 0
             g.size -= limit
+            marks.append((len(out), PARTIAL))
             out.append(self._render(g.time, stream, "".join(taken), False))
             out_offsets.append(first)
-            flags.append(PARTIAL)
             self._continuing.add(stream)
 
     def flush(self) -> tuple[list[str], list[int]]:
