@@ -568,11 +568,14 @@ def prepare_pod(
     """Volume ownership, the one warning about what is not enforced, and each container's plan."""
     missing = unenforced(pod, iso)
     if missing and warn:
-        why = (
-            "isolation is off"
-            if iso.why_not == "--isolation=off"
-            else (iso.why_not or "it needs root" if not iso.on else "it needs root")
-        )
+        if iso.why_not == "--isolation=off":
+            why = "isolation is off"
+        elif not iso.on:
+            why = "containers are not isolated: it needs root or user namespaces"
+        elif iso.mode == "userns":
+            why = "in a user namespace only root is mapped; no seccomp, AppArmor or SELinux"
+        else:
+            why = "no seccomp, AppArmor, SELinux, sysctls or privileged mode here"
         log.warning("%s: not enforced here (%s): %s.", pod.origin, why, ", ".join(missing))
     if not iso.on:
         return {}
