@@ -171,3 +171,27 @@ def test_secret_file_emptied_while_running_refuses_every_post(
     log = app.stop()
     lines = [line for line in log.splitlines() if "--trigger-secret-file is empty" in line]
     assert len(lines) == 2 and "(happened 2 more times in the last " in lines[1], lines
+
+
+def test_a_post_right_after_a_periodic_sync_is_not_held_back(
+    upstream: Upstream, tmp_path: Path, cli_sync: Callable[..., CliSync]
+) -> None:
+    # Only syncs that triggers started count for --trigger-min-interval: a webhook that
+    # arrives just after the first (periodic) sync runs at once, not 30 s later.
+    root = tmp_path / "root"
+    args = ["--repo", upstream.url, "--root", str(root), "--link", "current", "--period", "1h"]
+    app = cli_sync([*args, "--trigger-min-interval", "30s"])
+    app.wait_ready()
+    wait_for(lambda: syncs(app) == 1)
+    upstream.commit({"file": "after the first sync"})
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    try:
+        conn.request("POST", "/sync", body=b"{}")
+        assert conn.getresponse().status == 202
+    finally:
+        conn.close()
+    wait_for(lambda: (root / "current" / "file").exists(), timeout=20)
+    took = time.monotonic() - started
+    assert (root / "current" / "file").read_text() == "after the first sync"
+    assert took < 10, took

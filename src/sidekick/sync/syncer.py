@@ -10,8 +10,9 @@ while the last good revision stays published.
 
 Triggers (the period, ``POST /sync``, SIGHUP) only set an event, so any number of them
 during a sync coalesce into one more sync. A sync asked for by ``POST /sync`` or SIGHUP starts
-no sooner than ``trigger_min_interval`` after the previous one started, so a flood of requests
-costs at most one sync per interval: one sync runs, one is pending, the rest join it.
+no sooner than ``trigger_min_interval`` after the previous sync a trigger started (periodic
+polls do not count, so a webhook right after a poll is not held back), so a flood of requests
+costs at most one triggered sync per interval: one sync runs, one is pending, the rest join it.
 
 Failures follow git-sync: the next attempt comes after ``--period`` (or a back-off, when
 ``backoff_max`` is set), and the process exits with 1 once ``--max-failures`` syncs in a row
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -169,9 +171,14 @@ class Syncer:
         in a row have failed, and then the exit code is 1.
         """
         loop = asyncio.get_running_loop()
+        # Start of the last sync a trigger started: only those count for the minimum interval,
+        # so a webhook right after a periodic poll is not held back.
+        last_triggered = -math.inf
+        triggered = False
         while not shutdown.is_requested:
             self._wake.clear()
-            started = loop.time()
+            if triggered:
+                last_triggered = loop.time()
             try:
                 await self.sync_once()
             except Exception as exc:
@@ -192,11 +199,14 @@ class Syncer:
                 if self.cfg.one_time:
                     return 0
                 delay = self.cfg.period
+            triggered = False
             if not await self._sleep(delay, shutdown):
                 self.metrics.triggers.labels("period").inc()
             elif not shutdown.is_requested:
-                # Woken by a trigger: later triggers join this one until the interval ends.
-                hold = started + self.cfg.trigger_min_interval - loop.time()
+                # Woken by a trigger: it waits until the interval since the last triggered sync
+                # has passed, and triggers meanwhile join it.
+                triggered = True
+                hold = last_triggered + self.cfg.trigger_min_interval - loop.time()
                 if hold > 0:
                     await self._sleep_until_shutdown(hold, shutdown)
         return 0
