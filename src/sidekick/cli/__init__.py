@@ -43,11 +43,13 @@ def main() -> None:
 
 def _register() -> None:
     from sidekick.cli import pod, ship, sync
+    from sidekick.cli.exec import exec_command
 
     main.add_command(ship.ship)
     main.add_command(sync.sync)
     for cmd in pod.commands:
         main.add_command(cmd)
+    main.add_command(exec_command)
 
 
 _register()

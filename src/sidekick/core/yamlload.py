@@ -65,6 +65,10 @@ def load_all(text: str, *, max_nodes: int = MAX_NODES, max_chars: int = MAX_CHAR
 
 
 class _BoundedLoader(yaml.SafeLoader):
+    # kubectl reads manifests with go-yaml, which also accepts ``\'`` (a single quote) in a
+    # double-quoted scalar, an extension the YAML spec does not have; PyYAML refuses it.
+    ESCAPE_REPLACEMENTS = {**yaml.SafeLoader.ESCAPE_REPLACEMENTS, "'": "'"}  # type: ignore[misc]  # noqa: RUF012
+
     def __init__(self, text: str, max_nodes: int, max_chars: int) -> None:
         super().__init__(text)
         self.max_nodes = max_nodes

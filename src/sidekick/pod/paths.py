@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidekick.core.errors import ConfigError
-from sidekick.pod import readonly
+from sidekick.pod import downward, readonly, termination, tmpfs
 from sidekick.pod.images import image_files
 from sidekick.pod.manifest import Container, Manifests, Pod
 
@@ -74,6 +74,8 @@ class PodDirs:
     state: dict[str, Path] = field(default_factory=dict)
     size_limits: list[tuple[str, Path, int]] = field(default_factory=list)
     read_only: dict[str, list[str]] = field(default_factory=dict)  # container -> host paths
+    # container -> its terminationMessagePath's host file (sidekick.pod.termination)
+    termination: dict[str, Path] = field(default_factory=dict)
 
     def log_file(self, container: str) -> Path:
         return self.logs / f"{container}.log"
@@ -114,6 +116,7 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
     """Create the pod's directories (fresh, like a new pod) and every container's translator."""
     root = (run_dir / pod.name).resolve()
     if root.exists():
+        tmpfs.unmount_under(root)  # a memory volume left by a run that was killed
         shutil.rmtree(root)
     dirs = PodDirs(root=root, logs=root / "logs")
     dirs.logs.mkdir(parents=True)
@@ -125,11 +128,26 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
             if vol.kind == "emptyDir" and vol.size_limit is not None:
                 dirs.size_limits.append((vol.name, backing[vol.name], vol.size_limit))
             if vol.kind == "emptyDir" and vol.source.get("medium") == "Memory":
-                log.info(
-                    "Pod %s: emptyDir %r (medium: Memory) is an ordinary directory here.",
-                    pod.name,
-                    vol.name,
+                size = vol.size_limit or int(downward.node_allocatable()["memory"]) or 2**30
+                why = tmpfs.mount(backing[vol.name], size)
+                if why:
+                    log.warning(
+                        "%s: emptyDir %r (medium: Memory) is an ordinary directory here: a tmpfs "
+                        "cannot be mounted (%s; it needs root).",
+                        pod.origin,
+                        vol.name,
+                        why,
+                    )
+        elif vol.kind in ("downwardAPI", "projected"):
+            backing[vol.name] = root / "volumes" / vol.name
+            if vol.kind == "downwardAPI":
+                mode = int(vol.source.get("defaultMode") or 0o644)
+                written = downward.volume_files(pod, vol.source, mode)
+            else:
+                written = downward.projected_files(
+                    pod, vol.source, manifests.config_maps, manifests.secrets
                 )
+            downward.write_atomic(backing[vol.name], written)
         elif vol.kind == "hostPath":
             path = Path(str(vol.source["path"]))
             htype = str(vol.source.get("type") or "")
@@ -172,7 +190,7 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
             if m.sub_path and vol.kind == "emptyDir":
                 target.mkdir(parents=True, exist_ok=True)
             table[m.mount_path] = str(target)
-            if m.read_only or vol.kind in ("configMap", "secret"):
+            if m.read_only or vol.kind in ("configMap", "secret", "downwardAPI", "projected"):
                 ro.append((str(target), m.mount_path))
             else:
                 rw.append(str(target))
@@ -202,6 +220,10 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
             # Each directory of the image's files stands for that directory of the image.
             parent = os.path.dirname(ipath)
             table.setdefault(parent, str(image_root / parent.lstrip("/")))
+        # The kubelet mounts a fresh file at terminationMessagePath, over any volume there.
+        dirs.termination[c.name] = state / "termination-log"
+        termination.reset(dirs.termination[c.name])
+        table[c.termination_message_path] = str(dirs.termination[c.name])
         translate = Translator(table)
         dirs.translators[c.name] = translate
         # Image files may name mounted paths (nginx.conf names /var/log/nginx).
@@ -223,6 +245,9 @@ def prepare(pod: Pod, manifests: Manifests, run_dir: Path) -> PodDirs:
                 with contextlib.suppress(UnicodeDecodeError):
                     blob = translate(blob.decode()).encode()
                 _write(base / rel, blob, mode)
+    from sidekick.pod.exec import write_info
+
+    write_info(pod, dirs)
     if read_only and not readonly.available():
         log.warning(
             "%s: readOnly mounts (%s) are not enforced: making them needs a mount namespace "
