@@ -41,13 +41,15 @@ def test_tmpfs_left_by_a_killed_run_is_unmounted_by_the_next(
         """
     first = start_up(manifest)
     volume = first.run_dir / "mem" / "volumes" / "cache"
-    first.wait_for(lambda: (volume / "f").exists(), what="file in the memory volume")
+    first.wait_for(lambda: (volume / "f").exists(), timeout=40, what="file in the memory volume")
     assert mounts_under(volume) == [str(volume.resolve())]
     first.kill()  # SIGKILL: no chance to unmount
     assert mounts_under(volume) == [str(volume.resolve())]
     (first.run_dir / "admin-port").unlink()  # the killed run's; wait for the next one's
     second = start_up(manifest)
-    second.wait_for(lambda: second.container("c")["state"] == "Running", what="running again")
+    second.wait_for(
+        lambda: second.container("c")["state"] == "Running", timeout=40, what="running again"
+    )
     assert mounts_under(volume) == [str(volume.resolve())]  # one mount, not two
-    assert second.stop() == 0
+    assert second.stop(timeout=60) == 0
     assert mounts_under(tmp_path) == []
