@@ -138,6 +138,12 @@ FLAGS = {
     metavar="N",
     help="Tailed files held open at once; idle ones beyond are closed (default: half the limit).",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Build and check everything a start would, print the graph, exit 0 (or 2 with the "
+    "mistake) without reading or sending anything.",
+)
 @common_options(default_admin="0.0.0.0:8088")
 @click.pass_context
 def ship(ctx: click.Context, /, **params: Any) -> None:
@@ -150,8 +156,13 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
     init_logging(params)
     raise_open_files_limit()
     cfg = load_config(ctx, params)
-    from sidekick.ship.app import prepare, run_shipper
+    from sidekick.ship.app import check, prepare, run_shipper
 
+    if params.get("check"):
+        for line in check(cfg):
+            click.echo(line)
+        click.echo("The configuration is valid.")
+        ctx.exit(0)
     prepared = prepare(cfg)
     addr = admin_addr(params["admin_addr"])
     timeout = parse_duration(params["shutdown_timeout"], name="--shutdown-timeout")

@@ -37,11 +37,12 @@ from sidekick.core.runtime import Shutdown, TaskOwner
 from sidekick.ship.checkpoints import CheckpointStore, prepare_state_dir
 from sidekick.ship.config import ShipConfig, seconds, size
 from sidekick.ship.deadletter import DeadLetter
-from sidekick.ship.metrics import OutputEventsCollector, ShipMetrics
+from sidekick.ship.graph import Graph, build_graph
+from sidekick.ship.metrics import ComponentsCollector, OutputEventsCollector, ShipMetrics
 from sidekick.ship.pipeline import Pipeline, PipelineSettings
 from sidekick.ship.records import Sink
 from sidekick.ship.sinks import OutputSpec, create_sink
-from sidekick.ship.sources import check_multiline, create_source, resolve_input
+from sidekick.ship.sources import check_multiline, create_source
 from sidekick.ship.sources.base import DrainClock, InputSpec, Source, SourceContext
 
 log = logging.getLogger("sidekick.ship")
@@ -56,11 +57,13 @@ class Prepared:
     # Each input with its own parser (built once here) and multi-line start.
     inputs: list[InputSpec]
     outputs: list[str] = field(default_factory=list)
+    # Inputs, transforms and outputs by name; sinks are in the order of graph.outputs.
+    graph: Graph | None = None
 
 
 def prepare(cfg: ShipConfig) -> Prepared:
     """Check the whole config, build outputs and each input's parser; ConfigError on a mistake."""
-    if not cfg.inputs:
+    if not cfg.input_entries:
         raise ConfigError("no --input given; add one, like --input 'file:///var/log/app/*.log'")
     if not cfg.output_configs:
         raise ConfigError(
@@ -73,15 +76,7 @@ def prepare(cfg: ShipConfig) -> Prepared:
         from sidekick.ship.parsers import create_parser
 
         create_parser(cfg.parser)
-    inputs: list[InputSpec] = []
-    for entry in cfg.inputs:
-        spec = resolve_input(entry, cfg)
-        if any(i.url == spec.url for i in inputs):
-            raise ConfigError(
-                f"--input {redact_url(spec.url)!r} is given twice; give each input once "
-                "(with one set of options)"
-            )
-        inputs.append(spec)
+    graph = build_graph(cfg)
     if size(cfg.max_line_bytes) < 16:
         raise ConfigError(
             f"--max-line-bytes {cfg.max_line_bytes} is too small; use at least 16 bytes"
@@ -89,15 +84,38 @@ def prepare(cfg: ShipConfig) -> Prepared:
     state_dir = prepare_state_dir(cfg.state_dir)
     sinks: list[Sink] = []
     names: list[str] = []
-    for out in cfg.output_configs:
-        sink = create_sink(OutputSpec(out.url, dict(out.options)))
+    for out in graph.outputs.values():
+        sink = create_sink(OutputSpec(out.config.url, dict(out.config.options)))
         if sink.name in names:
             raise ConfigError(
-                f"--output {redact_url(out.url)!r} is given twice; give each output once"
+                f"--output {redact_url(out.config.url)!r} is given twice; give each output once"
             )
         names.append(sink.name)
         sinks.append(sink)
-    return Prepared(state_dir=state_dir, sinks=sinks, inputs=inputs, outputs=names)
+    inputs = [node.spec for node in graph.inputs.values()]
+    return Prepared(state_dir=state_dir, sinks=sinks, inputs=inputs, outputs=names, graph=graph)
+
+
+def check(cfg: ShipConfig) -> list[str]:
+    """Build everything a start would (``prepare``, the ingest token file) without reading,
+    sending or locking; the graph as lines of text. ConfigError on a mistake."""
+    parts = prepare(cfg)
+    try:
+        token_file = cfg.ingest.token_file
+        if token_file and any(i.url.partition(":")[0] != "file" for i in parts.inputs):
+            from sidekick.ship.sources.http import TokenFile
+
+            TokenFile(Path(token_file))
+        assert parts.graph is not None
+        return parts.graph.describe()
+    finally:
+
+        async def close() -> None:
+            for sink in parts.sinks:
+                with contextlib.suppress(Exception):
+                    await sink.aclose()
+
+        asyncio.run(close())
 
 
 def pipeline_settings(cfg: ShipConfig) -> PipelineSettings:
@@ -127,9 +145,14 @@ async def run_shipper(
     short (what was left is logged per file and stays on disk for the next start).
     """
     parts = prepared or prepare(cfg)
+    graph = parts.graph or build_graph(cfg)
     metrics = ShipMetrics(registry)
     output_events = OutputEventsCollector(parts.sinks)
     registry.register(output_events)
+    components = ComponentsCollector(
+        [(t.name, t.kind, t.transform) for t in graph.transforms.values()]
+    )
+    registry.register(components)
     store = CheckpointStore(parts.state_dir, metrics)
     store.lock()
     owner = TaskOwner()
@@ -153,6 +176,7 @@ async def run_shipper(
             settings=pipeline_settings(cfg),
             metrics=metrics,
             dead_letter=DeadLetter(parts.state_dir),
+            plans=None if graph.shorthand else graph.plans,
         )
         ctx = SourceContext(
             config=cfg,
@@ -162,8 +186,11 @@ async def run_shipper(
             static_fields=cfg.static_fields(),
             drain=DrainClock(seconds(cfg.drain_quiet)),
         )
-        sources = [create_source(spec, ctx) for spec in parts.inputs]
-        source_tasks = [owner.spawn(f"source {s.name}", s.run(pipeline.emit)) for s in sources]
+        source_tasks = []
+        for name, node in graph.inputs.items():
+            src = create_source(node.spec, ctx)
+            sources.append(src)
+            source_tasks.append(owner.spawn(f"source {src.name}", src.run(pipeline.emitter(name))))
         for out in pipeline.outputs:
             owner.spawn(f"output {out.name}", out.run())
         owner.spawn("checkpoint", store.run_flusher(seconds(cfg.checkpoint_interval)))
@@ -191,6 +218,7 @@ async def run_shipper(
                 log.warning("Closing output %s failed: %s", sink.name, exc)
         store.close()
         registry.unregister(output_events)
+        registry.unregister(components)
         if admin is not None:
             await admin.aclose()
     return complete

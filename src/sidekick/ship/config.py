@@ -61,10 +61,13 @@ class InputConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class OutputConfig(msgspec.Struct, forbid_unknown_fields=True):
-    """One output: its URL (scheme picks the sink) and options for that kind of sink."""
+    """One output: its URL (scheme picks the sink), options for that kind of sink, and the
+    components it reads (``inputs``: input or transform names, a route's branch as
+    ``name.branch``; unset in the list form, which sends every input to the output)."""
 
     url: str
     options: dict[str, Any] = {}
+    inputs: list[str] | None = None
 
 
 class BatchConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -138,9 +141,14 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     # file:///glob (tail) or http://HOST:PORT (ingest), each an URL string (options after
     # "?") or {url, parser, multiline_start}; at least one. sources.resolve_input reads them.
-    inputs: list[str | InputConfig] = []
-    # Each an URL string or {url, options}; normalised to OutputConfig.
-    outputs: list[str | OutputConfig] = []
+    # A list (each input is named by its URL) or a mapping of names to inputs.
+    inputs: list[str | InputConfig] | dict[str, str | InputConfig] = []
+    # Named stages between inputs and outputs: name -> {type, inputs, ...options of the
+    # type}; checked and built by ship.graph.
+    transforms: dict[str, dict[str, Any]] = {}
+    # Each an URL string or {url, options, inputs}; normalised to OutputConfig. A list (each
+    # output reads every input) or a mapping of names to outputs (each names its inputs).
+    outputs: list[str | OutputConfig] | dict[str, str | OutputConfig] = []
     # raw, json, nginx, apache, cri, docker or regex:PATTERN; for inputs that do not name
     # their own.
     parser: str = "raw"
@@ -190,7 +198,12 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
     container_name: str = ""
 
     def __post_init__(self) -> None:
-        self.outputs = [OutputConfig(o) if isinstance(o, str) else o for o in self.outputs]
+        if isinstance(self.outputs, dict):
+            self.outputs = {
+                k: OutputConfig(o) if isinstance(o, str) else o for k, o in self.outputs.items()
+            }
+        else:
+            self.outputs = [OutputConfig(o) if isinstance(o, str) else o for o in self.outputs]
         if self.max_open_files < 0:
             raise ConfigError(
                 f"config field 'max_open_files' is {self.max_open_files}; "
@@ -209,7 +222,15 @@ class ShipConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     @property
     def output_configs(self) -> list[OutputConfig]:
-        return [o if isinstance(o, OutputConfig) else OutputConfig(o) for o in self.outputs]
+        outs = self.outputs.values() if isinstance(self.outputs, dict) else self.outputs
+        return [o if isinstance(o, OutputConfig) else OutputConfig(o) for o in outs]
+
+    @property
+    def input_entries(self) -> list[str | InputConfig]:
+        """Every input, whichever form the config gave them in."""
+        if isinstance(self.inputs, dict):
+            return list(self.inputs.values())
+        return list(self.inputs)
 
     def static_fields(self) -> dict[str, Any]:
         """Fields every record carries: host, Kubernetes identity, ``--field``s."""

@@ -8,12 +8,17 @@ names are listed in one place (docs/ship.md repeats this list). Label values are
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sidekick.ship.records import Sink
+
+
+class Counted(Protocol):
+    def counters(self) -> dict[str, int]: ...
 
 
 class ShipMetrics:
@@ -172,3 +177,40 @@ class OutputEventsCollector(Collector):
             for event, value in sorted(counters().items()):
                 family.add_metric([sink.name, event], value)
         yield family
+
+
+class ComponentsCollector(Collector):
+    """Per-transform counters, read from each transform's ``counters()`` when scraped.
+
+    ``sidekick_ship_component_records_total{component,type,direction}`` with ``in``, ``out``
+    and ``dropped``; any other counter a transform keeps (``redacted.jwt``) is
+    ``sidekick_ship_component_events_total{component,type,event}``. ``transforms`` is
+    replaced as a whole when the graph is (a reload).
+    """
+
+    DIRECTIONS = ("in", "out", "dropped")
+
+    def __init__(self, transforms: Sequence[tuple[str, str, Counted]]) -> None:
+        self.transforms = list(transforms)
+
+    def collect(self) -> Iterator[Metric]:
+        records = CounterMetricFamily(
+            "sidekick_ship_component_records",
+            "Records into, out of and dropped by each transform (out counts a record once "
+            "per output it leaves by).",
+            labels=["component", "type", "direction"],
+        )
+        events = CounterMetricFamily(
+            "sidekick_ship_component_events",
+            "Transform-specific counts (matches per redaction pattern, records over a limit).",
+            labels=["component", "type", "event"],
+        )
+        for name, kind, transform in self.transforms:
+            counts = transform.counters()
+            for direction in self.DIRECTIONS:
+                records.add_metric([name, kind, direction], counts.get(direction, 0))
+            for event, value in sorted(counts.items()):
+                if event not in self.DIRECTIONS:
+                    events.add_metric([name, kind, event], value)
+        yield records
+        yield events

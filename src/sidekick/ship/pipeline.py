@@ -1,4 +1,4 @@
-"""Sources -> parser -> outputs, with bounded memory and at-least-once acknowledgement.
+"""Sources -> parser -> transforms -> outputs, with bounded memory and at-least-once acks.
 
 ``Pipeline.emit`` is the ``emit`` every source awaits. It waits while ``max_inflight_bytes``
 (the memory of records read but not yet delivered) are in flight, or while the records
@@ -7,7 +7,9 @@ waiting for an output hold ``max_queued_batches`` x ``batch_max_bytes`` of memor
 counting memory rather than line bytes keeps parsed records, about twice as large, from
 doubling the queue), runs the batch's parser (the one of the
 input it came from, ``SourceBatch.parser``) over the whole batch once, and queues the batch
-on every output.
+on every output. With transforms (``sidekick.ship.graph``), the batch then goes through its
+input's ``Plan`` and each output queues the records that reached it; records dropped on the
+way count as handled, and a batch no output received is acknowledged at once.
 
 Each output has one worker task. While the worker is busy sending, new batches queue up;
 when it is free it takes everything queued up to ``batch.max_records``/``batch.max_bytes``
@@ -16,10 +18,12 @@ and sends it as one batch, so batches are large under load and latency is low wh
 with jittered exponential back-off, forever: ``TemporaryError`` (or any unexpected error)
 retries the whole batch, ``SendResult.retry`` only those records, ``SendResult.rejected``
 and ``PermanentError`` go to the dead-letter file. A source batch counts as delivered once
-every output has delivered (or dead-lettered) all of its records; only then is its ``Ack``
-delivered and its bytes leave the in-flight total.
+every output that received records of it has delivered (or dead-lettered) them; only then
+is its ``Ack`` delivered and its bytes leave the in-flight total. Each output's records count
+in that total (fan-out does not escape the bound).
 
-Records are shared between outputs: sinks must not modify them.
+Records are shared between outputs: sinks must not modify them (the graph copies records only
+where a transform may change them).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ import asyncio
 import logging
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sidekick.core.backoff import Backoff
 from sidekick.core.errors import PermanentError, TemporaryError
@@ -38,6 +43,9 @@ from sidekick.ship.deadletter import DeadLetter
 from sidekick.ship.metrics import ShipMetrics
 from sidekick.ship.records import FILE_ID, FILE_PATH, HOST_NAME, MESSAGE, Record, Sink
 from sidekick.ship.sources.base import SourceBatch
+
+if TYPE_CHECKING:
+    from sidekick.ship.graph import Plan
 
 log = logging.getLogger("sidekick.ship.pipeline")
 
@@ -74,20 +82,10 @@ class PipelineSettings:
 class _Unit:
     """One source batch in flight; ``remaining`` counts undelivered slices over all outputs."""
 
-    __slots__ = ("ack", "cost", "pipeline", "records", "remaining", "size")
+    __slots__ = ("ack", "cost", "pipeline", "remaining")
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        records: list[Record],
-        size: int,
-        cost: int,
-        ack: Ack | None,
-        outputs: int,
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, cost: int, ack: Ack | None, outputs: int) -> None:
         self.pipeline = pipeline
-        self.records = records
-        self.size = size  # bytes read (batches are cut by these)
         self.cost = cost  # memory held (the in-flight limit counts these)
         self.ack = ack
         self.remaining = outputs
@@ -98,7 +96,19 @@ class _Unit:
             self.pipeline._unit_done(self)
 
 
-_Slice = tuple[_Unit, int, int]
+class _Part:
+    """The records of one unit that one output received (all of them, without transforms)."""
+
+    __slots__ = ("cost", "records", "size", "unit")
+
+    def __init__(self, unit: _Unit, records: list[Record], size: int, cost: int) -> None:
+        self.unit = unit
+        self.records = records
+        self.size = size  # bytes read (batches are cut by these)
+        self.cost = cost  # memory held (the output's queue limit counts these)
+
+
+_Slice = tuple[_Part, int, int]
 
 
 class OutputWorker:
@@ -115,7 +125,7 @@ class OutputWorker:
         self.name = sink.name
         self.settings = settings
         self.dead_letter = dead_letter
-        self._queue: deque[tuple[_Unit, int]] = deque()
+        self._queue: deque[tuple[_Part, int]] = deque()
         self._queued_records = 0
         self.queued_cost = 0  # memory of the queued records (the queue limit counts this)
         self.on_dequeue: Callable[[], None] | None = None
@@ -129,10 +139,10 @@ class OutputWorker:
         self.failing = False
         self._error: BaseException | None = None
 
-    def put(self, unit: _Unit) -> None:
-        self._queue.append((unit, 0))
-        self._queued_records += len(unit.records)
-        self.queued_cost += unit.cost
+    def put(self, part: _Part) -> None:
+        self._queue.append((part, 0))
+        self._queued_records += len(part.records)
+        self.queued_cost += part.cost
         self._wake.set()
 
     async def _take(self) -> list[_Slice]:
@@ -160,21 +170,21 @@ class OutputWorker:
         cost = 0
         queue = self._queue
         while queue and count < s.batch_max_records and nbytes < s.batch_max_bytes:
-            unit, lo = queue[0]
-            hi = len(unit.records)
+            part, lo = queue[0]
+            hi = len(part.records)
             room = s.batch_max_records - count
             if hi - lo > room:
                 # The rest of this source batch stays queued as one more slice.
-                unit.remaining += 1
-                queue[0] = (unit, lo + room)
+                part.unit.remaining += 1
+                queue[0] = (part, lo + room)
                 hi = lo + room
             else:
                 queue.popleft()
-            slices.append((unit, lo, hi))
+            slices.append((part, lo, hi))
             count += hi - lo
-            total = len(unit.records)
-            nbytes += unit.size * (hi - lo) // total if total else 0
-            cost += unit.cost * (hi - lo) // total if total else 0
+            total = len(part.records)
+            nbytes += part.size * (hi - lo) // total if total else 0
+            cost += part.cost * (hi - lo) // total if total else 0
         self._queued_records -= count
         self.queued_cost = max(0, self.queued_cost - cost) if queue else 0
         if self.on_dequeue is not None:
@@ -226,11 +236,11 @@ class OutputWorker:
             records = slices[0][0].records
         else:
             records = []
-            for unit, lo, hi in slices:
-                records.extend(unit.records[lo:hi])
+            for part, lo, hi in slices:
+                records.extend(part.records[lo:hi])
         await self.deliver(records)
-        for unit, _lo, _hi in slices:
-            unit.slice_done()
+        for part, _lo, _hi in slices:
+            part.unit.slice_done()
 
     async def deliver(self, records: list[Record]) -> None:
         """Send until every record is delivered or dead-lettered."""
@@ -308,9 +318,13 @@ class Pipeline:
         settings: PipelineSettings,
         metrics: ShipMetrics,
         dead_letter: DeadLetter,
+        plans: dict[str, Plan] | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("a pipeline needs at least one output")
+        # By input name: what that input's batches go through; None (the shorthand) sends
+        # every batch to every output as it is.
+        self.plans = plans
         self.settings = settings
         self.metrics = metrics
         self.outputs = [OutputWorker(s, settings, metrics, dead_letter) for s in sinks]
@@ -329,6 +343,52 @@ class Pipeline:
         for out in self.outputs:
             out.on_dequeue = self._update_room
 
+    def emitter(self, input_name: str) -> Callable[[SourceBatch], Awaitable[None]]:
+        """The ``emit`` for the source of input ``input_name``."""
+        if self.plans is None:
+            return self.emit
+
+        async def emit(batch: SourceBatch) -> None:
+            await self.emit_planned(input_name, batch)
+
+        return emit
+
+    async def emit_planned(self, input_name: str, batch: SourceBatch) -> None:
+        """Run ``batch`` through its input's plan, queue each output's records; waits while
+        the in-flight limit is reached."""
+        if not self._room.is_set():
+            self._waits.inc()
+            await self._room.wait()
+        records = batch.records
+        if records and batch.parser is not None:
+            batch.parser.parse(records)
+        assert self.plans is not None
+        # The plan is looked up per batch: a reload swaps plans between two batches.
+        routed = self.plans[input_name].run(records) if records else []
+        if not routed:
+            # Every record was dropped (or went to no output): handled at once.
+            if batch.ack is not None:
+                batch.ack.delivered()
+            return
+        n_read = len(records)
+        overhead = record_overhead(routed[0][1][0])
+        # Each output's records count, whether or not they share their dicts: a list per
+        # output, plus (over-counted where shared) the records it holds.
+        held = sum(len(got) for _i, got in routed)
+        cost = batch.size + overhead * held
+        unit = _Unit(self, cost, batch.ack, len(routed))
+        self.inflight_bytes += cost
+        self.inflight_units += 1
+        self._idle.clear()
+        self._gauge.set(self.inflight_bytes)
+        outputs = self.outputs
+        for index, got in routed:
+            n = len(got)
+            size = batch.size * n // n_read
+            outputs[index].put(_Part(unit, got, size, size + overhead * n))
+        self._update_room()
+        await asyncio.sleep(0)
+
     async def emit(self, batch: SourceBatch) -> None:
         """Queue ``batch`` on every output; waits while the in-flight limit is reached."""
         if not self._room.is_set():
@@ -345,13 +405,14 @@ class Pipeline:
             batch.parser.parse(records)
         # Count what the records cost in memory, not only the bytes they were read from.
         cost = batch.size + record_overhead(records[0]) * len(records)
-        unit = _Unit(self, records, batch.size, cost, batch.ack, len(self.outputs))
+        unit = _Unit(self, cost, batch.ack, len(self.outputs))
+        part = _Part(unit, records, batch.size, cost)
         self.inflight_bytes += cost
         self.inflight_units += 1
         self._idle.clear()
         self._gauge.set(self.inflight_bytes)
         for out in self.outputs:
-            out.put(unit)
+            out.put(part)
         self._update_room()
         # Let the outputs run between two reads: without this a fast reader would fill the
         # whole in-flight allowance before the first batch is sent.

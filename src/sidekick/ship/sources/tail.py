@@ -1158,7 +1158,7 @@ def open_budget(cfg: Any) -> int:
     """Descriptors one file input may hold: ``max_open_files`` (or half the open-file limit)
     shared evenly by the file inputs."""
     total = int(cfg.max_open_files) or max(16, open_files_limit() // 2)
-    inputs = [i if isinstance(i, str) else i.url for i in cfg.inputs]
+    inputs = [i if isinstance(i, str) else i.url for i in cfg.input_entries]
     files = sum(1 for url in inputs if url.lower().startswith("file:")) or 1
     return max(4, total // files)
 
