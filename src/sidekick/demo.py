@@ -17,6 +17,8 @@ What it leaves out: it is not a general launcher; it runs one example, from a so
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import signal
@@ -48,12 +50,26 @@ DEMO_STYLE = "body { font-family: sans-serif; max-width: 40em; margin: 2em auto;
 
 def _git(repo: Path, *args: str) -> None:
     # Identity given on the command line: the container's HOME is read-only and has no config.
+    # The repository is in a volume that belongs to root while the container runs as another
+    # user: git refuses such a repository unless safe.directory says otherwise, and reads that
+    # setting only from a global config file (a private one, in the container's /tmp).
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": _private_gitconfig()}
     subprocess.run(
         ["git", "-c", "user.name=sidekick demo", "-c", "user.email=demo@sidekick.invalid", *args],
         cwd=repo,
         check=True,
         stdout=subprocess.DEVNULL,
+        env=env,
     )
+
+
+@functools.cache
+def _private_gitconfig() -> str:
+    fd, path = tempfile.mkstemp(prefix="sidekick-demo.", suffix=".gitconfig")
+    with os.fdopen(fd, "w") as f:
+        f.write("[safe]\n\tdirectory = *\n")
+    atexit.register(os.unlink, path)
+    return path
 
 
 def init_repo(directory: Path) -> str:

@@ -14,11 +14,13 @@ which commands to run.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
 import re
 import signal
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +67,35 @@ class GitResult:
     seconds: float
 
 
+# Settings git reads only from "protected" (system or global) configuration, never from the
+# command line in git before 2.46: git-sync's --git-config-add=safe.directory:* works because
+# git-sync keeps its settings in a private global file, so these go into one too.
+PROTECTED_KEYS = frozenset({"safe.directory"})
+
+
+def private_global_config(pairs: Iterable[tuple[str, str]], env: Mapping[str, str]) -> str:
+    """Write ``pairs`` to a new private global git config that includes the user's own."""
+    fd, path = tempfile.mkstemp(prefix="sidekick-sync.", suffix=".gitconfig")
+    atexit.register(_remove_quietly, path)
+    own = env.get("GIT_CONFIG_GLOBAL") or os.path.join(env.get("HOME", "/"), ".gitconfig")
+    lines = [f"[include]\n\tpath = {_quoted(own)}\n"]
+    for key, value in pairs:
+        section, _, name = key.rpartition(".")
+        lines.append(f"[{section}]\n\t{name} = {_quoted(value)}\n")
+    with os.fdopen(fd, "w") as f:
+        f.writelines(lines)
+    return path
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 class Git:
     """Runs ``git`` commands in a repository directory with a fixed environment."""
 
@@ -87,8 +118,31 @@ class Git:
         # argv is git-sync's ("git fetch <url> ..."): a --git wrapper that looks at "$1" or
         # greps the URL out of its arguments works unchanged. Children (submodule updates)
         # inherit them just as they would "-c".
-        self.config = list(config)
+        self.config = [kv for kv in config if kv[0].lower() not in PROTECTED_KEYS]
+        protected = [kv for kv in config if kv[0].lower() in PROTECTED_KEYS]
+        if protected:
+            self.env["GIT_CONFIG_GLOBAL"] = private_global_config(protected, self.env)
         self.calls = 0
+
+    def _ownership_hint(self, cwd: str | os.PathLike[str], err: str) -> str:
+        """Why git may not see a repository that is there: its directory has another owner.
+
+        git then says only "not in a git directory" for some commands; an emptyDir belongs to
+        root while the sidecar runs as another user, so say what to do.
+        """
+        if "dubious ownership" not in err and "not in a git directory" not in err:
+            return ""
+        try:
+            owner = os.stat(cwd).st_uid
+        except OSError:
+            return ""
+        if owner == os.geteuid() or "GIT_CONFIG_GLOBAL" in self.env:
+            return ""
+        return (
+            f" ({os.fspath(cwd)!r} belongs to uid {owner}, not to this process's uid "
+            f"{os.geteuid()}, and git refuses such repositories (dubious ownership); add "
+            "--git-config-add=safe.directory:* as with git-sync, or give the volume to this user)"
+        )
 
     def _config_env(
         self, extra: Iterable[tuple[str, str]], env: Mapping[str, str]
@@ -155,6 +209,7 @@ class Git:
         log.debug("%s exited %s in %.3fs", what, proc.returncode, seconds)
         if check and proc.returncode != 0:
             detail = last_lines(err) or f"exit status {proc.returncode}"
+            detail += self._ownership_hint(cwd, err)
             raise GitError(f"{what} failed: {detail}", stderr=err, returncode=proc.returncode)
         return GitResult(out, err, seconds)
 
