@@ -8,6 +8,9 @@ counted as ``condition_errors``.
 
 from __future__ import annotations
 
+from itertools import compress, repeat
+from operator import is_not
+
 import msgspec
 
 from sidekick.core.errors import ConfigError
@@ -41,10 +44,11 @@ class FilterTransform(BaseTransform):
         condition = self.condition
         errors = condition.errors
         results = condition.mask(records)
+        # compress is a C loop; a condition that could not be evaluated (None) is false.
         if self._keep:
-            kept = [r for r, ok in zip(records, results, strict=True) if ok is True]
+            kept = list(compress(records, results))
         else:
-            kept = [r for r, ok in zip(records, results, strict=True) if ok is not True]
+            kept = list(compress(records, map(is_not, results, repeat(True))))
         if condition.errors != errors:
             self._add("condition_errors", condition.errors - errors)
         self._count(len(records), len(kept), len(records) - len(kept))
