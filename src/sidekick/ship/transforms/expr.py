@@ -137,6 +137,7 @@ class Condition(_Program):
         # Three-valued: True, False, or None where CEL reports an error.
         self.evaluate = fast.one if fast is not None else self._evaluate_cel
         self._batch = fast.batch if fast is not None else None
+        self._last: object = None  # the last failed evaluation's CEL error or non-boolean result
 
     def _evaluate_cel(self, record: Record) -> bool | None:
         value = self.run(record).value()
@@ -147,7 +148,7 @@ class Condition(_Program):
 
     def mask(self, records: list[Record]) -> list[bool | None]:
         """The condition for each record: True, False, or None where it could not be evaluated."""
-        self._last: object = "a field is missing or has another type"
+        self._last = "a field is missing or has another type"
         batch = self._batch
         results = batch(records) if batch is not None else list(map(self.evaluate, records))
         failed = results.count(None)
