@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import click
@@ -144,6 +145,12 @@ FLAGS = {
     help="Build and check everything a start would, print the graph, exit 0 (or 2 with the "
     "mistake) without reading or sending anything.",
 )
+@click.option(
+    "--watch-config",
+    is_flag=True,
+    default=None,
+    help="Reload the --config file when its content changes (checked every second), as on SIGHUP.",
+)
 @common_options(default_admin="0.0.0.0:8088")
 @click.pass_context
 def ship(ctx: click.Context, /, **params: Any) -> None:
@@ -156,7 +163,7 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
     init_logging(params)
     raise_open_files_limit()
     cfg = load_config(ctx, params)
-    from sidekick.ship.app import check, prepare, run_shipper
+    from sidekick.ship.app import Reloading, check, prepare, run_shipper
 
     if params.get("check"):
         for line in check(cfg):
@@ -164,6 +171,20 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
         click.echo("The configuration is valid.")
         ctx.exit(0)
     prepared = prepare(cfg)
+    config_file = params.get("config_file")
+    if params.get("watch_config") and not config_file:
+        raise ConfigError("--watch-config needs a --config file to watch; give one")
+    # SIGHUP (and --watch-config) build the configuration again from the same file, flags
+    # and environment; the shipper checks it before applying it.
+    reloading = Reloading(
+        load=lambda: load_config(ctx, params),
+        watch=Path(config_file) if params.get("watch_config") and config_file else None,
+    )
+
+    def on_hup() -> None:
+        logging.getLogger("sidekick.ship").info("Received SIGHUP; reloading the configuration.")
+        reloading.requested.set()
+
     addr = admin_addr(params["admin_addr"])
     timeout = parse_duration(params["shutdown_timeout"], name="--shutdown-timeout")
     registry = CollectorRegistry()
@@ -181,6 +202,7 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
                 admin_addr=addr,
                 prepared=prepared,
                 shutdown_timeout=timeout,
+                reloading=reloading,
             )
         except UserError:
             raise
@@ -195,7 +217,7 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
         # exit 1 so the container's status says so too.
         return 0 if complete else 1
 
-    code = run(main, shutdown_timeout=timeout)
+    code = run(main, shutdown_timeout=timeout, on_hup=on_hup)
     ctx.exit(code)
 
 

@@ -22,20 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from sidekick.core.addr import HostPort
 from sidekick.core.admin import AdminServer
 from sidekick.core.durations import format_duration
-from sidekick.core.errors import ConfigError
+from sidekick.core.errors import ConfigError, UserError
 from sidekick.core.redact import redact_url
 from sidekick.core.runtime import Shutdown, TaskOwner
 from sidekick.ship.checkpoints import CheckpointStore, prepare_state_dir
-from sidekick.ship.config import ShipConfig, seconds, size
+from sidekick.ship.config import BatchConfig, RetryConfig, ShipConfig, seconds, size
 from sidekick.ship.deadletter import DeadLetter
 from sidekick.ship.graph import Graph, build_graph
 from sidekick.ship.metrics import ComponentsCollector, OutputEventsCollector, ShipMetrics
@@ -43,7 +46,14 @@ from sidekick.ship.pipeline import Pipeline, PipelineSettings
 from sidekick.ship.records import Sink
 from sidekick.ship.sinks import OutputSpec, create_sink
 from sidekick.ship.sources import check_multiline, create_source
-from sidekick.ship.sources.base import DrainClock, InputSpec, Source, SourceContext
+from sidekick.ship.sources.base import (
+    DrainClock,
+    Emit,
+    InputSpec,
+    Source,
+    SourceBatch,
+    SourceContext,
+)
 
 log = logging.getLogger("sidekick.ship")
 
@@ -130,6 +140,60 @@ def pipeline_settings(cfg: ShipConfig) -> PipelineSettings:
     )
 
 
+@dataclass
+class Reloading:
+    """How a running shipper reloads its configuration (SIGHUP, ``--watch-config``).
+
+    ``load`` builds the configuration again exactly as at start (the file, the same flags and
+    environment); ``requested`` is set by the SIGHUP handler; ``watch`` is the config file to
+    poll once a second for a changed content.
+    """
+
+    load: Callable[[], ShipConfig]
+    requested: asyncio.Event = field(default_factory=asyncio.Event)
+    watch: Path | None = None
+
+
+class _Running:
+    """What runs now: the inputs' sources and tasks, the pipeline, its sinks and tasks."""
+
+    def __init__(self, cfg: ShipConfig, parts: Prepared, graph: Graph) -> None:
+        self.cfg = cfg
+        self.parts = parts
+        self.graph = graph
+        self.sources: list[Source] = []
+        self.source_tasks: list[asyncio.Task[None]] = []
+        self.output_tasks: list[asyncio.Task[None]] = []
+        self.pipeline: Pipeline | None = None
+        self.ctx: SourceContext | None = None
+        # Sources hand batches here; it forwards them to the pipeline of the moment, and
+        # holds them back while the inputs are being replaced.
+        self.open = asyncio.Event()
+        self.open.set()
+        self.lock = asyncio.Lock()
+
+    def emitter(self, name: str) -> Emit:
+        async def emit(batch: SourceBatch) -> None:
+            if not self.open.is_set():
+                await self.open.wait()
+            assert self.pipeline is not None
+            await self.pipeline.emit_for(name, batch)
+
+        return emit
+
+
+def config_hash(cfg: ShipConfig) -> str:
+    """A short hash of the effective configuration (file, environment and flags)."""
+    return hashlib.sha256(msgspec.json.encode(cfg)).hexdigest()[:16]
+
+
+def _inputs_part(cfg: ShipConfig) -> ShipConfig:
+    """``cfg`` without what a reload can swap without touching the inputs."""
+    return msgspec.structs.replace(
+        cfg, transforms={}, outputs=[], batch=BatchConfig(), retry=RetryConfig()
+    )
+
+
 async def run_shipper(
     cfg: ShipConfig,
     shutdown: Shutdown,
@@ -138,6 +202,7 @@ async def run_shipper(
     admin_addr: HostPort | None = None,
     prepared: Prepared | None = None,
     shutdown_timeout: float = 30.0,
+    reloading: Reloading | None = None,
 ) -> bool:
     """Run the shipper until ``shutdown`` is requested, then drain and save the state.
 
@@ -158,9 +223,9 @@ async def run_shipper(
     owner = TaskOwner()
     ready = False
     admin: AdminServer | None = None
-    sources: list[Source] = []
-    ctx: SourceContext | None = None
+    run = _Running(cfg, parts, graph)
     complete = True
+    closing: list[Sink] = []
     try:
         store.load()
         if admin_addr is not None:
@@ -171,47 +236,36 @@ async def run_shipper(
                 ready=lambda: (True, "ok") if ready else (False, "starting"),
             )
             await admin.start()
-        pipeline = Pipeline(
-            parts.sinks,
-            settings=pipeline_settings(cfg),
-            metrics=metrics,
-            dead_letter=DeadLetter(parts.state_dir),
-            plans=None if graph.shorthand else graph.plans,
-        )
-        ctx = SourceContext(
-            config=cfg,
-            checkpoints=store,
-            metrics=metrics,
-            state_dir=parts.state_dir,
-            static_fields=cfg.static_fields(),
-            drain=DrainClock(seconds(cfg.drain_quiet)),
-        )
-        source_tasks = []
-        for name, node in graph.inputs.items():
-            src = create_source(node.spec, ctx)
-            sources.append(src)
-            source_tasks.append(owner.spawn(f"source {src.name}", src.run(pipeline.emitter(name))))
-        for out in pipeline.outputs:
-            owner.spawn(f"output {out.name}", out.run())
+        _start_pipeline(run, owner, metrics)
+        _start_inputs(run, owner, store, metrics)
         owner.spawn("checkpoint", store.run_flusher(seconds(cfg.checkpoint_interval)))
         owner.spawn("checkpoint metrics", _count_checkpoint_writes(store, metrics))
+        metrics.config_info.labels(config_hash(cfg)).set(1)
+        if reloading is not None:
+            reloader = _Reloader(reloading, run, owner, store, metrics, output_events, components)
+            owner.spawn("reload", reloader.run())
         ready = True
         log.info(
             "Shipping %s to %s.",
-            ", ".join(_described(i) for i in parts.inputs),
+            ", ".join(_described(n.spec) for n in graph.inputs.values()),
             ", ".join(parts.outputs),
         )
         while not shutdown.is_requested:
             await owner.wait_until(shutdown)
         ready = False
-        complete = await _drain(ctx, sources, source_tasks, pipeline, shutdown_timeout)
+        async with run.lock:  # a reload under way finishes first
+            assert run.ctx is not None and run.pipeline is not None
+            complete = await _drain(
+                run.ctx, run.sources, run.source_tasks, run.pipeline, shutdown_timeout
+            )
     finally:
         ready = False
         await owner.cancel_all(5.0)
-        for src in sources:
+        for src in run.sources:
             with contextlib.suppress(Exception):
                 await src.aclose()
-        for sink in parts.sinks:
+        closing = run.parts.sinks
+        for sink in closing:
             try:
                 await sink.aclose()
             except Exception as exc:
@@ -222,6 +276,198 @@ async def run_shipper(
         if admin is not None:
             await admin.aclose()
     return complete
+
+
+def _start_pipeline(run: _Running, owner: TaskOwner, metrics: ShipMetrics) -> Pipeline:
+    previous = run.pipeline
+    graph = run.graph
+    pipeline = Pipeline(
+        run.parts.sinks,
+        settings=pipeline_settings(run.cfg),
+        metrics=metrics,
+        dead_letter=DeadLetter(run.parts.state_dir),
+        plans=None if graph.shorthand else graph.plans,
+        previous=previous,
+    )
+    run.pipeline = pipeline
+    run.output_tasks = [owner.spawn(f"output {o.name}", o.run()) for o in pipeline.outputs]
+    return pipeline
+
+
+def _start_inputs(
+    run: _Running, owner: TaskOwner, store: CheckpointStore, metrics: ShipMetrics
+) -> None:
+    cfg = run.cfg
+    stopping = run.ctx.stopping if run.ctx is not None else asyncio.Event()
+    drain = run.ctx.drain if run.ctx is not None else DrainClock(seconds(cfg.drain_quiet))
+    run.ctx = ctx = SourceContext(
+        config=cfg,
+        checkpoints=store,
+        metrics=metrics,
+        state_dir=run.parts.state_dir,
+        static_fields=cfg.static_fields(),
+        stopping=stopping,
+        drain=drain,
+    )
+    run.sources = []
+    run.source_tasks = []
+    for name, node in run.graph.inputs.items():
+        src = create_source(node.spec, ctx)
+        run.sources.append(src)
+        run.source_tasks.append(owner.spawn(f"source {src.name}", src.run(run.emitter(name))))
+
+
+class _Reloader:
+    """Reloads the configuration on request; a configuration that fails the check is refused
+    and the running one goes on.
+
+    Only transforms, outputs, batching and retries changed: a new pipeline takes the next
+    batches at once while the previous one delivers what it holds (both count against one
+    in-flight limit), then its outputs are closed. Anything else changed (inputs, parsers,
+    fields, limits): the inputs are held at their next batch, stopped, everything in flight
+    is delivered, and new inputs start from the checkpoints; nothing is read twice.
+    """
+
+    def __init__(
+        self,
+        reloading: Reloading,
+        run: _Running,
+        owner: TaskOwner,
+        store: CheckpointStore,
+        metrics: ShipMetrics,
+        output_events: OutputEventsCollector,
+        components: ComponentsCollector,
+    ) -> None:
+        self.reloading = reloading
+        self.run_state = run
+        self.owner = owner
+        self.store = store
+        self.metrics = metrics
+        self.output_events = output_events
+        self.components = components
+        self.hash = config_hash(run.cfg)
+        self.retiring: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        watch = self.reloading.watch
+        seen = _file_stamp(watch) if watch is not None else None
+        requested = self.reloading.requested
+        while True:
+            if watch is None:
+                await requested.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await requested.wait()
+                if not requested.is_set():
+                    stamp = _file_stamp(watch)
+                    if stamp == seen:
+                        continue
+                    seen = stamp
+                    log.info("The config file %s changed; reloading.", watch)
+            requested.clear()
+            await self.reload()
+
+    async def reload(self) -> None:
+        metrics = self.metrics
+        try:
+            cfg = self.reloading.load()
+            new_hash = config_hash(cfg)
+            if new_hash == self.hash:
+                log.info("Reload: the configuration is unchanged.")
+                metrics.config_reloads.labels("unchanged").inc()
+                return
+            parts = prepare(cfg)
+        except UserError as exc:
+            log.error("Reload refused, the running configuration goes on: %s", exc)
+            metrics.config_reloads.labels("refused").inc()
+            return
+        run = self.run_state
+        assert parts.graph is not None
+        async with run.lock:
+            old_sinks = run.parts.sinks
+            same_inputs = _inputs_part(cfg) == _inputs_part(run.cfg)
+            if same_inputs:
+                await self._swap(cfg, parts, parts.graph, old_sinks)
+            else:
+                await self._restart(cfg, parts, parts.graph, old_sinks)
+        metrics.config_info.remove(self.hash)
+        self.hash = new_hash
+        metrics.config_info.labels(new_hash).set(1)
+        metrics.config_reloads.labels("applied").inc()
+        log.info(
+            "Reloaded the configuration (%s): %s.",
+            "transforms and outputs replaced" if same_inputs else "inputs restarted",
+            "; ".join(f"{a} -> {b}" for a, b in parts.graph.edges()),
+        )
+
+    def _publish(self, cfg: ShipConfig, parts: Prepared, graph: Graph) -> None:
+        run = self.run_state
+        run.cfg, run.parts, run.graph = cfg, parts, graph
+        self.output_events.sinks = list(parts.sinks)
+        self.components.transforms = [
+            (t.name, t.kind, t.transform) for t in graph.transforms.values()
+        ]
+
+    async def _swap(
+        self, cfg: ShipConfig, parts: Prepared, graph: Graph, old_sinks: list[Sink]
+    ) -> None:
+        run = self.run_state
+        old = run.pipeline
+        old_tasks = run.output_tasks
+        assert old is not None
+        self._publish(cfg, parts, graph)
+        new = _start_pipeline(run, self.owner, self.metrics)
+        old.retire(new)
+        task = asyncio.create_task(self._close_when_drained(old, old_tasks, old_sinks))
+        self.retiring.add(task)
+        task.add_done_callback(self.retiring.discard)
+
+    async def _close_when_drained(
+        self, old: Pipeline, tasks: list[asyncio.Task[None]], sinks: list[Sink]
+    ) -> None:
+        await old.drained()
+        await _stop(tasks, sinks)
+
+    async def _restart(
+        self, cfg: ShipConfig, parts: Prepared, graph: Graph, old_sinks: list[Sink]
+    ) -> None:
+        run = self.run_state
+        run.open.clear()  # every input stops at its next batch
+        try:
+            for task in run.source_tasks:
+                task.cancel()
+            await asyncio.wait(run.source_tasks)
+            for src in run.sources:
+                with contextlib.suppress(Exception):
+                    await src.aclose()
+            assert run.pipeline is not None
+            await run.pipeline.drained()
+            old_tasks = run.output_tasks
+            self._publish(cfg, parts, graph)
+            _start_pipeline(run, self.owner, self.metrics)
+            _start_inputs(run, self.owner, self.store, self.metrics)
+            await _stop(old_tasks, old_sinks)
+        finally:
+            run.open.set()
+
+
+async def _stop(tasks: list[asyncio.Task[None]], sinks: list[Sink]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+    for sink in sinks:
+        try:
+            await sink.aclose()
+        except Exception as exc:
+            log.warning("Closing output %s failed: %s", sink.name, exc)
+
+
+def _file_stamp(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None
 
 
 def drain_budget(shutdown_timeout: float) -> float:

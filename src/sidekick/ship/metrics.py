@@ -145,6 +145,19 @@ class ShipMetrics:
             "Starts that found the state file damaged and used its previous copy.",
             registry=r,
         )
+        self.config_reloads = Counter(
+            p + "config_reloads",
+            "Configuration reloads (SIGHUP, --watch-config) by result: applied, refused (the "
+            "new configuration failed the check; the running one goes on), unchanged.",
+            ["result"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            p + "config_info",
+            "1, labelled with a hash of the configuration running now.",
+            ["hash"],
+            registry=r,
+        )
         self.state_entries_dropped = Counter(
             p + "state_entries_dropped",
             "Damaged state file entries dropped at start (their files are read again).",

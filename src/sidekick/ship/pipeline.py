@@ -319,12 +319,17 @@ class Pipeline:
         metrics: ShipMetrics,
         dead_letter: DeadLetter,
         plans: dict[str, Plan] | None = None,
+        previous: Pipeline | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("a pipeline needs at least one output")
         # By input name: what that input's batches go through; None (the shorthand) sends
         # every batch to every output as it is.
         self.plans = plans
+        # The pipeline this one replaced (a reload) while it still delivers what it holds:
+        # its records count against the same in-flight limit.
+        self.previous = previous
+        self._successor: Pipeline | None = None
         self.settings = settings
         self.metrics = metrics
         self.outputs = [OutputWorker(s, settings, metrics, dead_letter) for s in sinks]
@@ -349,21 +354,49 @@ class Pipeline:
             return self.emit
 
         async def emit(batch: SourceBatch) -> None:
-            await self.emit_planned(input_name, batch)
+            await self.emit_for(input_name, batch)
 
         return emit
 
-    async def emit_planned(self, input_name: str, batch: SourceBatch) -> None:
-        """Run ``batch`` through its input's plan, queue each output's records; waits while
-        the in-flight limit is reached."""
+    async def emit_for(self, input_name: str, batch: SourceBatch) -> None:
+        """Queue a batch of input ``input_name`` (through its plan if the graph has one);
+        waits while the in-flight limit is reached."""
         if not self._room.is_set():
             self._waits.inc()
             await self._room.wait()
+        if self._successor is not None:
+            await self._successor.emit_for(input_name, batch)
+            return
+        if self.plans is None:
+            self._queue_all(batch)
+        else:
+            self._queue_planned(input_name, batch)
+        await asyncio.sleep(0)
+
+    async def emit(self, batch: SourceBatch) -> None:
+        """Queue ``batch`` on every output; waits while the in-flight limit is reached."""
+        if not self._room.is_set():
+            self._waits.inc()
+            await self._room.wait()
+        if self._successor is not None:
+            await self._successor.emit(batch)
+            return
+        self._queue_all(batch)
+        # Let the outputs run between two reads: without this a fast reader would fill the
+        # whole in-flight allowance before the first batch is sent.
+        await asyncio.sleep(0)
+
+    def retire(self, successor: Pipeline) -> None:
+        """Take no more batches: those still waiting for room go to ``successor``; what is
+        in flight is delivered (``drained``) by this pipeline's outputs."""
+        self._successor = successor
+        self._room.set()
+
+    def _queue_planned(self, input_name: str, batch: SourceBatch) -> None:
         records = batch.records
         if records and batch.parser is not None:
             batch.parser.parse(records)
         assert self.plans is not None
-        # The plan is looked up per batch: a reload swaps plans between two batches.
         routed = self.plans[input_name].run(records) if records else []
         if not routed:
             # Every record was dropped (or went to no output): handled at once.
@@ -380,20 +413,14 @@ class Pipeline:
         self.inflight_bytes += cost
         self.inflight_units += 1
         self._idle.clear()
-        self._gauge.set(self.inflight_bytes)
         outputs = self.outputs
         for index, got in routed:
             n = len(got)
             size = batch.size * n // n_read
             outputs[index].put(_Part(unit, got, size, size + overhead * n))
         self._update_room()
-        await asyncio.sleep(0)
 
-    async def emit(self, batch: SourceBatch) -> None:
-        """Queue ``batch`` on every output; waits while the in-flight limit is reached."""
-        if not self._room.is_set():
-            self._waits.inc()
-            await self._room.wait()
+    def _queue_all(self, batch: SourceBatch) -> None:
         records = batch.records
         if not records:
             if batch.ack is not None:
@@ -410,16 +437,18 @@ class Pipeline:
         self.inflight_bytes += cost
         self.inflight_units += 1
         self._idle.clear()
-        self._gauge.set(self.inflight_bytes)
         for out in self.outputs:
             out.put(part)
         self._update_room()
-        # Let the outputs run between two reads: without this a fast reader would fill the
-        # whole in-flight allowance before the first batch is sent.
-        await asyncio.sleep(0)
 
     def _update_room(self) -> None:
-        full = self.inflight_bytes >= self.settings.max_inflight_bytes or any(
+        if self._successor is not None:
+            self._room.set()
+            self._successor._update_room()
+            return
+        inflight = self.held_bytes()
+        self._gauge.set(inflight)
+        full = inflight >= self.settings.max_inflight_bytes or any(
             o.queued_cost >= self._queue_limit for o in self.outputs
         )
         if full:
@@ -427,13 +456,22 @@ class Pipeline:
         else:
             self._room.set()
 
+    def held_bytes(self) -> int:
+        """Bytes in flight here and in the pipelines this one replaced that still deliver."""
+        previous = self.previous
+        if previous is None:
+            return self.inflight_bytes
+        held = previous.held_bytes()
+        if held == 0 and previous.inflight_units == 0:
+            self.previous = None  # it delivered everything: forget it
+        return self.inflight_bytes + held
+
     def _unit_done(self, unit: _Unit) -> None:
         self.inflight_bytes -= unit.cost
         self.inflight_units -= 1
         self._update_room()
         if self.inflight_units == 0:
             self._idle.set()
-        self._gauge.set(self.inflight_bytes)
         if unit.ack is not None:
             unit.ack.delivered()
 
