@@ -2,6 +2,12 @@
 
 =============  ===================================================================
 ``filter``     keep or drop records by a CEL condition (``filter.py``)
+``modify``     set (literal, template, CEL), rename, copy, remove fields (``modify.py``)
+``redact``     mask or keyed-hash secrets: built-in patterns and regexes (``redact.py``)
+``sample``     keep 1 in N, by a key field's hash (``sample.py``)
+``throttle``   at most N records per window per key (``throttle.py``)
+``parse``      run a ship parser on a field (``parse.py``)
+``route``      named branches by CEL condition, plus ``_unmatched`` (``route.py``)
 =============  ===================================================================
 
 ``build_transform(name, kind, options)`` checks the options against the kind's ``Options``
@@ -20,11 +26,23 @@ import msgspec
 from sidekick.core.errors import ConfigError
 from sidekick.ship.transforms.base import DEFAULT, BaseTransform, Transform
 from sidekick.ship.transforms.filter import FilterTransform
+from sidekick.ship.transforms.modify import ModifyTransform
+from sidekick.ship.transforms.parse import ParseTransform
+from sidekick.ship.transforms.redact import RedactTransform
+from sidekick.ship.transforms.route import RouteTransform
+from sidekick.ship.transforms.sample import SampleTransform
+from sidekick.ship.transforms.throttle import ThrottleTransform
 
 __all__ = ["DEFAULT", "TRANSFORMS", "Transform", "build_transform"]
 
 TRANSFORMS: dict[str, type[BaseTransform]] = {
     "filter": FilterTransform,
+    "modify": ModifyTransform,
+    "redact": RedactTransform,
+    "sample": SampleTransform,
+    "throttle": ThrottleTransform,
+    "parse": ParseTransform,
+    "route": RouteTransform,
 }
 
 

@@ -100,6 +100,19 @@ def _log_error(component: str, field: str, text: str, what: str, consequence: st
     )
 
 
+class _Failed:
+    """Stands for a CEL error value when the library raised instead of returning one."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def value(self) -> str:
+        return self.message
+
+    def type(self) -> Any:
+        return cel.Type.ERROR
+
+
 class _Program:
     """A compiled expression, run with only the fields it reads when that is known."""
 
@@ -112,9 +125,14 @@ class _Program:
         self.errors = 0
 
     def run(self, record: Record) -> Any:
+        """The CEL value for ``record``; a value CEL cannot take (a lone surrogate in a
+        string) gives an error value like any other evaluation error."""
         keys = self.keys
         data = record if keys is None else {k: record[k] for k in keys if k in record}
-        return self.expr.eval(data={VARIABLE: data})
+        try:
+            return self.expr.eval(data={VARIABLE: data})
+        except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+            return _Failed(f"{type(exc).__name__}: {exc}")
 
 
 class Condition(_Program):

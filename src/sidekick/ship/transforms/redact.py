@@ -1,0 +1,176 @@
+"""``redact``: find secrets in string fields and mask them, or replace them by a keyed hash.
+
+Built-in patterns (``patterns:``), tried in one combined regex per string:
+
+==================  ============================================================
+``bearer_token``    the token after ``Bearer`` (the word stays)
+``aws_access_key``  ``AKIA``/``ASIA``/``ABIA``/``ACCA`` + 16 upper-case letters or digits
+``jwt``             ``eyJ...``.``eyJ...``.``...`` (header, payload, signature)
+``credit_card``     13 to 19 digits, spaces or dashes between, passing the Luhn check
+``email``           ``local@domain.tld``
+==================  ============================================================
+
+plus ``regex:`` (one or a list; the whole match is the secret). ``fields:`` limits the search
+to the named fields; unset, every string field is searched. ``mode: mask`` replaces a secret
+with ``[REDACTED:<pattern>]``; ``mode: hash`` with ``[hmac:<16 hex digits>]``, the HMAC-SHA256
+of the secret under the key in ``hash_key_file`` (read once at start), so the same secret maps
+to the same text in every record and on every shipper with that key, and records can still be
+correlated without the secret being readable. Each redaction is counted per pattern
+(``redacted.jwt``, ``redacted.regex.1``...).
+
+A record is scanned once: its string fields are joined and searched together, and only a
+record with a hit is searched field by field, so clean records cost one regex scan.
+
+Left out: secrets inside nested lists and maps (flatten first), and patterns for other
+providers' keys (add them as ``regex:``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from sidekick.core.errors import ConfigError
+from sidekick.ship.transforms.base import DEFAULT, BaseTransform, Record
+
+BUILTIN: dict[str, str] = {
+    # Group "v" is the secret; without it the whole match is.
+    "bearer_token": r"(?i:\bbearer)[ \t]+(?P<v>[A-Za-z0-9\-._~+/]{8,}=*)",
+    "aws_access_key": r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b",
+    "jwt": r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+    "credit_card": r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])",
+    "email": r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+}
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        d = ord(c) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+class RedactOptions(msgspec.Struct, forbid_unknown_fields=True):
+    patterns: list[str] = []  # built-in pattern names
+    regex: str | list[str] = []  # user patterns; the whole match is the secret
+    fields: list[str] | None = None  # fields to search; unset: every string field
+    mode: Literal["mask", "hash"] = "mask"
+    hash_key_file: str | None = None  # file holding the HMAC key; required for mode: hash
+
+
+class RedactTransform(BaseTransform):
+    kind = "redact"
+    Options = RedactOptions
+
+    def __init__(self, name: str, options: RedactOptions) -> None:
+        super().__init__(name, options)
+        where = f"transform {name!r} (redact)"
+        regexes = [options.regex] if isinstance(options.regex, str) else list(options.regex)
+        if not options.patterns and not regexes:
+            raise ConfigError(
+                f"{where}: no patterns; give patterns: [{', '.join(BUILTIN)}] or regex: '...'"
+            )
+        parts: list[str] = []
+        self.groups: dict[str, str] = {}  # regex group name -> pattern name
+        for pattern in options.patterns:
+            if pattern not in BUILTIN:
+                raise ConfigError(
+                    f"{where}: patterns: {pattern!r} is not a built-in pattern; "
+                    f"use {', '.join(BUILTIN)}, or regex: for your own"
+                )
+            group = f"p{len(parts)}"
+            parts.append(f"(?P<{group}>{BUILTIN[pattern].replace('?P<v>', f'?P<{group}v>')})")
+            self.groups[group] = pattern
+        for i, text in enumerate(regexes, 1):
+            try:
+                re.compile(text)
+            except re.error as exc:
+                raise ConfigError(
+                    f"{where}: regex {text!r} does not compile ({exc}); fix the pattern"
+                ) from None
+            group = f"p{len(parts)}"
+            parts.append(f"(?P<{group}>(?:{text}))")
+            self.groups[group] = f"regex.{i}"
+        try:
+            self.regex = re.compile("|".join(parts))
+        except re.error as exc:  # a user pattern with named groups that clash
+            raise ConfigError(
+                f"{where}: regex patterns cannot be combined ({exc}); remove named groups"
+            ) from None
+        self.fields = options.fields
+        self.replace: Callable[[str, str], str]
+        if options.mode == "hash":
+            if options.hash_key_file is None:
+                raise ConfigError(
+                    f"{where}: mode: hash needs hash_key_file:, a file holding the HMAC key"
+                )
+            try:
+                key = Path(options.hash_key_file).read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{where}: hash_key_file {options.hash_key_file!r} cannot be read "
+                    f"({exc.strerror}); point it at a readable file holding the key"
+                ) from None
+            if not key:
+                raise ConfigError(
+                    f"{where}: hash_key_file {options.hash_key_file!r} is empty; put a key in it"
+                )
+            self.replace = lambda secret, pattern: (
+                "[hmac:"
+                + hmac.new(
+                    key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256
+                ).hexdigest()[:16]
+                + "]"
+            )
+        else:
+            self.replace = lambda secret, pattern: f"[REDACTED:{pattern}]"
+        self._per_pattern: dict[str, int] = {}
+
+    def _sub(self, m: re.Match[str]) -> str:
+        group = m.lastgroup
+        assert group is not None
+        pattern = self.groups[group]
+        whole = m.group()
+        if pattern == "credit_card" and not luhn_ok(whole.replace(" ", "").replace("-", "")):
+            return whole
+        start = m.start()
+        inner = group + "v"
+        if inner in self.regex.groupindex and m.group(inner) is not None:
+            lo, hi = m.span(inner)
+            secret = m.group(inner)
+            out = whole[: lo - start] + self.replace(secret, pattern) + whole[hi - start :]
+        else:
+            out = self.replace(whole, pattern)
+        self._per_pattern[pattern] = self._per_pattern.get(pattern, 0) + 1
+        return out
+
+    def process(self, records: list[Record]) -> dict[str, list[Record]]:
+        search = self.regex.search
+        sub = self.regex.sub
+        replace = self._sub
+        fields = self.fields
+        for r in records:
+            if fields is None:
+                texts = [v for v in r.values() if type(v) is str]
+            else:
+                texts = [v for k in fields if type(v := r.get(k)) is str]
+            if not texts or search("\n".join(texts)) is None:
+                continue
+            for k in list(r) if fields is None else fields:
+                v = r.get(k)
+                if type(v) is str and search(v) is not None:
+                    r[k] = sub(replace, v)
+        for pattern, n in self._per_pattern.items():
+            self._add(f"redacted.{pattern}", n)
+        self._per_pattern.clear()
+        self._count(len(records), len(records), 0)
+        return {DEFAULT: records}
