@@ -253,3 +253,52 @@ def test_build_graph_errors_are_config_errors(tmp_path: Path) -> None:
     ship["outputs"]["raw"]["inputs"] = ["nothing"]
     with pytest.raises(ConfigError, match="'nothing', which is no input or transform"):
         build_graph(ship_config(**ship, state_dir=str(tmp_path / "state")))
+
+
+def test_outputs_never_see_another_branch_s_changes(tmp_path: Path) -> None:
+    ship: dict[str, Any] = {
+        "inputs": {"web": f"file://{tmp_path}/logs/*.log"},
+        "transforms": {
+            "mask": {"type": "redact", "inputs": ["web"], "patterns": ["bearer_token"]},
+            "tag": {"type": "modify", "inputs": ["web"], "set": {"tagged": "yes"}},
+            "split": {
+                "type": "route",
+                "inputs": ["web"],
+                "routes": {"a": "true", "b": "true"},
+            },
+            "tag-b": {"type": "modify", "inputs": ["split.b"], "set": {"b": "yes"}},
+        },
+        "outputs": {
+            "raw": {"url": "stdout:", "inputs": ["web"]},
+            "masked": {"url": f"file://{tmp_path}/m.ndjson", "inputs": ["mask"]},
+            "tagged": {"url": f"file://{tmp_path}/t.ndjson", "inputs": ["tag"]},
+            "a": {"url": f"file://{tmp_path}/a.ndjson", "inputs": ["split.a"]},
+            "b": {"url": f"file://{tmp_path}/b.ndjson", "inputs": ["tag-b"]},
+        },
+    }
+    g = build_graph(ship_config(**ship, state_dir=str(tmp_path / "state")))
+    secret = "Authorization: Bearer abcdefgh12345678"
+    records = [{"message": secret, "log.flags": ["partial"]}]
+    got = {list(g.outputs)[i]: recs for i, recs in g.plans["web"].run(records)}
+    assert got["raw"] == [{"message": secret, "log.flags": ["partial"]}]
+    assert "abcdefgh12345678" not in got["masked"][0]["message"]
+    assert "tagged" not in got["masked"][0]
+    assert got["tagged"][0]["message"] == secret and got["tagged"][0]["tagged"] == "yes"
+    assert got["a"] == [{"message": secret, "log.flags": ["partial"]}]
+    assert got["b"][0]["b"] == "yes"
+    # Lists are copies too: a change to one branch's flags stays there.
+    got["tagged"][0]["log.flags"].append("x")
+    assert got["raw"][0]["log.flags"] == ["partial"]
+
+
+def test_a_route_branch_reference_needs_a_known_branch(tmp_path: Path) -> None:
+    ship = graph(tmp_path)
+    ship["transforms"]["split"] = {
+        "type": "route",
+        "inputs": ["no-probes"],
+        "routes": {"errors": 'record["status"] >= 500'},
+    }
+    ship["outputs"]["raw"]["inputs"] = ["split.error"]
+    assert_one_sentence(check(tmp_path, ship), "'split.error'", "split.errors", "split._unmatched")
+    ship["outputs"]["raw"]["inputs"] = ["split"]
+    assert_one_sentence(check(tmp_path, ship), "'split'", "several outputs", "split.errors")
