@@ -240,8 +240,10 @@ def test_static_site_serves_a_new_commit_after_the_push_webhook_without_restarti
         repo = pod.run_dir / "static-site" / "volumes" / "demo-repo"
         marker = uuid.uuid4().hex
         (repo / "index.html").write_text(f"<h1>{marker}</h1>\n")
+        # The repository belongs to the demo-repo container's runAsUser (10001), not to us.
         subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "new content"],
+            ["git", "-c", "safe.directory=*", "-c", "user.name=t", "-c", "user.email=t@t",
+             "commit", "-qam", "new content"],
             cwd=repo, check=True,
         )  # fmt: skip
         assert http(pod.url(8082, "/-/sync"), method="POST")[0] in {200, 202, 204}

@@ -269,6 +269,65 @@ def test_volumes_are_also_at_their_mount_paths_for_paths_built_at_run_time(
     assert not os.path.exists("/srv/built-data")
 
 
+def test_an_empty_dir_at_tmp_is_writable_by_a_non_root_user_on_a_read_only_root(
+    start_up: Callable[..., Up],
+) -> None:
+    # The run dir is under the host's /tmp (pytest's tmp_path), so the volume bound at /tmp
+    # would hide the run dir's own volumes, where the translated /data points.
+    up = start_up(
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: tmpvol}
+        spec:
+          restartPolicy: Never
+          volumes: [{name: tmp, emptyDir: {}}, {name: data, emptyDir: {}}]
+          containers:
+            - name: app
+              securityContext: {runAsUser: 10001, readOnlyRootFilesystem: true}
+              command:
+                - sh
+                - -c
+                - |
+                  echo in-data > /data/f && cat /data/f
+                  t=/t; echo in-tmp > "$$t"mp/built && cat "$$t"mp/built
+                  mktemp -p "$$t"mp && id -u
+              volumeMounts:
+                - {name: tmp, mountPath: /tmp}
+                - {name: data, mountPath: /data}
+        """
+    )
+    assert up.wait_exit(30) == 0, up.err
+    lines = [line.removeprefix("tmpvol/app | ") for line in up.out.splitlines()[-4:]]
+    assert lines[0] == "in-data"
+    assert lines[1] == "in-tmp"
+    assert lines[2].startswith("/tmp/tmp.")
+    assert lines[3] == "10001"
+    volumes = up.run_dir.resolve() / "tmpvol" / "volumes"
+    assert (volumes / "tmp" / "built").read_text() == "in-tmp\n"
+    assert (volumes / "data" / "f").read_text() == "in-data\n"
+
+
+def test_a_non_root_user_may_open_dev_stdout_and_dev_stderr(start_up: Callable[..., Up]) -> None:
+    # nginx's `access_log /dev/stdout` as runAsUser: the runtime gives the user its pipes.
+    up = start_up(
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: stdio}
+        spec:
+          restartPolicy: Never
+          securityContext: {runAsUser: 10001, runAsGroup: 10001}
+          containers:
+            - name: app
+              command: [sh, -c, "echo to-stdout > /dev/stdout && echo to-stderr > /dev/stderr"]
+        """
+    )
+    assert up.wait_exit(30) == 0, up.err
+    assert "stdio/app | to-stdout" in up.out
+    assert "stdio/app | to-stderr" in up.out
+
+
 def test_run_as_non_root_with_user_0_is_refused(tmp_path: Path) -> None:
     import subprocess
 

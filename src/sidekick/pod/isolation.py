@@ -391,6 +391,7 @@ class ContainerIsolation:
         binds: list[tuple[str, str, bool]],
         scratch: Path,
         pod_ns: PodNamespace | None,
+        keep: list[str] | None = None,
     ) -> None:
         self.iso = iso
         self.identity = identity
@@ -400,6 +401,7 @@ class ContainerIsolation:
         self.binds = binds
         self.scratch = scratch
         self.pod_ns = pod_ns
+        self.keep = keep or []
         self.main_pid: int | None = None
 
     def _ids(self) -> dict[str, Any]:
@@ -422,6 +424,7 @@ class ContainerIsolation:
             "scratch": str(self.scratch),
             "userns": self.iso.mode == "userns",
             "binds": [list(b) for b in self.binds],
+            "keep": list(self.keep),
             "cwd": cwd or os.getcwd(),
             "readOnlyRoot": self.read_only_root,
             "noNewPrivs": self.no_new_privs,
@@ -590,11 +593,13 @@ def prepare_pod(
         hosts = sorted(set(table.values()) | {str(dirs.state[c.name])})
         needed = [*hosts, os.getcwd(), sys.prefix, os.path.realpath(sys.base_prefix)]
         binds = [(h, h, h in read_only) for h in hosts]
-        # The volumes at their mount paths too, unless that would hide a path bound above.
+        # The volumes at their mount paths too, after the host paths: where one hides a path
+        # the container needs (an emptyDir at /tmp over a run dir under /tmp), nsinit shows
+        # that path again on top of it.
         at_mount = [
             (host, mp, host in read_only)
             for mp, host in sorted(table.items(), key=lambda kv: len(kv[0]))
-            if mp != host and not any(_under(h, mp) for h in needed)
+            if mp != host
         ]
         term = getattr(dirs, "termination", {}).get(c.name)
         if term is not None:
@@ -605,7 +610,8 @@ def prepare_pod(
             read_only_root=bool(sc.get("readOnlyRootFilesystem")),
             no_new_privs=sc.get("allowPrivilegeEscalation") is False,
             cap_drop=_dropped_caps(sc),
-            binds=[*at_mount, *binds],
+            binds=[*binds, *at_mount],
+            keep=needed,
             scratch=dirs.root / "ns" / c.name,
             pod_ns=pod_ns,
         )

@@ -31,6 +31,7 @@ import ctypes
 import marshal
 import os
 import signal
+import stat
 import sys
 
 MS_RDONLY = 1
@@ -194,6 +195,58 @@ def _bind(root: str, src: str, dst: str, read_only: bool) -> None:
         _remount_ro(target)
 
 
+def _bind_keeping(
+    root: str,
+    scratch: str,
+    bind: tuple[str, str, bool],
+    keep: list[str],
+    mounts: dict[str, str],
+) -> None:
+    """Bind ``src`` at ``dst``; paths of ``keep`` below ``dst`` stay as they were.
+
+    A volume mounted at ``/tmp`` would hide a run dir under the host's ``/tmp`` (its volumes,
+    where translated paths point) or a checkout under a volume at ``/work``. Each such path is
+    bound aside first, then shown again at its place on a small tmpfs, mounted on a directory
+    made in the volume (as a cluster makes mount points of nested mounts there); nothing else
+    of the volume is hidden. Records the mounts it makes in ``mounts``.
+    """
+    src, dst, read_only = bind
+    target = root + dst
+    hidden: list[str] = []
+    for k in sorted(set(keep), key=len):
+        inside = k != dst and _under(k, dst) and not any(_under(k, h) for h in hidden)
+        if inside and os.path.isdir(root + k):
+            hidden.append(k)
+    aside: list[tuple[str, str, str]] = []  # (path, where it is bound aside, its kind)
+    for k in hidden:
+        stage = os.path.join(scratch, "keep", str(len(mounts)), str(len(aside)))
+        os.makedirs(stage)
+        _mount(root + k, stage, None, MS_BIND | MS_REC)
+        nearest = max((t for t in mounts if _under(root + k, t)), key=len, default="")
+        aside.append((k, stage, mounts.get(nearest, "bind")))
+    _bind(root, src, dst, read_only)
+    covered = {t: kind for t, kind in mounts.items() if t != target and _under(t, target)}
+    for t in covered:
+        del mounts[t]
+    mounts[target] = "bind"
+    shims: list[str] = []
+    for k, stage, kind in aside:
+        shim = os.path.join(target, os.path.relpath(k, dst).split("/")[0])
+        if shim not in shims:
+            os.makedirs(shim, exist_ok=True)
+            _mount("tmpfs", shim, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
+            shims.append(shim)
+            mounts[shim] = "bind"
+        os.makedirs(root + k, exist_ok=True)
+        _mount(stage, root + k, None, MS_BIND | MS_REC)
+        # An overlay shown again stays one: readOnlyRootFilesystem and traverse apply to it.
+        mounts[root + k] = kind
+        # What was mounted below it came along (MS_REC).
+        mounts.update((t, c) for t, c in covered.items() if _under(t, root + k))
+    for shim in shims:
+        _remount_ro(shim)
+
+
 def _traverse(root: str, paths: list[str], mounts: dict[str, str]) -> None:
     """Give every directory above ``paths`` the search bit, where an overlay holds it.
 
@@ -215,10 +268,25 @@ def _traverse(root: str, paths: list[str], mounts: dict[str, str]) -> None:
                 continue
             try:
                 st = os.stat(d)
-                if not st.st_mode & 0o001:
-                    os.chmod(d, (st.st_mode & 0o7777) | 0o001)
+                # Group too: a user whose group is the directory's (gid 0 without
+                # runAsGroup, under root's 0700 home) is judged by the group bits.
+                if st.st_mode & 0o011 != 0o011:
+                    os.chmod(d, (st.st_mode & 0o7777) | 0o011)
             except OSError:
                 continue
+
+
+def _own_stdio(uid: int, gid: int) -> None:
+    """Give the container's user its stdin/stdout/stderr pipes, as a container runtime does,
+    so that opening ``/dev/stdout`` (``/proc/self/fd/1``) works for a user other than root.
+    Terminals and files such as ``/dev/null`` are left alone."""
+    for fd in (0, 1, 2):
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+                os.fchown(fd, uid, gid)
+        except OSError:
+            continue
 
 
 def pivot(root: str) -> None:
@@ -238,9 +306,9 @@ def main(argv: list[str]) -> None:
         raise SetupError("no command given")
     root, mounts = build_root(plan)
     binds = [(str(s), str(d), bool(r)) for s, d, r in plan.get("binds", [])]
+    keep = [str(k) for k in plan.get("keep", [])]
     for src, dst, read_only in binds:
-        _bind(root, src, dst, read_only)
-        mounts[root + dst] = "bind"
+        _bind_keeping(root, str(plan["scratch"]), (src, dst, read_only), keep, mounts)
     if plan.get("traverse"):
         _traverse(root, [str(p) for p in plan["traverse"]], mounts)
     if plan.get("readOnlyRoot"):
@@ -257,6 +325,8 @@ def main(argv: list[str]) -> None:
     # Before the user changes: dropping from the bounding set needs CAP_SETPCAP.
     for cap in plan.get("capDrop", []):
         _libc.prctl(PR_CAPBSET_DROP, int(cap), 0, 0, 0)
+    if uid is not None or gid is not None:
+        _own_stdio(-1 if uid is None else int(uid), -1 if gid is None else int(gid))
     if "groups" in plan:
         os.setgroups([int(g) for g in plan["groups"]])
     if gid is not None:
