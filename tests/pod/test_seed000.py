@@ -1,13 +1,17 @@
 """Seed 000: nginx with a log-reading sidecar on a shared emptyDir, with the real nginx.
 
-The article's manifest is used as written, with two changes for a test machine: a ConfigMap
+The article's manifest is used as written, with three changes for a test machine: a ConfigMap
 mounted at /etc/nginx/conf.d makes nginx listen on a free port instead of 80 (the nginx
-image reads its servers from there, so this is how one would do it on a cluster too), and the
-sidecar's loop sleeps 1 s instead of 30 s.
+image reads its servers from there, so this is how one would do it on a cluster too), the
+sidecar's loop sleeps 1 s instead of 30 s, and the grace period is 3 s instead of the default
+30 s. The sidecar's shell is PID 1 of its container without a SIGTERM handler, so, as the
+kubelet does, a stop waits the whole grace period for it, then SIGKILLs it (exit code 137);
+nginx quits on its image's stop signal at once.
 """
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Callable
 
@@ -33,6 +37,7 @@ kind: Pod
 metadata:
   name: webserver
 spec:
+  terminationGracePeriodSeconds: 3
   volumes:
     - name: shared-logs
       emptyDir: {{}}
@@ -82,7 +87,17 @@ def test_seed_000_sidecar_prints_nginx_access_log(start_up: Callable[..., Up]) -
     )
     log = up.run_dir / "webserver" / "volumes" / "shared-logs" / "access.log"
     assert line in log.read_text()
-    assert up.stop() == 0
+    _assert_stops_as_the_kubelet_does(up)
+
+
+def _assert_stops_as_the_kubelet_does(up: Up) -> None:
+    began = time.monotonic()
+    assert up.stop(timeout=30) == 0, up.err
+    took = time.monotonic() - began
+    assert "webserver/nginx Terminated (Completed, exit code 0)" in up.err
+    assert "did not stop within the grace period of 3s; sending SIGKILL" in up.err
+    assert "webserver/sidecar-container Terminated (Error, exit code 137)" in up.err
+    assert took >= 3.0
 
 
 def test_nginx_command_without_config_flag_reads_the_image_config(
@@ -105,4 +120,4 @@ def test_nginx_command_without_config_flag_reads_the_image_config(
             return b""
 
     assert b"Welcome to nginx!" in up.wait_for(get, what="nginx answering")
-    assert up.stop() == 0
+    _assert_stops_as_the_kubelet_does(up)
