@@ -346,7 +346,6 @@ class _Reloader:
         self.output_events = output_events
         self.components = components
         self.hash = config_hash(run.cfg)
-        self.retiring: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         watch = self.reloading.watch
@@ -419,9 +418,7 @@ class _Reloader:
         self._publish(cfg, parts, graph)
         new = _start_pipeline(run, self.owner, self.metrics)
         old.retire(new)
-        task = asyncio.create_task(self._close_when_drained(old, old_tasks, old_sinks))
-        self.retiring.add(task)
-        task.add_done_callback(self.retiring.discard)
+        self.owner.spawn("retire outputs", self._close_when_drained(old, old_tasks, old_sinks))
 
     async def _close_when_drained(
         self, old: Pipeline, tasks: list[asyncio.Task[None]], sinks: list[Sink]

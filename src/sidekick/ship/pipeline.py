@@ -476,5 +476,8 @@ class Pipeline:
             unit.ack.delivered()
 
     async def drained(self) -> None:
-        """Return once everything emitted so far has been delivered by every output."""
+        """Return once everything emitted so far has been delivered by every output (of this
+        pipeline and of those it replaced)."""
         await self._idle.wait()
+        if self.previous is not None:
+            await self.previous.drained()
