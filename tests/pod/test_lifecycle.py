@@ -19,9 +19,14 @@ def ev(name: str) -> str:
 
 
 def looping(name: str, before: str = "") -> str:
-    """A container that records its start and its SIGTERM, then exits 0 on SIGTERM."""
+    """A container that records its start and its SIGTERM, then exits 0 on SIGTERM.
+
+    The trap is set before the start is recorded: the shell is PID 1 of its container, which
+    ignores a SIGTERM that comes before the trap (as in a cluster), so a test that stops the
+    Pod once it has seen ``NAME-start`` knows the SIGTERM will be recorded.
+    """
     return (
-        f"{ev(name + '-start')}; trap '{ev(name + '-term')}; exit 0' TERM; {before}"
+        f"trap '{ev(name + '-term')}; exit 0' TERM; {ev(name + '-start')}; {before}"
         "while true; do sleep 0.05; done"
     )
 
@@ -79,7 +84,11 @@ def test_start_order_is_inits_then_sidecars_after_startup_then_mains(
     start_up: Callable[..., Up],
 ) -> None:
     up = start_up(ORDER)
-    up.wait_for(lambda: "main2-start" in events(up), what="main2 start event")
+    # Each container start runs the namespace setup first: main1's shell may write after
+    # main2's on a busy machine.
+    up.wait_for(
+        lambda: {"main1-start", "main2-start"} <= events(up).keys(), what="main start events"
+    )
     t = events(up)
     assert t["init1-end"] <= t["init2-start"]
     assert t["init2-end"] <= t["side1-start"]
@@ -96,7 +105,10 @@ def test_stop_terminates_mains_then_sidecars_in_reverse_order(
 ) -> None:
     up = start_up(ORDER)
     up.wait_for(lambda: up.container("main2")["state"] == "Running", what="main2 running")
-    up.wait_for(lambda: "main2-start" in events(up), what="main2 start event")
+    # Every shell has set its trap (see looping); the sidecars' startupProbes saw theirs.
+    up.wait_for(
+        lambda: {"main1-start", "main2-start"} <= events(up).keys(), what="main start events"
+    )
     assert up.stop() == 0
     t = events(up)
     assert max(t["main1-term"], t["main2-term"]) <= t["side2-term"] <= t["side1-term"]
@@ -113,7 +125,11 @@ spec:
   initContainers:
     - name: side
       restartPolicy: Always
-      command: [sh, -c, "{looping("side")}"]
+      command: [sh, -c, "{looping("side", "touch /ts/side-up; ")}"]
+      # Started once its trap is set, so the SIGTERM after the job is recorded.
+      startupProbe:
+        exec: {{command: [test, -f, /ts/side-up]}}
+        periodSeconds: 1
       {MOUNT}
   containers:
     - name: job
