@@ -255,6 +255,7 @@ def test_sidecar_stops_after_main_completes_and_its_exit_code_does_not_fail_the_
           template:
             spec:
               restartPolicy: Never
+              terminationGracePeriodSeconds: 2
               initContainers:
                 - name: side
                   restartPolicy: Always
@@ -267,7 +268,57 @@ def test_sidecar_stops_after_main_completes_and_its_exit_code_does_not_fail_the_
     assert up.wait_exit(30) == 0, up.err
     status = job_status(up, "withside")
     side = status["initContainerStatuses"][0]
-    assert (side["state"], side["exitCode"]) == ("Terminated", 143)
+    # `sleep` is PID 1 of its container without a handler: SIGTERM is ignored, as in a
+    # cluster, and SIGKILL ends it after the grace period.
+    assert (side["state"], side["exitCode"]) == ("Terminated", 137)
+    assert status["phase"] == "Succeeded"
+    assert conditions(status)[-1] == ("Complete", "CompletionsReached")
+
+
+def test_a_log_shipping_sidecar_prints_the_jobs_line_then_is_killed_after_the_grace_period(
+    start_up: Callable[..., Up],
+) -> None:
+    # The shape of the documentation's Job with a sidecar: the main container writes a line to
+    # a shared file and exits; the sidecar's `tail` (exec'ed by sh) is PID 1 of its container
+    # without a SIGTERM handler, so, as in a cluster, it keeps printing until SIGKILL ends it
+    # at the end of the grace period, and the Job still completes.
+    up = start_up(
+        """
+        apiVersion: batch/v1
+        kind: Job
+        metadata: {name: shipjob}
+        spec:
+          template:
+            spec:
+              restartPolicy: Never
+              terminationGracePeriodSeconds: 3
+              volumes:
+                - name: logs
+                  emptyDir: {}
+              initContainers:
+                - name: shipper
+                  image: busybox:1.36
+                  restartPolicy: Always
+                  command: ["sh", "-c", "tail -F /var/log/job.log"]
+                  volumeMounts:
+                    - name: logs
+                      mountPath: /var/log
+              containers:
+                - name: worker
+                  image: busybox:1.36
+                  command: ["sh", "-c", "echo 'job step finished' >> /var/log/job.log"]
+                  volumeMounts:
+                    - name: logs
+                      mountPath: /var/log
+        """
+    )
+    assert up.wait_exit(60) == 0, up.err
+    assert "shipjob/shipper | job step finished" in up.out
+    assert "did not stop within the grace period of 3s; sending SIGKILL" in up.err
+    status = job_status(up, "shipjob")
+    shipper = status["initContainerStatuses"][0]
+    assert (shipper["state"], shipper["exitCode"]) == ("Terminated", 137)
+    assert status["containerStatuses"][0]["exitCode"] == 0
     assert status["phase"] == "Succeeded"
     assert conditions(status)[-1] == ("Complete", "CompletionsReached")
 
