@@ -206,6 +206,84 @@ def test_webapp_ships_the_apps_json_line_and_nginxs_access_line_parsed(tmp_path:
     assert nginx["http.response.status_code"] == 200
 
 
+def shipped_metric(pod: Running, port: int, name: str, **labels: str) -> float:
+    _code, text = http(pod.url(port, "/metrics"))
+    want = {f'{k}="{v}"' for k, v in labels.items()}
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head.startswith(name + "{") and want <= set(head[len(name) + 1 : -1].split(",")):
+            return float(value)
+    return 0.0
+
+
+def test_webapp_ship_pipeline_drops_probe_lines(tmp_path: Path) -> None:
+    with run_up("webapp", tmp_path) as pod:
+        marker = uuid.uuid4().hex
+        for path in ("/healthz", "/readyz"):
+            assert http(pod.url(8080, f"{path}?probe={marker}"))[0] == 200
+        assert http(pod.url(8080, f"/?after={marker}"))[0] == 200
+        # The request after the probes is shipped: the probes' lines were read before it.
+        wait_for(
+            "the request after the probes",
+            lambda: len(pod.records("log-shipper", f"after={marker}")) == 2,
+            timeout=10,
+        )
+        dropped = shipped_metric(
+            pod,
+            9080,
+            "sidekick_ship_component_records_total",
+            component="no-probes",
+            direction="dropped",
+        )
+        lines = pod.lines("log-shipper")
+    # nginx logs the probes (its /healthz, its /readyz and the app's /healthz behind it) and
+    # the kubelet's probes: the filter dropped every one of them.
+    assert dropped >= 3
+    assert not [line for line in lines if f"probe={marker}" in line]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert not [r for r in records if r.get("url.path") in ("/healthz", "/readyz")]
+
+
+def test_webapp_ship_pipeline_masks_the_bearer_token_the_app_logs(tmp_path: Path) -> None:
+    token = "FAKE-demo-token-" + uuid.uuid4().hex
+    with run_up("webapp", tmp_path) as pod:
+        marker = uuid.uuid4().hex
+        request = urllib.request.Request(
+            pod.url(8080, f"/?visit={marker}"), headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.status == 200
+        wait_for(
+            "the app's and nginx's records",
+            lambda: len(pod.records("log-shipper", marker)) == 2,
+            timeout=10,
+        )
+        (app,) = [r for r in pod.records("log-shipper", marker) if "level" in r]
+        text = pod.output_file.read_text(errors="replace")
+    assert app["http.request.header.authorization"] == "Bearer [REDACTED:bearer_token]"
+    assert token not in text
+
+
+def test_webapp_ship_pipeline_routes_5xx_lines_to_the_errors_output(tmp_path: Path) -> None:
+    with run_up("webapp", tmp_path) as pod:
+        marker = uuid.uuid4().hex
+        assert http(pod.url(8080, f"/boom?visit={marker}"))[0] == 500
+        assert http(pod.url(8080, f"/?visit={marker}"))[0] == 200
+        # /boom: the app's and nginx's lines, each to both outputs; /: two lines, one output.
+        wait_for(
+            "every record of both requests",
+            lambda: len(pod.records("log-shipper", marker)) == 6,
+            timeout=10,
+        )
+        records = pod.records("log-shipper", marker)
+    boom = [r for r in records if r["url.path"] == "/boom"]
+    ok = [r for r in records if r["url.path"] == "/"]
+    # The errors output's copies are marked; the other output's records are not (a transform
+    # on one branch never changes another branch's records).
+    assert sorted(r.get("event.kind", "") for r in boom) == ["", "", "alert", "alert"]
+    assert [r.get("event.kind") for r in ok] == [None, None]
+
+
 @pytest.mark.parametrize("variant", ["", "-classic"])
 def test_webapp_ships_the_last_lines_written_as_the_pod_stops(tmp_path: Path, variant: str) -> None:
     # The Pod is stopped right after a request: its log line, and the line the app writes

@@ -157,3 +157,32 @@ def test_check_does_not_take_the_state_dir_lock_of_a_running_shipper(tmp_path: P
         assert shipper.terminate() == 0
     finally:
         shipper.stop_quietly()
+
+
+def test_output_urls_in_the_config_expand_environment_variables(tmp_path: Path) -> None:
+    config = tmp_path / "ship.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "ship": {
+                    "inputs": {"web": f"file://{tmp_path}/*.log"},
+                    "outputs": {
+                        "everything": {"url": "$(LOG_OUTPUT)", "inputs": ["web"]},
+                        "unset": {
+                            "url": f"file://{tmp_path}/$(NOT_SET_ANYWHERE)$$x",
+                            "inputs": ["web"],
+                        },
+                        "again": {"url": "stdout:", "inputs": ["web"]},
+                    },
+                }
+            }
+        )
+    )
+    env = {**os.environ, "LOG_OUTPUT": "stdout:", "SIDEKICK_SHIP_STATE_DIR": str(tmp_path / "s")}
+    env.pop("NOT_SET_ANYWHERE", None)
+    result = run("--config", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    # Two named outputs share stdout:; an unset variable stays as written, $$ is one $.
+    assert "  everything stdout:" in result.stdout
+    assert "  again stdout:" in result.stdout
+    assert f"  unset file://{tmp_path}/$(NOT_SET_ANYWHERE)$x" in result.stdout

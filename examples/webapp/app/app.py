@@ -1,8 +1,12 @@
 """The webapp example's main container (seed 001): a Flask app that answers ``Hello, World!``.
 
-Every request to ``/`` is logged as one JSON line to ``LOG_FILE`` (default
-``/var/log/app/logs.txt``, a volume shared with the log sidecar), which is how the seed hands its
-logs to the sidecar; the file is rotated at 10 MiB so the volume stays bounded. ``/healthz`` is for probes and is not logged, so probes do not flood the logs.
+Every request is logged as one JSON line to ``LOG_FILE`` (default ``/var/log/app/logs.txt``, a
+volume shared with the log sidecar), which is how the seed hands its logs to the sidecar; the
+file is rotated at 10 MiB so the volume stays bounded. Probes (``/healthz``) are logged too, as
+many apps do: the sidecar's filter drops them. ``/boom`` answers 500 (the sidecar routes 5xx
+lines to a second output), and a request's ``Authorization`` header is logged as it came, the
+mistake the sidecar's redaction is there for (try it with an obviously fake token, like
+``curl -H 'Authorization: Bearer FAKE-demo-token-0123456789' localhost:8080/``).
 
 It is served by Werkzeug's threaded server rather than gunicorn to keep the image to one
 dependency; the nginx sidecar in front of it does the connection handling a production server
@@ -55,20 +59,27 @@ def healthz() -> str:
     return "ok"
 
 
+@app.get("/boom")
+def boom() -> tuple[str, int]:
+    return "Internal Server Error\n", 500
+
+
 @app.after_request
 def log_request(response: Response) -> Response:
-    if request.path != "/healthz":
-        fields = {
-            "http.request.method": request.method,
-            "url.path": request.path,
-            "url.query": request.query_string.decode("latin-1"),
-            "http.response.status_code": response.status_code,
-            "client.address": request.headers.get("X-Real-IP", request.remote_addr),
-        }
-        target = request.full_path.rstrip("?")
-        request_log.info(
-            "%s %s %d", request.method, target, response.status_code, extra={"fields": fields}
-        )
+    fields = {
+        "http.request.method": request.method,
+        "url.path": request.path,
+        "url.query": request.query_string.decode("latin-1"),
+        "http.response.status_code": response.status_code,
+        "client.address": request.headers.get("X-Real-IP", request.remote_addr),
+    }
+    auth = request.headers.get("Authorization")
+    if auth:
+        fields["http.request.header.authorization"] = auth
+    target = request.full_path.rstrip("?")
+    request_log.info(
+        "%s %s %d", request.method, target, response.status_code, extra={"fields": fields}
+    )
     return response
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +246,28 @@ def load_config(ctx: click.Context, params: dict[str, Any]) -> Any:
     cfg: ShipConfig = build_config(
         ShipConfig, file=params.get("config_file"), section="ship", overrides=over
     )
+    outputs = cfg.outputs.values() if isinstance(cfg.outputs, dict) else cfg.outputs
+    for out in outputs:
+        if not isinstance(out, str):
+            out.url = expand_env(out.url, env)
     return cfg
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand_env(text: str, env: Mapping[str, str]) -> str:
+    """``$(NAME)`` replaced by the environment variable NAME, as Kubernetes expands a
+    container's args: an unset NAME stays as written, ``$$`` is one ``$``. Output URLs in the
+    config file get this, so a manifest's env (``LOG_OUTPUT``) can pick where a graph's
+    output ships."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _VAR.sub(one, text)
 
 
 def _file_fields(config_file: str | None) -> dict[str, Any]:

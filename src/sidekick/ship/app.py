@@ -96,7 +96,11 @@ def prepare(cfg: ShipConfig) -> Prepared:
     names: list[str] = []
     for out in graph.outputs.values():
         sink = create_sink(OutputSpec(out.config.url, dict(out.config.options)))
-        if sink.name in names:
+        if out.named:
+            # Named outputs are known by their name (metrics, logs, the dead-letter file), so
+            # two may share a URL (two stdout: outputs of different records).
+            sink.name = out.name
+        elif sink.name in names:
             raise ConfigError(
                 f"--output {redact_url(out.config.url)!r} is given twice; give each output once"
             )

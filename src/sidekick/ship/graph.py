@@ -63,6 +63,7 @@ class OutputNode:
     name: str
     config: OutputConfig
     inputs: tuple[str, ...]
+    named: bool = False  # named in the config (mapping form), not by its URL
 
 
 # A producer's records handed to one consumer: (reference, copy the records first).
@@ -222,7 +223,7 @@ def build_graph(cfg: ShipConfig) -> Graph:
                     f"output {name!r} has no inputs; add inputs: [NAME] naming an input, a "
                     "transform or a route's branch"
                 )
-            outputs[name] = OutputNode(name, out, _refs(f"output {name!r}", out.inputs))
+            outputs[name] = OutputNode(name, out, _refs(f"output {name!r}", out.inputs), named=True)
     else:
         for out in cfg.output_configs:
             refs = everything if out.inputs is None else _refs(f"output {out.url!r}", out.inputs)
