@@ -46,6 +46,7 @@ def _register() -> None:
     from sidekick.cli.exec import exec_command
 
     main.add_command(ship.ship)
+    main.add_command(ship.ship_tap)
     main.add_command(sync.sync)
     for cmd in pod.commands:
         main.add_command(cmd)

@@ -153,6 +153,12 @@ FLAGS = {
     default=None,
     help="Reload the --config file when its content changes (checked every second), as on SIGHUP.",
 )
+@click.option(
+    "--tap-allow-remote",
+    is_flag=True,
+    default=None,
+    help="Serve the live tap (GET /tap/COMPONENT) to peers other than localhost too.",
+)
 @common_options(default_admin="0.0.0.0:8088")
 @click.pass_context
 def ship(ctx: click.Context, /, **params: Any) -> None:
@@ -205,6 +211,7 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
                 prepared=prepared,
                 shutdown_timeout=timeout,
                 reloading=reloading,
+                tap_allow_remote=bool(params.get("tap_allow_remote")),
             )
         except UserError:
             raise
@@ -221,6 +228,51 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
 
     code = run(main, shutdown_timeout=timeout, on_hup=on_hup)
     ctx.exit(code)
+
+
+@click.command("ship-tap")
+@click.argument("component")
+@click.option("--limit", type=int, default=0, help="Stop after N records (default: until Ctrl-C).")
+@click.option(
+    "--admin-addr",
+    default="127.0.0.1:8088",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The running shipper's admin server.",
+)
+def ship_tap(component: str, limit: int, admin_addr: str) -> None:
+    """Print the records leaving COMPONENT of a running `sidekick ship`, as NDJSON.
+
+    \b
+    sidekick ship-tap no-probes --limit 20 --admin-addr 127.0.0.1:9080
+    """
+    import http.client
+    from urllib.parse import quote
+
+    from sidekick.cli.common import admin_addr as parse_addr
+
+    addr = parse_addr(admin_addr)
+    if limit < 0:
+        raise ConfigError(f"--limit {limit} is negative; give 0 (no limit) or more")
+    conn = http.client.HTTPConnection(addr.host, addr.port, timeout=None)
+    try:
+        conn.request("GET", f"/tap/{quote(component, safe='')}?limit={limit}")
+        response = conn.getresponse()
+    except OSError as exc:
+        raise UserError(
+            f"no shipper's admin server answers at {admin_addr} ({exc}); give its address with "
+            "--admin-addr"
+        ) from None
+    if response.status != 200:
+        text = response.read().decode(errors="replace").strip()
+        raise UserError(f"tap {component!r} at {admin_addr}: {text}")
+    try:
+        while line := response.readline():
+            click.echo(line.decode(errors="replace"), nl=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        conn.close()
 
 
 def load_config(ctx: click.Context, params: dict[str, Any]) -> Any:

@@ -54,6 +54,7 @@ from sidekick.ship.sources.base import (
     SourceBatch,
     SourceContext,
 )
+from sidekick.ship.tap import Taps, tap_handler
 
 log = logging.getLogger("sidekick.ship")
 
@@ -170,6 +171,7 @@ class _Running:
         self.output_tasks: list[asyncio.Task[None]] = []
         self.pipeline: Pipeline | None = None
         self.ctx: SourceContext | None = None
+        self.taps: Taps | None = None
         # Sources hand batches here; it forwards them to the pipeline of the moment, and
         # holds them back while the inputs are being replaced.
         self.open = asyncio.Event()
@@ -207,6 +209,7 @@ async def run_shipper(
     prepared: Prepared | None = None,
     shutdown_timeout: float = 30.0,
     reloading: Reloading | None = None,
+    tap_allow_remote: bool = False,
 ) -> bool:
     """Run the shipper until ``shutdown`` is requested, then drain and save the state.
 
@@ -228,6 +231,7 @@ async def run_shipper(
     ready = False
     admin: AdminServer | None = None
     run = _Running(cfg, parts, graph)
+    run.taps = Taps(on_drop=metrics.tap_dropped.inc)
     complete = True
     closing: list[Sink] = []
     try:
@@ -238,6 +242,13 @@ async def run_shipper(
                 registry,
                 healthy=owner.alive,
                 ready=lambda: (True, "ok") if ready else (False, "starting"),
+            )
+            admin.add_route(
+                "GET",
+                "/tap/{component}",
+                tap_handler(
+                    run.taps, lambda c: run.graph.refs_of(c), allow_remote=tap_allow_remote
+                ),
             )
             await admin.start()
         _start_pipeline(run, owner, metrics)
@@ -292,6 +303,8 @@ def _start_pipeline(run: _Running, owner: TaskOwner, metrics: ShipMetrics) -> Pi
         dead_letter=DeadLetter(run.parts.state_dir),
         plans=None if graph.shorthand else graph.plans,
         previous=previous,
+        taps=run.taps,
+        output_names=list(graph.outputs),
     )
     run.pipeline = pipeline
     run.output_tasks = [owner.spawn(f"output {o.name}", o.run()) for o in pipeline.outputs]

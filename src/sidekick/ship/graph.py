@@ -37,6 +37,7 @@ from sidekick.ship.sources import resolve_input
 from sidekick.ship.sources.base import InputSpec
 
 if TYPE_CHECKING:
+    from sidekick.ship.tap import Taps
     from sidekick.ship.transforms.base import Transform
 
 DEFAULT = ""  # a transform's one output (sidekick.ship.transforms.base.DEFAULT)
@@ -84,22 +85,37 @@ class Plan:
     input: str
     steps: list[Step]
     outputs: list[tuple[int, list[Take]]]
+    output_names: list[str] = field(default_factory=list)  # by index
 
-    def run(self, records: list[Record]) -> list[tuple[int, list[Record]]]:
-        """Run ``records`` through the transforms; the records each output receives."""
+    def run(
+        self, records: list[Record], taps: Taps | None = None
+    ) -> list[tuple[int, list[Record]]]:
+        """Run ``records`` through the transforms; the records each output receives.
+        ``taps`` (while someone taps) sees what leaves each component."""
+        tapping = taps is not None and taps.active
         streams: dict[str, list[Record]] = {self.input: records}
+        if tapping:
+            assert taps is not None
+            taps.offer(self.input, records)
         for step in self.steps:
             batch = _gather(streams, step.takes)
             if not batch:
                 continue
             name = step.node.name
             for branch, out in step.node.transform.process(batch).items():
-                streams[name if branch == DEFAULT else f"{name}.{branch}"] = out
+                ref = name if branch == DEFAULT else f"{name}.{branch}"
+                streams[ref] = out
+                if tapping:
+                    assert taps is not None
+                    taps.offer(ref, out)
         result: list[tuple[int, list[Record]]] = []
         for index, takes in self.outputs:
             got = _gather(streams, takes)
             if got:
                 result.append((index, got))
+                if tapping:
+                    assert taps is not None
+                    taps.offer(self.output_names[index], got)
         return result
 
 
@@ -138,6 +154,19 @@ class Graph:
     order: tuple[str, ...]  # transform names, each after everything it reads
     shorthand: bool  # every input to every output, nothing between
     plans: dict[str, Plan] = field(default_factory=dict)  # by input name
+
+    def refs_of(self, component: str) -> list[str] | None:
+        """What ``component`` emits, as references (a route: each branch); None if unknown."""
+        if component in self.inputs or component in self.outputs:
+            return [component]
+        node = self.transforms.get(component)
+        if node is None:
+            name, _dot, branch = component.rpartition(".")
+            node = self.transforms.get(name)
+            if node is None or branch not in node.transform.outputs:
+                return None
+            return [component]
+        return [node.name if b == DEFAULT else f"{node.name}.{b}" for b in node.transform.outputs]
 
     def edges(self) -> Iterator[tuple[str, str]]:
         """``(reference, consumer)`` for every edge, inputs first, outputs last."""
@@ -455,4 +484,4 @@ def _plan(graph: Graph, input_name: str) -> Plan:
         )
         for i, o in outs
     ]
-    return Plan(input_name, plan_steps, plan_outs)
+    return Plan(input_name, plan_steps, plan_outs, list(graph.outputs))

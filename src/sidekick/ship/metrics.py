@@ -145,6 +145,11 @@ class ShipMetrics:
             "Starts that found the state file damaged and used its previous copy.",
             registry=r,
         )
+        self.tap_dropped = Counter(
+            p + "tap_dropped",
+            "Records a live tap reader did not get because it read slower than they passed.",
+            registry=r,
+        )
         self.config_reloads = Counter(
             p + "config_reloads",
             "Configuration reloads (SIGHUP, --watch-config) by result: applied, refused (the "

@@ -46,6 +46,7 @@ from sidekick.ship.sources.base import SourceBatch
 
 if TYPE_CHECKING:
     from sidekick.ship.graph import Plan
+    from sidekick.ship.tap import Taps
 
 log = logging.getLogger("sidekick.ship.pipeline")
 
@@ -320,12 +321,17 @@ class Pipeline:
         dead_letter: DeadLetter,
         plans: dict[str, Plan] | None = None,
         previous: Pipeline | None = None,
+        taps: Taps | None = None,
+        output_names: Sequence[str] = (),
     ) -> None:
         if not sinks:
             raise ValueError("a pipeline needs at least one output")
         # By input name: what that input's batches go through; None (the shorthand) sends
         # every batch to every output as it is.
         self.plans = plans
+        # Readers of the live tap (sidekick.ship.tap), and the output names they tap by.
+        self.taps = taps
+        self.output_names = list(output_names) or [s.name for s in sinks]
         # The pipeline this one replaced (a reload) while it still delivers what it holds:
         # its records count against the same in-flight limit.
         self.previous = previous
@@ -369,6 +375,11 @@ class Pipeline:
             return
         if self.plans is None:
             self._queue_all(batch)
+            taps = self.taps
+            if taps is not None and taps.active:
+                taps.offer(input_name, batch.records)
+                for name in self.output_names:
+                    taps.offer(name, batch.records)
         else:
             self._queue_planned(input_name, batch)
         await asyncio.sleep(0)
@@ -397,7 +408,7 @@ class Pipeline:
         if records and batch.parser is not None:
             batch.parser.parse(records)
         assert self.plans is not None
-        routed = self.plans[input_name].run(records) if records else []
+        routed = self.plans[input_name].run(records, self.taps) if records else []
         if not routed:
             # Every record was dropped (or went to no output): handled at once.
             if batch.ack is not None:
