@@ -304,7 +304,7 @@ class _Parser:
             return f"({v} is {lit})"
         c = self.const(lit)
         if isinstance(lit, str):
-            return f"({v} == {c} if type({v}) is str else False)"
+            return f"({v} == {c})"  # a str equals no value of another kind a record holds
         return f"({v} == {c} if {_NUMBER.format(v=v)} else False)"
 
     def compare(self, key: str, op: str, lit: object) -> str:
