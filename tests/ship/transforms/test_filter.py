@@ -60,3 +60,39 @@ def test_mistakes_are_one_sentence_config_errors(options: dict[str, object], say
 def test_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"type .flter. is unknown; use one of .*filter"):
         build_transform("f", "flter", {})
+
+
+def test_conditions_outside_the_fast_path_run_in_cel_with_the_same_rules() -> None:
+    t = build_transform("long", "filter", {"keep": 'size(record["message"]) > 3'})
+    assert not t.condition.fast  # type: ignore[attr-defined]
+    records = [{"message": "long enough"}, {"message": "no"}, {}, {"message": 5}]
+    assert t.process(records)[DEFAULT] == [{"message": "long enough"}]
+    assert t.counters()["condition_errors"] == 2
+
+
+def test_simple_conditions_take_the_fast_path_and_agree_on_a_batch() -> None:
+    text = 'record["http.response.status_code"] >= 500 && record["url.path"].matches("^/api/")'
+    fast = build_transform("fast", "filter", {"keep": text})
+    assert fast.condition.fast  # type: ignore[attr-defined]
+    records = [
+        {"http.response.status_code": 503, "url.path": "/api/x"},
+        {"http.response.status_code": 503, "url.path": "/x"},
+        {"http.response.status_code": "503", "url.path": "/api/x"},
+        {"url.path": "/api/x"},
+    ]
+    assert fast.process(list(records))[DEFAULT] == records[:1]
+    assert fast.counters()["condition_errors"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('record["m"].matches("(")', "regex '(' does not compile"),
+        ('record["a"] + 1', "gives a value of type int, not a boolean"),
+        ('nosuch(record["a"])', "is not valid CEL"),
+    ],
+)
+def test_expressions_are_checked_when_built(text: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_transform("f", "filter", {"keep": text})
+    assert says in str(err.value)

@@ -93,3 +93,12 @@ def test_mistakes_are_config_errors(options: dict[str, object], says: str) -> No
     with pytest.raises(ConfigError, match=None) as err:
         build_transform("clean", "redact", options)
     assert says in str(err.value)
+
+
+def test_bearer_in_any_case_and_a_card_with_spaces_in_another_field() -> None:
+    t = build_transform("clean", "redact", {"patterns": ["bearer_token", "credit_card"]})
+    out = t.process([{"a": "BeArEr abcdefgh123", "b": "card 4111 1111 1111 1111."}])[DEFAULT]
+    assert out[0] == {
+        "a": "BeArEr [REDACTED:bearer_token]",
+        "b": "card [REDACTED:credit_card].",
+    }

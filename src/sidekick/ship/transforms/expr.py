@@ -147,7 +147,7 @@ class Condition(_Program):
         kind = self.expr.return_type()
         if kind not in (cel.Type.BOOL, cel.Type.DYN):
             raise ConfigError(
-                f"transform {self.component!r}: {field} {text!r} gives a {kind.name().lower()}, "
+                f"transform {self.component!r}: {field} {text!r} gives a value of type {kind.name().lower()}, "
                 f"not a boolean; write a condition, {_EXAMPLE}"
             )
         fast = fastpath.compile_fast(text)
