@@ -35,7 +35,7 @@ from sidekick.core.addr import HostPort
 from sidekick.core.admin import AdminServer
 from sidekick.core.durations import format_duration
 from sidekick.core.errors import ConfigError, UserError
-from sidekick.core.redact import redact_url
+from sidekick.core.redact import redact_text, redact_url
 from sidekick.core.runtime import Shutdown, TaskOwner
 from sidekick.ship.checkpoints import CheckpointStore, prepare_state_dir
 from sidekick.ship.config import BatchConfig, RetryConfig, ShipConfig, seconds, size
@@ -395,7 +395,16 @@ class _Reloader:
                 return
             parts = prepare(cfg)
         except UserError as exc:
-            log.error("Reload refused, the running configuration goes on: %s", exc)
+            log.error(
+                "Reload refused, the running configuration goes on: %s", redact_text(str(exc))
+            )
+            metrics.config_reloads.labels("refused").inc()
+            return
+        except Exception as exc:
+            # Not a mistake in the configuration, but no reason to stop shipping either.
+            log.exception(
+                "Reload refused, the running configuration goes on: %s", redact_text(str(exc))
+            )
             metrics.config_reloads.labels("refused").inc()
             return
         run = self.run_state
