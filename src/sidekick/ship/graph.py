@@ -261,6 +261,10 @@ def build_graph(cfg: ShipConfig) -> Graph:
                     f"output {redact_url(out.url)!r} has no inputs; add inputs: [NAME] or "
                     "leave the field out to read every input"
                 )
+            if out.url in outputs:
+                raise ConfigError(
+                    f"--output {redact_url(out.url)!r} is given twice; give each output once"
+                )
             outputs[out.url] = OutputNode(out.url, out, refs)
     _check_refs(inputs, transforms, outputs)
     order = _order(transforms)
