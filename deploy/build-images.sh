@@ -34,11 +34,17 @@ ctx=$(mktemp -d "${TMPDIR:-/tmp}/sidekick-build.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 
 # Wheels for the target Python: ours built from source, the dependencies as binary wheels only
-# (manylinux covers every glibc base such as Debian and the official python images).
+# (manylinux covers every glibc base such as Debian and the official python images). pip does
+# not widen an explicit --platform to older manylinux versions, so each one a dependency may
+# publish is named, up to glibc 2.36 (Debian 12, python:3.12-slim).
+platforms=()
+for tag in manylinux_2_36 manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 \
+           manylinux_2_27 manylinux_2_24 manylinux2014 manylinux2010 manylinux1; do
+  platforms+=(--platform "${tag}_$arch")
+done
 download() {
   "$python" -m pip download -q --only-binary=:all: --implementation cp --python-version "$pyver" \
-    --platform "manylinux_2_36_$arch" --platform "manylinux2014_$arch" --platform any \
-    -d "$1" "${@:2}"
+    "${platforms[@]}" --platform any -d "$1" "${@:2}"
 }
 mkdir -p "$ctx/sidekick/wheels" "$ctx/app/wheels" "$ctx/app/apps"
 "$python" -m pip wheel -q --no-deps "$repo" -w "$ctx/sidekick/wheels"
