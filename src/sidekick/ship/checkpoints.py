@@ -419,6 +419,11 @@ class CheckpointStore:
             last = loop.time()
 
     def close(self) -> None:
+        # A snapshot the flusher took may still be on its way to disk in a worker thread (its
+        # task was cancelled, the thread was not): write the state again here rather than
+        # leave the last word to a thread that may not finish before the process ends.
+        if self._seq > self._written_seq:
+            self.dirty = True
         with contextlib.suppress(OSError):
             self.save_if_dirty()
         self.unlock()
