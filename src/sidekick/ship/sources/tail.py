@@ -543,39 +543,23 @@ class TailSource:
         wanted = {f.ident: f for f in gone}
         dirs = {_static_dir(p) for p in self.patterns}
         dirs.update(os.path.dirname(f.path) for f in gone)
-        unsure = False
-        for d in dirs:
-            try:
-                with os.scandir(d) as it:
-                    entries = list(it)
-            except (FileNotFoundError, NotADirectoryError):
+        found, unsure = self._regular_files_in(dirs)
+        for ident, path in found:
+            f = wanted.pop(ident, None)
+            if f is None:
                 continue
-            except OSError as exc:
-                self._error("list", d, exc)
-                unsure = True
+            old = f.path
+            f.path = path
+            self._room()  # a rotated file is reopened even over the budget
+            if not self._reopen(f):
+                f.path = old  # tried again at the next scan
                 continue
-            for e in entries:
-                try:
-                    if not e.is_file(follow_symlinks=False):
-                        continue
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                f = wanted.pop((st.st_dev, st.st_ino), None)
-                if f is None:
-                    continue
-                old = f.path
-                f.path = e.path
-                self._room()  # a rotated file is reopened even over the budget
-                if not self._reopen(f):
-                    f.path = old  # tried again at the next scan
-                    continue
-                with contextlib.suppress(KeyError):
-                    self._lag.remove(old)
-                self.store.update(f.key, {"path": f.path})
-                f.rotated_at = now
-                self._rotations.inc()
-                log.info("%s was rotated to %s; reading it to its end.", old, f.path)
+            with contextlib.suppress(KeyError):
+                self._lag.remove(old)
+            self.store.update(f.key, {"path": f.path})
+            f.rotated_at = now
+            self._rotations.inc()
+            log.info("%s was rotated to %s; reading it to its end.", old, f.path)
         if unsure:
             return  # the rest may be in a directory that could not be listed
         for f in wanted.values():
@@ -738,12 +722,34 @@ class TailSource:
                 missing.remove(key)  # matched, only waiting for a descriptor
             else:
                 wanted[ident] = key
-        unsure = False
         dirs = {_static_dir(p) for p in self.patterns}
         for key in missing:
             entry = self.store.get(key)
             if entry and entry.get("path"):
                 dirs.add(os.path.dirname(str(entry["path"])))
+        found, unsure = self._regular_files_in(dirs)
+        for ident, path in found:
+            if ident in wanted and ident not in self.files:
+                log.info("Finishing %s (rotated while ship was stopped).", path)
+                self._room()  # rotated files are opened even over the budget
+                self._open(path, ident, first_start=False, rotated=True)
+        self._log_started()
+        if unsure:
+            return  # positions are kept until a start that can look everywhere
+        open_keys = {f.key for f in self.files.values()}
+        for key in missing:
+            if key not in open_keys:
+                entry = self.store.get(key) or {}
+                log.info("%s is gone; forgetting its position.", entry.get("path", key))
+                self.store.drop(key)
+
+    def _regular_files_in(
+        self, dirs: Iterable[str]
+    ) -> tuple[list[tuple[tuple[int, int], str]], bool]:
+        """(identity, path) of the regular files directly in ``dirs``, and whether some
+        directory could not be listed (then a file not found may still be there)."""
+        found: list[tuple[tuple[int, int], str]] = []
+        unsure = False
         for d in dirs:
             try:
                 with os.scandir(d) as it:
@@ -761,19 +767,8 @@ class TailSource:
                     st = e.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                ident = (st.st_dev, st.st_ino)
-                if ident in wanted and ident not in self.files:
-                    log.info("Finishing %s (rotated while ship was stopped).", e.path)
-                    self._room()  # rotated files are opened even over the budget
-                    self._open(e.path, ident, first_start=False, rotated=True)
-        self._log_started()
-        if unsure:
-            return  # positions are kept until a start that can look everywhere
-        for key in missing:
-            if key not in {f.key for f in self.files.values()}:
-                entry = self.store.get(key) or {}
-                log.info("%s is gone; forgetting its position.", entry.get("path", key))
-                self.store.drop(key)
+                found.append(((st.st_dev, st.st_ino), e.path))
+        return found, unsure
 
     def _take_fingerprint(self, f: _File) -> None:
         head = os.pread(f.fd, FP_BYTES, 0)
