@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from sidekick.core.ratelog import RateLimitedLog
+from sidekick.ship.config import IngestConfig, seconds
 from sidekick.ship.sources.receiver import InputMetrics
 
 log = logging.getLogger("sidekick.ship.receiver")
@@ -42,6 +43,15 @@ class StreamLimits:
     max_connections: int = 512
     idle_timeout: float = 75.0
     frame_timeout: float = 30.0
+
+    @classmethod
+    def of(cls, ingest: IngestConfig) -> StreamLimits:
+        """The limits the ``ingest`` section sets for every stream receiver."""
+        return cls(
+            max_connections=ingest.max_connections,
+            idle_timeout=seconds(ingest.keepalive_timeout),
+            frame_timeout=seconds(ingest.body_timeout),
+        )
 
 
 class Stream:

@@ -39,14 +39,14 @@ import msgpack
 
 from sidekick.core.errors import ConfigError
 from sidekick.core.redact import redact_url
-from sidekick.ship.config import seconds, size
+from sidekick.ship.config import size
 from sidekick.ship.records import MESSAGE, TIMESTAMP, Record
 from sidekick.ship.sources._streams import Closed, Stream, StreamLimits, Streams
 from sidekick.ship.sources.base import InputSpec, SourceContext
 from sidekick.ship.sources.http import Rejected, inflate
 from sidekick.ship.sources.otlp_grpc import parse_address
 from sidekick.ship.sources.receiver import Receiver, Stamps, encode_records, spool_name
-from sidekick.ship.sources.spool import SpoolFullError, SpoolStats, SpoolWriteError
+from sidekick.ship.sources.spool import SpoolFullError, SpoolWriteError
 
 log = logging.getLogger("sidekick.ship.forward")
 
@@ -168,19 +168,12 @@ class ForwardSource(Receiver):
         self.port: int = self._sock.getsockname()[1]
         self.streams = Streams(
             self.metrics,
-            StreamLimits(
-                max_connections=ingest.max_connections,
-                idle_timeout=seconds(ingest.keepalive_timeout),
-                frame_timeout=seconds(ingest.body_timeout),
-            ),
+            StreamLimits.of(ingest),
             self._handle,
         )
         try:
             self.open_spool(
                 spool_name("forward", f"{self.addr.host}:{self.port}"),
-                stats=SpoolStats(
-                    on_fsync=self.metrics.fsync.observe, on_bytes=self.metrics.spool_bytes.set
-                ),
             )
         except BaseException:
             self._sock.close()

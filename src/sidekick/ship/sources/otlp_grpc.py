@@ -42,7 +42,7 @@ from sidekick.ship.sources._otlp_map import (
 from sidekick.ship.sources.base import InputSpec, SourceContext
 from sidekick.ship.sources.http import TokenFile
 from sidekick.ship.sources.receiver import Receiver, encode_records, spool_name
-from sidekick.ship.sources.spool import SpoolFullError, SpoolStats, SpoolWriteError
+from sidekick.ship.sources.spool import SpoolFullError, SpoolWriteError
 
 log = logging.getLogger("sidekick.ship.otlp_grpc")
 
@@ -110,9 +110,6 @@ class OtlpGrpcSource(Receiver):
         self.port = port
         self.open_spool(
             spool_name("otlp+grpc", f"{self.addr.host}:{port}"),
-            stats=SpoolStats(
-                on_fsync=self.metrics.fsync.observe, on_bytes=self.metrics.spool_bytes.set
-            ),
         )
 
     async def serve(self) -> None:

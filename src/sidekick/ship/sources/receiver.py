@@ -232,13 +232,16 @@ class Receiver:
         self,
         dirname: str,
         *,
-        stats: SpoolStats,
+        stats: SpoolStats | None = None,
         segment_bytes: int | None = None,
         adopt_legacy: bool = False,
     ) -> None:
         """Create the spool under ``<state-dir>/spool/<dirname>`` and its reader, and take over
         what a previous run left (the checkpoint store is loaded by now)."""
         ctx = self.ctx
+        if stats is None:
+            metrics = self.input_metrics()
+            stats = SpoolStats(on_fsync=metrics.fsync.observe, on_bytes=metrics.spool_bytes.set)
         max_bytes = size(ctx.config.ingest.spool_max_bytes)
         if segment_bytes is None:
             # Only sealed segments are deleted, so a segment must be small next to the limit:

@@ -42,14 +42,14 @@ from urllib.parse import unquote, urlsplit
 from sidekick.core.errors import ConfigError
 from sidekick.core.ratelog import RateLimitedLog
 from sidekick.core.redact import redact_url
-from sidekick.ship.config import seconds, size
+from sidekick.ship.config import size
 from sidekick.ship.records import PARSE_ERROR, Record
 from sidekick.ship.sources._streams import Closed, Stream, StreamLimits, Streams
 from sidekick.ship.sources._syslog_parse import FrameError, Framer, parse
 from sidekick.ship.sources.base import InputSpec, SourceContext
 from sidekick.ship.sources.otlp_grpc import parse_address
 from sidekick.ship.sources.receiver import Receiver, encode_records, spool_name
-from sidekick.ship.sources.spool import SpoolFullError, SpoolStats, SpoolWriteError
+from sidekick.ship.sources.spool import SpoolFullError, SpoolWriteError
 
 log = logging.getLogger("sidekick.ship.syslog")
 
@@ -126,19 +126,12 @@ class SyslogSource(Receiver):
         self.where = where
         self.streams = Streams(
             self.metrics,
-            StreamLimits(
-                max_connections=ingest.max_connections,
-                idle_timeout=seconds(ingest.keepalive_timeout),
-                frame_timeout=seconds(ingest.body_timeout),
-            ),
+            StreamLimits.of(ingest),
             self._handle,
         )
         try:
             self.open_spool(
                 spool_name(scheme, where),
-                stats=SpoolStats(
-                    on_fsync=self.metrics.fsync.observe, on_bytes=self.metrics.spool_bytes.set
-                ),
             )
         except BaseException:
             self._sock.close()
