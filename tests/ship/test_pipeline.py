@@ -16,12 +16,13 @@ from sidekick.ship.deadletter import DEAD_LETTER_FILE, DeadLetter
 from sidekick.ship.metrics import ShipMetrics
 from sidekick.ship.pipeline import RECORD_OVERHEAD, Pipeline, PipelineSettings
 from sidekick.ship.records import DELIVERED, Record, SendResult
+from sidekick.ship.sinks.base import BaseSink
 from sidekick.ship.sources.base import SourceBatch
 
 Script = Callable[[list[Record]], SendResult]
 
 
-class ScriptedSink:
+class ScriptedSink(BaseSink):
     """Answers each send with the next step of a script, then delivers everything."""
 
     def __init__(self, name: str, steps: list[Script | BaseException] | None = None) -> None:
@@ -301,7 +302,7 @@ async def test_the_queue_limit_counts_record_memory_not_line_bytes(tmp_path: Pat
 
 async def test_sink_concurrency_allows_that_many_batches_in_flight(tmp_path: Path) -> None:
     sink = ScriptedSink("s")
-    sink.concurrency = 2  # type: ignore[attr-defined]
+    sink.concurrency = 2
     sink.gate = asyncio.Event()
     pipe, _ = make(tmp_path, sink, batch_max_records=1)
     tracker = AckTracker()
@@ -323,7 +324,7 @@ async def test_sink_concurrency_allows_that_many_batches_in_flight(tmp_path: Pat
 
 async def test_failure_in_a_concurrent_send_ends_the_output_task(tmp_path: Path) -> None:
     sink = ScriptedSink("s", [PermanentError("HTTP 400")])
-    sink.concurrency = 2  # type: ignore[attr-defined]
+    sink.concurrency = 2
     (tmp_path / DEAD_LETTER_FILE).mkdir()  # the dead-letter write fails
     pipe, _ = make(tmp_path, sink)
     task = asyncio.create_task(pipe.outputs[0].run())

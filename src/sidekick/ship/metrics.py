@@ -175,8 +175,9 @@ class OutputEventsCollector(Collector):
 
     Some outcomes are known only inside one kind of output: an OTLP collector's partial
     success (``rejected_by_peer``), syslog datagrams cut to size (``truncated``) or reported
-    lost (``udp_errors``). A sink exposes them with an optional ``counters()`` method; they are
-    read when ``/metrics`` is scraped, so sinks stay free of Prometheus.
+    lost (``udp_errors``). A sink exposes them with ``counters()`` (part of the ``Sink``
+    protocol; empty for most outputs); they are read when ``/metrics`` is scraped, so sinks
+    stay free of Prometheus.
     """
 
     def __init__(self, sinks: Sequence[Sink]) -> None:
@@ -189,10 +190,7 @@ class OutputEventsCollector(Collector):
             labels=["output", "event"],
         )
         for sink in self.sinks:
-            counters = getattr(sink, "counters", None)
-            if counters is None:
-                continue
-            for event, value in sorted(counters().items()):
+            for event, value in sorted(sink.counters().items()):
                 family.add_metric([sink.name, event], value)
         yield family
 

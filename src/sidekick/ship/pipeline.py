@@ -196,7 +196,7 @@ class OutputWorker:
         # A sink may allow several batches in flight at once (``concurrency``, e.g. HTTP
         # outputs, whose server works while we encode the next batch); the ack trackers
         # keep checkpoints in order whatever order the batches finish in.
-        limit = max(1, int(getattr(self.sink, "concurrency", 1)))
+        limit = max(1, self.sink.concurrency)
         if limit == 1:
             while True:
                 await self._send(await self._take())

@@ -58,9 +58,12 @@ class Parser(Protocol):
 
 
 class Sink(Protocol):
-    """Delivers batches of records to one destination."""
+    """Delivers batches of records to one destination (defaults in ``sinks.base.BaseSink``)."""
 
     name: str
+    concurrency: int  # batches it may have in flight at once (1: one at a time)
+
+    def counters(self) -> dict[str, int]: ...  # its own events for /metrics, e.g. "truncated"
 
     async def send(self, records: list[Record]) -> SendResult: ...
 

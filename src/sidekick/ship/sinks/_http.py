@@ -59,6 +59,7 @@ from sidekick.core.errors import ConfigError, TemporaryError
 from sidekick.core.ratelog import RateLimitedLog
 from sidekick.core.redact import redact_text, redact_url
 from sidekick.ship.records import DELIVERED, Record, SendResult
+from sidekick.ship.sinks.base import BaseSink
 
 log = logging.getLogger("sidekick.ship.sinks")
 # Conditions that repeat with every retry (a refused password, a bad response) are logged
@@ -493,7 +494,7 @@ async def send_splitting_on_413(
     return out if not out.all_delivered else DELIVERED
 
 
-class PushSink:
+class PushSink(BaseSink):
     """What the HTTP aggregator outputs share: encode a batch, gzip it off the loop, POST it.
 
     A subclass sets ``name``, ``url``, ``_client``, ``_headers`` and ``_gzip`` in its

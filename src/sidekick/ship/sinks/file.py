@@ -31,11 +31,12 @@ from sidekick.ship.files import file_url_path, write_all
 from sidekick.ship.records import DELIVERED, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._encode import encode_ndjson
+from sidekick.ship.sinks.base import BaseSink
 
 THREAD_WRITE_BYTES = 256 * 1024  # smaller writes are cheaper than a thread hand-off
 
 
-class FileSink:
+class FileSink(BaseSink):
     def __init__(self, path: Path, *, fsync: bool = False, url: str | None = None) -> None:
         self.path = path
         self.name = url or f"file://{path}"

@@ -12,9 +12,10 @@ from sidekick.ship.files import write_all
 from sidekick.ship.records import DELIVERED, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._encode import encode_ndjson
+from sidekick.ship.sinks.base import BaseSink
 
 
-class StdoutSink:
+class StdoutSink(BaseSink):
     def __init__(self, fd: int = 1) -> None:
         self.name = "stdout:"
         self.fd = fd

@@ -44,6 +44,7 @@ from sidekick.core.errors import TemporaryError
 from sidekick.ship.records import DELIVERED, HOST_NAME, MESSAGE, TIMESTAMP, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._http import Target, load_options, option_error, parse_target
+from sidekick.ship.sinks.base import BaseSink
 
 log = logging.getLogger("sidekick.ship.sinks.syslog")
 
@@ -114,7 +115,7 @@ def _timestamp(value: Any) -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-class SyslogSink:
+class SyslogSink(BaseSink):
     """Formats records as RFC 5424 and writes them to one kept-open TCP connection or UDP socket."""
 
     def __init__(self, spec: OutputSpec) -> None:
