@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from sidekick.core.errors import ConfigError
+from sidekick.ship.graph import build_graph
 from sidekick.ship.transforms import DEFAULT, build_transform
-from sidekick.ship.transforms.redact import BUILTIN, luhn_ok
+from sidekick.ship.transforms.redact import BUILTIN, luhn_ok, strings_in
+from tests.ship.helpers import ShipperProcess, read_ndjson, ship_config, wait_for_sync
 
 ALL = list(BUILTIN)
 SECRETS = {
@@ -52,9 +57,9 @@ def test_user_regex_and_fields_limit_the_search() -> None:
 
 def test_every_string_field_when_fields_unset_and_other_values_untouched() -> None:
     t = build_transform("clean", "redact", {"patterns": ["email"]})
-    records = [{"a": "x@y.org", "b": ["x@y.org"], "c": 5, "d": None, "e": "fine"}]
+    records = [{"a": "x@y.org", "b": [7, None, 2.5], "c": 5, "d": None, "e": "fine"}]
     assert t.process(records)[DEFAULT] == [
-        {"a": "[REDACTED:email]", "b": ["x@y.org"], "c": 5, "d": None, "e": "fine"}
+        {"a": "[REDACTED:email]", "b": [7, None, 2.5], "c": 5, "d": None, "e": "fine"}
     ]
 
 
@@ -102,3 +107,140 @@ def test_bearer_in_any_case_and_a_card_with_spaces_in_another_field() -> None:
         "a": "BeArEr [REDACTED:bearer_token]",
         "b": "card [REDACTED:credit_card].",
     }
+
+
+TOKEN = "Bearer s3cr3tT0kenValue"
+MAIL = "bob@example.org"
+KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+def nested_record() -> dict[str, Any]:
+    return {
+        "message": "request done",
+        "tags": ["ok", f"auth {TOKEN}", 3],
+        "headers": {"accept": "*/*", "user": {"mail": MAIL, "ids": [1, 2]}},
+        "events": [{"name": "login", "key": KEY}, {"name": "logout"}],
+        "n": 5,
+    }
+
+
+def test_secrets_in_lists_maps_and_lists_of_maps_are_masked_and_counted() -> None:
+    t = build_transform("clean", "redact", {"patterns": ALL})
+    out = t.process([nested_record()])[DEFAULT][0]
+    assert out == {
+        "message": "request done",
+        "tags": ["ok", "auth Bearer [REDACTED:bearer_token]", 3],
+        "headers": {"accept": "*/*", "user": {"mail": "[REDACTED:email]", "ids": [1, 2]}},
+        "events": [{"name": "login", "key": "[REDACTED:aws_access_key]"}, {"name": "logout"}],
+        "n": 5,
+    }
+    counts = t.counters()
+    assert counts["redacted.bearer_token"] == 1
+    assert counts["redacted.email"] == 1
+    assert counts["redacted.aws_access_key"] == 1
+
+
+def test_nested_secrets_are_hashed_like_top_level_ones(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("k\n")
+    opts = {"patterns": ["email"], "mode": "hash", "hash_key_file": str(key)}
+    t = build_transform("clean", "redact", opts)
+    out = t.process([{"m": MAIL, "deep": [[{"to": [MAIL, "x"]}]]}])[DEFAULT][0]
+    h = out["m"]
+    assert h.startswith("[hmac:") and MAIL not in json.dumps(out)
+    assert out["deep"] == [[{"to": [h, "x"]}]]
+    assert t.counters()["redacted.email"] == 2
+
+
+def test_a_named_field_holding_a_list_or_a_map_is_searched_and_others_are_not() -> None:
+    t = build_transform("clean", "redact", {"patterns": ["email"], "fields": ["to", "meta"]})
+    record = {"to": [MAIL, "x"], "meta": {"a": {"b": MAIL}}, "cc": [MAIL], "m": MAIL}
+    out = t.process([record])[DEFAULT][0]
+    assert out == {
+        "to": ["[REDACTED:email]", "x"],
+        "meta": {"a": {"b": "[REDACTED:email]"}},
+        "cc": [MAIL],
+        "m": MAIL,
+    }
+
+
+def test_shared_nested_values_are_copied_never_changed_in_place() -> None:
+    tags = ["ok", MAIL]
+    clean = {"a": ["nothing", "here"], "b": {"c": "fine"}}
+    record = {"tags": tags, "m": MAIL, **clean}
+    t = build_transform("clean", "redact", {"patterns": ["email"]})
+    out = t.process([record.copy()])[DEFAULT][0]
+    assert out["tags"] == ["ok", "[REDACTED:email]"]
+    assert tags == ["ok", MAIL]  # the list another branch may hold is as it was
+    # Containers without a secret are not copied.
+    assert out["a"] is clean["a"] and out["b"] is clean["b"]
+
+
+def test_a_branch_without_redact_receives_the_nested_secret_unchanged(tmp_path: Path) -> None:
+    ship: dict[str, Any] = {
+        "inputs": {"web": {"url": f"file://{tmp_path}/*.log", "parser": "json"}},
+        "transforms": {"clean": {"type": "redact", "inputs": ["web"], "patterns": ["email"]}},
+        "outputs": {
+            "masked": {"url": f"file://{tmp_path}/masked.ndjson", "inputs": ["clean"]},
+            "raw": {"url": f"file://{tmp_path}/raw.ndjson", "inputs": ["web"]},
+        },
+        "state_dir": str(tmp_path / "state"),
+    }
+    plan = build_graph(ship_config(**ship)).plans["web"]
+    routed = {plan.output_names[i]: got for i, got in plan.run([{"to": [{"mail": MAIL}]}])}
+    assert routed == {
+        "masked": [{"to": [{"mail": "[REDACTED:email]"}]}],
+        "raw": [{"to": [{"mail": MAIL}]}],
+    }
+
+
+def test_no_nesting_is_too_deep() -> None:
+    deep: Any = [MAIL]
+    for _ in range(5000):
+        deep = {"d": [deep]}
+    t = build_transform("clean", "redact", {"patterns": ["email"]})
+    out = t.process([{"deep": deep}])[DEFAULT][0]["deep"]
+    assert strings_in([out]) == ["[REDACTED:email]"]
+    assert strings_in([deep]) == [MAIL]
+
+
+def test_nested_counts_reach_metrics_through_the_cli(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = [
+        json.dumps({"message": f"m{i}", "to": [MAIL, {"jwt": "none"}], "h": {"k": [KEY]}})
+        for i in range(20)
+    ]
+    (logs / "a.log").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.ndjson"
+    config = tmp_path / "ship.yaml"
+    ship = {
+        "inputs": {"app": {"url": f"file://{logs}/*.log", "parser": "json"}},
+        "transforms": {
+            "clean": {"type": "redact", "inputs": ["app"], "patterns": ["email", "aws_access_key"]}
+        },
+        "outputs": {"file": {"url": f"file://{out}", "inputs": ["clean"]}},
+        "state_dir": str(tmp_path / "state"),
+    }
+    config.write_text(yaml.safe_dump({"ship": ship}))
+    sh = ShipperProcess(["--config", str(config)], tmp_path / "ship.log").start()
+    try:
+        sh.wait_ready()
+        wait_for_sync(lambda: len(read_ndjson(out)) == 20, timeout=30)
+
+        def events(event: str) -> float:
+            return sh.metric(
+                "sidekick_ship_component_events_total",
+                component="clean",
+                type="redact",
+                event=event,
+            )
+
+        wait_for_sync(lambda: events("redacted.email") == 20, timeout=30)
+        assert events("redacted.aws_access_key") == 20
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+    text = out.read_text()
+    assert MAIL not in text and KEY not in text
+    assert read_ndjson(out)[0]["to"] == ["[REDACTED:email]", {"jwt": "none"}]

@@ -11,7 +11,9 @@ Built-in patterns (``patterns:``), tried in one combined regex per string:
 ==================  ============================================================
 
 plus ``regex:`` (one or a list; the whole match is the secret). ``fields:`` limits the search
-to the named fields; unset, every string field is searched. ``mode: mask`` replaces a secret
+to the named fields; unset, every string field is searched. Strings inside lists and maps (a
+JSON array of strings, a map of headers, a list of maps, at any depth) are searched too, in
+either case; map keys are names, not searched. ``mode: mask`` replaces a secret
 with ``[REDACTED:<pattern>]``; ``mode: hash`` with ``[hmac:<16 hex digits>]``, the HMAC-SHA256
 of the secret under the key in ``hash_key_file`` (read once at start), so the same secret maps
 to the same text in every record and on every shipper with that key, and records can still be
@@ -21,10 +23,18 @@ correlated without the secret being readable. Each redaction is counted per patt
 A record is scanned once: its string fields are joined, folded (case, and digits for card
 numbers) by one ``bytes.translate``, each pattern's cheap test run on that (``@`` for email,
 ``eyj`` for a JWT, a run of 13 digits or separators for a card...) and then, on a hit, its
-regex on the joined text; only a record with a real hit is searched field by field.
+regex on the joined text; only a record with a real hit is searched field by field. A flat
+record pays nothing for the nested case: lists and maps are picked up by the same comprehension
+as strings, and only when joining them fails (a container is no string) are their strings
+collected by a walk.
 
-Left out: secrets inside nested lists and maps (flatten first), and patterns for other
-providers' keys (add them as ``regex:``).
+Nested values are never changed in place: the records of two branches may share a list or a
+map (the graph copies records, not their values), so a list or map holding a secret is replaced
+by a copy (and so is each container on the way down to it); one without a secret stays the
+same object. The walks use a stack of their own, so no depth is too deep.
+
+Left out: secrets in map keys, and patterns for other providers' keys (add them as
+``regex:``).
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import hmac
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -66,6 +76,26 @@ PREFILTERS: dict[str, Callable[[bytes], bool]] = {
 }
 
 
+# The value types a record is searched in: strings, and lists and maps that may hold some.
+_SEARCHED = frozenset((str, list, dict))
+
+
+def strings_in(values: list[Any]) -> list[str]:
+    """Every string in ``values`` and in the lists and maps among them, at any depth."""
+    out: list[str] = []
+    stack = values[::-1]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is str:
+            out.append(v)
+        elif t is list:
+            stack.extend(v)
+        elif t is dict:
+            stack.extend(v.values())
+    return out
+
+
 def _always(text: bytes) -> bool:
     return True
 
@@ -78,6 +108,10 @@ def luhn_ok(digits: str) -> bool:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
+
+
+# A list or map met in a walk: (its parent's node, its key there, the container itself).
+_Node = tuple[Any, Any, Any]
 
 
 class RedactOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -182,23 +216,81 @@ class RedactTransform(BaseTransform):
         folded = text.encode("utf-8", "surrogatepass").translate(_FOLD)
         return any(check(folded) and regex.search(text) is not None for check, regex in self.checks)
 
+    def _scrub(self, value: list[Any] | dict[str, Any]) -> list[Any] | dict[str, Any]:
+        """``value`` with the secrets of its strings replaced, at any depth: the same object
+        if it holds none, else a copy (as is every list or map on the way to a change)."""
+        search = self.regex.search
+        sub = self.regex.sub
+        replace = self._sub
+        # A node is (parent node, key in the parent, container); changes are (node, key, text).
+        root: _Node = (None, None, value)
+        changes: list[tuple[_Node, Any, str]] = []
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            container = node[2]
+            items = container.items() if type(container) is dict else enumerate(container)
+            for k, v in items:
+                t = type(v)
+                if t is str:
+                    if search(v) is not None:
+                        new = sub(replace, v)
+                        if new != v:
+                            changes.append((node, k, new))
+                elif t is list or t is dict:
+                    stack.append((node, k, v))
+        if not changes:
+            return value
+        copies: dict[int, Any] = {}  # id(node) -> its container's copy
+
+        def writable(node: _Node) -> Any:
+            # The chain up to the nearest node already copied (or the root), copied downwards.
+            chain: list[_Node] = []
+            n: _Node | None = node
+            while n is not None and id(n) not in copies:
+                chain.append(n)
+                n = n[0]
+            for n in reversed(chain):
+                parent, key, container = n
+                c = container.copy()
+                if parent is not None:
+                    copies[id(parent)][key] = c
+                copies[id(n)] = c
+            return copies[id(node)]
+
+        for node, key, new in changes:
+            writable(node)[key] = new
+        out: list[Any] | dict[str, Any] = copies[id(root)]
+        return out
+
     def process(self, records: list[Record]) -> dict[str, list[Record]]:
         search = self.regex.search
         sub = self.regex.sub
         replace = self._sub
+        scrub = self._scrub
         fields = self.fields
         suspect = self._suspect
+        searched = _SEARCHED
         for r in records:
             if fields is None:
-                texts = [v for v in r.values() if type(v) is str]
+                texts = [v for v in r.values() if type(v) in searched]
             else:
-                texts = [v for k in fields if type(v := r.get(k)) is str]
-            if not texts or not suspect("\n".join(texts)):
+                texts = [v for k in fields if type(v := r.get(k)) in searched]
+            if not texts:
+                continue
+            try:
+                joined = "\n".join(texts)
+            except TypeError:  # a list or a map among them
+                joined = "\n".join(strings_in(texts))
+            if not suspect(joined):
                 continue
             for k in list(r) if fields is None else fields:
                 v = r.get(k)
-                if type(v) is str and search(v) is not None:
-                    r[k] = sub(replace, v)
+                if type(v) is str:
+                    if search(v) is not None:
+                        r[k] = sub(replace, v)
+                elif type(v) is list or type(v) is dict:
+                    r[k] = scrub(v)
         for pattern, n in self._per_pattern.items():
             self._add(f"redacted.{pattern}", n)
         self._per_pattern.clear()
