@@ -1,6 +1,13 @@
 """``sidekick up``: time from start to a Ready 3-container Pod, and the supervisor's idle CPU.
 
     .venv/bin/python bench/up/bench.py [--quick] [--runs N] [--idle SECONDS]
+        [--isolation on,off] [--baseline-src DIR] [--no-idle]
+
+* **Cases**: ``sidekick up --isolation=on`` and ``--isolation=off`` of this tree and, with
+  ``--baseline-src DIR``, the same CLI from another tree's ``src`` (``python -m sidekick``
+  with ``PYTHONPATH=DIR``, e.g. ``git archive REV src | tar -x -C DIR``), which is given no
+  ``--isolation`` flag when it has none. Runs are interleaved, one of each case per round,
+  the order rotated every round; medians and the ratios to the baseline are printed.
 
 * **Start to Ready**: ``sidekick up`` (the real CLI, a fresh Python process) on a Pod of three
   containers with readiness probes of each kind: ``exec`` (``true``) on a ``sleep``,
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,14 +99,45 @@ def idle_pod(http_port: int, probes: bool) -> str:
     )
 
 
-def start(work: Path, manifest: str) -> subprocess.Popen[bytes]:
+@dataclass
+class Case:
+    """One way of running ``sidekick up``: this tree's with an isolation setting, or another
+    tree's (``src``) as the baseline."""
+
+    label: str
+    isolation: str | None = None  # "on" | "off"; None: the CLI's default
+    src: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.src is not None:
+            env["PYTHONPATH"] = str(self.src)
+        return env
+
+
+def has_isolation_flag(src: Path) -> bool:
+    return "--isolation" in (src / "sidekick" / "cli" / "pod.py").read_text()
+
+
+def start(work: Path, manifest: str, case: Case) -> subprocess.Popen[bytes]:
     path = work / "pod.yaml"
     path.write_text(manifest)
+    flags = [] if case.isolation is None else [f"--isolation={case.isolation}"]
     return subprocess.Popen(
-        [*SIDEKICK, "up", str(path), "--run-dir", str(work / "run"), "--admin-addr", "127.0.0.1:0"],
+        [
+            *SIDEKICK,
+            "up",
+            str(path),
+            "--run-dir",
+            str(work / "run"),
+            "--admin-addr",
+            "127.0.0.1:0",
+            *flags,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=open(work / "up.err", "wb"),
         cwd=ROOT,
+        env=case.env(),
     )
 
 
@@ -154,69 +193,112 @@ def rss_kib(pid: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--runs", type=int, default=0)
+    ap.add_argument("--runs", type=int, default=0, help="rounds (default 7, --quick 3)")
     ap.add_argument("--idle", type=float, default=0.0)
+    ap.add_argument("--no-idle", action="store_true", help="skip the idle CPU measurement")
+    ap.add_argument(
+        "--isolation", default="on,off", help="this tree's cases: on, off or on,off (default)"
+    )
+    ap.add_argument(
+        "--baseline-src", type=Path, help="a tree's src directory to run as the baseline"
+    )
     args = ap.parse_args()
     runs = args.runs or (3 if args.quick else 7)
     idle = args.idle or (10.0 if args.quick else 30.0)
-    results: dict[str, object] = {}
+    cases: list[Case] = []
+    if args.baseline_src is not None:
+        src = args.baseline_src.resolve()
+        if not (src / "sidekick").is_dir():
+            raise SystemExit(f"--baseline-src {src}: no sidekick package there; give a src dir")
+        cases.append(Case("baseline", "on" if has_isolation_flag(src) else None, src))
+    for mode in args.isolation.split(","):
+        if mode not in ("on", "off"):
+            raise SystemExit(f"--isolation {args.isolation!r}: use on, off or on,off")
+        cases.append(Case(f"isolation {mode}", mode))
+    per_case: dict[str, object] = {}
+    results: dict[str, object] = {"cases": per_case, "rounds": runs}
+    by_case: dict[str, dict[str, list[float]]] = {
+        c.label: {"running_s": [], "ready_s": []} for c in cases
+    }
 
-    running: list[float] = []
-    ready: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
         for i in range(runs):
-            work = Path(tmp) / f"ready{i}"
-            work.mkdir()
-            t0 = time.monotonic()
-            proc = start(work, ready_pod(free_port(), free_port()))
-            try:
-                r, rd = wait_ready(work, proc, t0)
-            finally:
-                stop(proc)
-            running.append(r)
-            ready.append(rd)
-        print(f"Start to Ready, 3 containers with exec/httpGet/tcpSocket probes ({runs} runs):")
+            # Rotate the order each round: the machine's load drifts during a run.
+            order = cases[i % len(cases) :] + cases[: i % len(cases)]
+            for case in order:
+                work = Path(tmp) / f"ready{i}-{case.label.replace(' ', '-')}"
+                work.mkdir()
+                t0 = time.monotonic()
+                proc = start(work, ready_pod(free_port(), free_port()), case)
+                try:
+                    r, rd = wait_ready(work, proc, t0)
+                finally:
+                    stop(proc)
+                by_case[case.label]["running_s"].append(r)
+                by_case[case.label]["ready_s"].append(rd)
         print(
-            f"  all Running : median {statistics.median(running):.3f} s, max {max(running):.3f} s"
+            f"Start to Ready, 3 containers with exec/httpGet/tcpSocket probes "
+            f"({runs} interleaved rounds):"
         )
-        print(f"  all Ready   : median {statistics.median(ready):.3f} s, max {max(ready):.3f} s")
-        results["running_s"] = running
-        results["ready_s"] = ready
-
-        print(f"Idle CPU of the supervisor ({idle:g} s idle, 3 containers):")
-        for probes in (False, True):
-            work = Path(tmp) / f"idle{int(probes)}"
-            work.mkdir()
-            proc = start(work, idle_pod(free_port(), probes))
-            try:
-                wait_ready(work, proc, time.monotonic())
-                time.sleep(2.0)  # let start-up settle
-                own0, kids0 = cpu_of(proc.pid)
-                time.sleep(idle)
-                own1, kids1 = cpu_of(proc.pid)
-                rss = rss_kib(proc.pid)
-            finally:
-                stop(proc)
-            per_min = (own1 - own0) / 3 / (idle / 60)
-            kids_per_min = (kids1 - kids0) / 3 / (idle / 60)
-            label = "probes every 10 s" if probes else "no probes"
+        base = by_case.get("baseline")
+        for case in cases:
+            got = by_case[case.label]
+            med_run, med_ready = (
+                statistics.median(got["running_s"]),
+                statistics.median(got["ready_s"]),
+            )
+            ratio = ""
+            if base is not None and case.label != "baseline":
+                ratio = f", {med_ready / statistics.median(base['ready_s']):.3f}x baseline"
             print(
-                f"  {label:<18}: {per_min * 1000:.1f} ms CPU per container per minute "
-                f"(supervisor), {kids_per_min * 1000:.1f} ms in probe commands; "
-                f"supervisor RSS {rss / 1024:.1f} MiB"
+                f"  {case.label:<13} all Running: median {med_run:.3f} s, max "
+                f"{max(got['running_s']):.3f} s; all Ready: median {med_ready:.3f} s, max "
+                f"{max(got['ready_s']):.3f} s{ratio}"
             )
-            results[f"rss_mib_{'probes' if probes else 'none'}"] = rss / 1024
-            results[f"idle_cpu_ms_per_container_min_{'probes' if probes else 'none'}"] = (
-                per_min * 1000
-            )
-            results[f"idle_child_cpu_ms_per_container_min_{'probes' if probes else 'none'}"] = (
-                kids_per_min * 1000
-            )
+            per_case[case.label] = {
+                **got,
+                "src": str(case.src or ROOT / "src"),
+                "isolation": case.isolation,
+                "running_median_s": med_run,
+                "ready_median_s": med_ready,
+            }
+
+        if not args.no_idle:
+            idle_cpu(Path(tmp), idle, next(c for c in cases if c.label != "baseline"), results)
     out = ROOT / "bench" / "results" / f"up-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"Results written to {out.relative_to(ROOT)}")
     return 0
+
+
+def idle_cpu(tmp: Path, idle: float, case: Case, results: dict[str, object]) -> None:
+    print(f"Idle CPU of the supervisor ({idle:g} s idle, 3 containers, {case.label}):")
+    for probes in (False, True):
+        work = tmp / f"idle{int(probes)}"
+        work.mkdir()
+        proc = start(work, idle_pod(free_port(), probes), case)
+        try:
+            wait_ready(work, proc, time.monotonic())
+            time.sleep(2.0)  # let start-up settle
+            own0, kids0 = cpu_of(proc.pid)
+            time.sleep(idle)
+            own1, kids1 = cpu_of(proc.pid)
+            rss = rss_kib(proc.pid)
+        finally:
+            stop(proc)
+        per_min = (own1 - own0) / 3 / (idle / 60)
+        kids_per_min = (kids1 - kids0) / 3 / (idle / 60)
+        label = "probes every 10 s" if probes else "no probes"
+        print(
+            f"  {label:<18}: {per_min * 1000:.1f} ms CPU per container per minute "
+            f"(supervisor), {kids_per_min * 1000:.1f} ms in probe commands; "
+            f"supervisor RSS {rss / 1024:.1f} MiB"
+        )
+        key = "probes" if probes else "none"
+        results[f"rss_mib_{key}"] = rss / 1024
+        results[f"idle_cpu_ms_per_container_min_{key}"] = per_min * 1000
+        results[f"idle_child_cpu_ms_per_container_min_{key}"] = kids_per_min * 1000
 
 
 if __name__ == "__main__":
