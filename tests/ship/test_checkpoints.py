@@ -14,7 +14,7 @@ import pytest
 
 from sidekick.core.errors import UserError
 from sidekick.ship.checkpoints import PREV_SUFFIX, STATE_FILE, CheckpointStore
-from sidekick.ship.sources.tail import fingerprint
+from sidekick.ship.sources._identity import fingerprint
 from tests.conftest import SIDEKICK
 from tests.ship.helpers import (
     ShipperProcess,

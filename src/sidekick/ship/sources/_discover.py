@@ -24,6 +24,13 @@ end, and a link out of the base is refused anyway), and skips hidden directories
 does. Exclude patterns drop matched files: one without a ``/`` is matched against the file
 name (``*.gz``), one with a ``/`` against the whole path.
 
+Compressed files: ``compressed_kind`` tells a file whose first bytes are gzip, zstd, bzip2 or
+xz magic (a rotation compressed by logrotate or the kubelet), which the tail source skips
+instead of shipping binary garbage as lines.
+
+Rotated files: a file renamed out of the globs is found again by its identity among the
+regular files of the watched directories (``regular_files_in``, ``static_dir``).
+
 Left out: hard links (a hard link is the file itself; the kernel's ``protected_hardlinks``
 and a separate log volume keep them from pointing at files of others) and ``**`` inside a
 component (``a**b`` is an ordinary ``*`` pattern).
@@ -37,6 +44,7 @@ import glob
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +52,72 @@ Ident = tuple[int, int]
 
 # Errors that mean the entry is really not there (or is not a directory to list).
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+# Magic numbers of the compressed formats logrotate and the kubelet produce.
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bzip2"),
+)
+
+
+# The first bytes of those formats: a chunk starting with none of them needs no closer look.
+MAGIC_FIRST = frozenset(magic[:1] for magic, _kind in _COMPRESSED)
+
+
+def compressed_kind(head: bytes) -> str | None:
+    """The compression format ``head`` (a file's first bytes) starts with, or ``None``."""
+    for magic, kind in _COMPRESSED:
+        if head.startswith(magic):
+            # "BZh" is plain text too: bzip2 also needs the block size digit and the magic of
+            # the first block (or of an empty stream's end).
+            if kind == "bzip2" and not (
+                len(head) >= 10
+                and head[3:4].isdigit()
+                and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")
+            ):
+                return None
+            return kind
+    return None
+
+
+def static_dir(pattern: str) -> str:
+    """The deepest directory of ``pattern`` without glob characters."""
+    parts = Path(pattern).parts
+    out: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        out.append(part)
+    return os.path.join(*out) if out else "/"
+
+
+def regular_files_in(
+    dirs: Iterable[str],
+) -> tuple[list[tuple[Ident, str]], list[tuple[str, OSError]]]:
+    """(identity, path) of the regular files directly in ``dirs``, and (directory, error) of
+    each directory that could not be listed (a file not found may still be there)."""
+    found: list[tuple[Ident, str]] = []
+    errors: list[tuple[str, OSError]] = []
+    for d in dirs:
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            errors.append((d, exc))
+            continue
+        for e in entries:
+            try:
+                if not e.is_file(follow_symlinks=False):
+                    continue
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            found.append(((st.st_dev, st.st_ino), e.path))
+    return found, errors
 
 
 @dataclass(slots=True)

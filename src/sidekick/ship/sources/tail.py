@@ -1,13 +1,11 @@
 """``file:///var/log/app/*.log``: tail files matching globs, losing no line.
 
-How it reads: each open file is read with ``pread`` in large chunks (``read_bytes``, 256 KiB),
-the chunk is cut at its last newline, split with one ``bytes.split``, decoded with one
-``decode`` and turned into records by one list comprehension sharing one timestamp string.
-The partial last line waits in memory (``carry``) for its newline. A line longer than
-``max_line_bytes`` is shipped in pieces, each marked ``log.flags: ["partial"]`` and the last
-also ``"partial_end"``; pieces are cut at UTF-8 character boundaries, so memory stays bounded
-by ``read_bytes + max_line_bytes`` per file. Invalid UTF-8 is replaced (U+FFFD); NUL bytes
-pass through (JSON escapes them).
+This module is the source: the run loop, rotation and truncation handling, descriptors,
+checkpoints and the drain. It leans on three helpers: ``_discover`` (which files the globs
+match, compressed files, finding a rotated file by identity), ``_identity`` (which file a
+file is: device, inode, fingerprint, generation; checkpoint keys and entries) and ``_reader``
+(an open file's bytes to records: chunks, lines, the partial last line, long lines in pieces,
+joiners, record builders, the descriptor budget).
 
 Identity: a file is (device, inode) plus a fingerprint (hash) of its first bytes, checked
 when a saved position is resumed after a restart, so a reused inode or a new file at the old
@@ -72,116 +70,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import glob
-import hashlib
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate, count, repeat
-from operator import add, setitem
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
 
-from sidekick.core.limits import open_files_limit
 from sidekick.core.ratelog import RateLimitedLog
 from sidekick.ship.acks import AckTracker
-from sidekick.ship.config import seconds, size
+from sidekick.ship.config import seconds
 from sidekick.ship.files import file_url_path
-from sidekick.ship.k8s_path import k8s_fields
-from sidekick.ship.records import FILE_ID, FILE_PATH, FLAGS, MESSAGE, OFFSET, TIMESTAMP, Record
-from sidekick.ship.sources._discover import Discovery, Finder
+from sidekick.ship.sources._discover import (
+    MAGIC_FIRST,
+    Discovery,
+    Finder,
+    compressed_kind,
+    regular_files_in,
+    static_dir,
+)
+from sidekick.ship.sources._identity import checkpoint_key, saved_ident
 from sidekick.ship.sources._inotify import Inotify
-from sidekick.ship.sources.base import Emit, InputSpec, SourceBatch, SourceContext
-from sidekick.ship.timefmt import rfc3339_ns
+from sidekick.ship.sources._reader import (
+    PARTIAL,
+    PARTIAL_END,
+    LineReader,
+    TailFile,
+    last_line_end,
+    open_budget,
+)
+from sidekick.ship.sources.base import Emit, InputSpec, SourceContext
 
 log = logging.getLogger("sidekick.ship.tail")
 
-FP_BYTES = 1024  # fingerprint length once the file is that long
 IDLE_POLL = 0.1  # seconds between growth checks of idle files when inotify is unavailable
-PARTIAL = ["partial"]
-PARTIAL_END = ["partial", "partial_end"]
 ERROR_LOG_INTERVAL = 60.0  # seconds between log lines of one kind of repeated error
 _ERROR_HINTS = {
     "EMFILE": "; raise the open-file limit (ulimit -n) or lower max_open_files",
     "ENFILE": "; the system's open-file table is full (fs.file-max)",
     "EACCES": "; give the shipper read access",
 }
-
-
-# Magic numbers of the compressed formats logrotate and the kubelet produce.
-_COMPRESSED = (
-    (b"\x1f\x8b", "gzip"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"BZh", "bzip2"),
-)
-
-
-_MAGIC_FIRST = frozenset(magic[:1] for magic, _kind in _COMPRESSED)
-
-
-def compressed_kind(head: bytes) -> str | None:
-    """The compression format ``head`` (a file's first bytes) starts with, or ``None``."""
-    for magic, kind in _COMPRESSED:
-        if head.startswith(magic):
-            # "BZh" is plain text too: bzip2 also needs the block size digit and the magic of
-            # the first block (or of an empty stream's end).
-            if kind == "bzip2" and not (
-                len(head) >= 10
-                and head[3:4].isdigit()
-                and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")
-            ):
-                return None
-            return kind
-    return None
-
-
-def fingerprint(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
-
-
-def _utf8_cut(data: bytes | memoryview, limit: int) -> int:
-    """A cut position <= ``limit`` that does not split a UTF-8 character (if possible)."""
-    cut = limit
-    while cut > limit - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
-        cut -= 1
-    return cut if cut > limit - 4 and cut > 0 else limit
-
-
-class _File:
-    """One generation of one tailed file; ``fd`` is -1 while it is parked (closed, idle)."""
-
-    def __init__(self, fd: int, path: str, dev: int, ino: int, key: str) -> None:
-        self.fd = fd
-        self.path = path
-        self.dev = dev
-        self.ino = ino
-        self.key = key
-        self.gen = 0
-        self.fp = ""
-        self.fp_len = 0
-        self.file_id = ""
-        self.read_pos = 0  # bytes read so far; ``read_pos - len(carry)`` is the next record
-        self.carry = b""
-        self.continuing = False  # the carry continues a long line already shipped in pieces
-        self.tracker = AckTracker()
-        self.rotated_at: float | None = None
-        self.last_growth = time.monotonic()
-        self.joiner: Any = None
-        self.build: Builder | None = None  # with the path's Kubernetes fields, if any
-        self.build_columns: ColumnBuilder | None = None  # for a parser that gives columns
-        self.size = 0
-        self.mtime = 0  # st_mtime_ns when parked; a change (or of size) reopens it
-        self.at_end = False  # the latest read found nothing new
-
-    @property
-    def ident(self) -> tuple[int, int]:
-        return (self.dev, self.ino)
-
-    def new_id(self) -> None:
-        self.file_id = f"{self.dev:x}-{self.ino:x}-{self.fp}-{self.gen}"
 
 
 class TailSource:
@@ -191,34 +117,26 @@ class TailSource:
         cfg = ctx.config
         self.spec = spec
         self.name = spec.url
-        self.parser = spec.parser
         self.patterns = patterns
         self.ctx = ctx
         self.store = ctx.checkpoints
-        self.static = dict(ctx.static_fields)
-        self.read_bytes = size(cfg.read_bytes)
-        self.max_line = size(cfg.max_line_bytes)
+        self.reader = LineReader(spec, ctx)
         self.poll_interval = seconds(cfg.poll_interval)
         self.rotate_wait = seconds(cfg.rotate_wait)
         self.multiline_timeout = seconds(cfg.multiline_timeout)
-        self.multiline_start = spec.multiline_start
         self.start_at_end = cfg.start_at == "end"
-        self.files: dict[tuple[int, int], _File] = {}
+        self.files: dict[tuple[int, int], TailFile] = {}
         self.retiring: list[tuple[str, AckTracker]] = []
         m = ctx.metrics
         name = self.name
-        self._lines = m.lines_read.labels(name)
-        self._bytes = m.bytes_read.labels(name)
         self._rotations = m.rotations.labels(name)
         self._truncations = m.truncations.labels(name)
-        self._split = m.lines_split.labels(name)
         self._watched = m.files_watched.labels(name)
         self._lag = m.checkpoint_lag_bytes
         self._inotify: Inotify | None = None
         self._wake = asyncio.Event()
         self._rescan = True
         self._prefix = name + "/"
-        self._build = record_builder(self.static)
         self._refused = m.symlinks_refused.labels(name)
         self._errors = m.tail_errors
         self._open_gauge = m.files_open.labels(name)
@@ -226,21 +144,12 @@ class TailSource:
         self._finder = Finder(patterns, follow_symlinks=follow, exclude=spec.exclude)
         self._compressed = m.compressed_skipped.labels(name)
         self._skipped: set[tuple[int, int]] = set()  # compressed files, not opened again
-        # A parser that joins the container runtime's partial lines gives each file a joiner.
-        self._joiner_factory: Callable[[int], Any] | None = getattr(spec.parser, "joiner", None)
-        self.k8s_metadata = spec.k8s_metadata
-        # A parser that splits a whole batch into field columns (``cri``) has its records
-        # built with those fields at once, instead of being parsed in the pipeline later.
-        self._columns: Callable[[list[str]], tuple[Sequence[Any], ...] | None] | None = getattr(
-            spec.parser, "columns", None
-        )
-        self._column_names: tuple[str, ...] = getattr(spec.parser, "column_names", ())
         self._errlog = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.max_open = open_budget(cfg)
         self._open_count = 0
         self._first_seen: set[tuple[int, int]] = set()  # present at the first start, not opened
         self._waiting: set[tuple[int, int]] = set()  # matched, waiting for a descriptor
-        self._victims: list[_File] | None = None  # park candidates, built once per scan
+        self._victims: list[TailFile] | None = None  # park candidates, built once per scan
         self._started: list[tuple[str, int]] = []  # new files opened, for one log line
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -310,11 +219,9 @@ class TailSource:
         """
         for f in list(self.files.values()):
             if f.carry:
-                data, f.carry = f.carry, b""
-                base = f.read_pos - len(data)
                 f.continuing = True
-                await self._emit_pieces(f, emit, [(base, data, PARTIAL)], f.read_pos)
-            await self._flush_joiner(f, emit)
+                await self.reader.ship_carry(f, emit, PARTIAL)
+            await self.reader.flush_joiner(f, emit)
         log.info("Read every file of %s to its end.", self.name)
 
     def unshipped(self) -> dict[str, int]:
@@ -442,7 +349,7 @@ class TailSource:
             self._open(path, ident, first_start=ident in self._first_seen)
             self._first_seen.discard(ident)
         now = time.monotonic()
-        parked_gone: list[_File] = []
+        parked_gone: list[TailFile] = []
         for ident, f in self.files.items():
             if ident in matches or f.rotated_at is not None or found.uncertain(f.path):
                 continue
@@ -465,7 +372,7 @@ class TailSource:
                 self.max_open,
             )
         if self._inotify is not None:
-            dirs = {_static_dir(p) for p in self.patterns}
+            dirs = {static_dir(p) for p in self.patterns}
             dirs.update(os.path.dirname(f.path) for f in self.files.values())
             self._inotify.watch_dirs(dirs)
         self._watched.set(len(self.files))
@@ -489,7 +396,7 @@ class TailSource:
                 return True
         return False
 
-    def _park(self, f: _File, *, force: bool = False) -> bool:
+    def _park(self, f: TailFile, *, force: bool = False) -> bool:
         """Close idle ``f``, remembering its size and mtime; False if it grew meanwhile.
 
         ``force`` closes a file that still has unread data too; it is reopened as soon as
@@ -512,7 +419,7 @@ class TailSource:
         self._open_count -= 1
         return True
 
-    def _reopen(self, f: _File) -> bool:
+    def _reopen(self, f: TailFile) -> bool:
         """Open parked ``f`` again at its path if the same (device, inode) is still there."""
         try:
             fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -534,14 +441,14 @@ class TailSource:
         self._open_count += 1
         return True
 
-    def _find_parked(self, gone: list[_File], now: float) -> None:
+    def _find_parked(self, gone: list[TailFile], now: float) -> None:
         """Parked files no longer at a matching path: find them by inode (rotated) or release.
 
         They were fully read when parked; one renamed away may have grown since, so it is
         reopened at its new name and read to its end like any rotated file.
         """
         wanted = {f.ident: f for f in gone}
-        dirs = {_static_dir(p) for p in self.patterns}
+        dirs = {static_dir(p) for p in self.patterns}
         dirs.update(os.path.dirname(f.path) for f in gone)
         found, unsure = self._regular_files_in(dirs)
         for ident, path in found:
@@ -574,7 +481,7 @@ class TailSource:
         *,
         first_start: bool,
         rotated: bool = False,
-    ) -> _File | None:
+    ) -> TailFile | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
@@ -602,68 +509,38 @@ class TailSource:
             self._skip_compressed(path, ident, kind)
             return None
         self._open_count += 1
-        key = f"{self._prefix}{st.st_dev}:{st.st_ino}"
-        f = _File(fd, path, st.st_dev, st.st_ino, key)
+        f = TailFile(fd, path, st.st_dev, st.st_ino, checkpoint_key(self._prefix, *ident))
         f.size = st.st_size
-        saved = self.store.get(key)
-        resumed = False
-        if saved is not None:
-            fp_len = int(saved.get("fp_len", 0))
-            head = os.pread(fd, fp_len, 0) if fp_len else b""
-            if len(head) == fp_len and fingerprint(head) == saved.get("fp"):
-                offset = int(saved.get("offset", 0))
-                f.gen = int(saved.get("gen", 0))
-                f.fp, f.fp_len = str(saved["fp"]), fp_len
-                f.file_id = str(saved.get("id") or "")
-                if not f.file_id:
-                    f.new_id()
-                if st.st_size < offset:
-                    log.info("%s is shorter than its saved offset; reading it again from 0.", path)
-                    self._truncations.inc()
-                    f.gen += 1
-                    offset = 0
-                    self._take_fingerprint(f)
-                    f.new_id()
-                f.read_pos = offset
-                # A checkpoint inside a line means the line was being shipped in pieces:
-                # the rest of it continues that split (and is marked as such).
-                f.continuing = offset > 0 and os.pread(fd, 1, offset - 1) != b"\n"
-                resumed = True
-            else:
+        saved = self.store.get(f.key)
+        offset = f.resume(fd, saved) if saved is not None else None
+        if offset is not None:
+            if st.st_size < offset:
+                log.info("%s is shorter than its saved offset; reading it again from 0.", path)
+                self._truncations.inc()
+                offset = 0
+                f.next_generation(fd)
+            f.read_pos = offset
+            # A checkpoint inside a line means the line was being shipped in pieces:
+            # the rest of it continues that split (and is marked as such).
+            f.continuing = offset > 0 and os.pread(fd, 1, offset - 1) != b"\n"
+        else:
+            if saved is not None:
                 log.info("%s is a new file at a known inode; reading it from 0.", path)
-        if not resumed:
-            self._take_fingerprint(f)
+            f.take_fingerprint(fd)
             f.new_id()
             if first_start and self.start_at_end:
-                f.read_pos = _last_line_end(fd, st.st_size)
+                f.read_pos = last_line_end(fd, st.st_size)
         f.tracker = self._tracker(f, f.read_pos)
-        if self._joiner_factory is not None:
-            f.joiner = self._joiner_factory(self.max_line)
-        elif self.multiline_start is not None:
-            from sidekick.ship.parsers.multiline import MultilineJoiner
-
-            f.joiner = MultilineJoiner(
-                self.multiline_start,
-                max_bytes=self.max_line,
-                flag=f"--input {self.spec.given!r}: multiline_start",
-            )
-        static = self.static
-        if self.k8s_metadata:
-            fields = k8s_fields(path)
-            if fields:
-                static = {**static, **fields}
-                f.build = _with_static(static)
-        if self._columns is not None:
-            f.build_columns = column_builder(static, self._column_names)
+        self.reader.prepare(f)
         if rotated:
             f.rotated_at = time.monotonic()
         self.files[f.ident] = f
         self._save_entry(f)
-        if not resumed:
+        if offset is None:
             self._started.append((path, f.read_pos))
         return f
 
-    def _drop(self, f: _File) -> None:
+    def _drop(self, f: TailFile) -> None:
         """Forget ``f`` entirely (nothing of it was read): no position, no descriptor."""
         del self.files[f.ident]
         if f.fd >= 0:
@@ -711,18 +588,15 @@ class TailSource:
             return
         wanted: dict[tuple[int, int], str] = {}
         for key in list(missing):
-            entry = self.store.get(key)
-            try:
-                assert entry is not None
-                ident = (int(entry["dev"]), int(entry["ino"]))
-            except (KeyError, ValueError, TypeError):
+            ident = saved_ident(self.store.get(key))
+            if ident is None:
                 self.store.drop(key)
                 continue
             if ident in self._waiting:
                 missing.remove(key)  # matched, only waiting for a descriptor
             else:
                 wanted[ident] = key
-        dirs = {_static_dir(p) for p in self.patterns}
+        dirs = {static_dir(p) for p in self.patterns}
         for key in missing:
             entry = self.store.get(key)
             if entry and entry.get("path"):
@@ -748,34 +622,12 @@ class TailSource:
     ) -> tuple[list[tuple[tuple[int, int], str]], bool]:
         """(identity, path) of the regular files directly in ``dirs``, and whether some
         directory could not be listed (then a file not found may still be there)."""
-        found: list[tuple[tuple[int, int], str]] = []
-        unsure = False
-        for d in dirs:
-            try:
-                with os.scandir(d) as it:
-                    entries = list(it)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError as exc:
-                self._error("list", d, exc)
-                unsure = True
-                continue
-            for e in entries:
-                try:
-                    if not e.is_file(follow_symlinks=False):
-                        continue
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                found.append(((st.st_dev, st.st_ino), e.path))
-        return found, unsure
+        found, errors = regular_files_in(dirs)
+        for d, exc in errors:
+            self._error("list", d, exc)
+        return found, bool(errors)
 
-    def _take_fingerprint(self, f: _File) -> None:
-        head = os.pread(f.fd, FP_BYTES, 0)
-        f.fp = fingerprint(head)
-        f.fp_len = len(head)
-
-    def _tracker(self, f: _File, start: int) -> AckTracker:
+    def _tracker(self, f: TailFile, start: int) -> AckTracker:
         key = f.key
         store = self.store
 
@@ -784,23 +636,10 @@ class TailSource:
 
         return AckTracker(start, on_commit)
 
-    def _save_entry(self, f: _File) -> None:
+    def _save_entry(self, f: TailFile) -> None:
         # Not urgent: a new or resumed position needs no prompt write (a restart finds the
         # same); the first delivered batch makes the next write prompt.
-        self.store.put(
-            f.key,
-            {
-                "path": f.path,
-                "dev": f.dev,
-                "ino": f.ino,
-                "fp": f.fp,
-                "fp_len": f.fp_len,
-                "id": f.file_id,
-                "gen": f.gen,
-                "offset": f.tracker.committed,
-            },
-            urgent=False,
-        )
+        self.store.put(f.key, f.entry(f.path, f.tracker.committed), urgent=False)
 
     # -- periodic checks -------------------------------------------------------------------
 
@@ -815,11 +654,11 @@ class TailSource:
                 except OSError:
                     continue
                 f.size = st.st_size
-                if st.st_size < f.read_pos or self._rewritten(f):
+                if f.truncated(f.fd, st.st_size, f.read_pos):
                     await self._truncated(f, emit)
-                elif f.fp_len < FP_BYTES and st.st_size > f.fp_len:
+                elif f.grows_past_fingerprint(st.st_size):
                     # Strengthen the identity check as the file grows; the id stays as it was.
-                    self._take_fingerprint(f)
+                    f.take_fingerprint(f.fd)
                     self.store.update(f.key, {"fp": f.fp, "fp_len": f.fp_len}, urgent=False)
             self._lag.labels(f.path).set(max(0, f.size - f.tracker.committed))
             if (
@@ -828,7 +667,7 @@ class TailSource:
                 and now - f.last_growth >= self.multiline_timeout
                 and not f.carry
             ):
-                await self._flush_joiner(f, emit)
+                await self.reader.flush_joiner(f, emit)
             if (
                 f.rotated_at is not None
                 and now - f.last_growth >= self.rotate_wait
@@ -844,24 +683,9 @@ class TailSource:
                 still.append((key, tracker))
         self.retiring = still
 
-    def _rewritten(self, f: _File) -> bool:
-        """Whether ``f``'s first bytes changed: truncated and written past our offset again.
-
-        A size check alone misses a copytruncate when the file grows back beyond the offset
-        before we look; its new first lines would be skipped. An appended file never changes
-        its head, so a different fingerprint means a new generation.
-        """
-        if not f.fp_len:
-            return False
-        try:
-            head = os.pread(f.fd, f.fp_len, 0)
-        except OSError:
-            return False
-        return len(head) < f.fp_len or fingerprint(head) != f.fp
-
-    async def _truncated(self, f: _File, emit: Emit) -> None:
+    async def _truncated(self, f: TailFile, emit: Emit) -> None:
         # A pending multi-line group was read before the truncation: ship it first.
-        await self._flush_joiner(f, emit)
+        await self.reader.flush_joiner(f, emit)
         self._truncations.inc()
         log.info(
             "%s was truncated (shorter than offset %d, or its first bytes changed); "
@@ -870,24 +694,20 @@ class TailSource:
             f.read_pos,
         )
         f.tracker.close()  # late acks of the old generation must not move the new offset
-        f.gen += 1
         f.read_pos = 0
         f.carry = b""
         f.continuing = False
-        self._take_fingerprint(f)
-        f.new_id()
+        f.next_generation(f.fd)
         f.tracker = self._tracker(f, 0)
         self._save_entry(f)
 
-    async def _release(self, f: _File, emit: Emit) -> None:
+    async def _release(self, f: TailFile, emit: Emit) -> None:
         if f.carry:
             # The last line of a rotated file never got its newline; ship it as it is.
-            data, f.carry = f.carry, b""
-            base = f.read_pos - len(data)
             flags = PARTIAL_END if f.continuing else None
             f.continuing = False
-            await self._emit_pieces(f, emit, [(base, data, flags)], f.read_pos)
-        await self._flush_joiner(f, emit)
+            await self.reader.ship_carry(f, emit, flags)
+        await self.reader.flush_joiner(f, emit)
         del self.files[f.ident]
         if f.fd >= 0:
             with contextlib.suppress(OSError):
@@ -906,12 +726,12 @@ class TailSource:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def _read_once(self, f: _File, emit: Emit) -> bool:
+    async def _read_once(self, f: TailFile, emit: Emit) -> bool:
         """Read one chunk of ``f`` and emit its complete lines; False at end of file."""
         if f.fd < 0:
             return False  # parked: fully read; the scan reopens it when it changes
         try:
-            data = os.pread(f.fd, self.read_bytes, f.read_pos)
+            data = self.reader.read(f)
         except OSError as exc:
             self._error("read", f.path, exc)
             return False
@@ -926,255 +746,15 @@ class TailSource:
             except OSError:
                 pass
             return False
-        if f.read_pos == 0 and f.gen == 0 and data[:1] in _MAGIC_FIRST:
+        if f.read_pos == 0 and f.gen == 0 and data[:1] in MAGIC_FIRST:
             kind = compressed_kind(data[:10])
             if kind is not None:
                 # Empty when it was opened (a compressor had just created it).
                 self._drop(f)
                 self._skip_compressed(f.path, f.ident, kind)
                 return False
-        n = len(data)
-        f.at_end = False
-        f.read_pos += n
-        f.last_growth = time.monotonic()
-        self._bytes.inc(n)
-        if f.carry:
-            data = f.carry + data
-            f.carry = b""
-        base = f.read_pos - len(data)  # file offset of data[0]
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            f.carry = data
-        else:
-            complete = data[:cut]
-            f.carry = data[cut + 1 :]
-            end = base + cut + 1
-            if f.continuing:
-                await self._emit_slow(f, emit, complete, base, end)
-            else:
-                await self._emit_fast(f, emit, complete, base, end)
-        if len(f.carry) > self.max_line:
-            await self._emit_carry_pieces(f, emit)
+        await self.reader.take(f, data, emit)
         return True
-
-    async def _emit_fast(self, f: _File, emit: Emit, complete: bytes, base: int, end: int) -> None:
-        messages = complete.decode("utf-8", "replace").split("\n")
-        # Offsets need byte lengths; for ASCII text (the common case) they are the lengths
-        # of the decoded lines, which saves splitting the bytes a second time.
-        if complete.isascii():
-            lengths = list(map(len, messages))
-        else:
-            lengths = list(map(len, complete.split(b"\n")))
-        if len(complete) > self.max_line and max(lengths) > self.max_line:
-            await self._emit_slow(f, emit, complete, base, end)
-            return
-        # Start of line i: base + (lengths of the lines before it) + i newlines; all in C.
-        offsets = list(map(add, accumulate(lengths, initial=base), count()))
-        offsets.pop()
-        flags = None
-        if f.joiner is not None:
-            messages, offsets = f.joiner.feed(messages, offsets)
-            flags = getattr(f.joiner, "flags", None)
-            pending = f.joiner.pending_offset
-            if pending is not None:
-                end = pending
-        await self._emit_records(f, emit, messages, offsets, end, len(complete) + 1, flags)
-
-    async def _emit_records(
-        self,
-        f: _File,
-        emit: Emit,
-        messages: list[str],
-        offsets: list[int],
-        end: int,
-        nbytes: int,
-        flags: list[list[str] | None] | None = None,
-    ) -> None:
-        parser = self.parser
-        columns = self._columns(messages) if self._columns is not None else None
-        if columns is not None and f.build_columns is not None:
-            records = f.build_columns(f.path, f.file_id, offsets, *columns)
-            parser = None  # parsed already
-        else:
-            ts = rfc3339_ns(time.time_ns())
-            records = (f.build or self._build)(ts, f.path, f.file_id, messages, offsets)
-        if flags is not None:
-            for rec, fl in zip(records, flags, strict=True):
-                if fl is not None:
-                    rec[FLAGS] = list(fl)
-        self._lines.inc(len(records))
-        await emit(SourceBatch(records, nbytes, f.tracker.track(end), parser))
-
-    async def _emit_slow(self, f: _File, emit: Emit, complete: bytes, base: int, end: int) -> None:
-        """Complete lines of which some are longer than ``max_line_bytes`` (or continue one)."""
-        pieces: list[tuple[int, bytes, list[str] | None]] = []
-        o = base
-        for line in complete.split(b"\n"):
-            n = len(line)
-            if f.continuing or n > self.max_line:
-                if not f.continuing:
-                    self._split.inc()
-                pieces.extend(self._cut(line, o, last=True))
-                f.continuing = False
-            else:
-                pieces.append((o, line, None))
-            o += n + 1
-        await self._emit_pieces(f, emit, pieces, end)
-
-    async def _emit_carry_pieces(self, f: _File, emit: Emit) -> None:
-        """The carry holds more than ``max_line_bytes`` without a newline: ship it in pieces."""
-        if not f.continuing:
-            self._split.inc()
-        data = f.carry
-        base = f.read_pos - len(data)
-        pieces: list[tuple[int, bytes, list[str] | None]] = []
-        pos = 0
-        while len(data) - pos > self.max_line:
-            cut = _utf8_cut(memoryview(data)[pos:], self.max_line)
-            pieces.append((base + pos, data[pos : pos + cut], PARTIAL))
-            pos += cut
-        f.carry = data[pos:]
-        f.continuing = True
-        await self._emit_pieces(f, emit, pieces, base + pos)
-
-    def _cut(
-        self, line: bytes, offset: int, *, last: bool
-    ) -> list[tuple[int, bytes, list[str] | None]]:
-        out: list[tuple[int, bytes, list[str] | None]] = []
-        pos = 0
-        view = memoryview(line)
-        while len(line) - pos > self.max_line:
-            cut = _utf8_cut(view[pos:], self.max_line)
-            out.append((offset + pos, line[pos : pos + cut], PARTIAL))
-            pos += cut
-        out.append((offset + pos, line[pos:], PARTIAL_END if last else PARTIAL))
-        return out
-
-    async def _emit_pieces(
-        self,
-        f: _File,
-        emit: Emit,
-        pieces: list[tuple[int, bytes, list[str] | None]],
-        end: int,
-    ) -> None:
-        messages = [p[1].decode("utf-8", "replace") for p in pieces]
-        offsets = [p[0] for p in pieces]
-        flags = [p[2] for p in pieces]
-        nbytes = sum(len(p[1]) for p in pieces)
-        if f.joiner is not None:
-            # Pieces of a long line are records of their own; first finish a pending group.
-            done, done_offsets = f.joiner.flush()
-            if done:
-                messages = done + messages
-                offsets = done_offsets + offsets
-                done_flags: list[list[str] | None] = getattr(f.joiner, "flags", None) or [
-                    None
-                ] * len(done)
-                flags = done_flags + flags
-        await self._emit_records(f, emit, messages, offsets, end, nbytes, flags)
-
-    async def _flush_joiner(self, f: _File, emit: Emit) -> None:
-        if f.joiner is None:
-            return
-        messages, offsets = f.joiner.flush()
-        if messages:
-            end = f.read_pos - len(f.carry)
-            flags = getattr(f.joiner, "flags", None)
-            await self._emit_records(
-                f, emit, messages, offsets, end, sum(map(len, messages)), flags
-            )
-
-
-Builder = Callable[[str, str, str, list[str], list[int]], list[Record]]
-
-
-def record_builder(static: dict[str, Any]) -> Builder:
-    """A function that builds a chunk's records with one list comprehension.
-
-    The static fields are written into the comprehension's dict display as constant keys
-    (names bound to their values), which makes building a record about a third cheaper than
-    merging them with ``**static`` per record. Keys are inserted with ``repr``, so any field
-    name is safe; later keys win, as with ``{**record, **static}``.
-    """
-    names = {f"_s{i}": v for i, v in enumerate(static.values())}
-    extra = "".join(f", {k!r}: _s{i}" for i, k in enumerate(static))
-    source = (
-        "lambda ts, path, fid, messages, offsets: ["
-        f"{{{TIMESTAMP!r}: ts, {MESSAGE!r}: m, {FILE_PATH!r}: path, {FILE_ID!r}: fid, "
-        f"{OFFSET!r}: o{extra}}} for m, o in zip(messages, offsets)]"
-    )
-    builder: Builder = eval(source, {"__builtins__": {"zip": zip}, **names})
-    return builder
-
-
-ColumnBuilder = Callable[..., list[Record]]
-
-
-def column_builder(static: dict[str, Any], names: tuple[str, ...]) -> ColumnBuilder:
-    """Like ``record_builder``, for a batch whose parser gave one column per field in
-    ``names`` (``@timestamp`` and ``message`` among them): ``(path, fid, offsets, *columns)``.
-
-    Each record is a copy of one template dict (a copy of a dict is a block copy in C, much
-    cheaper than building a dict of a dozen keys), then every column is stored with one
-    ``map(setitem, ...)`` run in C. Static fields win over columns of the same name, as they
-    win over the fields of ``record_builder``.
-    """
-    template: Record = {n: None for n in names}
-    template.update({FILE_PATH: "", FILE_ID: "", OFFSET: 0})
-    template.update(static)
-    stored = [i for i, n in enumerate(names) if n not in static]
-
-    def build(path: str, fid: str, offsets: list[int], *columns: Iterable[Any]) -> list[Record]:
-        first = dict(template)
-        first[FILE_PATH] = path
-        first[FILE_ID] = fid
-        records = list(map(dict.copy, repeat(first, len(offsets))))
-        for i in stored:
-            deque(map(setitem, records, repeat(names[i]), columns[i]), maxlen=0)
-        deque(map(setitem, records, repeat(OFFSET), offsets), maxlen=0)
-        return records
-
-    return build
-
-
-def _with_static(static: dict[str, Any]) -> Builder:
-    """A ``Builder`` for many static fields (a file's Kubernetes fields): template copies."""
-    build = column_builder(static, (TIMESTAMP, MESSAGE))
-
-    def builder(
-        ts: str, path: str, fid: str, messages: list[str], offsets: list[int]
-    ) -> list[Record]:
-        return build(path, fid, offsets, repeat(ts), messages)
-
-    return builder
-
-
-def open_budget(cfg: Any) -> int:
-    """Descriptors one file input may hold: ``max_open_files`` (or half the open-file limit)
-    shared evenly by the file inputs."""
-    total = int(cfg.max_open_files) or max(16, open_files_limit() // 2)
-    inputs = [i if isinstance(i, str) else i.url for i in cfg.input_entries]
-    files = sum(1 for url in inputs if url.lower().startswith("file:")) or 1
-    return max(4, total // files)
-
-
-def _static_dir(pattern: str) -> str:
-    """The deepest directory of ``pattern`` without glob characters."""
-    parts = Path(pattern).parts
-    out: list[str] = []
-    for part in parts[:-1]:
-        if glob.has_magic(part):
-            break
-        out.append(part)
-    return os.path.join(*out) if out else "/"
-
-
-def _last_line_end(fd: int, size: int) -> int:
-    """The offset just after the last newline before ``size`` (0 if none in the last 1 MiB)."""
-    start = max(0, size - (1 << 20))
-    tail = os.pread(fd, size - start, start)
-    cut = tail.rfind(b"\n")
-    return start + cut + 1 if cut >= 0 else start if start else 0
 
 
 def parse_file_url(spec: str) -> list[str]:
