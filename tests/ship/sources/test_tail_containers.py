@@ -1,14 +1,11 @@
 """Container logs through the real shipper: the kubelet's /var/log/pods tree, CRI and Docker
-lines with partials, Kubernetes fields from the path, ``**`` globs, excludes and compressed
-files."""
+lines with partials, Kubernetes fields from the path, file input options. (``**`` globs,
+excludes and compressed files are in test_discover.)"""
 
 from __future__ import annotations
 
 import asyncio
-import bz2
-import gzip
 import json
-import lzma
 import time
 from pathlib import Path
 from typing import Any
@@ -188,91 +185,6 @@ async def test_k8s_metadata_can_be_turned_off_or_on_for_any_parser(tmp_path: Pat
     assert "k8s.pod.name" not in by_message["x"]
     plain = by_message["plain line"]
     assert (plain["k8s.pod.name"], plain["container.id"]) == ("web-0", cid)
-
-
-async def test_double_star_matches_every_depth_but_not_hidden_or_linked_directories(
-    tmp_path: Path,
-) -> None:
-    root = tmp_path / "logs"
-    for rel in ["top.log", "a/one.log", "a/b/c/deep.log", ".hidden/no.log", "a/.h/no.log"]:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(rel + "\n")
-    (root / "a" / "loop").symlink_to(root, target_is_directory=True)
-    cfg = config(tmp_path, f"file://{root}/**/*.log")
-    async with shipping(cfg) as sh:
-        await wait_for(lambda: len(records(tmp_path)) == 3)
-        (root / "a" / "b" / "new").mkdir()
-        (root / "a" / "b" / "new" / "late.log").write_text("late\n")
-        await wait_for(lambda: len(records(tmp_path)) == 4)
-        assert sh.metric("sidekick_ship_files_watched", input=cfg.inputs[0]) == 4
-    assert sorted(r["message"] for r in records(tmp_path)) == [
-        "a/b/c/deep.log",
-        "a/one.log",
-        "late",
-        "top.log",
-    ]
-
-
-async def test_compressed_rotations_are_skipped_once_and_counted_never_shipped(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "app.log").write_text("text line\n")
-    (logs / "app.log.1.gz").write_bytes(gzip.compress(b"old line\n" * 100))
-    (logs / "app.log.2.bz2").write_bytes(bz2.compress(b"older line\n"))
-    (logs / "app.log.3.xz").write_bytes(lzma.compress(b"oldest\n"))
-    # zstd's frame magic and header, as the kubelet's rotation would leave it.
-    (logs / "app.log.4.zst").write_bytes(b"\x28\xb5\x2f\xfd\x24\x05\x29\x00\x00hello")
-    (logs / "BZh.log").write_text("BZh is just text here\n")
-    cfg = config(tmp_path, f"file://{logs}/*")
-    async with shipping(cfg) as sh:
-        name = cfg.inputs[0]
-        await wait_for(lambda: len(records(tmp_path)) == 2)
-        await wait_for(
-            lambda: sh.metric("sidekick_ship_compressed_files_skipped_total", input=name) == 4
-        )
-        # Created empty, as a compressor does, and filled after the shipper opened it.
-        late = logs / "app.log.5.gz"
-        late.touch()
-        await asyncio.sleep(0.6)
-        late.write_bytes(gzip.compress(b"late line\n"))
-        await wait_for(
-            lambda: sh.metric("sidekick_ship_compressed_files_skipped_total", input=name) == 5
-        )
-        with (logs / "app.log").open("a") as f:
-            f.write("after\n")
-        await wait_for(lambda: len(records(tmp_path)) == 3)
-        await asyncio.sleep(0.6)  # more scans: each file is reported once
-        assert sh.metric("sidekick_ship_compressed_files_skipped_total", input=name) == 5
-    assert sorted(r["message"] for r in records(tmp_path)) == [
-        "BZh is just text here",
-        "after",
-        "text line",
-    ]
-    warnings = [r.getMessage() for r in caplog.records if "compressed data" in r.getMessage()]
-    assert len(warnings) == 5 and "gzip-compressed" in warnings[0]
-
-
-async def test_exclude_patterns_keep_matched_files_from_being_opened(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    (logs / "skip").mkdir(parents=True)
-    (logs / "app.log").write_text("kept\n")
-    (logs / "app.log.1.gz").write_bytes(gzip.compress(b"x\n"))
-    (logs / "debug.txt").write_text("excluded by name\n")
-    (logs / "skip" / "a.log").write_text("excluded by path\n")
-    cfg = ship_config(
-        inputs=[{"url": f"file://{logs}/**/*", "exclude": ["*.gz", "*.txt", f"{logs}/skip/*"]}],
-        outputs=[f"file://{tmp_path}/out.ndjson"],
-        state_dir=str(tmp_path / "state"),
-    )
-    async with shipping(cfg) as sh:
-        await wait_for(lambda: len(records(tmp_path)) == 1)
-        await asyncio.sleep(0.5)
-        name = f"file://{logs}/**/*"
-        assert sh.metric("sidekick_ship_files_watched", input=name) == 1
-        assert sh.metric("sidekick_ship_compressed_files_skipped_total", input=name) == 0
-    assert [r["message"] for r in records(tmp_path)] == ["kept"]
 
 
 @pytest.mark.parametrize(
