@@ -40,10 +40,10 @@ be ``stat``-ed for any reason but absence (too many open files, no permission) i
 for rotated or deleted: the files below it stay as they were until a later scan sees them.
 Such errors are counted (``sidekick_ship_tail_errors``) and logged once a minute per kind.
 
-Descriptors: at most ``max_open_files`` files (shared by the file inputs; by default half the
-open-file limit) are held open. A new file that finds no free descriptor closes ("parks") the
-least recently grown file that is fully read and not rotated; a parked file keeps its
-position, carry and checkpoint and is no rotation. The scan's ``stat`` shows when it changes
+Descriptors (``_reader.Descriptors``): at most ``max_open_files`` files (shared by the file
+inputs; by default half the open-file limit) are held open. A new file that finds no free
+descriptor closes ("parks") the least recently grown file that is fully read and not rotated;
+a parked file keeps its position, carry and checkpoint and is no rotation. The scan's ``stat`` shows when it changes
 (size or mtime); it is then reopened by path and taken only with the same (device, inode),
 and the poll check compares its first bytes with the fingerprint as for any open file. A
 parked file no longer at a matching path is looked up by inode in the watched directories
@@ -92,6 +92,7 @@ from sidekick.ship.sources._inotify import Inotify
 from sidekick.ship.sources._reader import (
     PARTIAL,
     PARTIAL_END,
+    Descriptors,
     LineReader,
     TailFile,
     last_line_end,
@@ -145,11 +146,12 @@ class TailSource:
         self._compressed = m.compressed_skipped.labels(name)
         self._skipped: set[tuple[int, int]] = set()  # compressed files, not opened again
         self._errlog = RateLimitedLog(log, ERROR_LOG_INTERVAL)
-        self.max_open = open_budget(cfg)
-        self._open_count = 0
+        # At most max_open_files descriptors; parks idle files to make room.
+        self.fds = Descriptors(
+            self.files, open_budget(cfg), self._finder.opened_inside, self._error
+        )
         self._first_seen: set[tuple[int, int]] = set()  # present at the first start, not opened
         self._waiting: set[tuple[int, int]] = set()  # matched, waiting for a descriptor
-        self._victims: list[TailFile] | None = None  # park candidates, built once per scan
         self._started: list[tuple[str, int]] = []  # new files opened, for one log line
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -251,7 +253,7 @@ class TailSource:
                     os.close(f.fd)
                 f.fd = -1
         self.files.clear()
-        self._open_count = 0
+        self.fds.count = 0
         self._watched.set(0)
         self._open_gauge.set(0)
 
@@ -285,39 +287,24 @@ class TailSource:
             exc.strerror or code,
             _ERROR_HINTS.get(code, ""),
         )
-        if code in ("EMFILE", "ENFILE") and self._open_count > 4:
+        fds = self.fds
+        if code in ("EMFILE", "ENFILE") and fds.count > 4:
             # The process has fewer descriptors than max_open_files assumed (a low limit,
             # or other parts hold many): hold fewer from now on, leaving a quarter free.
-            lowered = max(4, self._open_count * 3 // 4)
-            if lowered < self.max_open:
+            lowered = max(4, fds.count * 3 // 4)
+            if lowered < fds.max_open:
                 log.warning(
                     "Out of file descriptors with %d files of %s open; holding at most %d "
                     "from now on (raise the open-file limit to hold more).",
-                    self._open_count,
+                    fds.count,
                     self.name,
                     lowered,
                 )
-                self.max_open = lowered
-                self._shed()
-
-    def _shed(self) -> None:
-        """Close files down to the budget now: idle ones first, then the least recently
-        grown with data still to read (not rotated ones: those are found by descriptor only)."""
-        self._victims = None
-        while self._open_count > self.max_open and self._park_one():
-            pass
-        if self._open_count <= self.max_open:
-            return
-        busy = [f for f in self.files.values() if f.fd >= 0 and f.rotated_at is None]
-        busy.sort(key=lambda f: f.last_growth)
-        for f in busy:
-            if self._open_count <= self.max_open:
-                break
-            self._park(f, force=True)
-        self._victims = None
+                fds.max_open = lowered
+                fds.shed()
 
     def _scan(self, *, first_start: bool) -> None:
-        self._shed()  # below the budget first (it may have been lowered) to list with room
+        self.fds.shed()  # below the budget first (it may have been lowered) to list with room
         found = self._discover()
         matches = found.files
         if first_start:
@@ -337,13 +324,13 @@ class TailSource:
             if f.rotated_at is not None:
                 f.rotated_at = None  # moved back under a matching name
             changed = (m.st.st_size, m.st.st_mtime_ns) != (f.size, f.mtime)
-            if f.fd < 0 and changed and self._room():
-                self._reopen(f)
+            if f.fd < 0 and changed and self.fds.room():
+                self.fds.reopen(f)
         if found.complete and self._skipped:
             self._skipped &= matches.keys()
         self._waiting = set()
         for ident, path in new:
-            if not self._room():
+            if not self.fds.room():
                 self._waiting.add(ident)
                 continue
             self._open(path, ident, first_start=ident in self._first_seen)
@@ -369,77 +356,15 @@ class TailSource:
                 "have unread data; they are opened as those are read.",
                 len(self._waiting),
                 self.name,
-                self.max_open,
+                self.fds.max_open,
             )
         if self._inotify is not None:
             dirs = {static_dir(p) for p in self.patterns}
             dirs.update(os.path.dirname(f.path) for f in self.files.values())
             self._inotify.watch_dirs(dirs)
         self._watched.set(len(self.files))
-        self._open_gauge.set(self._open_count)
+        self._open_gauge.set(self.fds.count)
         self._log_started()
-
-    # -- descriptors -----------------------------------------------------------------------
-
-    def _room(self) -> bool:
-        """Whether a descriptor is free; parks the least recently grown idle file if not."""
-        return self._open_count < self.max_open or self._park_one()
-
-    def _park_one(self) -> bool:
-        if self._victims is None:
-            idle = [f for f in self.files.values() if f.fd >= 0 and f.at_end]
-            idle.sort(key=lambda f: f.last_growth, reverse=True)  # pop() takes the oldest
-            self._victims = idle
-        while self._victims:
-            f = self._victims.pop()
-            if f.fd >= 0 and f.at_end and f.rotated_at is None and self._park(f):
-                return True
-        return False
-
-    def _park(self, f: TailFile, *, force: bool = False) -> bool:
-        """Close idle ``f``, remembering its size and mtime; False if it grew meanwhile.
-
-        ``force`` closes a file that still has unread data too; it is reopened as soon as
-        there is room, since no ``stat`` matches the size -1 it is given.
-        """
-        try:
-            st = os.fstat(f.fd)
-        except OSError:
-            return False
-        if force:
-            f.size, f.mtime = -1, 0
-        elif st.st_size != f.read_pos:
-            f.at_end = False  # it grew (or shrank) since the last read: read it first
-            return False
-        else:
-            f.size, f.mtime = st.st_size, st.st_mtime_ns
-        with contextlib.suppress(OSError):
-            os.close(f.fd)
-        f.fd = -1
-        self._open_count -= 1
-        return True
-
-    def _reopen(self, f: TailFile) -> bool:
-        """Open parked ``f`` again at its path if the same (device, inode) is still there."""
-        try:
-            fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                self._error("open", f.path, exc)
-            return False
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            return False
-        if (st.st_dev, st.st_ino) != f.ident or not self._finder.opened_inside(fd):
-            os.close(fd)  # replaced meanwhile; the next scan sees what is there now
-            return False
-        f.fd = fd
-        f.size = st.st_size
-        f.at_end = False
-        self._open_count += 1
-        return True
 
     def _find_parked(self, gone: list[TailFile], now: float) -> None:
         """Parked files no longer at a matching path: find them by inode (rotated) or release.
@@ -457,8 +382,8 @@ class TailSource:
                 continue
             old = f.path
             f.path = path
-            self._room()  # a rotated file is reopened even over the budget
-            if not self._reopen(f):
+            self.fds.room()  # a rotated file is reopened even over the budget
+            if not self.fds.reopen(f):
                 f.path = old  # tried again at the next scan
                 continue
             with contextlib.suppress(KeyError):
@@ -508,7 +433,7 @@ class TailSource:
             os.close(fd)
             self._skip_compressed(path, ident, kind)
             return None
-        self._open_count += 1
+        self.fds.count += 1
         f = TailFile(fd, path, st.st_dev, st.st_ino, checkpoint_key(self._prefix, *ident))
         f.size = st.st_size
         saved = self.store.get(f.key)
@@ -543,17 +468,13 @@ class TailSource:
     def _drop(self, f: TailFile) -> None:
         """Forget ``f`` entirely (nothing of it was read): no position, no descriptor."""
         del self.files[f.ident]
-        if f.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(f.fd)
-            f.fd = -1
-            self._open_count -= 1
+        self.fds.close(f)
         f.tracker.close()
         self.store.drop(f.key)
         with contextlib.suppress(KeyError):
             self._lag.remove(f.path)
         self._watched.set(len(self.files))
-        self._open_gauge.set(self._open_count)
+        self._open_gauge.set(self.fds.count)
 
     def _skip_compressed(self, path: str, ident: tuple[int, int], kind: str) -> None:
         self._skipped.add(ident)
@@ -605,7 +526,7 @@ class TailSource:
         for ident, path in found:
             if ident in wanted and ident not in self.files:
                 log.info("Finishing %s (rotated while ship was stopped).", path)
-                self._room()  # rotated files are opened even over the budget
+                self.fds.room()  # rotated files are opened even over the budget
                 self._open(path, ident, first_start=False, rotated=True)
         self._log_started()
         if unsure:
@@ -709,15 +630,11 @@ class TailSource:
             await self.reader.ship_carry(f, emit, flags)
         await self.reader.flush_joiner(f, emit)
         del self.files[f.ident]
-        if f.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(f.fd)
-            f.fd = -1
-            self._open_count -= 1
+        self.fds.close(f)
         with contextlib.suppress(KeyError):
             self._lag.remove(f.path)
         self._watched.set(len(self.files))
-        self._open_gauge.set(self._open_count)
+        self._open_gauge.set(self.fds.count)
         log.info("Finished %s at offset %d; released.", f.path, f.read_pos)
         if f.tracker.idle:
             self.store.drop(f.key)
