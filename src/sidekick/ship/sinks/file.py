@@ -26,6 +26,9 @@ import os
 import time
 from pathlib import Path
 
+import msgspec
+
+from sidekick.core.config import field_path
 from sidekick.core.errors import ConfigError, TemporaryError
 from sidekick.ship.files import file_url_path, write_all
 from sidekick.ship.records import DELIVERED, Record, SendResult
@@ -34,6 +37,12 @@ from sidekick.ship.sinks._encode import encode_ndjson
 from sidekick.ship.sinks.base import BaseSink
 
 THREAD_WRITE_BYTES = 256 * 1024  # smaller writes are cheaper than a thread hand-off
+
+
+class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of a ``file:`` output (config file)."""
+
+    fsync: bool = False  # fsync after every batch (survives power loss; slower)
 
 
 class FileSink(BaseSink):
@@ -125,14 +134,21 @@ class FileSink(BaseSink):
 def create(spec: OutputSpec) -> FileSink:
     url = spec.url
     path = file_url_path(url, flag="--output", example="file:///path/to/out.ndjson")
-    unknown = set(spec.options) - {"fsync"}
-    if unknown:
+    try:
+        opts = msgspec.convert(spec.options, Options, strict=False)
+    except msgspec.ValidationError as exc:
+        where, problem = field_path(exc)
+        if not where:  # "Object contains unknown field `name`"
+            name = problem.rpartition(" ")[2].strip("`")
+            raise ConfigError(
+                f"--output {url!r}: unknown option {name!r}; file: outputs take only fsync"
+            ) from None
         raise ConfigError(
-            f"--output {url!r}: unknown option(s) {', '.join(sorted(unknown))}; file: outputs take only fsync"
-        )
+            f"--output {url!r}: option {where!r}: {problem}; use true or false"
+        ) from None
     p = Path(path)
     if not p.parent.is_dir():
         raise ConfigError(
             f"--output {url!r}: directory {str(p.parent)!r} does not exist; create it first"
         )
-    return FileSink(p, fsync=bool(spec.options.get("fsync", False)), url=url)
+    return FileSink(p, fsync=opts.fsync, url=url)
