@@ -167,17 +167,21 @@ def test_severity_out_of_range_is_a_config_error(make_sink: MakeSink) -> None:
         make_sink("syslog+tcp://127.0.0.1:514?severity=9")
 
 
-async def test_udp_to_a_port_nobody_listens_on_is_counted_as_an_error(
+async def test_udp_to_a_port_nobody_listens_on_is_counted_and_the_batch_sent_again(
     make_sink: MakeSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = make_sink(f"syslog+udp://127.0.0.1:{free_port()}")
     assert isinstance(sink, SyslogSink)
     with caplog.at_level(logging.WARNING, logger="sidekick.ship.sinks.syslog"):
         for _ in range(20):
-            await sink.send(make_records(1))
-            if sink.udp_errors:
+            try:
+                await sink.send(make_records(1))
+            except TemporaryError as exc:
+                assert "sent again" in str(exc)
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no send noticed that nobody listens")
     assert sink.udp_errors >= 1
     assert "probably lost" in caplog.text
 

@@ -22,7 +22,11 @@ and the kernel accepted it; a broken connection raises ``TemporaryError`` and th
 reconnects and sends the whole batch again (at least once). One connection is kept open and
 reused. Over UDP each message is one datagram; a message longer than ``max_datagram_bytes``
 (default 2048, the size RFC 5426 says receivers should accept) is truncated, and each
-truncation is counted (``truncated``) and logged.
+truncation is counted (``truncated``) and logged. UDP confirms nothing, but a host where
+nobody listens on the port answers "port unreachable": when the network reports an error
+while a batch is sent, the batch is not counted as delivered and is sent again (at least
+once), so a stopped receiver holds the checkpoint instead of losing lines. A report that
+arrives later (a distant host) or never (a firewall) cannot be tied to a batch.
 
 Left out: TLS (RFC 5425), RFC 3164 output, non-transparent (newline) framing.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import socket
 from datetime import UTC, datetime
@@ -288,6 +293,8 @@ class SyslogSink(BaseSink):
                 )
             except OSError as exc:
                 raise TemporaryError(f"{self.name}: cannot open a UDP socket: {exc}") from None
+        assert self._udp_protocol is not None
+        errors = self._udp_protocol.errors
         cut = 0
         for m in messages:
             if len(m) > self.max_datagram:
@@ -295,6 +302,17 @@ class SyslogSink(BaseSink):
                 m = m[: self.max_datagram].decode("utf-8", "ignore").encode()
                 cut += 1
             self._udp.sendto(m)
+        # A report of this batch's first datagram may still be on its way through the loop
+        # or pending on the socket; the others' sends already failed if it came back.
+        await asyncio.sleep(0)
+        pending = self._udp.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if pending:
+            self._udp_protocol.error_received(OSError(pending, os.strerror(pending)))
+        if self._udp_protocol.errors != errors:
+            raise TemporaryError(
+                f"{self.name}: the network reports errors for a batch of {len(messages)} "
+                "datagrams (is anyone listening?); it will be sent again"
+            )
         if cut:
             self.truncated += cut
             log.warning(
