@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.pod.conftest import Up
 
@@ -357,3 +361,69 @@ spec:
         result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+# --- start-up cost -------------------------------------------------------------------------
+
+
+def test_the_isolation_probe_runs_in_the_background_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidekick.pod.isolation import Isolation
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # read TMPDIR again
+    try:
+        probe = Isolation.start_probe(True)
+        # Started, not finished: the caller reads the manifests meanwhile.
+        assert probe._proc is not None and probe._proc.poll() is None
+        names = [p.name for p in tmp_path.iterdir()]
+        assert len(names) == 1 and names[0].startswith("sidekick-ns-"), names
+        iso = probe.result()
+        assert iso.mode == "root", iso.why_not
+        assert list(tmp_path.iterdir()) == []
+        assert probe.result() is iso
+
+        cancelled = Isolation.start_probe(True)
+        proc = cancelled._proc
+        assert proc is not None
+        cancelled.cancel()
+        assert proc.returncode is not None
+        assert list(tmp_path.iterdir()) == []
+        assert not cancelled.result().on
+    finally:
+        tempfile.tempdir = None
+
+
+def test_a_manifest_error_ends_the_isolation_probe_and_removes_its_directory(
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import SIDEKICK
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    (tmp_path / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n"
+        "    - name: app\n      command: [sleep, '1']\n      restartPolicy: Sometimes\n"
+    )
+    result = subprocess.run(
+        [*SIDEKICK, "up", str(tmp_path / "pod.yaml"), "--run-dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    assert result.returncode == 2, result.stderr
+    assert list(scratch.iterdir()) == []
+
+
+def test_nsinit_is_imported_so_its_bytecode_is_cached(tmp_path: Path) -> None:
+    import importlib.util
+
+    from sidekick.pod.isolation import NSINIT, Isolation
+
+    cached = Path(importlib.util.cache_from_source(NSINIT))
+    cached.unlink(missing_ok=True)
+    assert Isolation.probe(True).mode == "root"
+    # Written by the isolated start itself (a script run is compiled and never cached).
+    assert cached.exists()

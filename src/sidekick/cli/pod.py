@@ -129,9 +129,13 @@ def up(
     from sidekick.core.runtime import Shutdown, run
     from sidekick.pod.app import UpConfig
     from sidekick.pod.app import up as run_up
+    from sidekick.pod.isolation import Isolation
     from sidekick.pod.manifest import read_manifests
 
     setup_logging(log_format, log_level)  # type: ignore[arg-type]
+    # Runs while the manifests are read; ended with the command if it is not collected.
+    probe = Isolation.start_probe(isolation == "on" and not detach)
+    click.get_current_context().call_on_close(probe.cancel)
     images = _set_images(set_image)
     manifests = read_manifests(list(files), set_image=images)
     addr = None if admin_addr == "off" else parse_admin(admin_addr)
@@ -153,7 +157,7 @@ def up(
             raise UserError("--detach cannot read the manifest from stdin; give a file")
         argv = [a for a in sys.argv[1:] if a not in ("-d", "--detach")]
         sys.exit(background.start(Path(run_dir), [p.name for p in manifests.pods], argv))
-    cfg = UpConfig(manifests, Path(run_dir), addr, fast_backoff, colour, isolation == "on")
+    cfg = UpConfig(manifests, Path(run_dir), addr, fast_backoff, colour, isolation == "on", probe)
     held: list[Shutdown] = []
 
     def main(shutdown: Shutdown) -> Awaitable[int]:

@@ -31,7 +31,7 @@ from sidekick.core.errors import ConfigError
 from sidekick.core.runtime import Shutdown
 from sidekick.pod.container import BackoffPolicy
 from sidekick.pod.hygiene import Tracker, Watchdog, become_subreaper
-from sidekick.pod.isolation import Isolation
+from sidekick.pod.isolation import Isolation, IsolationProbe
 from sidekick.pod.job import JobRunner
 from sidekick.pod.manifest import Manifests
 from sidekick.pod.output import Printer
@@ -48,13 +48,15 @@ class UpConfig:
     fast_backoff: bool = False
     colour: bool | None = None
     isolation: bool = True  # PID/mount namespaces and users where allowed (pod.isolation)
+    isolation_probe: IsolationProbe | None = None  # started early by the CLI, else at start
 
 
 async def up(cfg: UpConfig, shutdown: Shutdown) -> int:
     check_ports(cfg.manifests.pods)
     run_id = str(uuid.uuid4())
     tracker = Tracker(run_id)
-    tracker.isolation = await asyncio.to_thread(Isolation.probe, cfg.isolation)
+    probe = cfg.isolation_probe or Isolation.start_probe(cfg.isolation)
+    tracker.isolation = await asyncio.to_thread(probe.result)
     tracker.isolation.warn_unavailable()
     if not become_subreaper():
         log.warning("Cannot become a child subreaper; orphaned grandchildren go to init.")

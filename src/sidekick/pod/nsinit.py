@@ -1,6 +1,7 @@
 """Inside a new mount namespace, give the container its own root, then ``exec`` its command.
 
-Run as ``python -I -S nsinit.py PLAN -- COMMAND...`` by :mod:`sidekick.pod.isolation` as the
+Run as ``python -I -S nsinit.py PLAN -- COMMAND...`` (or imported, and :func:`run` called with
+those arguments, so that its bytecode is cached) by :mod:`sidekick.pod.isolation` as the
 first process of the container's new PID namespace, so the command that replaces it is PID 1
 (or, with ``shareProcessNamespace``, a process of the Pod's namespace). PLAN is a dict in
 ``marshal`` format, hex-encoded (the fastest decoder without imports):
@@ -345,10 +346,15 @@ def main(argv: list[str]) -> None:
         sys.exit(127 if isinstance(exc, FileNotFoundError) else 126)
 
 
-if __name__ == "__main__":
+def run(argv: list[str]) -> None:
+    """``main`` with its failures as one line on stderr and exit code 126."""
     try:
-        main(sys.argv)
+        main(argv)
     except (SetupError, OSError) as exc:
         what = str(exc) if isinstance(exc, SetupError) else f"{exc.filename}: {exc.strerror}"
         sys.stderr.write(f"sidekick: cannot set up the container: {what}\n")
         sys.exit(126)
+
+
+if __name__ == "__main__":
+    run(sys.argv)
