@@ -363,6 +363,25 @@ spec:
     assert "Traceback" not in result.stderr
 
 
+def test_a_container_starts_with_no_signal_ignored(start_up: Callable[..., Up]) -> None:
+    # Python ignores SIGPIPE and SIGXFSZ; nsinit, a Python process, must not pass that on
+    # through its exec (`yes | head -1` would then fail with EPIPE instead of ending quietly).
+    up = start_up(
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: signals}
+        spec:
+          restartPolicy: Never
+          containers:
+            - name: app
+              command: [grep, SigIgn, /proc/self/status]
+        """
+    )
+    assert up.wait_exit(30) == 0, up.err
+    assert "signals/app | SigIgn:\t0000000000000000" in up.out, up.out
+
+
 # --- start-up cost -------------------------------------------------------------------------
 
 
