@@ -637,31 +637,40 @@ class Shipper:
         self.proc: subprocess.Popen[bytes] | None = None
         self.out = b""
         self.stderr = (tmp_path / "stderr").open("wb")
+        self.pipe: int | None = None  # our end
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [*SIDEKICK, "ship", "--admin-addr", "127.0.0.1:0",
-             "--input", f"file://{self.logs}/*.log?parser=json",
-             "--output", "stdout:", "--state-dir", str(self.state)],
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), False)
+    def start(self, *, nonblocking: bool = False) -> None:
+        """``nonblocking``: the process's stdout is a non-blocking pipe, as when it shares its
+        parent's stdout and the parent set O_NONBLOCK on it."""
+        self.pipe, theirs = os.pipe()
+        os.set_blocking(self.pipe, False)
+        os.set_blocking(theirs, not nonblocking)
+        try:
+            self.proc = subprocess.Popen(
+                [*SIDEKICK, "ship", "--admin-addr", "127.0.0.1:0",
+                 "--input", f"file://{self.logs}/*.log?parser=json",
+                 "--output", "stdout:", "--state-dir", str(self.state)],
+                stdout=theirs,
+                stderr=self.stderr,
+            )  # fmt: skip
+        finally:
+            os.close(theirs)
 
-    def read(self) -> list[Record]:
-        """Everything written so far (non-blocking)."""
-        assert self.proc is not None and self.proc.stdout is not None
+    def lines(self) -> list[bytes]:
+        """Every complete line written so far (reads without blocking)."""
+        assert self.pipe is not None
         while True:
             try:
-                chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
+                chunk = os.read(self.pipe, 1 << 20)
             except BlockingIOError:
                 break
             if not chunk:
                 break
             self.out += chunk
-        end = self.out.rfind(b"\n") + 1
-        return [json.loads(line) for line in self.out[:end].splitlines()]
+        return self.out[: self.out.rfind(b"\n") + 1].splitlines()
+
+    def read(self) -> list[Record]:
+        return [json.loads(line) for line in self.lines()]
 
     def committed(self) -> int:
         return sum(committed_offsets(self.state))
@@ -671,9 +680,9 @@ class Shipper:
         self.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         while self.proc.poll() is None and time.monotonic() < deadline:
-            self.read()
+            self.lines()
             time.sleep(0.02)
-        self.read()
+        self.lines()
         return self.proc.wait(5)
 
 
@@ -681,12 +690,11 @@ class Shipper:
 def shipper(tmp_path: Path) -> Any:
     sh = Shipper(tmp_path)
     yield sh
-    if sh.proc is not None:
-        if sh.proc.poll() is None:
-            sh.proc.kill()
-            sh.proc.wait()
-        assert sh.proc.stdout is not None
-        sh.proc.stdout.close()
+    if sh.proc is not None and sh.proc.poll() is None:
+        sh.proc.kill()
+        sh.proc.wait()
+    if sh.pipe is not None:
+        os.close(sh.pipe)
     sh.stderr.close()
 
 
@@ -755,3 +763,24 @@ def test_stdout_odd_records_arrive_intact_and_a_stop_leaves_nothing_pending(
     assert shipper.stop() == 0
     assert shipper.committed() == ends[-1]
     assert len(shipper.read()) == len(sent)  # each once: nothing was pending at the stop
+
+
+def test_stdout_that_is_a_full_non_blocking_pipe_neither_tears_nor_repeats_lines(
+    shipper: Shipper,
+) -> None:
+    sent = plain(2000)
+    for r in sent:
+        r["message"] += " " + "z" * 2000  # 4 MB
+    ends = write_lines(shipper.logs / "app.log", sent)
+    shipper.start(nonblocking=True)
+    time.sleep(2)  # the reader is away; the pipe fills up
+    deadline = time.monotonic() + 60
+    while len(shipper.lines()) < len(sent):
+        assert time.monotonic() < deadline, f"{len(shipper.lines())} of {len(sent)} lines"
+        time.sleep(0.02)
+    assert shipper.stop() == 0
+    lines = shipper.lines()
+    torn = [line[:80] for line in lines if not line.startswith(b"{") or not line.endswith(b"}")]
+    assert torn == []
+    assert sorted(json.loads(line)["seq"] for line in lines) == sorted(r["seq"] for r in sent)
+    assert shipper.committed() == ends[-1]

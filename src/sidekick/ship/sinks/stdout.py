@@ -6,6 +6,9 @@ One ``write`` per batch on the raw file descriptor (no Python text layer). A wri
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from sidekick.core.errors import ConfigError, TemporaryError
 from sidekick.core.redact import redact_url
 from sidekick.ship.files import write_all
@@ -44,4 +47,9 @@ def create(spec: OutputSpec) -> StdoutSink:
         raise ConfigError(
             f"output {shown!r}: unknown option(s) {names}; stdout: takes no options, remove them"
         )
+    # A stdout shared with a parent that made it non-blocking would fail a write halfway
+    # through a batch once the pipe is full, and the retry would tear a line and repeat the
+    # rest; a blocking write waits for the reader instead, as on any ordinary stdout.
+    with contextlib.suppress(OSError):
+        os.set_blocking(1, True)
     return StdoutSink()
