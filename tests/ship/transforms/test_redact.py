@@ -244,3 +244,43 @@ def test_nested_counts_reach_metrics_through_the_cli(tmp_path: Path) -> None:
     text = out.read_text()
     assert MAIL not in text and KEY not in text
     assert read_ndjson(out)[0]["to"] == ["[REDACTED:email]", {"jwt": "none"}]
+
+
+def test_a_batch_finds_each_secret_in_its_own_record_only() -> None:
+    """One scan serves a whole batch: a needle is traced back to the record it falls in,
+    including the first and the last, records with a non-ASCII text before them (byte and
+    character offsets differ), and digit runs that only reach 13 across two records."""
+    t = build_transform("clean", "redact", {"patterns": ALL})
+    records: list[dict[str, Any]] = []
+    for i in range(2000):
+        records.append({"message": f"é ünïcode line #{i}: 4111 1111", "n": i, "s": "0000 00"})
+    placed = {
+        0: "email",
+        999: "jwt",
+        1000: "credit_card",
+        1500: "bearer_token",
+        1999: "aws_access_key",
+    }
+    for i, pattern in placed.items():
+        records[i]["other"] = SECRETS[pattern][0]
+    out = t.process(records)[DEFAULT]
+    assert out is records
+    for i, r in enumerate(out):
+        if i in placed:
+            pattern = placed[i]
+            assert SECRETS[pattern][1] not in r["other"]
+            assert f"[REDACTED:{pattern}]" in r["other"]
+        else:
+            assert "other" not in r
+            assert r["message"] == f"é ünïcode line #{i}: 4111 1111"
+    assert {k: v for k, v in t.counters().items() if k.startswith("redacted.")} == {
+        f"redacted.{p}": 1 for p in placed.values()
+    }
+
+
+def test_a_user_regex_is_searched_in_every_record() -> None:
+    t = build_transform("clean", "redact", {"regex": r"pin=\d{4}"})
+    records = [{"m": f"pin={1000 + i} x"} for i in range(300)]
+    out = t.process(records)[DEFAULT]
+    assert all(r["m"] == "[REDACTED:regex.1] x" for r in out)
+    assert t.counters()["redacted.regex.1"] == 300
