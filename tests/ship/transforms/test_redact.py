@@ -284,3 +284,20 @@ def test_a_user_regex_is_searched_in_every_record() -> None:
     out = t.process(records)[DEFAULT]
     assert all(r["m"] == "[REDACTED:regex.1] x" for r in out)
     assert t.counters()["redacted.regex.1"] == 300
+
+
+def test_card_numbers_among_long_digit_runs() -> None:
+    """Ids and epoch milliseconds are runs of 13+ digits too: they stay as they are, and a
+    real card number next to one, or after a dash and a space, is still found."""
+    t = build_transform("clean", "redact", {"patterns": ["credit_card"]})
+    records = [
+        {"id": "fe00-25426d-449939353078261e-0", "ts": "1763800000123"},
+        {"m": "order - 4111 1111 1111 1111 ok", "id": "x-449939353078261"},
+        {"m": "ts 1763800000123 then 4111111111111111"},
+    ]
+    out = t.process(records)[DEFAULT]
+    assert out[0] == {"id": "fe00-25426d-449939353078261e-0", "ts": "1763800000123"}
+    assert out[1]["m"] == "order - [REDACTED:credit_card] ok"
+    assert out[1]["id"] == "x-449939353078261"
+    assert out[2]["m"] == "ts 1763800000123 then [REDACTED:credit_card]"
+    assert t.counters()["redacted.credit_card"] == 2

@@ -65,10 +65,12 @@ BUILTIN: dict[str, str] = {
 # once per batch: the string fields of every record of the batch are joined into one text,
 # folded by one bytes.translate (A-Z to a-z; digits, spaces and dashes to "0", so a card
 # number, 13+ digits with separators, is a run of 13 "0"), and each pattern's needles are
-# looked for in it with bytes.find. Most log lines contain no "@", no "eyj", no such run, so
+# looked for in it with bytes.find. Most log lines contain no "@", no "eyj", no "bearer", so
 # most batches cost a few scans of their text at memchr speed, and only the records a needle
-# falls in are searched field by field. A user regex has no needle: with one, every record is
-# searched.
+# falls in are searched field by field. Runs of 13 digits are common in logs (ids, epoch
+# milliseconds), so a run only counts when the card pattern matches in it, in the unfolded
+# text at the same offsets, with a Luhn check. A user regex has no needle: with one, every
+# record is searched.
 _FOLD = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -", b"abcdefghijklmnopqrstuvwxyz" + b"0" * 12
 )
@@ -76,10 +78,12 @@ NEEDLES: dict[str, tuple[bytes, ...]] = {
     "bearer_token": (b"bearer",),
     "aws_access_key": (b"akia", b"asia", b"abia", b"acca"),
     "jwt": (b"eyj",),
-    "credit_card": (b"0" * 13,),
+    "credit_card": (),  # RUN and CARD below
     "email": (b"@",),
 }
 
+RUN = re.compile(b"0{13,}")
+CARD = re.compile(BUILTIN["credit_card"].encode())
 
 # The value types a record is searched in: strings, and lists and maps that may hold some.
 _SEARCHED = frozenset((str, list, dict))
@@ -138,6 +142,7 @@ class RedactTransform(BaseTransform):
         parts: list[str] = []
         self.groups: dict[str, str] = {}  # regex group name -> pattern name
         self.needles: list[bytes] | None = []  # None: a user regex, every record is searched
+        self.cards = False  # whether to look for card numbers
         for pattern in options.patterns:
             if pattern not in BUILTIN:
                 raise ConfigError(
@@ -148,6 +153,7 @@ class RedactTransform(BaseTransform):
             parts.append(f"(?P<{group}>{BUILTIN[pattern].replace('?P<v>', f'?P<{group}v>')})")
             self.groups[group] = pattern
             self.needles.extend(n for n in NEEDLES[pattern] if n not in self.needles)
+            self.cards = self.cards or pattern == "credit_card"
         for i, text in enumerate(regexes, 1):
             try:
                 re.compile(text)
@@ -282,7 +288,8 @@ class RedactTransform(BaseTransform):
         if needles is None or not owners:
             return owners
         parts = [t.encode("utf-8", "surrogatepass") for t in texts]
-        folded = b"\n".join(parts).translate(_FOLD)
+        raw = b"\n".join(parts)
+        folded = raw.translate(_FOLD)
         ends = list(accumulate(len(b) + 1 for b in parts))  # each text's end, past its "\n"
         hit: set[int] = set()
         for needle in needles:
@@ -291,6 +298,15 @@ class RedactTransform(BaseTransform):
                 k = bisect_right(ends, at)
                 hit.add(k)
                 at = folded.find(needle, ends[k])
+        if self.cards:
+            card = CARD.search
+            for run in RUN.finditer(folded):
+                at, end = run.span()
+                while (m := card(raw, at, end)) is not None:
+                    if luhn_ok(m.group().replace(b" ", b"").replace(b"-", b"").decode()):
+                        hit.add(bisect_right(ends, at))
+                        break
+                    at = m.end()
         return [owners[k] for k in sorted(hit)]
 
     def process(self, records: list[Record]) -> dict[str, list[Record]]:
