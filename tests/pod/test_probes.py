@@ -10,7 +10,7 @@ from collections.abc import Callable
 import aiohttp
 
 from sidekick.pod.hygiene import Tracker
-from sidekick.pod.manifest import ExecAction, Probe
+from sidekick.pod.manifest import ExecAction, Probe, TCPSocketAction
 from sidekick.pod.paths import Translator
 from sidekick.pod.probes import ActionContext, ProbeWorker
 from tests.conftest import free_port
@@ -236,3 +236,83 @@ async def test_a_cancelled_exec_probe_stops_even_when_cancelled_as_its_command_e
             task.cancel()
             await asyncio.wait({task}, timeout=5.0)
     assert stuck == 0
+
+
+async def _attempt_times(epoch_ago: float | None, period: float, until: float) -> list[float]:
+    """When (seconds after it began) a tcpSocket readiness probe reached a real listener."""
+    loop = asyncio.get_running_loop()
+    seen: list[float] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(loop.time())
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ctx = ActionContext(
+        env={"PATH": os.environ["PATH"]},
+        expand_env={},
+        cwd=None,
+        translate=Translator({}),
+        ports={},
+        tracker=Tracker("probe-clock-test"),
+        session=lambda: aiohttp.ClientSession(),
+    )
+    probe = Probe(TCPSocketAction(port), period=period)
+    epoch = None if epoch_ago is None else loop.time() - epoch_ago
+    began = loop.time()
+    worker = ProbeWorker("readiness", probe, ctx, lambda ok, reason: None, epoch)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(until)
+    task.cancel()
+    await asyncio.wait({task})
+    server.close()
+    await server.wait_closed()
+    return [t - began for t in seen]
+
+
+async def test_probe_attempts_after_the_first_follow_the_pods_clock() -> None:
+    # The Pod started 0.6 s before the container: the first attempt runs at once, the next at
+    # the Pod's next tick (0.4 s later), then one period apart, as the kubelet's ticker does.
+    times = await _attempt_times(0.6, 1.0, 2.2)
+    assert len(times) >= 3, times
+    assert times[0] < 0.3, times
+    assert 0.25 < times[1] - times[0] < 0.75, times
+    assert 0.8 < times[2] - times[1] < 1.3, times
+
+
+async def test_without_a_pod_clock_attempts_are_one_period_apart() -> None:
+    times = await _attempt_times(None, 1.0, 1.5)
+    assert len(times) >= 2, times
+    assert 0.9 < times[1] - times[0] < 1.4, times
+
+
+def test_a_readiness_probe_that_failed_at_start_runs_again_at_the_pods_next_tick(
+    start_up: Callable[..., Up],
+) -> None:
+    # The init container holds the main one back ~0.5 s; the probe's clock started with the
+    # Pod, so its second attempt comes ~2.3 s after the container's start, not a period (3 s).
+    up = start_up(
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: clock}
+        spec:
+          terminationGracePeriodSeconds: 2
+          volumes: [{name: d, emptyDir: {}}]
+          initContainers:
+            - name: wait
+              command: [sleep, "0.5"]
+          containers:
+            - name: app
+              command: [sh, -c, "date +%s.%N > /d/started; sleep 0.3; touch /d/ready; exec sleep 60"]
+              readinessProbe:
+                exec: {command: [test, -f, /d/ready]}
+                periodSeconds: 3
+              volumeMounts: [{name: d, mountPath: /d}]
+        """
+    )
+    ready_at = up.wait_for(lambda: up.container("app")["ready"] and time.time(), what="ready")
+    started = float((up.run_dir / "clock" / "volumes" / "d" / "started").read_text())
+    assert ready_at - started < 2.8
+    assert up.stop() == 0

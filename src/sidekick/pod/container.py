@@ -249,6 +249,8 @@ class ContainerRunner:
         )
         # Set by the PodRunner where containers are isolated (sidekick.pod.isolation).
         self.isolation: ContainerIsolation | None = None
+        # Set by the PodRunner when the Pod starts: the loop time its probes' clock counts from.
+        self.probe_epoch: float | None = None
         self.last_returncode: int | None = None
         self.last_state: dict[str, Any] = {}  # the previous instance's end, as lastState
         self.stop_signal = (
@@ -472,7 +474,9 @@ class ContainerRunner:
                 ("liveness", spec.liveness_probe),
             ):
                 if probe is not None:
-                    worker = ProbeWorker(kind, probe, self.ctx, self._probe_changed(kind))
+                    worker = ProbeWorker(
+                        kind, probe, self.ctx, self._probe_changed(kind), self.probe_epoch
+                    )
                     self.probes[kind] = worker
                     tasks.append(
                         asyncio.create_task(worker.run(), name=f"probe {kind} {self.name}")
@@ -486,7 +490,11 @@ class ContainerRunner:
         self._on_started = on_started
         if spec.startup_probe is not None:
             worker = ProbeWorker(
-                "startup", spec.startup_probe, self.ctx, self._probe_changed("startup")
+                "startup",
+                spec.startup_probe,
+                self.ctx,
+                self._probe_changed("startup"),
+                self.probe_epoch,
             )
             self.probes["startup"] = worker
             tasks.append(asyncio.create_task(worker.run(), name=f"probe startup {self.name}"))

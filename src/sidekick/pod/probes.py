@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,6 +165,15 @@ class ProbeWorker:
 
     ``result`` starts as the kubelet's initial value: failure for readiness, success for
     liveness, unknown (None) for startup.
+
+    The first attempt runs as soon as the container has started (after ``initialDelaySeconds``),
+    as the kubelet runs it when it sees the new container. Later attempts come on the ticks of
+    a ``periodSeconds`` clock that started with the Pod (``epoch``, a loop time): the kubelet's
+    probe worker and its ticker start when the Pod is added, before its containers, and keep
+    running across restarts. So a readiness probe that failed because a server was not yet
+    listening is tried again at the next tick, less than a period later. Without ``epoch`` the
+    clock starts at the first attempt. A tick missed during a long attempt runs right after it
+    (a Go ticker holds one).
     """
 
     def __init__(
@@ -172,11 +182,13 @@ class ProbeWorker:
         probe: Probe,
         ctx: ActionContext,
         on_change: Callable[[bool, str], None],
+        epoch: float | None = None,
     ) -> None:
         self.kind = kind
         self.probe = probe
         self.ctx = ctx
         self.on_change = on_change
+        self.epoch = epoch
         self.result: bool | None = {"readiness": False, "liveness": True}.get(kind)
         self.successes = 0
         self.failures = 0
@@ -187,6 +199,7 @@ class ProbeWorker:
         if p.initial_delay:
             await asyncio.sleep(p.initial_delay)
         loop = asyncio.get_running_loop()
+        epoch = loop.time() if self.epoch is None else self.epoch
         while True:
             begun = loop.time()
             ok, reason = await run_action(p.action, self.ctx, p.timeout)
@@ -207,5 +220,5 @@ class ProbeWorker:
                 if self.result is not False and self.failures >= p.failure_threshold:
                     self.result = False
                     self.on_change(False, reason)
-            # Like the kubelet's ticker: the period counts from the start of the attempt.
-            await asyncio.sleep(max(0.0, p.period - (loop.time() - begun)))
+            tick = epoch + (math.floor((begun - epoch) / p.period) + 1) * p.period
+            await asyncio.sleep(max(0.0, tick - loop.time()))

@@ -179,6 +179,10 @@ class PodRunner:
         tasks: dict[str, asyncio.Task[int]] = {}
         sidecars: list[ContainerRunner] = []
         watchers = [asyncio.create_task(self._watch_sizes(), name=f"sizes {self.pod.name}")]
+        # The kubelet starts every probe's clock when it adds the Pod (see ProbeWorker).
+        epoch = asyncio.get_running_loop().time()
+        for r in self.runners.values():
+            r.probe_epoch = epoch
         self.write_status()
         try:
             failed = await self._run_inits(tasks, sidecars)
