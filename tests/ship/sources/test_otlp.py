@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from sidekick.ship.sources._otlp_map import severity_name
+from sidekick.ship.sources._otlp_map import severity_name, to_records
 from tests.conftest import free_port
 from tests.ship.sources.receivers import receiving
 
@@ -336,3 +336,29 @@ def test_severity_numbers_map_to_opentelemetry_short_names() -> None:
         "FATAL",
         "FATAL",
     ]
+
+
+def test_attribute_values_that_are_empty_zero_or_unset_keep_their_type() -> None:
+    """The mapping reads a string attribute without asking which value is set; an empty
+    string, a zero, a false and an unset value must still come out as what they are."""
+    req = ExportLogsServiceRequest()
+    lr = req.resource_logs.add().scope_logs.add().log_records.add()
+    lr.body.string_value = "m"
+    lr.attributes.extend(
+        [
+            KeyValue(key="empty", value=AnyValue(string_value="")),
+            KeyValue(key="zero", value=AnyValue(int_value=0)),
+            KeyValue(key="no", value=AnyValue(bool_value=False)),
+            KeyValue(key="half", value=AnyValue(double_value=0.5)),
+            KeyValue(key="unset", value=AnyValue()),
+            KeyValue(key="text", value=AnyValue(string_value="yes")),
+        ]
+    )
+    (record,), rejected, _ = to_records(req, 1_700_000_000_000_000_000)
+    assert rejected == 0
+    assert record["empty"] == ""
+    assert record["zero"] == 0 and type(record["zero"]) is int
+    assert record["no"] is False
+    assert record["half"] == 0.5
+    assert record["unset"] is None
+    assert record["text"] == "yes"

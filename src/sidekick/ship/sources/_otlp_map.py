@@ -143,9 +143,11 @@ def _attributes(kvs: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in kvs:
         value = kv.value
-        kind = value.WhichOneof("value")
-        # The common case inline: most attributes are strings.
-        out[kv.key] = value.string_value if kind == "string_value" else _value(value)
+        # The common case inline: most attributes are non-empty strings, and a non-empty
+        # string_value means the oneof holds a string (reading it is cheaper than asking
+        # WhichOneof); anything else, an empty string included, goes through _value.
+        text = value.string_value
+        out[kv.key] = text if text else _value(value)
     return out
 
 
