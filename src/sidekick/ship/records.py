@@ -8,7 +8,8 @@ done per batch, never per byte.
 
 Plug-in points, each one main method plus ``aclose()``:
 
-- ``Parser.parse(records)`` enriches records in place (one call per batch).
+- ``Parser.parse(records)`` enriches records in place (one call per batch); a parser may
+  also give each tailed file a ``Joiner`` and split a batch into field columns.
 - ``Sink.send(records)`` delivers a batch and says, per record, what became of it.
 
 Delivery outcomes: a sink returns a ``SendResult``. Indices in ``retry`` are sent again
@@ -20,6 +21,7 @@ raises ``TemporaryError`` when nothing of the batch was delivered and a retry ma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,8 +53,37 @@ class SendResult:
 DELIVERED = SendResult()
 
 
+class Joiner(Protocol):
+    """Joins the lines of one tailed file into records before they are built (a traceback's
+    lines, a container runtime's partial lines); the tail source drives it.
+
+    ``feed`` returns the records these lines complete (text, offset of the first line); the
+    last group may stay pending. ``pending_offset`` is the first byte of a pending group: a
+    file's checkpoint never passes it. ``flush`` returns whatever is pending. ``flags``, after
+    ``feed`` or ``flush``: ``None`` if no returned record is marked, else one ``log.flags``
+    value (or ``None``) per returned record. Every line fed comes back in some record.
+    """
+
+    flags: list[list[str] | None] | None
+
+    @property
+    def pending_offset(self) -> int | None: ...
+
+    def feed(self, lines: list[str], offsets: list[int]) -> tuple[list[str], list[int]]: ...
+
+    def flush(self) -> tuple[list[str], list[int]]: ...
+
+
 class Parser(Protocol):
-    """Turns ``message`` into structured fields, in place, a batch at a time."""
+    """Turns ``message`` into structured fields, in place, a batch at a time (defaults of
+    ``joiner``, ``columns`` and ``column_names`` in ``parsers.base.BaseParser``)."""
+
+    name: str
+    column_names: tuple[str, ...]  # the fields ``columns`` gives, in order; () if it gives none
+
+    def joiner(self, max_bytes: int) -> Joiner | None: ...  # one per tailed file, if it joins
+
+    def columns(self, messages: list[str]) -> tuple[Sequence[Any], ...] | None: ...
 
     def parse(self, records: list[Record]) -> None: ...
 

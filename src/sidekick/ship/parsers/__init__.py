@@ -1,6 +1,6 @@
 """Parsers: turn each record's ``message`` into structured fields, a batch at a time.
 
-``create_parser(spec)`` builds one from the ``--parser`` value:
+``create_parser(spec)`` builds one from the ``--parser`` value, found in ``PARSERS``:
 
 =================  ===============================================================
 ``raw``            nothing is parsed; records keep ``message`` as read
@@ -12,9 +12,13 @@
 ``docker``         Docker json-file container logs, partial lines joined (``docker.py``)
 =================  ===============================================================
 
-Every parser follows the ``Parser`` protocol of :mod:`sidekick.ship.records`: ``parse(records)``
-enriches the records in place and never drops, reorders or raises on one; a line a parser
-cannot read keeps its message unchanged and gets ``log.parse_error`` saying why.
+Every parser follows the ``Parser`` protocol of :mod:`sidekick.ship.records` and inherits
+:class:`~sidekick.ship.parsers.base.BaseParser`: ``parse(records)`` enriches the records in
+place and never drops, reorders or raises on one; a line a parser cannot read keeps its
+message unchanged and gets ``log.parse_error`` saying why. A parser that joins partial lines
+or gives field columns says so through ``joiner`` and ``columns`` (``base.py``). Adding a
+parser is one module and one line in the table; tests/ship/parsers/test_contract.py runs
+over every line of it.
 
 Joining multi-line records (tracebacks) happens before parsing, in
 :mod:`sidekick.ship.parsers.multiline`, because it decides which bytes form a record and so
@@ -23,51 +27,39 @@ where a file's checkpoint may stop.
 
 from __future__ import annotations
 
+import importlib
+
 from sidekick.core.errors import ConfigError
-from sidekick.ship.records import Parser, Record
+from sidekick.ship.parsers.base import BaseParser, RawParser
 
-__all__ = ["PARSER_NAMES", "RawParser", "create_parser"]
+__all__ = ["PARSERS", "PARSER_NAMES", "RawParser", "create_parser", "parser_class"]
 
-PARSER_NAMES = ("raw", "json", "nginx", "apache", "cri", "docker", "regex:PATTERN")
+# name -> (module in this package, class, what follows "name:" or None). Modules are
+# imported when a parser is built: a shipper loads only the parsers its inputs name.
+PARSERS: dict[str, tuple[str, str, str | None]] = {
+    "raw": ("base", "RawParser", None),
+    "json": ("json", "JsonParser", None),
+    "nginx": ("nginx", "NginxParser", None),
+    "apache": ("apache", "ApacheParser", None),
+    "cri": ("cri", "CriParser", None),
+    "docker": ("docker", "DockerParser", None),
+    "regex": ("regex", "RegexParser", "PATTERN"),
+}
+
+PARSER_NAMES = tuple(n if arg is None else f"{n}:{arg}" for n, (_m, _c, arg) in PARSERS.items())
 
 
-class RawParser:
-    """Leaves records as they are; the default."""
-
-    name = "raw"
-
-    def parse(self, records: list[Record]) -> None:
-        return None
+def parser_class(name: str) -> type[BaseParser]:
+    """The class of the parser ``name`` (a key of ``PARSERS``)."""
+    module, cls_name, _arg = PARSERS[name]
+    cls: type[BaseParser] = vars(importlib.import_module(f"{__name__}.{module}"))[cls_name]
+    return cls
 
 
-def create_parser(spec: str) -> Parser:
+def create_parser(spec: str) -> BaseParser:
     """The parser a ``--parser`` value names; ``ConfigError`` if it names none or won't compile."""
-    kind, sep, pattern = spec.partition(":")
-    if sep and kind == "regex":
-        from sidekick.ship.parsers.regex import RegexParser
-
-        return RegexParser(pattern)
-    if not sep:
-        if spec == "raw":
-            return RawParser()
-        if spec == "json":
-            from sidekick.ship.parsers.json import JsonParser
-
-            return JsonParser()
-        if spec == "nginx":
-            from sidekick.ship.parsers.nginx import NginxParser
-
-            return NginxParser()
-        if spec == "apache":
-            from sidekick.ship.parsers.apache import ApacheParser
-
-            return ApacheParser()
-        if spec == "cri":
-            from sidekick.ship.parsers.cri import CriParser
-
-            return CriParser()
-        if spec == "docker":
-            from sidekick.ship.parsers.docker import DockerParser
-
-            return DockerParser()
+    kind, sep, argument = spec.partition(":")
+    entry = PARSERS.get(kind)
+    if entry is not None and bool(sep) == (entry[2] is not None):
+        return parser_class(kind).create(argument)
     raise ConfigError(f"--parser {spec!r}: unknown parser; use one of {', '.join(PARSER_NAMES)}")

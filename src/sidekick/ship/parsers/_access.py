@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 from sidekick.ship.parsers._time import ClfTime
+from sidekick.ship.parsers.base import BaseParser
 from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 
 # The fast pattern: character classes only (``[^ ]`` is quicker than ``\S`` in ``re``), no
@@ -63,7 +64,7 @@ def request_fields(rec: Record, line: str) -> None:
     rec["network.protocol.version"] = version
 
 
-class AccessLogParser:
+class AccessLogParser(BaseParser):
     """Access lines by one pattern; everything else via ``parse_other`` (the error format)."""
 
     name = "access"

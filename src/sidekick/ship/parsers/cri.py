@@ -34,6 +34,7 @@ from typing import Any
 
 from sidekick.ship.parsers._container import PartialJoiner, rfc3339nano
 from sidekick.ship.parsers._time import iso8601
+from sidekick.ship.parsers.base import BaseParser
 from sidekick.ship.records import FLAGS, MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 
 IOSTREAM = "log.iostream"
@@ -115,10 +116,10 @@ def _std_times(times: list[str]) -> list[str] | None:
     return times
 
 
-class CriParser:
+class CriParser(BaseParser):
     name = "cri"
     # What ``columns`` gives, in order: the tail builds records with these fields at once.
-    column_names = (TIMESTAMP, IOSTREAM, MESSAGE)
+    column_names: tuple[str, ...] = (TIMESTAMP, IOSTREAM, MESSAGE)
 
     def columns(self, messages: list[str]) -> tuple[Sequence[str], ...] | None:
         """``(times, streams, texts)`` of a batch of ``F`` lines in Go's UTC time layout (what

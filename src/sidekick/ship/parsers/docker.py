@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from sidekick.ship.parsers._container import PartialJoiner, rfc3339nano
+from sidekick.ship.parsers.base import BaseParser
 from sidekick.ship.records import FLAGS, MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 
 IOSTREAM = "log.iostream"
@@ -51,7 +52,7 @@ _encode = msgspec.json.Encoder().encode
 def _classify(line: str) -> tuple[str, str, bool, str] | None:
     try:
         entry = _decode(line)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):
         return None
     if not entry.stream:
         return None
@@ -72,7 +73,15 @@ def _candidates(lines: list[str]) -> list[int]:
     return found
 
 
-class DockerParser:
+def _why(exc: Exception) -> str:
+    if isinstance(exc, msgspec.DecodeError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "nested too deep"
+    return "the message holds a lone surrogate, which is not UTF-8"  # UnicodeEncodeError
+
+
+class DockerParser(BaseParser):
     name = "docker"
 
     def joiner(self, max_bytes: int) -> PartialJoiner:
@@ -91,9 +100,9 @@ class DockerParser:
                 continue
             try:
                 entry = decode(message)
-            except (msgspec.DecodeError, RecursionError) as exc:
+            except (msgspec.DecodeError, RecursionError, UnicodeEncodeError) as exc:
                 if FLAGS not in rec:  # later pieces of a line the tail cut are not JSON
-                    why = str(exc) if isinstance(exc, msgspec.DecodeError) else "nested too deep"
+                    why = _why(exc)
                     rec[PARSE_ERROR] = f"docker: {why}"
                 continue
             text = entry.log

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from sidekick.ship.parsers._time import epoch, iso8601
+from sidekick.ship.parsers.base import BaseParser
 from sidekick.ship.records import FILE_PATH, MESSAGE, OFFSET, PARSE_ERROR, TIMESTAMP, Record
 
 _TIME_KEYS = ("@timestamp", "timestamp", "time")
@@ -69,7 +70,7 @@ def to_timestamp(value: Any) -> str | None:
     return None
 
 
-class JsonParser:
+class JsonParser(BaseParser):
     name = "json"
 
     def __init__(self) -> None:
@@ -89,6 +90,9 @@ class JsonParser:
                 continue
             except RecursionError:
                 rec[PARSE_ERROR] = f"json: nested deeper than {MAX_DEPTH} levels; kept as text"
+                continue
+            except UnicodeEncodeError:
+                rec[PARSE_ERROR] = "json: the message holds a lone surrogate, which is not UTF-8"
                 continue
             if not isinstance(obj, dict):
                 rec[PARSE_ERROR] = (

@@ -55,6 +55,7 @@ class MultilineJoiner:
         self._lines: list[str] = []
         self._size = 0
         self._offset: int | None = None
+        self.flags: list[list[str] | None] | None = None  # it marks no record
 
     @property
     def pending_offset(self) -> int | None:

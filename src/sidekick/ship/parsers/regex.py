@@ -19,6 +19,7 @@ from typing import Any
 
 from sidekick.core.errors import ConfigError
 from sidekick.ship.parsers._time import ClfTime, iso8601
+from sidekick.ship.parsers.base import BaseParser
 from sidekick.ship.records import MESSAGE, PARSE_ERROR, TIMESTAMP, Record
 
 NO_TEXT = "regex: the record has no text message"
@@ -47,8 +48,13 @@ def compile_pattern(pattern: str, flag: str) -> re.Pattern[str]:
         raise ConfigError(f"{flag}: the regex does not compile ({exc}); fix the pattern") from None
 
 
-class RegexParser:
+class RegexParser(BaseParser):
     name = "regex"
+    argument = "PATTERN"
+
+    @classmethod
+    def create(cls, argument: str) -> RegexParser:
+        return cls(argument)
 
     def __init__(self, pattern: str) -> None:
         spec = f"--parser {'regex:' + pattern!r}"

@@ -30,7 +30,7 @@ import errno
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from itertools import accumulate, count, repeat
 from operator import add, setitem
 from typing import Any
@@ -39,7 +39,16 @@ from sidekick.core.limits import open_files_limit
 from sidekick.ship.acks import AckTracker
 from sidekick.ship.config import size
 from sidekick.ship.k8s_path import k8s_fields
-from sidekick.ship.records import FILE_ID, FILE_PATH, FLAGS, MESSAGE, OFFSET, TIMESTAMP, Record
+from sidekick.ship.records import (
+    FILE_ID,
+    FILE_PATH,
+    FLAGS,
+    MESSAGE,
+    OFFSET,
+    TIMESTAMP,
+    Joiner,
+    Record,
+)
 from sidekick.ship.sources._identity import FileIdentity
 from sidekick.ship.sources.base import Emit, InputSpec, SourceBatch, SourceContext
 from sidekick.ship.timefmt import rfc3339_ns
@@ -71,7 +80,7 @@ class TailFile(FileIdentity):
         self.tracker = AckTracker()
         self.rotated_at: float | None = None
         self.last_growth = time.monotonic()
-        self.joiner: Any = None
+        self.joiner: Joiner | None = None
         self.build: Builder | None = None  # with the path's Kubernetes fields, if any
         self.build_columns: ColumnBuilder | None = None  # for a parser that gives columns
         self.size = 0
@@ -97,20 +106,16 @@ class LineReader:
         self._bytes = m.bytes_read.labels(name)
         self._split = m.lines_split.labels(name)
         self._build = record_builder(self.static)
-        # A parser that joins the container runtime's partial lines gives each file a joiner.
-        self._joiner_factory: Callable[[int], Any] | None = getattr(spec.parser, "joiner", None)
         # A parser that splits a whole batch into field columns (``cri``) has its records
         # built with those fields at once, instead of being parsed in the pipeline later.
-        self._columns: Callable[[list[str]], tuple[Sequence[Any], ...] | None] | None = getattr(
-            spec.parser, "columns", None
-        )
-        self._column_names: tuple[str, ...] = getattr(spec.parser, "column_names", ())
+        self._column_names = spec.parser.column_names if spec.parser is not None else ()
 
     def prepare(self, f: TailFile) -> None:
         """Give a newly opened ``f`` its joiner and its record builders."""
-        if self._joiner_factory is not None:
-            f.joiner = self._joiner_factory(self.max_line)
-        elif self.multiline_start is not None:
+        # A parser that joins the container runtime's partial lines gives each file a joiner.
+        if self.parser is not None:
+            f.joiner = self.parser.joiner(self.max_line)
+        if f.joiner is None and self.multiline_start is not None:
             from sidekick.ship.parsers.multiline import MultilineJoiner
 
             f.joiner = MultilineJoiner(
@@ -124,7 +129,7 @@ class LineReader:
             if fields:
                 static = {**static, **fields}
                 f.build = _with_static(static)
-        if self._columns is not None:
+        if self._column_names:
             f.build_columns = column_builder(static, self._column_names)
 
     def read(self, f: TailFile) -> bytes:
@@ -181,7 +186,7 @@ class LineReader:
         flags = None
         if f.joiner is not None:
             messages, offsets = f.joiner.feed(messages, offsets)
-            flags = getattr(f.joiner, "flags", None)
+            flags = f.joiner.flags
             pending = f.joiner.pending_offset
             if pending is not None:
                 end = pending
@@ -198,7 +203,9 @@ class LineReader:
         flags: list[list[str] | None] | None = None,
     ) -> None:
         parser = self.parser
-        columns = self._columns(messages) if self._columns is not None else None
+        columns = None
+        if parser is not None and f.build_columns is not None:
+            columns = parser.columns(messages)
         if columns is not None and f.build_columns is not None:
             records = f.build_columns(f.path, f.file_id, offsets, *columns)
             parser = None  # parsed already
@@ -268,9 +275,7 @@ class LineReader:
             if done:
                 messages = done + messages
                 offsets = done_offsets + offsets
-                done_flags: list[list[str] | None] = getattr(f.joiner, "flags", None) or [
-                    None
-                ] * len(done)
+                done_flags = f.joiner.flags or [None] * len(done)
                 flags = done_flags + flags
         await self._emit_records(f, emit, messages, offsets, end, nbytes, flags)
 
@@ -280,7 +285,7 @@ class LineReader:
         messages, offsets = f.joiner.flush()
         if messages:
             end = f.read_pos - len(f.carry)
-            flags = getattr(f.joiner, "flags", None)
+            flags = f.joiner.flags
             await self._emit_records(
                 f, emit, messages, offsets, end, sum(map(len, messages)), flags
             )
