@@ -217,6 +217,14 @@ def main() -> int:
         "--baseline-src", type=Path, help="a tree's src directory to run as the baseline"
     )
     ap.add_argument(
+        "--other",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="another tree's src directory to run too, with each --isolation setting when it "
+        "has the flag (repeatable)",
+    )
+    ap.add_argument(
         "--no-bytecode-cache",
         action="store_true",
         help="run with this environment's bytecode settings (PYTHONDONTWRITEBYTECODE=1 makes "
@@ -234,6 +242,15 @@ def main() -> int:
         if not (src / "sidekick").is_dir():
             raise SystemExit(f"--baseline-src {src}: no sidekick package there; give a src dir")
         cases.append(Case("baseline", "on" if has_isolation_flag(src) else None, src))
+    for other in args.other:
+        label, _, where = other.partition("=")
+        src = Path(where).resolve()
+        if not label or not (src / "sidekick").is_dir():
+            raise SystemExit(f"--other {other!r}: give LABEL=DIR, DIR a src dir with sidekick")
+        if has_isolation_flag(src):
+            cases += [Case(f"{label} {m}", m, src) for m in args.isolation.split(",")]
+        else:
+            cases.append(Case(label, None, src))
     for mode in args.isolation.split(","):
         if mode not in ("on", "off"):
             raise SystemExit(f"--isolation {args.isolation!r}: use on, off or on,off")
@@ -279,6 +296,7 @@ def main() -> int:
             f"({runs} interleaved rounds):"
         )
         base = by_case.get("baseline")
+        width = max(len(c.label) for c in cases)
         for case in cases:
             got = by_case[case.label]
             med_run, med_ready = (
@@ -289,7 +307,7 @@ def main() -> int:
             if base is not None and case.label != "baseline":
                 ratio = f", {med_ready / statistics.median(base['ready_s']):.3f}x baseline"
             print(
-                f"  {case.label:<13} all Running: median {med_run:.3f} s, max "
+                f"  {case.label:<{width}} all Running: median {med_run:.3f} s, max "
                 f"{max(got['running_s']):.3f} s; all Ready: median {med_ready:.3f} s, max "
                 f"{max(got['ready_s']):.3f} s{ratio}"
             )
@@ -302,7 +320,7 @@ def main() -> int:
             }
 
         if not args.no_idle:
-            idle_cpu(Path(tmp), idle, next(c for c in cases if c.label != "baseline"), results)
+            idle_cpu(Path(tmp), idle, next(c for c in cases if c.src is None), results)
     out = ROOT / "bench" / "results" / f"up-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
