@@ -139,6 +139,9 @@ def build_root(plan: dict[str, object]) -> tuple[str, dict[str, str]]:
     mounts: dict[str, str] = {}  # target -> "overlay" | "bind" | "fresh"
     skip: list[str] = [scratch]
     read_only: list[str] = []
+    # In a user namespace the kernel locks the mounts it was given: one with mounts below it
+    # can only be bound together with them (and those are then not made again one by one).
+    bind = MS_BIND | MS_REC if userns else MS_BIND
     for n, (point, fstype) in enumerate(host_mounts()):
         if any(_under(point, s) for s in skip):
             continue
@@ -159,7 +162,9 @@ def build_root(plan: dict[str, object]) -> tuple[str, dict[str, str]]:
             mounts[target] = "fresh"
             continue
         if fstype in PSEUDO or fstype.startswith("fuse") or any(c in point for c in ",:\\"):
-            _mount(point, target, None, MS_BIND)
+            _mount(point, target, None, bind)
+            if userns:
+                skip.append(point)  # its mounts came along
             mounts[target] = "bind"
             if fstype in READ_ONLY_PSEUDO:
                 read_only.append(target)
@@ -172,16 +177,73 @@ def build_root(plan: dict[str, object]) -> tuple[str, dict[str, str]]:
             _mount("overlay", target, "overlay", 0, opts + (",userxattr" if userns else ""))
             mounts[target] = "overlay"
         except OSError as exc:
+            if point == "/" and userns:
+                # In a user namespace the kernel refuses an overlay of a mount with locked
+                # mounts below it, as / has; its entries are overlaid one by one instead.
+                _root_by_entries(root, scratch, mounts, plan)
+                continue
             if point == "/":
                 raise SetupError(f"cannot make an overlay of / ({exc.strerror})") from None
             # Bound instead; the probe at start names such paths in a warning.
-            _mount(point, target, None, MS_BIND)
+            _mount(point, target, None, bind)
+            if userns:
+                skip.append(point)
             if plan.get("report"):
                 print("bound", point)
             mounts[target] = "bind"
     for target in read_only:
         _remount_ro(target)
     return root, mounts
+
+
+def _root_by_entries(
+    root: str, scratch: str, mounts: dict[str, str], plan: dict[str, object]
+) -> None:
+    """The new root made entry by entry: in a user namespace the kernel refuses an overlay of
+    a directory with mounts below it that it locked (as / has), so such a directory is made
+    again in the scratch tmpfs, and each of its entries is overlaid (a directory), copied (a
+    symbolic link) or bound read-only (a file); a directory with locked mounts below it in
+    turn is made the same way. Mount points are left empty for the loop over the host's
+    mounts."""
+    _mount(root, root, None, MS_BIND)  # pivot_root needs a mount point
+    mounts[root] = "top"
+    points = {point for point, _ in host_mounts()}
+    todo = [("/", root)]
+    n = 0
+    while todo:
+        directory, made = todo.pop()
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            continue  # removed meanwhile (a shared /tmp changes under us)
+        for name in names:
+            src, target = os.path.join(directory, name), os.path.join(made, name)
+            try:
+                st = os.lstat(src)
+                if stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(src), target)
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    open(target, "a").close()
+                    _mount(src, target, None, MS_BIND)
+                    _remount_ro(target)
+                    continue
+            except FileNotFoundError:
+                continue
+            os.mkdir(target)
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+            if src in points:
+                continue
+            n += 1
+            upper, work = os.path.join(scratch, "u", f"e{n}"), os.path.join(scratch, "w", f"e{n}")
+            os.makedirs(upper)
+            os.makedirs(work)
+            try:
+                opts = f"lowerdir={src},upperdir={upper},workdir={work},userxattr"
+                _mount("overlay", target, "overlay", 0, opts)
+                mounts[target] = "overlay"
+            except OSError:
+                todo.append((src, target))
 
 
 def _bind(root: str, src: str, dst: str, read_only: bool) -> None:
@@ -315,7 +377,7 @@ def main(argv: list[str]) -> None:
         _traverse(root, [str(p) for p in plan["traverse"]], mounts)
     if plan.get("readOnlyRoot"):
         for target, kind in mounts.items():
-            if kind == "overlay" and not _under(target, root + "/dev"):
+            if kind in ("overlay", "top") and not _under(target, root + "/dev"):
                 _remount_ro(target)
     pivot(root)
     try:
