@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -131,47 +130,6 @@ async def test_new_file_at_an_old_path_is_read_from_the_start(tmp_path: Path) ->
     assert records[1]["message"] == "second file, longer than the first"
     assert records[1]["log.offset"] == 0
     assert records[0]["log.file.id"] != records[1]["log.file.id"]
-
-
-async def test_copytruncate_restarts_at_zero_with_a_new_file_id(tmp_path: Path) -> None:
-    cfg = cfg_for(tmp_path)
-    log = tmp_path / "logs" / "a.log"
-    log.write_bytes(b"a long first generation line\n")
-    async with shipping(cfg) as sh:
-        await wait_for(lambda: len(messages(tmp_path)) == 1)
-        with log.open("r+b") as f:
-            f.truncate(0)
-        await asyncio.sleep(0.05)
-        with log.open("ab") as f:
-            f.write(b"gen 2\n")
-        await wait_for(lambda: len(messages(tmp_path)) == 2)
-        assert sh.metric("sidekick_ship_truncations_total", input=cfg.inputs[0]) == 1
-    first, second = out(tmp_path)
-    assert second["message"] == "gen 2" and second["log.offset"] == 0
-    assert first["log.file.id"] != second["log.file.id"]
-
-
-async def test_copytruncate_that_grows_back_past_the_offset_loses_no_line(
-    tmp_path: Path,
-) -> None:
-    # Without inotify the reader looks every 100 ms; the file is truncated and refilled well
-    # past the old offset between two looks, so the size never appears below the offset.
-    cfg = cfg_for(tmp_path, inotify=False)
-    log = tmp_path / "logs" / "a.log"
-    old = [f"old {i:03d}" for i in range(20)]
-    new = [f"new generation line {i:03d}" for i in range(100)]
-    log.write_text("".join(m + "\n" for m in old))
-    async with shipping(cfg) as sh:
-        await wait_for(lambda: messages(tmp_path) == old)
-        with log.open("r+b") as f:
-            f.truncate(0)
-            f.write("".join(m + "\n" for m in new).encode())
-        await wait_for(lambda: set(new) <= set(messages(tmp_path)), timeout=5)
-        assert sh.metric("sidekick_ship_truncations_total", input=cfg.inputs[0]) == 1
-    records = out(tmp_path)
-    regenerated = [r for r in records if r["log.file.id"] != records[0]["log.file.id"]]
-    assert [r["message"] for r in regenerated] == new
-    assert regenerated[0]["log.offset"] == 0
 
 
 async def test_file_id_is_stable_across_restarts(tmp_path: Path) -> None:

@@ -1,11 +1,13 @@
 """``file:///var/log/app/*.log``: tail files matching globs, losing no line.
 
-This module is the source: the run loop, rotation and truncation handling, descriptors,
-checkpoints and the drain. It leans on three helpers: ``_discover`` (which files the globs
-match, compressed files, finding a rotated file by identity), ``_identity`` (which file a
-file is: device, inode, fingerprint, generation; checkpoint keys and entries) and ``_reader``
-(an open file's bytes to records: chunks, lines, the partial last line, long lines in pieces,
-joiners, record builders, the descriptor budget).
+This module is the source: the run loop, the scan of the globs, reading and the drain. It
+builds on ``_rotation`` (rotated, parked-and-moved and truncated files, the periodic checks,
+releasing finished files), which builds on ``_files`` (the table of files, opening one at its
+position, dropping it, checkpoint entries, errors on a path). Beside them: ``_discover``
+(which files the globs match, compressed files, finding a rotated file by identity),
+``_identity`` (which file a file is: device, inode, fingerprint, generation; checkpoint keys
+and entries) and ``_reader`` (an open file's bytes to records: chunks, lines, the partial
+last line, long lines in pieces, joiners, record builders, the descriptor budget).
 
 Identity: a file is (device, inode) plus a fingerprint (hash) of its first bytes, checked
 when a saved position is resumed after a restart, so a reused inode or a new file at the old
@@ -69,90 +71,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import time
-from collections.abc import Iterable
 
-from sidekick.core.ratelog import RateLimitedLog
-from sidekick.ship.acks import AckTracker
 from sidekick.ship.config import seconds
 from sidekick.ship.files import file_url_path
-from sidekick.ship.sources._discover import (
-    MAGIC_FIRST,
-    Discovery,
-    Finder,
-    compressed_kind,
-    regular_files_in,
-    static_dir,
-)
-from sidekick.ship.sources._identity import checkpoint_key, saved_ident
+from sidekick.ship.sources._discover import MAGIC_FIRST, Discovery, compressed_kind, static_dir
 from sidekick.ship.sources._inotify import Inotify
-from sidekick.ship.sources._reader import (
-    PARTIAL,
-    PARTIAL_END,
-    Descriptors,
-    LineReader,
-    TailFile,
-    last_line_end,
-    open_budget,
-)
+from sidekick.ship.sources._reader import PARTIAL, TailFile
+from sidekick.ship.sources._rotation import Rotation
 from sidekick.ship.sources.base import Emit, InputSpec, SourceContext
 
 log = logging.getLogger("sidekick.ship.tail")
 
 IDLE_POLL = 0.1  # seconds between growth checks of idle files when inotify is unavailable
-ERROR_LOG_INTERVAL = 60.0  # seconds between log lines of one kind of repeated error
-_ERROR_HINTS = {
-    "EMFILE": "; raise the open-file limit (ulimit -n) or lower max_open_files",
-    "ENFILE": "; the system's open-file table is full (fs.file-max)",
-    "EACCES": "; give the shipper read access",
-}
 
 
-class TailSource:
+class TailSource(Rotation):
     """Tails every file matching the globs of one ``file://`` input."""
 
     def __init__(self, spec: InputSpec, patterns: list[str], ctx: SourceContext) -> None:
+        super().__init__(spec, patterns, ctx)
         cfg = ctx.config
-        self.spec = spec
-        self.name = spec.url
-        self.patterns = patterns
-        self.ctx = ctx
-        self.store = ctx.checkpoints
-        self.reader = LineReader(spec, ctx)
         self.poll_interval = seconds(cfg.poll_interval)
-        self.rotate_wait = seconds(cfg.rotate_wait)
-        self.multiline_timeout = seconds(cfg.multiline_timeout)
-        self.start_at_end = cfg.start_at == "end"
-        self.files: dict[tuple[int, int], TailFile] = {}
-        self.retiring: list[tuple[str, AckTracker]] = []
-        m = ctx.metrics
-        name = self.name
-        self._rotations = m.rotations.labels(name)
-        self._truncations = m.truncations.labels(name)
-        self._watched = m.files_watched.labels(name)
-        self._lag = m.checkpoint_lag_bytes
         self._inotify: Inotify | None = None
         self._wake = asyncio.Event()
         self._rescan = True
-        self._prefix = name + "/"
-        self._refused = m.symlinks_refused.labels(name)
-        self._errors = m.tail_errors
-        self._open_gauge = m.files_open.labels(name)
-        follow = cfg.follow_symlinks if spec.follow_symlinks is None else spec.follow_symlinks
-        self._finder = Finder(patterns, follow_symlinks=follow, exclude=spec.exclude)
-        self._compressed = m.compressed_skipped.labels(name)
-        self._skipped: set[tuple[int, int]] = set()  # compressed files, not opened again
-        self._errlog = RateLimitedLog(log, ERROR_LOG_INTERVAL)
-        # At most max_open_files descriptors; parks idle files to make room.
-        self.fds = Descriptors(
-            self.files, open_budget(cfg), self._finder.opened_inside, self._error
-        )
         self._first_seen: set[tuple[int, int]] = set()  # present at the first start, not opened
-        self._waiting: set[tuple[int, int]] = set()  # matched, waiting for a descriptor
-        self._started: list[tuple[str, int]] = []  # new files opened, for one log line
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -275,34 +221,6 @@ class TailSource:
         self._errlog.flush()
         return found
 
-    def _error(self, op: str, path: str, exc: OSError) -> None:
-        """Count a failed operation on a tailed path; log it once a minute per kind."""
-        code = errno.errorcode.get(exc.errno or 0, "OTHER")
-        self._errors.labels(self.name, code).inc()
-        self._errlog.warning(
-            (op, code),
-            "Cannot %s %s (%s); keeping what is known of it and trying again%s.",
-            op,
-            path,
-            exc.strerror or code,
-            _ERROR_HINTS.get(code, ""),
-        )
-        fds = self.fds
-        if code in ("EMFILE", "ENFILE") and fds.count > 4:
-            # The process has fewer descriptors than max_open_files assumed (a low limit,
-            # or other parts hold many): hold fewer from now on, leaving a quarter free.
-            lowered = max(4, fds.count * 3 // 4)
-            if lowered < fds.max_open:
-                log.warning(
-                    "Out of file descriptors with %d files of %s open; holding at most %d "
-                    "from now on (raise the open-file limit to hold more).",
-                    fds.count,
-                    self.name,
-                    lowered,
-                )
-                fds.max_open = lowered
-                fds.shed()
-
     def _scan(self, *, first_start: bool) -> None:
         self.fds.shed()  # below the budget first (it may have been lowered) to list with room
         found = self._discover()
@@ -365,281 +283,6 @@ class TailSource:
         self._watched.set(len(self.files))
         self._open_gauge.set(self.fds.count)
         self._log_started()
-
-    def _find_parked(self, gone: list[TailFile], now: float) -> None:
-        """Parked files no longer at a matching path: find them by inode (rotated) or release.
-
-        They were fully read when parked; one renamed away may have grown since, so it is
-        reopened at its new name and read to its end like any rotated file.
-        """
-        wanted = {f.ident: f for f in gone}
-        dirs = {static_dir(p) for p in self.patterns}
-        dirs.update(os.path.dirname(f.path) for f in gone)
-        found, unsure = self._regular_files_in(dirs)
-        for ident, path in found:
-            f = wanted.pop(ident, None)
-            if f is None:
-                continue
-            old = f.path
-            f.path = path
-            self.fds.room()  # a rotated file is reopened even over the budget
-            if not self.fds.reopen(f):
-                f.path = old  # tried again at the next scan
-                continue
-            with contextlib.suppress(KeyError):
-                self._lag.remove(old)
-            self.store.update(f.key, {"path": f.path})
-            f.rotated_at = now
-            self._rotations.inc()
-            log.info("%s was rotated to %s; reading it to its end.", old, f.path)
-        if unsure:
-            return  # the rest may be in a directory that could not be listed
-        for f in wanted.values():
-            f.rotated_at = now
-            self._rotations.inc()
-            log.info("%s was rotated or deleted; it was read to its end.", f.path)
-
-    def _open(
-        self,
-        path: str,
-        ident: tuple[int, int],
-        *,
-        first_start: bool,
-        rotated: bool = False,
-    ) -> TailFile | None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:  # deleted since the scan: nothing to say
-                self._error("open", path, exc)
-            return None
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != ident:
-            os.close(fd)  # replaced between stat and open; the next scan sees the new one
-            return None
-        if not self._finder.opened_inside(fd):
-            # A link swapped in between the scan's check and the open.
-            os.close(fd)
-            self._refused.inc()
-            self._errlog.warning(
-                ("refused", path),
-                "Not tailing %s: it now leads outside the glob's base directory; "
-                "set follow_symlinks (--follow-symlinks) to ship files outside it.",
-                path,
-            )
-            return None
-        kind = compressed_kind(os.pread(fd, 10, 0))
-        if kind is not None:
-            os.close(fd)
-            self._skip_compressed(path, ident, kind)
-            return None
-        self.fds.count += 1
-        f = TailFile(fd, path, st.st_dev, st.st_ino, checkpoint_key(self._prefix, *ident))
-        f.size = st.st_size
-        saved = self.store.get(f.key)
-        offset = f.resume(fd, saved) if saved is not None else None
-        if offset is not None:
-            if st.st_size < offset:
-                log.info("%s is shorter than its saved offset; reading it again from 0.", path)
-                self._truncations.inc()
-                offset = 0
-                f.next_generation(fd)
-            f.read_pos = offset
-            # A checkpoint inside a line means the line was being shipped in pieces:
-            # the rest of it continues that split (and is marked as such).
-            f.continuing = offset > 0 and os.pread(fd, 1, offset - 1) != b"\n"
-        else:
-            if saved is not None:
-                log.info("%s is a new file at a known inode; reading it from 0.", path)
-            f.take_fingerprint(fd)
-            f.new_id()
-            if first_start and self.start_at_end:
-                f.read_pos = last_line_end(fd, st.st_size)
-        f.tracker = self._tracker(f, f.read_pos)
-        self.reader.prepare(f)
-        if rotated:
-            f.rotated_at = time.monotonic()
-        self.files[f.ident] = f
-        self._save_entry(f)
-        if offset is None:
-            self._started.append((path, f.read_pos))
-        return f
-
-    def _drop(self, f: TailFile) -> None:
-        """Forget ``f`` entirely (nothing of it was read): no position, no descriptor."""
-        del self.files[f.ident]
-        self.fds.close(f)
-        f.tracker.close()
-        self.store.drop(f.key)
-        with contextlib.suppress(KeyError):
-            self._lag.remove(f.path)
-        self._watched.set(len(self.files))
-        self._open_gauge.set(self.fds.count)
-
-    def _skip_compressed(self, path: str, ident: tuple[int, int], kind: str) -> None:
-        self._skipped.add(ident)
-        self._compressed.inc()
-        log.warning(
-            "Not tailing %s: it holds %s-compressed data, not log lines; add an exclude "
-            "pattern (like exclude=*.gz) to keep the glob from matching it.",
-            path,
-            kind,
-        )
-
-    def _log_started(self) -> None:
-        """One line per new file, or one for all when a scan finds many (thousands at start)."""
-        started, self._started = self._started, []
-        if len(started) <= 3:
-            for path, offset in started:
-                log.info("Tailing %s from offset %d.", path, offset)
-        else:
-            log.info(
-                "Tailing %d new files of %s (%s from offset %d, and the rest).",
-                len(started),
-                self.name,
-                started[0][0],
-                started[0][1],
-            )
-
-    def _resume_missing(self) -> None:
-        """Finish files saved in the state but no longer matched (rotated while we were down)."""
-        known = {f.key for f in self.files.values()}
-        missing = [k for k in self.store.keys(self._prefix) if k not in known]
-        if not missing:
-            return
-        wanted: dict[tuple[int, int], str] = {}
-        for key in list(missing):
-            ident = saved_ident(self.store.get(key))
-            if ident is None:
-                self.store.drop(key)
-                continue
-            if ident in self._waiting:
-                missing.remove(key)  # matched, only waiting for a descriptor
-            else:
-                wanted[ident] = key
-        dirs = {static_dir(p) for p in self.patterns}
-        for key in missing:
-            entry = self.store.get(key)
-            if entry and entry.get("path"):
-                dirs.add(os.path.dirname(str(entry["path"])))
-        found, unsure = self._regular_files_in(dirs)
-        for ident, path in found:
-            if ident in wanted and ident not in self.files:
-                log.info("Finishing %s (rotated while ship was stopped).", path)
-                self.fds.room()  # rotated files are opened even over the budget
-                self._open(path, ident, first_start=False, rotated=True)
-        self._log_started()
-        if unsure:
-            return  # positions are kept until a start that can look everywhere
-        open_keys = {f.key for f in self.files.values()}
-        for key in missing:
-            if key not in open_keys:
-                entry = self.store.get(key) or {}
-                log.info("%s is gone; forgetting its position.", entry.get("path", key))
-                self.store.drop(key)
-
-    def _regular_files_in(
-        self, dirs: Iterable[str]
-    ) -> tuple[list[tuple[tuple[int, int], str]], bool]:
-        """(identity, path) of the regular files directly in ``dirs``, and whether some
-        directory could not be listed (then a file not found may still be there)."""
-        found, errors = regular_files_in(dirs)
-        for d, exc in errors:
-            self._error("list", d, exc)
-        return found, bool(errors)
-
-    def _tracker(self, f: TailFile, start: int) -> AckTracker:
-        key = f.key
-        store = self.store
-
-        def on_commit(pos: int) -> None:
-            store.update(key, {"offset": pos})
-
-        return AckTracker(start, on_commit)
-
-    def _save_entry(self, f: TailFile) -> None:
-        # Not urgent: a new or resumed position needs no prompt write (a restart finds the
-        # same); the first delivered batch makes the next write prompt.
-        self.store.put(f.key, f.entry(f.path, f.tracker.committed), urgent=False)
-
-    # -- periodic checks -------------------------------------------------------------------
-
-    async def _check_files(self, emit: Emit) -> None:
-        now = time.monotonic()
-        for f in list(self.files.values()):
-            # A parked file was fully read at its size when parked; the scan reopens it
-            # when that changes, so it is checked (and its size known) only while open.
-            if f.fd >= 0:
-                try:
-                    st = os.fstat(f.fd)
-                except OSError:
-                    continue
-                f.size = st.st_size
-                if f.truncated(f.fd, st.st_size, f.read_pos):
-                    await self._truncated(f, emit)
-                elif f.grows_past_fingerprint(st.st_size):
-                    # Strengthen the identity check as the file grows; the id stays as it was.
-                    f.take_fingerprint(f.fd)
-                    self.store.update(f.key, {"fp": f.fp, "fp_len": f.fp_len}, urgent=False)
-            self._lag.labels(f.path).set(max(0, f.size - f.tracker.committed))
-            if (
-                f.joiner is not None
-                and f.joiner.pending_offset is not None
-                and now - f.last_growth >= self.multiline_timeout
-                and not f.carry
-            ):
-                await self.reader.flush_joiner(f, emit)
-            if (
-                f.rotated_at is not None
-                and now - f.last_growth >= self.rotate_wait
-                and now - f.rotated_at >= self.rotate_wait
-                and f.size <= f.read_pos
-            ):
-                await self._release(f, emit)
-        still: list[tuple[str, AckTracker]] = []
-        for key, tracker in self.retiring:
-            if tracker.idle:
-                self.store.drop(key)
-            else:
-                still.append((key, tracker))
-        self.retiring = still
-
-    async def _truncated(self, f: TailFile, emit: Emit) -> None:
-        # A pending multi-line group was read before the truncation: ship it first.
-        await self.reader.flush_joiner(f, emit)
-        self._truncations.inc()
-        log.info(
-            "%s was truncated (shorter than offset %d, or its first bytes changed); "
-            "reading it again from 0.",
-            f.path,
-            f.read_pos,
-        )
-        f.tracker.close()  # late acks of the old generation must not move the new offset
-        f.read_pos = 0
-        f.carry = b""
-        f.continuing = False
-        f.next_generation(f.fd)
-        f.tracker = self._tracker(f, 0)
-        self._save_entry(f)
-
-    async def _release(self, f: TailFile, emit: Emit) -> None:
-        if f.carry:
-            # The last line of a rotated file never got its newline; ship it as it is.
-            flags = PARTIAL_END if f.continuing else None
-            f.continuing = False
-            await self.reader.ship_carry(f, emit, flags)
-        await self.reader.flush_joiner(f, emit)
-        del self.files[f.ident]
-        self.fds.close(f)
-        with contextlib.suppress(KeyError):
-            self._lag.remove(f.path)
-        self._watched.set(len(self.files))
-        self._open_gauge.set(self.fds.count)
-        log.info("Finished %s at offset %d; released.", f.path, f.read_pos)
-        if f.tracker.idle:
-            self.store.drop(f.key)
-        else:
-            self.retiring.append((f.key, f.tracker))
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -1,0 +1,227 @@
+"""The files of one ``file://`` input: their table, descriptors and checkpoint entries.
+
+``FileTable`` holds what the tail source knows of its files (``files``, by (device, inode);
+the descriptor budget ``fds``; the checkpoint store) and does what changes that table
+outside the read loop: opening a matched file at its saved, first or last position (after
+checking that the descriptor is the file the scan saw, inside the glob's base directory and
+not compressed), dropping a file, saving its checkpoint entry, and counting and logging, once
+a minute per kind, a failed operation on a path. Rotation and truncation build on it
+(``_rotation``), and the source's run loop on both (``tail``).
+
+Left out: deciding which files to open (``tail`` scans with ``_discover``) and reading them
+(``_reader``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import time
+
+from sidekick.core.ratelog import RateLimitedLog
+from sidekick.ship.acks import AckTracker
+from sidekick.ship.config import seconds
+from sidekick.ship.sources._discover import Finder, compressed_kind
+from sidekick.ship.sources._identity import checkpoint_key
+from sidekick.ship.sources._reader import (
+    Descriptors,
+    LineReader,
+    TailFile,
+    last_line_end,
+    open_budget,
+)
+from sidekick.ship.sources.base import InputSpec, SourceContext
+
+log = logging.getLogger("sidekick.ship.tail")
+
+ERROR_LOG_INTERVAL = 60.0  # seconds between log lines of one kind of repeated error
+_ERROR_HINTS = {
+    "EMFILE": "; raise the open-file limit (ulimit -n) or lower max_open_files",
+    "ENFILE": "; the system's open-file table is full (fs.file-max)",
+    "EACCES": "; give the shipper read access",
+}
+
+
+class FileTable:
+    """The files one tail input holds, and opening, dropping and saving them."""
+
+    def __init__(self, spec: InputSpec, patterns: list[str], ctx: SourceContext) -> None:
+        cfg = ctx.config
+        self.spec = spec
+        self.name = spec.url
+        self.patterns = patterns
+        self.ctx = ctx
+        self.store = ctx.checkpoints
+        self.reader = LineReader(spec, ctx)
+        self.rotate_wait = seconds(cfg.rotate_wait)
+        self.multiline_timeout = seconds(cfg.multiline_timeout)
+        self.start_at_end = cfg.start_at == "end"
+        self.files: dict[tuple[int, int], TailFile] = {}
+        self.retiring: list[tuple[str, AckTracker]] = []
+        m = ctx.metrics
+        name = self.name
+        self._rotations = m.rotations.labels(name)
+        self._truncations = m.truncations.labels(name)
+        self._watched = m.files_watched.labels(name)
+        self._lag = m.checkpoint_lag_bytes
+        self._prefix = name + "/"
+        self._refused = m.symlinks_refused.labels(name)
+        self._errors = m.tail_errors
+        self._open_gauge = m.files_open.labels(name)
+        follow = cfg.follow_symlinks if spec.follow_symlinks is None else spec.follow_symlinks
+        self._finder = Finder(patterns, follow_symlinks=follow, exclude=spec.exclude)
+        self._compressed = m.compressed_skipped.labels(name)
+        self._skipped: set[tuple[int, int]] = set()  # compressed files, not opened again
+        self._errlog = RateLimitedLog(log, ERROR_LOG_INTERVAL)
+        # At most max_open_files descriptors; parks idle files to make room.
+        self.fds = Descriptors(
+            self.files, open_budget(cfg), self._finder.opened_inside, self._error
+        )
+        self._waiting: set[tuple[int, int]] = set()  # matched, waiting for a descriptor
+        self._started: list[tuple[str, int]] = []  # new files opened, for one log line
+
+    def _error(self, op: str, path: str, exc: OSError) -> None:
+        """Count a failed operation on a tailed path; log it once a minute per kind."""
+        code = errno.errorcode.get(exc.errno or 0, "OTHER")
+        self._errors.labels(self.name, code).inc()
+        self._errlog.warning(
+            (op, code),
+            "Cannot %s %s (%s); keeping what is known of it and trying again%s.",
+            op,
+            path,
+            exc.strerror or code,
+            _ERROR_HINTS.get(code, ""),
+        )
+        fds = self.fds
+        if code in ("EMFILE", "ENFILE") and fds.count > 4:
+            # The process has fewer descriptors than max_open_files assumed (a low limit,
+            # or other parts hold many): hold fewer from now on, leaving a quarter free.
+            lowered = max(4, fds.count * 3 // 4)
+            if lowered < fds.max_open:
+                log.warning(
+                    "Out of file descriptors with %d files of %s open; holding at most %d "
+                    "from now on (raise the open-file limit to hold more).",
+                    fds.count,
+                    self.name,
+                    lowered,
+                )
+                fds.max_open = lowered
+                fds.shed()
+
+    def _open(
+        self,
+        path: str,
+        ident: tuple[int, int],
+        *,
+        first_start: bool,
+        rotated: bool = False,
+    ) -> TailFile | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # deleted since the scan: nothing to say
+                self._error("open", path, exc)
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ident:
+            os.close(fd)  # replaced between stat and open; the next scan sees the new one
+            return None
+        if not self._finder.opened_inside(fd):
+            # A link swapped in between the scan's check and the open.
+            os.close(fd)
+            self._refused.inc()
+            self._errlog.warning(
+                ("refused", path),
+                "Not tailing %s: it now leads outside the glob's base directory; "
+                "set follow_symlinks (--follow-symlinks) to ship files outside it.",
+                path,
+            )
+            return None
+        kind = compressed_kind(os.pread(fd, 10, 0))
+        if kind is not None:
+            os.close(fd)
+            self._skip_compressed(path, ident, kind)
+            return None
+        self.fds.count += 1
+        f = TailFile(fd, path, st.st_dev, st.st_ino, checkpoint_key(self._prefix, *ident))
+        f.size = st.st_size
+        saved = self.store.get(f.key)
+        offset = f.resume(fd, saved) if saved is not None else None
+        if offset is not None:
+            if st.st_size < offset:
+                log.info("%s is shorter than its saved offset; reading it again from 0.", path)
+                self._truncations.inc()
+                offset = 0
+                f.next_generation(fd)
+            f.read_pos = offset
+            # A checkpoint inside a line means the line was being shipped in pieces:
+            # the rest of it continues that split (and is marked as such).
+            f.continuing = offset > 0 and os.pread(fd, 1, offset - 1) != b"\n"
+        else:
+            if saved is not None:
+                log.info("%s is a new file at a known inode; reading it from 0.", path)
+            f.take_fingerprint(fd)
+            f.new_id()
+            if first_start and self.start_at_end:
+                f.read_pos = last_line_end(fd, st.st_size)
+        f.tracker = self._tracker(f, f.read_pos)
+        self.reader.prepare(f)
+        if rotated:
+            f.rotated_at = time.monotonic()
+        self.files[f.ident] = f
+        self._save_entry(f)
+        if offset is None:
+            self._started.append((path, f.read_pos))
+        return f
+
+    def _drop(self, f: TailFile) -> None:
+        """Forget ``f`` entirely (nothing of it was read): no position, no descriptor."""
+        del self.files[f.ident]
+        self.fds.close(f)
+        f.tracker.close()
+        self.store.drop(f.key)
+        with contextlib.suppress(KeyError):
+            self._lag.remove(f.path)
+        self._watched.set(len(self.files))
+        self._open_gauge.set(self.fds.count)
+
+    def _skip_compressed(self, path: str, ident: tuple[int, int], kind: str) -> None:
+        self._skipped.add(ident)
+        self._compressed.inc()
+        log.warning(
+            "Not tailing %s: it holds %s-compressed data, not log lines; add an exclude "
+            "pattern (like exclude=*.gz) to keep the glob from matching it.",
+            path,
+            kind,
+        )
+
+    def _log_started(self) -> None:
+        """One line per new file, or one for all when a scan finds many (thousands at start)."""
+        started, self._started = self._started, []
+        if len(started) <= 3:
+            for path, offset in started:
+                log.info("Tailing %s from offset %d.", path, offset)
+        else:
+            log.info(
+                "Tailing %d new files of %s (%s from offset %d, and the rest).",
+                len(started),
+                self.name,
+                started[0][0],
+                started[0][1],
+            )
+
+    def _tracker(self, f: TailFile, start: int) -> AckTracker:
+        key = f.key
+        store = self.store
+
+        def on_commit(pos: int) -> None:
+            store.update(key, {"offset": pos})
+
+        return AckTracker(start, on_commit)
+
+    def _save_entry(self, f: TailFile) -> None:
+        # Not urgent: a new or resumed position needs no prompt write (a restart finds the
+        # same); the first delivered batch makes the next write prompt.
+        self.store.put(f.key, f.entry(f.path, f.tracker.committed), urgent=False)
