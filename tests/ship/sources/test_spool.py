@@ -265,3 +265,77 @@ async def test_failed_write_is_reported_and_the_next_one_starts_a_new_segment(
     await spool.aclose()
     data = b"".join(p.read_bytes() for p in segments(tmp_path))
     assert data == line(1) + line(3)
+
+
+def _records(lines: list[bytes]) -> list[dict[str, object]]:
+    return [msgspec.json.decode(x) for x in lines]
+
+
+async def test_records_handed_with_their_lines_ship_exactly_as_the_file_reads_them(
+    tmp_path: Path,
+) -> None:
+    """Records given to ``append`` with their payload reach the reader from memory, with the
+    identity (segment, offset), static fields and text messages a read of the file gives; a
+    reader after a restart reads the same from the file."""
+    lines = [
+        b'{"seq":1,"message":"a"}\n',
+        b'{"seq":2,"message":{"k":[1,2]},"x":"\\u00e9"}\n',
+        b'{"seq":3}\n',
+    ]
+    spool = open_spool(tmp_path)
+    reader = SpoolReader(spool, static_fields={"host.name": "h"}, text_messages=True)
+    decoded = 0
+    original = SpoolReader._load
+
+    def counting(self: SpoolReader, *args: object) -> object:
+        nonlocal decoded
+        decoded += 1
+        return original(self, *args)  # type: ignore[arg-type]
+
+    async with Reading(reader) as emit:
+        SpoolReader._load = counting  # type: ignore[method-assign,assignment]
+        try:
+            await spool.append(lines[0] + lines[1], _records(lines[:2]))
+            await spool.append(lines[2], _records(lines[2:]))
+            await emit.wait(3)
+        finally:
+            SpoolReader._load = original  # type: ignore[method-assign]
+    await spool.aclose()
+    from_memory = [r for b in emit.batches for r in b.records]
+    assert decoded == 0, "the records were read back from the file"
+
+    spool2 = open_spool(tmp_path)
+    async with Reading(
+        SpoolReader(spool2, static_fields={"host.name": "h"}, text_messages=True)
+    ) as emit2:
+        await emit2.wait(3)
+    await spool2.aclose()
+    from_file = [r for b in emit2.batches for r in b.records]
+    assert from_memory == from_file
+    assert [r["log.offset"] for r in from_memory] == [0, len(lines[0]), len(lines[0] + lines[1])]
+    assert from_memory[1]["message"] == '{"k":[1,2]}'
+    assert from_memory[2]["message"] == ""
+
+
+async def test_a_reader_behind_what_memory_keeps_reads_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory holds a bounded amount of what was written; beyond it, and for appends
+    without records, the reader reads the file, in order, with nothing lost or repeated."""
+    import sidekick.ship.sources.spool as spool_module
+
+    monkeypatch.setattr(spool_module, "MEMORY_BYTES", 3 * len(line(1)))
+    spool = open_spool(tmp_path)
+    for i in range(10):  # written before anyone reads: only the first ones stay in memory
+        await spool.append(line(i), _records([line(i)]))
+    await spool.append(line(10) + line(11))  # no records: the file only
+    for i in range(12, 15):
+        await spool.append(line(i), _records([line(i)]))
+    async with Reading(SpoolReader(spool)) as emit:
+        await emit.wait(15)
+    await spool.aclose()
+    assert emit.seqs == list(range(15))
+    offsets = [r["log.offset"] for b in emit.batches for r in b.records]
+    assert offsets == [i * len(line(1)) for i in range(10)] + [
+        10 * len(line(1)) + k * len(line(10)) for k in range(5)
+    ]

@@ -238,7 +238,7 @@ class ForwardSource(Receiver):
         while True:
             try:
                 await self.spool.wait_for_room(len(payload))
-                await self.spool.append(payload)
+                await self.spool.append(payload, records)
                 break
             except SpoolFullError:
                 if len(payload) > self.spool.max_bytes:

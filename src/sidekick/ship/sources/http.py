@@ -660,6 +660,7 @@ class Accepted:
     count: int
     rejected: int = 0
     reason: str = ""
+    records: list[Record] | None = None  # what the payload encodes, when built here
 
 
 class IngestServer:
@@ -860,7 +861,8 @@ class IngestServer:
                     return accepted
                 # Waiting for the group commit holds only the encoded lines.
                 work_held.shrink(len(payload))
-                await self._append(payload, accepted.count)
+                await self._append(payload, accepted.count, accepted.records)
+                accepted.records = None
         return accepted
 
     def _encode(
@@ -906,7 +908,8 @@ class IngestServer:
         if count_records(req) > self.limits.max_records:
             raise _too_many(self.limits.max_records)
         records, rejected, reason = to_records(req, now)
-        return encode_records(records, now), Accepted(len(records), rejected, reason)
+        payload = encode_records(records, now)
+        return payload, Accepted(len(records), rejected, reason, records)
 
     async def _accept_query(self, request: web.Request) -> Accepted:
         """``GET /v1/logs?name=value&...``: one record of the query (HTTPHandler's default)."""
@@ -924,9 +927,11 @@ class IngestServer:
         await self._append(payload, 1)
         return Accepted(1)
 
-    async def _append(self, payload: bytes, count: int) -> None:
+    async def _append(
+        self, payload: bytes, count: int, records: list[Record] | None = None
+    ) -> None:
         try:
-            await self.spool.append(payload)
+            await self.spool.append(payload, records)
         except SpoolFullError:
             raise self._full() from None
         except SpoolWriteError as exc:

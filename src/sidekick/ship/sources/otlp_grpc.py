@@ -175,7 +175,7 @@ class OtlpGrpcSource(Receiver):
         payload = encode_records(records, now)
         if payload:
             try:
-                await self.spool.append(payload)
+                await self.spool.append(payload, records)
             except SpoolFullError:
                 raise self._full() from None
             except SpoolWriteError as exc:

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ SUFFIX = ".ndjson"
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 # How much of a segment is read per step; a longer line makes one read grow to its newline.
 READ_BYTES = 1024 * 1024
+# How much of what was just written is also kept as records for the reader (a reader that
+# falls behind reads the rest from the file).
+MEMORY_BYTES = 8 * 1024 * 1024
 
 
 class SpoolFullError(Exception):
@@ -65,12 +69,26 @@ class Segment:
     # Reader state.
     read_pos: int = 0
     tracker: AckTracker | None = None
+    # Records just written, still in memory, by their payload's offset in the file: the
+    # reader takes them from here instead of reading and decoding their bytes again.
+    memory: deque[Written] = field(default_factory=deque)
+    memory_bytes: int = 0
+
+
+@dataclass(slots=True)
+class Written:
+    """A payload committed to a segment at ``offset``, and the records it encodes."""
+
+    offset: int
+    payload: bytes
+    records: list[Record]
 
 
 @dataclass(slots=True)
 class _Pending:
     payload: bytes
     future: asyncio.Future[None]
+    records: list[Record] | None = None
 
 
 @dataclass
@@ -163,14 +181,18 @@ class Spool:
                 async with asyncio.timeout(0.5):
                     await self.freed.wait()
 
-    async def append(self, payload: bytes) -> None:
-        """Write ``payload`` (complete NDJSON lines) durably; raise if full or on I/O error."""
+    async def append(self, payload: bytes, records: list[Record] | None = None) -> None:
+        """Write ``payload`` (complete NDJSON lines) durably; raise if full or on I/O error.
+
+        ``records``, if given, are what ``payload`` encodes, one per line and in order; the
+        reader then ships them as they are instead of decoding the line again. The caller
+        must not change them afterwards."""
         if self._closed:
             raise SpoolWriteError("the spool is closed (shutting down)")
         if not self.has_room(len(payload)):
             raise SpoolFullError(f"spool holds {self.used_bytes} of {self.max_bytes} bytes")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(payload, future))
+        self._pending.append(_Pending(payload, future, records))
         self._pending_bytes += len(payload)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="spool flush")
@@ -211,6 +233,12 @@ class Spool:
                     p.future.exception()
                 continue
             self._bytes += len(data)
+            offset = seg.size
+            for p in group:
+                if p.records is not None and seg.memory_bytes < MEMORY_BYTES:
+                    seg.memory.append(Written(offset, p.payload, p.records))
+                    seg.memory_bytes += len(p.payload)
+                offset += len(p.payload)
             seg.size += len(data)
             if full:
                 self._seal(seg)
@@ -386,9 +414,13 @@ class SpoolReader:
 
     async def _emit_next(self, seg: Segment, emit: Emit) -> None:
         start = seg.read_pos
-        # Read on the event loop: the bytes were just written and sit in the page cache, and
-        # decoding in a worker thread would only fight the loop for the GIL.
-        cut, records = self._load(seg, start, seg.size)
+        taken = self._from_memory(seg, start)
+        if taken is not None:
+            cut, records = taken
+        else:
+            # Read on the event loop: the bytes were just written and sit in the page cache,
+            # and decoding in a worker thread would only fight the loop for the GIL.
+            cut, records = self._load(seg, start, seg.size)
         # Bookkeeping stays on the event loop, where acks arrive.
         seg.read_pos = start + cut
         if seg.tracker is None:
@@ -434,6 +466,39 @@ class SpoolReader:
             self.save_position(seg.id, committed)
             return
 
+    def _from_memory(self, seg: Segment, start: int) -> tuple[int, list[Record]] | None:
+        """The records written at ``start`` and after it, while they are still in memory
+        (None: read the file). What is returned is what decoding the same bytes gives, but
+        for values JSON cannot hold (a NaN stays a NaN here, the file has null)."""
+        memory = seg.memory
+        while memory and memory[0].offset < start:  # read from the file meanwhile
+            seg.memory_bytes -= len(memory.popleft().payload)
+        if not memory or memory[0].offset != start:
+            return None
+        static = self.static_fields
+        file_id = f"spool-{seg.id}"
+        out: list[Record] = []
+        pos = start
+        while memory and memory[0].offset == pos and pos - start < self.read_bytes:
+            written = memory.popleft()
+            seg.memory_bytes -= len(written.payload)
+            lines = written.payload.split(b"\n")
+            if len(lines) != len(written.records) + 1:  # not one line a record: read the file
+                memory.clear()
+                seg.memory_bytes = 0
+                break
+            for line, obj in zip(lines, written.records, strict=False):
+                rec = {**static, **obj} if static else obj
+                rec[FILE_ID] = file_id
+                rec[OFFSET] = pos
+                out.append(rec)
+                pos += len(line) + 1
+        if pos == start:
+            return None
+        if self.text_messages:
+            _text_messages(out)
+        return pos - start, out
+
     def _load(self, seg: Segment, start: int, end: int) -> tuple[int, list[Record]]:
         """Read and decode the next complete lines of ``seg``."""
         want = min(self.read_bytes, end - start)
@@ -477,11 +542,15 @@ class SpoolReader:
             out.append(rec)
             offset += len(line) + 1
         if self.text_messages:
-            for rec in out:
-                msg = rec.get(MESSAGE)
-                if type(msg) is not str:
-                    rec[MESSAGE] = "" if msg is None else msgspec.json.encode(msg).decode()
+            _text_messages(out)
         return out
+
+
+def _text_messages(records: list[Record]) -> None:
+    for rec in records:
+        msg = rec.get(MESSAGE)
+        if type(msg) is not str:
+            rec[MESSAGE] = "" if msg is None else msgspec.json.encode(msg).decode()
 
 
 def _decode_line(line: bytes) -> Any:

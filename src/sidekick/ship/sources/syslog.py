@@ -254,7 +254,7 @@ class SyslogSource(Receiver):
             with contextlib.suppress(SpoolFullError):
                 await self.spool.wait_for_room(len(payload))
         try:
-            await self.spool.append(payload)
+            await self.spool.append(payload, records)
         except (SpoolFullError, SpoolWriteError) as exc:
             for _ in records:
                 self.metrics.reject(
@@ -333,7 +333,7 @@ class SyslogSource(Receiver):
         while True:
             try:
                 await self.spool.wait_for_room(len(payload))
-                await self.spool.append(payload)
+                await self.spool.append(payload, records)
                 break
             except SpoolFullError:
                 if len(payload) > self.spool.max_bytes:
