@@ -102,6 +102,18 @@ def _priority(rec: Record, pri: int) -> None:
     rec["log.syslog.severity.name"] = rec["log.level"] = SEVERITIES[severity]
 
 
+def _priority_fields(pri: int) -> Record:
+    rec: Record = {}
+    _priority(rec, pri)
+    return rec
+
+
+# The fields of each priority, made once: a record starts as a copy of its priority's.
+_PRIORITIES = [_priority_fields(pri) for pri in range(192)]
+# An RFC 5424 message whole, <PRI> included: the common case in one match.
+_PRI_RFC5424 = re.compile(_PRI.pattern + _RFC5424.pattern, re.S)
+
+
 def _structured(sd: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for sd_id, params in _SD_SPLIT.findall(sd):
@@ -112,7 +124,30 @@ def _structured(sd: str) -> dict[str, Any]:
 def parse(frame: bytes, now: float) -> Record:
     """One syslog message as a record."""
     text = frame.decode("utf-8", "replace").rstrip("\r\n\0")
-    rec: Record = {}
+    whole = _PRI_RFC5424.fullmatch(text)
+    if whole is not None:
+        pri_text, version, stamp, host, app, procid, msgid, sd, msg = whole.groups()
+        pri = int(pri_text)
+        if pri <= 191 and version != "0":
+            rec = _PRIORITIES[pri].copy()
+            rec["log.syslog.version"] = int(version)
+            if stamp != "-":
+                utc = _utc(stamp)
+                if utc is not None:
+                    rec[TIMESTAMP] = utc
+            if host != "-":
+                rec["log.syslog.hostname"] = host
+            if app != "-":
+                rec["log.syslog.appname"] = app
+            if procid != "-":
+                rec["log.syslog.procid"] = procid
+            if msgid != "-":
+                rec["log.syslog.msgid"] = msgid
+            if sd != "-":
+                rec["log.syslog.structured_data"] = _structured(sd)
+            rec[MESSAGE] = (msg or "").removeprefix("\ufeff")
+            return rec
+    rec = {}
     m = _PRI.match(text)
     if m is None or int(m.group(1)) > 191:
         rec[MESSAGE] = text
