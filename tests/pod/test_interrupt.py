@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
 
+from tests.conftest import SIDEKICK
 from tests.pod.conftest import Up
 
 STUBBORN = """
@@ -40,3 +45,40 @@ def test_second_sigint_prints_no_traceback(start_up: Callable[..., Up]) -> None:
     assert "Received second SIGINT" in up.err
     assert "Traceback" not in up.err
     assert "never retrieved" not in up.err
+
+
+def test_sigterm_while_the_manifests_are_read_leaves_no_isolation_probe_behind(
+    tmp_path: Path,
+) -> None:
+    """The isolation check starts before the manifests are read (in a directory of its own,
+    under TMPDIR); a SIGTERM in that time ends up with exit code 143 and removes it."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    # Enough documents that reading them (the schema check) takes a while.
+    docs = [
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\ndata: {{k: v}}\n"
+        for i in range(400)
+    ]
+    docs.append(STUBBORN)
+    manifest = tmp_path / "many.yaml"
+    manifest.write_text("---\n".join(docs))
+    args = ["up", str(manifest), "--run-dir", str(tmp_path / "run"), "--admin-addr", "127.0.0.1:0"]
+    proc = subprocess.Popen(
+        [*SIDEKICK, *args],
+        env={**os.environ, "TMPDIR": str(tmp)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not list(tmp.glob("sidekick-ns-*")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no isolation probe"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Running 1 pod" not in err.decode(), "the signal came after the manifests were read"
+    assert proc.returncode == 143, err.decode()
+    assert list(tmp.glob("sidekick-ns-*")) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Awaitable
@@ -133,6 +134,10 @@ def up(
     from sidekick.pod.manifest import read_manifests
 
     setup_logging(log_format, log_level)  # type: ignore[arg-type]
+    # Until the event loop takes the signals over, SIGTERM ends the command like an error
+    # would (exit code 143), so that the isolation probe below is ended and its directory
+    # removed; the default action would leave both behind.
+    signal.signal(signal.SIGTERM, _terminated)
     # Runs while the manifests are read; ended with the command if it is not collected.
     probe = Isolation.start_probe(isolation == "on" and not detach)
     click.get_current_context().call_on_close(probe.cancel)
@@ -299,3 +304,7 @@ def down(run_dir: str, timeout: str) -> None:
 
 
 commands: list[click.Command] = [up, logs, down]
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
