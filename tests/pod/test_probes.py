@@ -208,19 +208,24 @@ def test_startup_probe_holds_back_liveness_and_kills_on_failure(
     assert up.stop() == 0
 
 
-async def test_a_cancelled_exec_probe_stops_even_when_cancelled_as_its_command_ends() -> None:
-    # A container's probes are cancelled when it stops. Cancelling at the moment an exec
-    # probe's command has just ended used to be swallowed (Python 3.11's wait_for), so the
-    # probe went on forever and ``up`` only ended at its shutdown timeout, exiting 1.
-    ctx = ActionContext(
+def host_context(name: str) -> ActionContext:
+    """What a probe of a container without volumes or ports has, for probes run here."""
+    return ActionContext(
         env={"PATH": os.environ["PATH"]},
         expand_env={},
         cwd=None,
         translate=Translator({}),
         ports={},
-        tracker=Tracker("probe-cancel-test"),
+        tracker=Tracker(name),
         session=lambda: aiohttp.ClientSession(),
     )
+
+
+async def test_a_cancelled_exec_probe_stops_even_when_cancelled_as_its_command_ends() -> None:
+    # A container's probes are cancelled when it stops. Cancelling at the moment an exec
+    # probe's command has just ended used to be swallowed (Python 3.11's wait_for), so the
+    # probe went on forever and ``up`` only ended at its shutdown timeout, exiting 1.
+    ctx = host_context("probe-cancel-test")
     probe = Probe(ExecAction(["false"]), period=0.01, timeout=5.0, failure_threshold=1000)
     stuck = 0
     for i in range(150):
@@ -249,15 +254,7 @@ async def _attempt_times(epoch_ago: float | None, period: float, until: float) -
 
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    ctx = ActionContext(
-        env={"PATH": os.environ["PATH"]},
-        expand_env={},
-        cwd=None,
-        translate=Translator({}),
-        ports={},
-        tracker=Tracker("probe-clock-test"),
-        session=lambda: aiohttp.ClientSession(),
-    )
+    ctx = host_context("probe-clock-test")
     probe = Probe(TCPSocketAction(port), period=period)
     epoch = None if epoch_ago is None else loop.time() - epoch_ago
     began = loop.time()
