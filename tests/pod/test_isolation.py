@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from sidekick.pod.nsinit import SYS_RT_SIGACTION
+from tests.conftest import SIDEKICK
 from tests.pod.conftest import Up
 
 STUBBORN = """
@@ -446,3 +448,38 @@ def test_nsinit_is_imported_so_its_bytecode_is_cached(tmp_path: Path) -> None:
     assert Isolation.probe(True).mode == "root"
     # Written by the isolated start itself (a script run is compiled and never cached).
     assert cached.exists()
+
+
+def _ignore_signals() -> None:
+    # SIGQUIT and SIGUSR1 by the C library, 32 (reserved by glibc) by the system call.
+    import ctypes
+
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    act = ctypes.create_string_buffer(32)
+    act[0] = 1  # SIG_IGN
+    nr = SYS_RT_SIGACTION[os.uname().machine]
+    assert ctypes.CDLL(None).syscall(nr, 32, act, None, 8) == 0
+
+
+def test_signals_ignored_where_up_was_started_are_not_ignored_in_the_container(
+    tmp_path: Path,
+) -> None:
+    """A parent that ignores signals (a shell's background job, a CI runner) passes that on
+    through every exec; a container still starts with every signal at its default."""
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: signals}\nspec:\n"
+        "  restartPolicy: Never\n  containers:\n"
+        "    - {name: app, command: [grep, SigIgn, /proc/self/status]}\n"
+    )
+    up = ["up", str(manifest), "--run-dir", str(tmp_path / "run"), "--no-color"]
+    run = subprocess.run(
+        [*SIDEKICK, *up, "--admin-addr", "127.0.0.1:0"],
+        preexec_fn=_ignore_signals,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "signals/app | SigIgn:\t0000000000000000" in run.stdout, run.stdout

@@ -51,6 +51,7 @@ MNT_DETACH = 2
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}
+SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134}
 
 # Kernel filesystems: bound as they are, never overlaid.
 PSEUDO = {
@@ -353,6 +354,24 @@ def _own_stdio(uid: int, gid: int) -> None:
             continue
 
 
+def _default_signals() -> None:
+    """Every signal this process ignores back to its default action (by the system call:
+    the C library's wrapper refuses the signals it reserves)."""
+    with open("/proc/self/status") as f:
+        ignored = next((int(ln.split()[1], 16) for ln in f if ln.startswith("SigIgn:")), 0)
+    nr = SYS_RT_SIGACTION.get(os.uname().machine)
+    default = ctypes.create_string_buffer(32)  # handler SIG_DFL, no flags, empty mask
+    for sig in range(1, 65):
+        if not ignored >> (sig - 1) & 1 or (
+            nr is not None and _libc.syscall(nr, sig, default, None, 8) == 0
+        ):
+            continue
+        try:  # noqa: SIM105 (contextlib costs a few ms of every container's start)
+            _signal.signal(sig, _signal.SIG_DFL)
+        except (OSError, ValueError):  # reserved here; it stays as it is
+            pass
+
+
 def pivot(root: str) -> None:
     nr = SYS_PIVOT_ROOT.get(os.uname().machine)
     os.chdir(root)
@@ -399,9 +418,11 @@ def main(argv: list[str]) -> None:
         os.setuid(int(uid))
     if plan.get("noNewPrivs"):
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    # Python ignores these; an ignored disposition would survive the exec.
-    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(sig, _signal.SIG_DFL)
+    # An ignored signal stays ignored through an exec: Python ignores SIGPIPE and SIGXFSZ,
+    # a shell that started in the background SIGINT and SIGQUIT, and a parent may ignore
+    # others (glibc's own 32 and 33 included, which its sigaction refuses to touch). A
+    # container's process starts with every signal at its default, as a runtime gives it.
+    _default_signals()
     try:
         os.execvp(command[0], command)
     except OSError as exc:
