@@ -138,9 +138,15 @@ def up(
     # would (exit code 143), so that the isolation probe below is ended and its directory
     # removed; the default action would leave both behind.
     signal.signal(signal.SIGTERM, _terminated)
-    # Runs while the manifests are read; ended with the command if it is not collected.
-    probe = Isolation.start_probe(isolation == "on" and not detach)
-    click.get_current_context().call_on_close(probe.cancel)
+    # Runs while the manifests are read; ended with the command if it is not collected. The
+    # probe and the callback that ends it are made as one step: a SIGTERM waits until both
+    # are in place (the probe, killed rather than stopped, does not mind the blocked signal).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        probe = Isolation.start_probe(isolation == "on" and not detach)
+        click.get_current_context().call_on_close(probe.cancel)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     images = _set_images(set_image)
     manifests = read_manifests(list(files), set_image=images)
     addr = None if admin_addr == "off" else parse_admin(admin_addr)
