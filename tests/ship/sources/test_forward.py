@@ -12,6 +12,7 @@ from pathlib import Path
 import msgpack
 from fluent import sender
 
+from sidekick.ship.sources import forward
 from sidekick.ship.sources.forward import decode_message
 from sidekick.ship.sources.receiver import Stamps
 from tests.conftest import free_port
@@ -167,3 +168,34 @@ def test_decode_keeps_non_string_keys_as_text_and_rejects_bad_times() -> None:
 
     with pytest.raises(Malformed):
         decode_message(["t", [["x", {}]]], 1000, Stamps())
+
+
+def test_packed_forward_with_a_size_decodes_as_the_stream_does_whatever_the_size_says() -> None:
+    # A PackedForward stream with option.size is decoded as one array; a size that does not
+    # fit, text that is not UTF-8 or a key msgspec refuses go back to the stream decoder.
+    good = [
+        [event_time(1700000000.25), {"seq": 0, "log": "a\n", 7: "seven"}],
+        [1700000001, {"seq": 1, "message": "b", "nested": {"k": [1, 2.5, None, b"\x00"]}}],
+        [1700000001.5, {"seq": 2, "message": "c", "ext": msgpack.ExtType(5, b"xy")}],
+    ]
+    stream = b"".join(msgpack.packb(e, use_bin_type=True) for e in good)
+    bad_utf8 = msgpack.packb([1700000002, {"message": "x"}])[:-2] + b"\xa2\xff\xfe"
+
+    def decode(data: bytes, option: dict[str, object]) -> list[dict[str, object]]:
+        records, _ = decode_message(["t", data, option], 1 << 20, Stamps())
+        return records
+
+    expected = decode(stream, {})  # no size: the stream decoder alone
+    assert [r["seq"] for r in expected] == [0, 1, 2]
+    assert expected[0]["message"] == "a\n" and expected[0]["7"] == "seven"
+    assert expected[0]["@timestamp"] == "2023-11-14T22:13:20.250000000Z"
+    assert expected[2]["@timestamp"] == "2023-11-14T22:13:21.500000000Z"
+    assert expected[2]["ext"] == msgpack.ExtType(5, b"xy")
+    # The one-call path is taken with the right size...
+    fast = forward._packed.decode(b"\xdd" + (3).to_bytes(4, "big") + stream)
+    assert [e[1]["seq"] for e in fast] == [0, 1, 2]
+    # ...and every size gives what the stream decoder gives.
+    for size in (3, 1, 2, 4, 1000, 2**31, -1, "3"):
+        assert decode(stream, {"size": size}) == expected, size
+    broken = decode(bad_utf8, {"size": 1})
+    assert broken[0]["message"] == "\ufffd\ufffd"

@@ -33,9 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from itertools import chain
 from typing import Any, NoReturn
 
 import msgpack
+import msgspec
 
 from sidekick.core.errors import ConfigError
 from sidekick.core.redact import redact_url
@@ -62,12 +64,45 @@ class EventTime(int):
     """Nanoseconds since the epoch from the EventTime extension (type 0)."""
 
 
-def _ext(code: int, data: bytes) -> Any:
+# EventTimes decoded lately, by their 8 bytes: a sender's entries often share theirs.
+_event_times: dict[bytes, EventTime] = {}
+
+
+def _ext(code: int, data: bytes | memoryview) -> Any:
+    data = bytes(data)
     if code == 0 and len(data) == 8:
-        return EventTime(
-            int.from_bytes(data[:4], "big") * 1_000_000_000 + int.from_bytes(data[4:], "big")
-        )
+        t = _event_times.get(data)
+        if t is None:
+            if len(_event_times) >= 4096:
+                _event_times.clear()
+            t = _event_times[data] = EventTime(
+                int.from_bytes(data[:4], "big") * 1_000_000_000 + int.from_bytes(data[4:], "big")
+            )
+        return t
     return msgpack.ExtType(code, data)
+
+
+# A PackedForward stream whose option gives its ``size`` (Fluent Bit and Fluentd send it) is
+# decoded by msgspec as one array: a 32-bit array header of that size, then the stream. That
+# is one C call, about twice as fast as msgpack's Unpacker. Any failure (a wrong size, text
+# that is not UTF-8, a key msgspec refuses) falls back to the Unpacker, whose result counts.
+_packed = msgspec.msgpack.Decoder(ext_hook=_ext)
+_SMALLEST_ENTRY = 3  # [time, {}]: an array header, a one-byte int, a map header
+
+
+def _packed_entries(data: bytes, option: Any, max_bytes: int) -> list[Any]:
+    n = option.get("size") if isinstance(option, dict) else None
+    if type(n) is int and 0 < n <= len(data) // _SMALLEST_ENTRY:
+        try:
+            entries = _packed.decode(b"\xdd" + n.to_bytes(4, "big") + data)
+        except (msgspec.DecodeError, ValueError, TypeError, RecursionError):
+            pass
+        else:
+            if type(entries) is list:
+                return entries
+    unpacker = _unpacker(max_bytes)
+    unpacker.feed(data)
+    return list(unpacker)
 
 
 def _unpacker(max_bytes: int) -> msgpack.Unpacker:
@@ -115,9 +150,7 @@ def decode_message(obj: Any, max_bytes: int, stamps: Stamps) -> tuple[list[Recor
                 raise Malformed(exc.reason) from None
         elif isinstance(option, dict) and option.get("compressed") not in (None, "text"):
             raise Malformed(f"compression {option.get('compressed')!r} is not gzip")
-        unpacker = _unpacker(max_bytes)
-        unpacker.feed(data)
-        entries = list(unpacker)
+        entries = _packed_entries(data, option, max_bytes)
     else:  # Message
         if len(obj) not in (3, 4):
             raise Malformed("a Message-mode message is [tag, time, record, option?]")
@@ -126,26 +159,39 @@ def decode_message(obj: Any, max_bytes: int, stamps: Stamps) -> tuple[list[Recor
     if option is not None and not isinstance(option, dict):
         raise Malformed("the option is not a map")
     records: list[Record] = []
+    append = records.append
+    # The entries of a message mostly share their time: each distinct time is formatted once.
+    # Integer seconds and EventTime nanoseconds are kept apart (EventTime(5) == 5).
+    seconds: dict[int, str] = {}
+    nanos: dict[int, str] = {}
     for entry in entries:
-        if not isinstance(entry, list) or len(entry) != 2:
+        if type(entry) is not list or len(entry) != 2:
             raise Malformed("an entry is not [time, record]")
-        t, record = entry
-        if not isinstance(record, dict):
+        t, rec = entry
+        if type(rec) is not dict:
             raise Malformed("a record is not a map")
-        ns = _ns(t)
-        if ns is None:
-            raise Malformed("an entry's time is not a number or EventTime")
-        rec: Record = (
-            record
-            if all(type(k) is str for k in record)
-            else {str(k): v for k, v in record.items()}
-        )
+        kind = type(t)
+        cache = seconds if kind is int else nanos if kind is EventTime else None
+        stamp = cache.get(t) if cache is not None else None
+        if stamp is None:
+            ns = _ns(t)
+            if ns is None:
+                raise Malformed("an entry's time is not a number or EventTime")
+            stamp = stamps(ns) if ns >= 0 else stamps(0)
+            if cache is not None:
+                cache[t] = stamp
         rec[TAG] = tag
         if TIMESTAMP not in rec:
-            rec[TIMESTAMP] = stamps(ns) if ns >= 0 else stamps(0)
+            rec[TIMESTAMP] = stamp
         if MESSAGE not in rec and "log" in rec:
             rec[MESSAGE] = rec.pop("log")
-        records.append(rec)
+        append(rec)
+    # Keys that are not strings become their text: checked for the whole message in one pass.
+    if set(map(type, chain.from_iterable(records))) - {str}:
+        records = [
+            r if all(type(k) is str for k in r) else {str(k): v for k, v in r.items()}
+            for r in records
+        ]
     chunk = option.get("chunk") if option else None
     return records, chunk if isinstance(chunk, str) else None
 

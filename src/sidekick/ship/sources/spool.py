@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -482,17 +483,21 @@ class SpoolReader:
         while memory and memory[0].offset == pos and pos - start < self.read_bytes:
             written = memory.popleft()
             seg.memory_bytes -= len(written.payload)
-            lines = written.payload.split(b"\n")
-            if len(lines) != len(written.records) + 1:  # not one line a record: read the file
+            # NDJSON holds no raw "\r" or "\n" inside a line, so these are its lines.
+            lines = written.payload.splitlines(keepends=True)
+            records = written.records
+            if len(lines) != len(records):  # not one line a record: read the file
                 memory.clear()
                 seg.memory_bytes = 0
                 break
-            for line, obj in zip(lines, written.records, strict=False):
-                rec = {**static, **obj} if static else obj
+            if static:
+                records = [{**static, **obj} for obj in records]
+            offsets = accumulate(map(len, lines), initial=pos)
+            for rec, offset in zip(records, offsets, strict=False):  # one offset more: the end
                 rec[FILE_ID] = file_id
-                rec[OFFSET] = pos
-                out.append(rec)
-                pos += len(line) + 1
+                rec[OFFSET] = offset
+            out += records
+            pos += len(written.payload)
         if pos == start:
             return None
         if self.text_messages:
