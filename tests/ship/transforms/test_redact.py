@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidekick.core.errors import ConfigError
 from sidekick.ship.graph import build_graph
@@ -301,3 +304,116 @@ def test_card_numbers_among_long_digit_runs() -> None:
     assert out[1]["id"] == "x-449939353078261"
     assert out[2]["m"] == "ts 1763800000123 then [REDACTED:credit_card]"
     assert t.counters()["redacted.credit_card"] == 2
+
+
+CARD = "4111111111111111"
+
+
+@pytest.mark.parametrize("fields", [None, ["m"]])
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\x09", "\x0a", "\x11", "\x19", "\x1b"])
+def test_a_card_number_right_after_a_control_character_is_masked(
+    control: str, fields: list[str] | None
+) -> None:
+    """In the batch's JSON a control character is an escape, and ``\\u0001`` ends in digits
+    that run into the card number after it; the record is still found."""
+    options: dict[str, Any] = {"patterns": ["credit_card"]}
+    if fields is not None:
+        options["fields"] = fields
+    t = build_transform("clean", "redact", options)
+    records: list[dict[str, Any]] = [{"m": f"line {i}", "n": i} for i in range(50)]
+    records[20]["m"] = f"paid{control}{CARD} ok"
+    records[30]["m"] = f"{control}{CARD}"
+    out = t.process(records)[DEFAULT]
+    assert out[20]["m"] == f"paid{control}[REDACTED:credit_card] ok"
+    assert out[30]["m"] == f"{control}[REDACTED:credit_card]"
+    assert t.counters()["redacted.credit_card"] == 2
+
+
+def test_a_card_after_a_control_character_deep_in_a_named_field_is_masked() -> None:
+    t = build_transform("clean", "redact", {"patterns": ALL, "fields": ["meta"]})
+    records: list[dict[str, Any]] = [{"meta": {"a": [f"x{i}"]}} for i in range(10)]
+    records[4] = {"meta": {"a": [{"card": f"\x02{CARD}"}, "fine"]}, "other": f"\x02{CARD}"}
+    out = t.process(records)[DEFAULT]
+    assert out[4] == {
+        "meta": {"a": [{"card": "\x02[REDACTED:credit_card]"}, "fine"]},
+        "other": f"\x02{CARD}",
+    }
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [object(), "\udcff", {(1, 2): "tuple key"}, 1 + 2j],
+    ids=["object", "lone surrogate", "tuple key", "complex"],
+)
+def test_a_batch_msgspec_cannot_encode_is_still_searched(odd: object) -> None:
+    """A value msgspec refuses (an unknown type, a lone surrogate, a key that is neither a
+    string nor a number) sends the batch through the record-by-record scan."""
+    t = build_transform("clean", "redact", {"patterns": ALL})
+    records: list[dict[str, Any]] = [{"m": f"line {i}"} for i in range(20)]
+    records[3] = {"odd": odd, "m": f"to {MAIL}", "tags": [f"auth {TOKEN}"]}
+    records[15]["m"] = f"\x01{CARD}"
+    out = t.process(records)[DEFAULT]
+    assert out[3]["odd"] is odd
+    assert out[3]["m"] == "to [REDACTED:email]"
+    assert out[3]["tags"] == ["auth Bearer [REDACTED:bearer_token]"]
+    assert out[15]["m"] == "\x01[REDACTED:credit_card]"
+
+
+def test_numbers_map_keys_and_bytes_are_left_as_they_are() -> None:
+    """They are in the batch's JSON and may make a record a suspect, never change it."""
+    t = build_transform("clean", "redact", {"patterns": ALL})
+    record = {"n": int(CARD), "h": {MAIL: "x", "k": [int(CARD)]}, "b": CARD.encode()}
+    out = t.process([dict(record)])[DEFAULT]
+    assert out == [record]
+    assert not {k: v for k, v in t.counters().items() if k.startswith("redacted.")}
+
+
+# Text around the secrets: letters, digits and separators that can touch a card number, every
+# character JSON escapes, text that looks like an escape, and non-ASCII.
+_AROUND = st.one_of(
+    st.text(alphabet='aZ09 -.@\\u"é', max_size=6),
+    st.sampled_from([chr(c) for c in range(0x20)] + ['"', "\\", "\x7f", "\u2028", "\\u00"]),
+)
+_SECRET = st.sampled_from(
+    [
+        CARD,
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "378282246310005",
+        "4111111111111112",  # fails the Luhn check
+        "1763800000123",
+        MAIL,
+        TOKEN,
+        KEY,
+        SECRETS["jwt"][1] + ".eyJzdWIiOiIxIn0.c2ln",
+    ]
+)
+_TEXT = st.lists(st.one_of(_AROUND, _SECRET), max_size=6).map("".join)
+_VALUE = st.one_of(
+    _TEXT,
+    st.integers(),
+    st.none(),
+    st.lists(_TEXT, max_size=3),
+    st.dictionaries(st.sampled_from(["k", MAIL]), st.one_of(_TEXT, st.lists(_TEXT)), max_size=2),
+)
+_RECORD = st.dictionaries(st.sampled_from(["m", "a", "b"]), _VALUE, max_size=3)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(_RECORD, min_size=1, max_size=8),
+    st.lists(st.sampled_from(ALL), min_size=1, unique=True),
+    st.one_of(st.none(), st.lists(st.sampled_from(["m", "a", "x"]), min_size=1, unique=True)),
+)
+def test_the_batch_scan_finds_every_record_a_full_search_would_change(
+    records: list[dict[str, Any]], patterns: list[str], fields: list[str] | None
+) -> None:
+    """The output is the same as when every record is searched (a user regex, here one that
+    never matches, turns the needles off)."""
+    options: dict[str, Any] = {"patterns": patterns, "fields": fields}
+    scanned = build_transform("scanned", "redact", options)
+    every = build_transform("every", "redact", {**options, "regex": "(?!)"})
+    got = scanned.process(copy.deepcopy(records))[DEFAULT]
+    want = every.process(copy.deepcopy(records))[DEFAULT]
+    assert got == want
+    assert scanned.counters() == every.counters()

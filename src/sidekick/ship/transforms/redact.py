@@ -1,4 +1,4 @@
-"""``redact``: find secrets in string fields and mask them, or replace them by a keyed hash.
+r"""``redact``: find secrets in string fields and mask them, or replace them by a keyed hash.
 
 Built-in patterns (``patterns:``), tried in one combined regex per string:
 
@@ -20,13 +20,26 @@ to the same text in every record and on every shipper with that key, and records
 correlated without the secret being readable. Each redaction is counted per pattern
 (``redacted.jwt``, ``redacted.regex.1``...).
 
-A batch is scanned once: the string fields of all its records are joined, folded (case, and
-digits for card numbers) by one ``bytes.translate``, and each pattern's needles looked for in
-that (``@`` for email, ``eyj`` for a JWT, a run of 13 digits or separators for a card...);
-only a record a needle falls in is searched field by field with the patterns' regex. A flat
-record pays nothing for the nested case: lists and maps are picked up by the same comprehension
-as strings, and only when joining them fails (a container is no string) are their strings
-collected by a walk.
+A batch is scanned once: the values searched in each record are encoded by msgspec as one JSON
+line per record (one C call for the batch), folded (case, and digits for card numbers) by one
+``bytes.translate``, and each pattern's needles looked for in that (``@`` for email, ``eyj`` for
+a JWT, a run of 13 digits or separators for a card...); only a record a needle falls in is
+searched field by field with the patterns' regex. The JSON holds every string of the record,
+at any depth, so nested values cost nothing more; numbers, map keys and the base64 of bytes
+are in it too and can only make a record a suspect for nothing. When msgspec refuses a batch
+(a value of a type it does not know, a lone surrogate, nesting deeper than its limit), the
+batch is scanned the slower way: each record's strings joined, collected by a walk when a
+list or a map holds them.
+
+Why the JSON hides no secret: msgspec escapes only ``"``, ``\`` and control characters, and
+a needle is made of letters (or ``@``), so it is in the JSON as it is in the string. A card
+number is digits, spaces and dashes, none of them escaped, so its run is there too, and the
+look-ahead after it still sees no digit (an escape begins with ``\``, a string ends with
+``"``). Only its look-behind can change: ``\"``, ``\\``, ``\b``, ``\t``, ``\n``, ``\f`` and
+``\r`` end, like the character they stand for, in something that is neither a digit nor a
+dash, but ``\u00XX`` (the other control characters) may end in a digit (``\u0001``), whose
+``00XX`` then joins the card's run. Such a run always begins right after ``\u``, and one that
+does makes its record a suspect without the Luhn check.
 
 Nested values are never changed in place: the records of two branches may share a list or a
 map (the graph copies records, not their values), so a list or map holding a secret is replaced
@@ -44,7 +57,7 @@ import hmac
 import re
 from bisect import bisect_right
 from collections.abc import Callable
-from itertools import accumulate
+from itertools import accumulate, repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,15 +75,14 @@ BUILTIN: dict[str, str] = {
     "email": r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
 }
 # Cheap tests a record must pass before the patterns' regexes are worth running on it, made
-# once per batch: the string fields of every record of the batch are joined into one text,
-# folded by one bytes.translate (A-Z to a-z; digits, spaces and dashes to "0", so a card
-# number, 13+ digits with separators, is a run of 13 "0"), and each pattern's needles are
-# looked for in it with bytes.find. Most log lines contain no "@", no "eyj", no "bearer", so
-# most batches cost a few scans of their text at memchr speed, and only the records a needle
-# falls in are searched field by field. Runs of 13 digits are common in logs (ids, epoch
-# milliseconds), so a run only counts when the card pattern matches in it, in the unfolded
-# text at the same offsets, with a Luhn check. A user regex has no needle: with one, every
-# record is searched.
+# once per batch: the batch's JSON lines (see the module docstring) are folded by one
+# bytes.translate (A-Z to a-z; digits, spaces and dashes to "0", so a card number, 13+ digits
+# with separators, is a run of 13 "0"), and each pattern's needles are looked for in it with
+# bytes.find. Most log lines contain no "@", no "eyj", no "bearer", so most batches cost a few
+# scans of their text at memchr speed, and only the records a needle falls in are searched
+# field by field. Runs of 13 digits are common in logs (ids, epoch milliseconds), so a run
+# only counts when the card pattern matches in it, in the unfolded text at the same offsets,
+# with a Luhn check. A user regex has no needle: with one, every record is searched.
 _FOLD = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -", b"abcdefghijklmnopqrstuvwxyz" + b"0" * 12
 )
@@ -85,6 +97,12 @@ NEEDLES: dict[str, tuple[bytes, ...]] = {
 RUN = b"0" * 13
 NOT_ZERO = re.compile(b"[^0]")
 CARD = re.compile(BUILTIN["credit_card"].encode())
+ESCAPE = b"\\u"  # a run right after it may have begun with the digits of an escape
+
+# What msgspec raises for a batch it cannot encode: a value of a type it does not know or a map
+# key that is neither a string nor a number (TypeError), a lone surrogate (UnicodeEncodeError,
+# a ValueError), nesting deeper than its limit (RecursionError).
+_UNENCODABLE = (msgspec.EncodeError, TypeError, ValueError, OverflowError, RecursionError)
 
 # The value types a record is searched in: strings, and lists and maps that may hold some.
 _SEARCHED = frozenset((str, list, dict))
@@ -200,6 +218,7 @@ class RedactTransform(BaseTransform):
         else:
             self.replace = lambda secret, pattern: f"[REDACTED:{pattern}]"
         self._per_pattern: dict[str, int] = {}
+        self._encode_lines = msgspec.json.Encoder().encode_lines
 
     def _sub(self, m: re.Match[str]) -> str:
         group = m.lastgroup
@@ -267,8 +286,65 @@ class RedactTransform(BaseTransform):
         return out
 
     def _suspects(self, records: list[Record]) -> list[Record]:
+        """The records some pattern's needle falls in, in order (a superset of those holding a
+        secret), found in the batch's JSON lines; with a user regex, or when the batch has a
+        value msgspec refuses, the records :meth:`_suspects_each` gives."""
+        needles = self.needles
+        if needles is None:
+            return self._suspects_each(records)
+        fields = self.fields
+        try:
+            if fields is None:
+                raw = self._encode_lines(map(tuple, map(dict.values, records)))
+            else:  # one column per field, zipped into rows
+                raw = self._encode_lines(
+                    zip(*[list(map(dict.get, records, repeat(k))) for k in fields], strict=True)
+                )
+        except _UNENCODABLE:
+            return self._suspects_each(records)
+        folded = raw.translate(_FOLD)
+        find = folded.find
+        hits: list[int] = []  # byte offsets in raw; record i is line i
+        for needle in needles:
+            at = find(needle)
+            while at >= 0:
+                hits.append(at)
+                # JSON escapes newlines, so the next one ends this record's line.
+                at = find(needle, find(b"\n", at))
+        if self.cards:
+            card = CARD.search
+            # bytes.find is fast where a regex for the run would try every "0" it meets; the
+            # first 13 "0" found after the end of the last run begin a new run.
+            start = find(RUN)
+            while start >= 0:
+                after = NOT_ZERO.search(folded, start)
+                end = len(folded) if after is None else after.start()
+                if raw[start - 2 : start] == ESCAPE:
+                    hits.append(start)
+                else:
+                    at = start
+                    while (m := card(raw, at, end)) is not None:
+                        if luhn_ok(m.group().replace(b" ", b"").replace(b"-", b"").decode()):
+                            hits.append(start)
+                            break
+                        at = m.end()
+                start = find(RUN, end)
+        # A hit's record is the number of lines before it, counted from the previous hit.
+        suspects: list[Record] = []
+        line = -1
+        k = counted = 0
+        count = raw.count
+        for at in sorted(hits):
+            k += count(b"\n", counted, at)
+            counted = at
+            if k != line:
+                suspects.append(records[k])
+                line = k
+        return suspects
+
+    def _suspects_each(self, records: list[Record]) -> list[Record]:
         """The records some pattern's needle falls in (every record with a string, with a user
-        regex), in order."""
+        regex), in order, found in their strings joined record by record."""
         fields = self.fields
         searched = _SEARCHED
         owners: list[Record] = []
