@@ -530,22 +530,26 @@ class SpoolReader:
             decoded = [_decode_line(line) for line in lines]
         file_id = f"spool-{seg.id}"
         static = self.static_fields
-        out: list[Record] = []
-        offset = start
-        for line, obj in zip(lines, decoded, strict=True):
-            if isinstance(obj, dict):
-                rec = {**static, **obj} if static else obj
-            else:
+        out: list[Record]
+        if set(map(type, decoded)) == {dict}:
+            out = [{**static, **obj} for obj in decoded] if static else decoded
+        else:
+            out = [
+                ({**static, **obj} if static else obj)
+                if isinstance(obj, dict)
                 # Only a damaged segment gets here; the line is kept, marked, never dropped.
-                rec = {
+                else {
                     **static,
                     MESSAGE: line.decode("utf-8", "replace"),
                     PARSE_ERROR: "spool line is not a JSON object",
                 }
+                for line, obj in zip(lines, decoded, strict=True)
+            ]
+        # Each line's offset: the start plus the lines before it, each with its newline.
+        offsets = accumulate(map((1).__add__, map(len, lines)), initial=start)
+        for rec, offset in zip(out, offsets, strict=False):  # one offset more: the end
             rec[FILE_ID] = file_id
             rec[OFFSET] = offset
-            out.append(rec)
-            offset += len(line) + 1
         if self.text_messages:
             _text_messages(out)
         return out
