@@ -368,6 +368,27 @@ def test_numbers_map_keys_and_bytes_are_left_as_they_are() -> None:
     assert not {k: v for k, v in t.counters().items() if k.startswith("redacted.")}
 
 
+def test_the_file_identity_is_never_searched_and_costs_no_card_check() -> None:
+    """``log.file.id`` is sidekick's own (device, inode, fingerprint): a digit run in it that
+    passes the Luhn check stays as it is, in a record with a secret elsewhere or without."""
+    file_id = "fe 4111111111111111"  # a card number the Luhn check passes
+    assert luhn_ok("4111111111111111")
+    t = build_transform("clean", "redact", {"patterns": ALL})
+    plain = {"log.file.id": file_id, "message": "GET /"}
+    with_mail = {"log.file.id": file_id, "message": f"to {MAIL}", "note": f"{MAIL} {file_id}"}
+    out = t.process([dict(plain), dict(with_mail)])[DEFAULT]
+    assert out[0] == plain
+    assert out[1]["log.file.id"] == file_id
+    assert MAIL not in out[1]["message"]
+    # The same text inside another string is searched, and so is a string that differs from
+    # the file id only in its digits (the scan folds every digit to one).
+    assert out[1]["note"] == "[REDACTED:email] fe [REDACTED:credit_card]"
+    near = {"log.file.id": file_id, "message": "fe 5500000000000004"}
+    assert t.process([dict(near)])[DEFAULT][0]["message"] == "fe [REDACTED:credit_card]"
+    counts = t.counters()
+    assert counts["redacted.credit_card"] == 2 and counts["redacted.email"] == 2
+
+
 # Text around the secrets: letters, digits and separators that can touch a card number, every
 # character JSON escapes, text that looks like an escape, and non-ASCII.
 _AROUND = st.one_of(

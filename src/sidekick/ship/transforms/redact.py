@@ -41,6 +41,10 @@ dash, but ``\u00XX`` (the other control characters) may end in a digit (``\u0001
 ``00XX`` then joins the card's run. Such a run always begins right after ``\u``, and one that
 does makes its record a suspect without the Luhn check.
 
+``log.file.id``, the identity of a tailed file's bytes that sidekick sets (device, inode,
+fingerprint), is never searched: it is no user data, and its hex fingerprint holds digit runs
+that could pass the Luhn check. In the JSON scan its value is blanked where it stands whole.
+
 Nested values are never changed in place: the records of two branches may share a list or a
 map (the graph copies records, not their values), so a list or map holding a secret is replaced
 by a copy (and so is each container on the way down to it); one without a secret stays the
@@ -64,6 +68,7 @@ from typing import Any, Literal
 import msgspec
 
 from sidekick.core.errors import ConfigError
+from sidekick.ship.records import FILE_ID
 from sidekick.ship.transforms.base import DEFAULT, BaseTransform, Record
 
 BUILTIN: dict[str, str] = {
@@ -102,6 +107,7 @@ ESCAPE = b"\\u"  # a run right after it may have begun with the digits of an esc
 # What msgspec raises for a batch it cannot encode: a value of a type it does not know or a map
 # key that is neither a string nor a number (TypeError), a lone surrogate (UnicodeEncodeError,
 # a ValueError), nesting deeper than its limit (RecursionError).
+_encode = msgspec.json.encode
 _UNENCODABLE = (msgspec.EncodeError, TypeError, ValueError, OverflowError, RecursionError)
 
 # The value types a record is searched in: strings, and lists and maps that may hold some.
@@ -302,6 +308,12 @@ class RedactTransform(BaseTransform):
                 )
         except _UNENCODABLE:
             return self._suspects_each(records)
+        # The file identities of the batch (mostly one), blanked where a JSON string is one
+        # whole: inside another string its quotes would be escaped.
+        for file_id in set(map(dict.get, records, repeat(FILE_ID))):
+            if type(file_id) is str:
+                token = _encode(file_id)
+                raw = raw.replace(token, b'"' + b"_" * (len(token) - 2) + b'"')
         folded = raw.translate(_FOLD)
         find = folded.find
         hits: list[int] = []  # byte offsets in raw; record i is line i
@@ -351,9 +363,9 @@ class RedactTransform(BaseTransform):
         texts: list[str] = []
         for r in records:
             if fields is None:
-                found = [v for v in r.values() if type(v) in searched]
+                found = [v for k, v in r.items() if type(v) in searched and k != FILE_ID]
             else:
-                found = [v for k in fields if type(v := r.get(k)) in searched]
+                found = [v for k in fields if type(v := r.get(k)) in searched and k != FILE_ID]
             if not found:
                 continue
             try:
@@ -400,6 +412,8 @@ class RedactTransform(BaseTransform):
         fields = self.fields
         for r in self._suspects(records):
             for k in list(r) if fields is None else fields:
+                if k == FILE_ID:
+                    continue
                 v = r.get(k)
                 if type(v) is str:
                     if search(v) is not None:
