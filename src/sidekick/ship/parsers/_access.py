@@ -10,6 +10,10 @@ hot path. Text after the user agent (a custom format's extra fields) is allowed 
 ``message``. Quoted fields may contain backslash escapes (Apache writes ``\\"``, nginx
 ``\\x22``); they are kept as written, not unescaped.
 
+``parse`` reads a line without a backslash with ``PLAIN``, the pattern that needs no escape
+handling; a line with one goes through ``parse_by_regex``, the general path, which also
+defines what every line gives: both produce the same records for every line.
+
 Lines that do not match go to the subclass's error-log parser, so one parser reads a volume
 holding both ``access.log`` and ``error.log``. A line neither format matches passes through
 unchanged with ``log.parse_error`` set.
@@ -18,7 +22,7 @@ unchanged with ``log.parse_error`` set.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from sidekick.ship.parsers._time import ClfTime
 from sidekick.ship.parsers.base import BaseParser
@@ -35,6 +39,12 @@ ACCESS = re.compile(
     r'([0-9]{3}) ([0-9]{1,18}+|-)(?: "([^"\\]*+)" "([^"\\]*+)"|$)'
 )
 
+# ``ACCESS`` for a line without a backslash. There ``[^"]`` accepts exactly what ``[^"\\]``
+# does, so this gives the same groups as ``ACCESS`` (and ``ESCAPED``) on such a line, and
+# ``re`` scans a run that excludes one character much faster than one that excludes a set:
+# ~0.4 µs less on a 150-byte combined line, most of it in the referer and user agent.
+PLAIN = re.compile(ACCESS.pattern.replace('[^"\\\\]', '[^"]'))
+
 # The same fields where quoted text may hold backslash escapes (Apache ``\"``, nginx ``\x22``).
 _QUOTED = r'([^"\\]*+(?:\\.[^"\\]*+)*+)'
 ESCAPED = re.compile(
@@ -45,6 +55,9 @@ ESCAPED = re.compile(
 
 NO_TEXT = "the record has no text message"
 SHARED_LIMIT = 10_000  # distinct shared values kept before the table starts over
+# The status text the patterns accept (three ASCII digits) to its number: a dict lookup
+# costs a fifth of int() on a short string.
+STATUS_CODES = {f"{n:03d}": n for n in range(1000)}
 
 # nginx error log ``request: "GET /x HTTP/1.1"`` and Apache's request text use this split.
 REQUEST_LINE = re.compile(r"([A-Z][A-Z_-]*) (([^\s?]*)(?:\?(\S*))?) HTTP/([\d.]+)$", re.ASCII)
@@ -78,6 +91,67 @@ class AccessLogParser(BaseParser):
         self._no_match = f"{self.name}: no format matched"
 
     def parse(self, records: list[Record]) -> None:
+        messages: list[Any] = [r.get(MESSAGE) for r in records]
+        try:
+            escapes = "\\" in "".join(messages)
+        except TypeError:  # a record without a text message (never from a tailed file)
+            self.parse_by_regex(records)
+            return
+        if escapes:
+            # False marks a line with a backslash: ``parse_by_regex`` reads it.
+            matches: list[re.Match[str] | Literal[False] | None] = [
+                False if "\\" in m else PLAIN.match(m) for m in messages
+            ]
+        else:
+            matches = list(map(PLAIN.match, messages))
+        clf = self._clf
+        cache = clf.cache
+        other = self.parse_other
+        strings = self._strings
+        shared = strings.setdefault
+        codes = STATUS_CODES
+        by_regex: list[Record] = []
+        for rec, m in zip(records, matches, strict=True):
+            if not m:
+                if m is None:  # no backslash: ``ACCESS`` and ``ESCAPED`` do not match either
+                    other(rec)
+                else:
+                    by_regex.append(rec)
+                continue
+            (addr, user, ts, method, url, path, query, version, _, status, size, referer, agent) = (
+                m.groups()
+            )
+            rec["client.address"] = addr
+            if user != "-":
+                rec["user.name"] = user
+            t = cache.get(ts) or clf(ts)
+            if t is not None:
+                rec[TIMESTAMP] = t
+            else:
+                rec[PARSE_ERROR] = f"{self.name}: time {ts!r} is not a valid date"
+            if method is not None:
+                rec["http.request.method"] = shared(method, method)
+                rec["url.original"] = url
+                rec["url.path"] = path
+                if query is not None:
+                    rec["url.query"] = query
+                rec["network.protocol.version"] = shared(version, version)
+            rec["http.response.status_code"] = codes[status]
+            if size != "-":
+                rec["http.response.body.size"] = int(size)
+            if referer is not None:
+                if referer != "-":
+                    rec["http.request.header.referer"] = shared(referer, referer)
+                if agent != "-":
+                    rec["user_agent.original"] = shared(agent, agent)
+        if by_regex:
+            self.parse_by_regex(by_regex)
+        if len(strings) > SHARED_LIMIT:
+            strings.clear()
+
+    def parse_by_regex(self, records: list[Record]) -> None:
+        """Any records, by ``ACCESS``, then ``ESCAPED``, then ``parse_other``: the general path,
+        which ``parse`` takes for lines with a backslash and whose records it reproduces."""
         clf = self._clf
         cache = clf.cache
         other = self.parse_other
