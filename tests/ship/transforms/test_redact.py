@@ -352,11 +352,24 @@ def test_a_batch_msgspec_cannot_encode_is_still_searched(odd: object) -> None:
     records: list[dict[str, Any]] = [{"m": f"line {i}"} for i in range(20)]
     records[3] = {"odd": odd, "m": f"to {MAIL}", "tags": [f"auth {TOKEN}"]}
     records[15]["m"] = f"\x01{CARD}"
+    records[17]["m"] = "key=AKIAIOSFODNN7EXAMPLE"
     out = t.process(records)[DEFAULT]
     assert out[3]["odd"] is odd
     assert out[3]["m"] == "to [REDACTED:email]"
     assert out[3]["tags"] == ["auth Bearer [REDACTED:bearer_token]"]
     assert out[15]["m"] == "\x01[REDACTED:credit_card]"
+    assert out[17]["m"] == "key=[REDACTED:aws_access_key]"
+
+
+@pytest.mark.parametrize("prefix", ["AKIA", "ASIA", "ABIA", "ACCA"])
+def test_each_access_key_prefix_is_found_by_the_batch_scan(prefix: str) -> None:
+    t = build_transform("clean", "redact", {"patterns": ["aws_access_key"]})
+    key = prefix + "IOSFODNN7EXAMPLE"
+    records = [{"m": f"line {i} ACCESS aKiA"} for i in range(50)]
+    records[31] = {"m": "plain", "headers": {"x": [f"key {key}"]}}
+    out = t.process(records)[DEFAULT]
+    assert out[31]["headers"] == {"x": ["key [REDACTED:aws_access_key]"]}
+    assert t.counters()["redacted.aws_access_key"] == 1
 
 
 def test_numbers_map_keys_and_bytes_are_left_as_they_are() -> None:

@@ -93,10 +93,17 @@ _FOLD = bytes.maketrans(
 )
 NEEDLES: dict[str, tuple[bytes, ...]] = {
     "bearer_token": (b"bearer",),
-    "aws_access_key": (b"akia", b"asia", b"abia", b"acca"),
+    "aws_access_key": (),  # RAW_NEEDLES below
     "jwt": (b"eyj",),
     "credit_card": (),  # RUN and CARD below
     "email": (b"@",),
+}
+
+# Needles looked for in the text as it is, by a regex: the access-key pattern is case-sensitive,
+# so its four prefixes are one search for an upper-case "A" (rare in logs) and what follows,
+# about a seventh of the cost of four bytes.find calls in the folded text.
+RAW_NEEDLES: dict[str, re.Pattern[bytes]] = {
+    "aws_access_key": re.compile(rb"A(?:KIA|SIA|BIA|CCA)"),
 }
 
 RUN = b"0" * 13
@@ -167,6 +174,7 @@ class RedactTransform(BaseTransform):
         parts: list[str] = []
         self.groups: dict[str, str] = {}  # regex group name -> pattern name
         self.needles: list[bytes] | None = []  # None: a user regex, every record is searched
+        self.raw_needles: list[re.Pattern[bytes]] = []
         self.cards = False  # whether to look for card numbers
         for pattern in options.patterns:
             if pattern not in BUILTIN:
@@ -178,6 +186,8 @@ class RedactTransform(BaseTransform):
             parts.append(f"(?P<{group}>{BUILTIN[pattern].replace('?P<v>', f'?P<{group}v>')})")
             self.groups[group] = pattern
             self.needles.extend(n for n in NEEDLES[pattern] if n not in self.needles)
+            if pattern in RAW_NEEDLES:
+                self.raw_needles.append(RAW_NEEDLES[pattern])
             self.cards = self.cards or pattern == "credit_card"
         for i, text in enumerate(regexes, 1):
             try:
@@ -323,6 +333,11 @@ class RedactTransform(BaseTransform):
                 hits.append(at)
                 # JSON escapes newlines, so the next one ends this record's line.
                 at = find(needle, find(b"\n", at))
+        for raw_needle in self.raw_needles:
+            m = raw_needle.search(raw)
+            while m is not None:
+                hits.append(m.start())
+                m = raw_needle.search(raw, find(b"\n", m.start()))
         if self.cards:
             card = CARD.search
             # bytes.find is fast where a regex for the run would try every "0" it meets; the
@@ -387,6 +402,12 @@ class RedactTransform(BaseTransform):
                 k = bisect_right(ends, at)
                 hit.add(k)
                 at = folded.find(needle, ends[k])
+        for raw_needle in self.raw_needles:
+            m = raw_needle.search(raw)
+            while m is not None:
+                k = bisect_right(ends, m.start())
+                hit.add(k)
+                m = raw_needle.search(raw, ends[k])
         if self.cards:
             card = CARD.search
             # bytes.find is fast where a regex for the run would try every "0" it meets; the
