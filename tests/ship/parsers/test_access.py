@@ -164,7 +164,7 @@ def test_batches_with_messages_that_are_not_text_match_the_regex_path(
     assert_same_as_regex(kind, messages)
 
 
-def test_every_field_of_a_clean_and_an_escaped_line_in_one_batch() -> None:
+def test_a_batch_of_clean_escaped_error_and_odd_lines_matches_the_regex_path() -> None:
     assert_same_as_regex("nginx", [COMBINED, ESCAPED_AGENT, NGINX_ERROR, "junk", COMBINED])
 
 
