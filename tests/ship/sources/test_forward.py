@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import os
 import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
+import pytest
 from fluent import sender
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidekick.ship.sources import forward
 from sidekick.ship.sources.forward import decode_message
@@ -162,8 +167,6 @@ def test_decode_keeps_non_string_keys_as_text_and_rejects_bad_times() -> None:
     records, chunk = decode_message(["t", 1700000000, {1: "a"}], 1000, Stamps())
     assert records[0]["1"] == "a" and records[0]["@timestamp"] == "2023-11-14T22:13:20.000000000Z"
     assert chunk is None
-    import pytest
-
     from sidekick.ship.sources.forward import Malformed
 
     with pytest.raises(Malformed):
@@ -199,3 +202,42 @@ def test_packed_forward_with_a_size_decodes_as_the_stream_does_whatever_the_size
         assert decode(stream, {"size": size}) == expected, size
     broken = decode(bad_utf8, {"size": 1})
     assert broken[0]["message"] == "\ufffd\ufffd"
+
+
+_KEYS = st.sampled_from(["message", "log", "@timestamp", "fluent.tag", "level", "seq"])
+_VALUES = st.one_of(st.text(max_size=5), st.integers(-5, 5), st.none())
+_RECORD = st.dictionaries(st.one_of(_KEYS, st.integers(0, 3)), _VALUES, max_size=4)
+_SECONDS = st.integers(-3, 3).map(lambda d: 1_700_000_000 + d)
+_TIME = st.one_of(
+    _SECONDS,
+    _SECONDS.map(lambda s: forward.EventTime(s * 1_000_000_000 + 123)),
+    st.sampled_from([10**20, -(10**20), 1.5, True, "x", None]),
+)
+_ENTRY = st.one_of(
+    st.tuples(_TIME, _RECORD).map(list),
+    st.sampled_from([[1700000000], [1700000000, {}, 1], "e", [1700000000, [1]]]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.tuples(_SECONDS, _RECORD).map(list), _ENTRY), min_size=1, max_size=6))
+def test_whole_message_pass_gives_what_the_entry_loop_gives(entries: list[Any]) -> None:
+    """The C-level pass over a message's entries, where it answers, equals the entry loop."""
+    fast_in, each_in = copy.deepcopy(entries), copy.deepcopy(entries)
+    fast = forward._fast_records(fast_in, "t", Stamps())
+    try:
+        each = forward._each_record(each_in, "t", Stamps())
+    except forward.Malformed:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == each
+        assert [list(r) for r in fast] == [list(r) for r in each]  # the same key order
+
+
+def test_a_time_past_year_9999_is_malformed_not_a_crash() -> None:
+    for t in (10**20, 253_402_300_800, 1e300, float("inf")):
+        with pytest.raises(forward.Malformed):
+            decode_message(["t", [[t, {"message": "x"}]]], 1000, Stamps())
+    records, _ = decode_message(["t", [[253_402_300_799, {}]]], 1000, Stamps())
+    assert records[0]["@timestamp"] == "9999-12-31T23:59:59.000000000Z"

@@ -33,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from itertools import chain
+from collections import deque
+from itertools import chain, repeat
+from operator import contains, setitem
 from typing import Any, NoReturn
 
 import msgpack
@@ -115,17 +117,86 @@ def _unpacker(max_bytes: int) -> msgpack.Unpacker:
     )
 
 
+# The last second of year 9999: a later time has no RFC 3339 form (and the C library refuses it).
+MAX_NS = 253_402_300_799 * 1_000_000_000
+
+
 def _ns(t: Any) -> int | None:
     if isinstance(t, EventTime):
-        return int(t)
-    if isinstance(t, bool):
+        ns = int(t)
+    elif isinstance(t, bool):
         return None
-    if isinstance(t, int | float):
+    elif isinstance(t, int | float):
         try:
-            return int(t * 1_000_000_000)
+            ns = int(t * 1_000_000_000)
         except (OverflowError, ValueError):
             return None
-    return None
+    else:
+        return None
+    return ns if ns <= MAX_NS else None
+
+
+def _fast_records(entries: list[Any], tag: str, stamps: Stamps) -> list[Record] | None:
+    """The records of a message's ``[time, record]`` entries by passes over the whole list in
+    C, for the usual message (every entry a pair, every record a map, all times integers or
+    all EventTimes); ``None`` for any other, which the loop in ``decode_message`` reads."""
+    if not entries or set(map(type, entries)) != {list} or set(map(len, entries)) != {2}:
+        return None
+    times, recs = zip(*entries, strict=True)
+    if set(map(type, recs)) != {dict}:
+        return None
+    kinds = set(map(type, times))
+    scale = 1_000_000_000 if kinds == {int} else 1 if kinds == {EventTime} else 0
+    if not scale or max(times) * scale > MAX_NS:
+        return None
+    text = {t: stamps(max(0, t * scale)) for t in set(times)}
+    deque(map(setitem, recs, repeat(TAG), repeat(tag)), maxlen=0)
+    if any(map(contains, recs, repeat(TIMESTAMP))):
+        for rec, t in zip(recs, times, strict=True):
+            if TIMESTAMP not in rec:
+                rec[TIMESTAMP] = text[t]
+    else:
+        deque(map(setitem, recs, repeat(TIMESTAMP), map(text.__getitem__, times)), maxlen=0)
+    if any(map(contains, recs, repeat("log"))):
+        for rec in recs:
+            if MESSAGE not in rec and "log" in rec:
+                rec[MESSAGE] = rec.pop("log")
+    return list(recs)
+
+
+def _each_record(entries: list[Any], tag: str, stamps: Stamps) -> list[Record]:
+    """The records of a message's entries one by one; Malformed at the first bad one."""
+    records: list[Record] = []
+    append = records.append
+    # The entries of a message mostly share their time: each distinct time is formatted once.
+    # Integer seconds and EventTime nanoseconds are kept apart (EventTime(5) == 5).
+    seconds: dict[int, str] = {}
+    nanos: dict[int, str] = {}
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 2:
+            raise Malformed("an entry is not [time, record]")
+        t, rec = entry
+        if type(rec) is not dict:
+            raise Malformed("a record is not a map")
+        kind = type(t)
+        cache = seconds if kind is int else nanos if kind is EventTime else None
+        stamp = cache.get(t) if cache is not None else None
+        if stamp is None:
+            ns = _ns(t)
+            if ns is None:
+                raise Malformed(
+                    "an entry's time is not a number or EventTime in years 1970 to 9999"
+                )
+            stamp = stamps(ns) if ns >= 0 else stamps(0)
+            if cache is not None:
+                cache[t] = stamp
+        rec[TAG] = tag
+        if TIMESTAMP not in rec:
+            rec[TIMESTAMP] = stamp
+        if MESSAGE not in rec and "log" in rec:
+            rec[MESSAGE] = rec.pop("log")
+        append(rec)
+    return records
 
 
 def decode_message(obj: Any, max_bytes: int, stamps: Stamps) -> tuple[list[Record], str | None]:
@@ -158,34 +229,9 @@ def decode_message(obj: Any, max_bytes: int, stamps: Stamps) -> tuple[list[Recor
         option = obj[3] if len(obj) == 4 else None
     if option is not None and not isinstance(option, dict):
         raise Malformed("the option is not a map")
-    records: list[Record] = []
-    append = records.append
-    # The entries of a message mostly share their time: each distinct time is formatted once.
-    # Integer seconds and EventTime nanoseconds are kept apart (EventTime(5) == 5).
-    seconds: dict[int, str] = {}
-    nanos: dict[int, str] = {}
-    for entry in entries:
-        if type(entry) is not list or len(entry) != 2:
-            raise Malformed("an entry is not [time, record]")
-        t, rec = entry
-        if type(rec) is not dict:
-            raise Malformed("a record is not a map")
-        kind = type(t)
-        cache = seconds if kind is int else nanos if kind is EventTime else None
-        stamp = cache.get(t) if cache is not None else None
-        if stamp is None:
-            ns = _ns(t)
-            if ns is None:
-                raise Malformed("an entry's time is not a number or EventTime")
-            stamp = stamps(ns) if ns >= 0 else stamps(0)
-            if cache is not None:
-                cache[t] = stamp
-        rec[TAG] = tag
-        if TIMESTAMP not in rec:
-            rec[TIMESTAMP] = stamp
-        if MESSAGE not in rec and "log" in rec:
-            rec[MESSAGE] = rec.pop("log")
-        append(rec)
+    records = _fast_records(entries, tag, stamps)
+    if records is None:
+        records = _each_record(entries, tag, stamps)
     # Keys that are not strings become their text: checked for the whole message in one pass.
     if set(map(type, chain.from_iterable(records))) - {str}:
         records = [
