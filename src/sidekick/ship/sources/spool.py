@@ -31,7 +31,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import setitem
 from pathlib import Path
 from typing import Any
 
@@ -492,10 +493,12 @@ class SpoolReader:
                 break
             if static:
                 records = [{**static, **obj} for obj in records]
-            offsets = accumulate(map(len, lines), initial=pos)
-            for rec, offset in zip(records, offsets, strict=False):  # one offset more: the end
-                rec[FILE_ID] = file_id
-                rec[OFFSET] = offset
+            # map stops at the shorter input: accumulate gives one offset more, the end.
+            deque(map(setitem, records, repeat(FILE_ID), repeat(file_id)), maxlen=0)
+            deque(
+                map(setitem, records, repeat(OFFSET), accumulate(map(len, lines), initial=pos)),
+                maxlen=0,
+            )
             out += records
             pos += len(written.payload)
         if pos == start:
@@ -547,9 +550,10 @@ class SpoolReader:
             ]
         # Each line's offset: the start plus the lines before it, each with its newline.
         offsets = accumulate(map((1).__add__, map(len, lines)), initial=start)
-        for rec, offset in zip(out, offsets, strict=False):  # one offset more: the end
-            rec[FILE_ID] = file_id
-            rec[OFFSET] = offset
+        deque(map(setitem, out, repeat(FILE_ID), repeat(file_id)), maxlen=0)
+        deque(
+            map(setitem, out, repeat(OFFSET), offsets), maxlen=0
+        )  # the last offset, the end, unused
         if self.text_messages:
             _text_messages(out)
         return out
