@@ -22,6 +22,7 @@ unchanged with ``log.parse_error`` set.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from sidekick.ship.parsers._time import ClfTime
@@ -54,6 +55,8 @@ ESCAPED = re.compile(
 )
 
 NO_TEXT = "the record has no text message"
+# A line's match; False marks a line left to ``parse_by_regex`` (it holds a backslash).
+Matched = re.Match[str] | Literal[False] | None
 SHARED_LIMIT = 10_000  # distinct shared values kept before the table starts over
 # The status text the patterns accept (three ASCII digits) to its number: a dict lookup
 # costs a fifth of int() on a short string.
@@ -99,24 +102,49 @@ class AccessLogParser(BaseParser):
             return
         if escapes:
             # False marks a line with a backslash: ``parse_by_regex`` reads it.
-            matches: list[re.Match[str] | Literal[False] | None] = [
-                False if "\\" in m else PLAIN.match(m) for m in messages
-            ]
+            matches: list[Matched] = [False if "\\" in m else PLAIN.match(m) for m in messages]
         else:
             matches = list(map(PLAIN.match, messages))
+        other = self.parse_other
+        by_regex: list[Record] = []
+        for rec, m in self._fill(zip(records, matches, strict=True)):
+            if m is None:  # no backslash: ``ACCESS`` and ``ESCAPED`` do not match either
+                other(rec)
+            else:
+                by_regex.append(rec)
+        if by_regex:
+            self.parse_by_regex(by_regex)
+
+    def parse_by_regex(self, records: list[Record]) -> None:
+        """Any records, by ``ACCESS``, then ``ESCAPED``, then ``parse_other``: the general path,
+        which ``parse`` takes for lines with a backslash and whose records it reproduces."""
+        messages: list[Any] = [r.get(MESSAGE) for r in records]
+        try:
+            matches = list(map(ACCESS.match, messages))
+        except TypeError:  # a record without a text message (never from a tailed file)
+            matches = [ACCESS.match(m) if isinstance(m, str) else None for m in messages]
+        escaped: list[tuple[Record, re.Match[str] | None]] = []
+        for rec, _ in self._fill(zip(records, matches, strict=True)):
+            message = rec.get(MESSAGE)
+            m = ESCAPED.match(message) if isinstance(message, str) else None
+            if m is None:
+                self.parse_other(rec)
+            else:
+                escaped.append((rec, m))
+        self._fill(escaped)
+
+    def _fill(self, pairs: Iterable[tuple[Record, Matched]]) -> list[tuple[Record, Matched]]:
+        """Store the fields of each record's access-line match (any of the patterns: they share
+        their groups); the pairs without a match are returned, in order, for the caller."""
+        rest: list[tuple[Record, Matched]] = []
         clf = self._clf
         cache = clf.cache
-        other = self.parse_other
         strings = self._strings
         shared = strings.setdefault
         codes = STATUS_CODES
-        by_regex: list[Record] = []
-        for rec, m in zip(records, matches, strict=True):
+        for rec, m in pairs:
             if not m:
-                if m is None:  # no backslash: ``ACCESS`` and ``ESCAPED`` do not match either
-                    other(rec)
-                else:
-                    by_regex.append(rec)
+                rest.append((rec, m))
                 continue
             (addr, user, ts, method, url, path, query, version, _, status, size, referer, agent) = (
                 m.groups()
@@ -144,58 +172,9 @@ class AccessLogParser(BaseParser):
                     rec["http.request.header.referer"] = shared(referer, referer)
                 if agent != "-":
                     rec["user_agent.original"] = shared(agent, agent)
-        if by_regex:
-            self.parse_by_regex(by_regex)
         if len(strings) > SHARED_LIMIT:
             strings.clear()
-
-    def parse_by_regex(self, records: list[Record]) -> None:
-        """Any records, by ``ACCESS``, then ``ESCAPED``, then ``parse_other``: the general path,
-        which ``parse`` takes for lines with a backslash and whose records it reproduces."""
-        clf = self._clf
-        cache = clf.cache
-        other = self.parse_other
-        strings = self._strings
-        shared = strings.setdefault
-        messages: list[Any] = [r.get(MESSAGE) for r in records]
-        try:
-            matches = list(map(ACCESS.match, messages))
-        except TypeError:  # a record without a text message (never from a tailed file)
-            matches = [ACCESS.match(m) if isinstance(m, str) else None for m in messages]
-        for rec, m, message in zip(records, matches, messages, strict=True):
-            if m is None:
-                m = ESCAPED.match(message) if isinstance(message, str) else None
-                if m is None:
-                    other(rec)
-                    continue
-            (addr, user, ts, method, url, path, query, version, _, status, size, referer, agent) = (
-                m.groups()
-            )
-            rec["client.address"] = addr
-            if user != "-":
-                rec["user.name"] = user
-            t = cache.get(ts) or clf(ts)
-            if t is not None:
-                rec[TIMESTAMP] = t
-            else:
-                rec[PARSE_ERROR] = f"{self.name}: time {ts!r} is not a valid date"
-            if method is not None:
-                rec["http.request.method"] = shared(method, method)
-                rec["url.original"] = url
-                rec["url.path"] = path
-                if query is not None:
-                    rec["url.query"] = query
-                rec["network.protocol.version"] = shared(version, version)
-            rec["http.response.status_code"] = int(status)
-            if size != "-":
-                rec["http.response.body.size"] = int(size)
-            if referer is not None:
-                if referer != "-":
-                    rec["http.request.header.referer"] = shared(referer, referer)
-                if agent != "-":
-                    rec["user_agent.original"] = shared(agent, agent)
-        if len(strings) > SHARED_LIMIT:
-            strings.clear()
+        return rest
 
     def parse_other(self, rec: Record) -> None:
         rec[PARSE_ERROR] = self._no_match
