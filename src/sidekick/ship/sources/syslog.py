@@ -45,7 +45,7 @@ from sidekick.core.redact import redact_url
 from sidekick.ship.config import size
 from sidekick.ship.records import PARSE_ERROR, Record
 from sidekick.ship.sources._streams import Closed, Stream, StreamLimits, Streams
-from sidekick.ship.sources._syslog_parse import FrameError, Framer, parse
+from sidekick.ship.sources._syslog_parse import FrameError, Framer, parse, parse_frames
 from sidekick.ship.sources.base import InputSpec, SourceContext
 from sidekick.ship.sources.otlp_grpc import parse_address
 from sidekick.ship.sources.receiver import Receiver, encode_records, spool_name
@@ -323,8 +323,7 @@ class SyslogSource(Receiver):
                 continue
             # Progress: a frame still under way is timed from now.
             since = loop.time() if framer.partial else None
-            now = time.time()
-            records = [parse(f, now) for f in frames]
+            records = parse_frames(frames, time.time())
             async with stream.busy():
                 await self._store_stream(records)
 
