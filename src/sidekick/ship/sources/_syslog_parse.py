@@ -228,8 +228,8 @@ _BATCH_5424 = re.compile(
     r"^(?:(<\d{1,3}>\d{1,2}) (\S+) (\S+ \S+ \S+ \S+) -(?: (.*))?$|.*)",
     re.M,
 )
-# The same, for a batch in which a message starts with a BOM or a line ends with CR or NUL:
-# the message is taken as ``parse`` takes it, without them.
+# The same, for a batch with a BOM, a CR or a NUL in it: the message is taken as ``parse``
+# takes it, without a BOM at its start or CRs and NULs at its end.
 _BATCH_5424_STRIP = re.compile(
     r"^(?:(<\d{1,3}>\d{1,2}) (\S+) (\S+ \S+ \S+ \S+) -(?: \ufeff?+(.*[^\r\n\0]))?[\r\0]*$|.*)",
     re.M,
@@ -281,13 +281,9 @@ def parse_frames(frames: list[bytes], now: float) -> list[Record]:
     # UTF-8 decoding starts afresh at every ASCII byte, so decoding the joined frames gives
     # each frame's decoding.
     text = joined.decode("utf-8", "replace")
+    # (Any CR or NUL at all, found by memchr, sooner than looking for one at a line's end.)
     batch = _BATCH_5424
-    if (
-        "\ufeff" in text
-        or b"\r\n" in joined
-        or b"\0\n" in joined
-        or joined.endswith((b"\r", b"\0"))
-    ):
+    if b"\r" in joined or b"\0" in joined or "\ufeff" in text:
         batch = _BATCH_5424_STRIP
     templates, utc = _TEMPLATES, _utc
     records: list[Record] = []
