@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
+from collections.abc import Sequence
+from itertools import accumulate, repeat
+from operator import add
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidekick.ship.parsers import create_parser
-from sidekick.ship.parsers.cri import CriParser
+from sidekick.ship.parsers._container import PartialJoiner
+from sidekick.ship.parsers.cri import (
+    CriParser,
+    _classify,
+    _columns_fixed,
+    _columns_split,
+    _render,
+)
 from sidekick.ship.records import FLAGS, PARSE_ERROR, Record
 
 T1 = "2024-05-01T10:00:00.123456789Z"
@@ -211,3 +224,175 @@ def test_columns_leave_batches_with_other_lines_to_parse() -> None:
     assert p.columns([f"{T1} stdout F ok", "2024-05-01T10:00:00+02:00 stdout F offset"]) is None
     assert p.columns([f"{T1} stdout F ok", f"{T1} stdin F x"]) is None
     assert p.columns([f"{T1} stdout F ok", "2024-05-01T10:00:00.1234567890Z stdout F x"]) is None
+
+
+# -- the batch paths against the line-by-line ones ----------------------------------------------
+
+
+def old_candidates(lines: list[str]) -> list[int]:
+    """How the joiner found its candidate lines before: line starts summed from lengths."""
+    text = "\n".join(lines)
+    hits = [m.start() for m in re.finditer(r" P[ :]", text)]
+    starts = list(accumulate(map(add, map(len, lines), repeat(1)), initial=0))
+    return sorted({bisect_right(starts, h) - 1 for h in hits})
+
+
+def each(messages: list[str]) -> list[Record]:
+    records: list[Record] = [{"message": m} for m in messages]
+    CriParser()._parse_each(records)
+    return records
+
+
+def as_lists(columns: tuple[Sequence[str], ...] | None) -> list[list[str]] | None:
+    return None if columns is None else [list(c) for c in columns]
+
+
+FRACTION = st.integers(0, 10**9 - 1).map(lambda n: f".{n:09d}".rstrip("0").rstrip("."))
+TEXT = st.text(alphabet=st.sampled_from("ab PF:\t\u00e9Z0"), max_size=12)
+# Each part of a line: (what containerd writes, what it does not). A line with a defect has
+# one part of the second kind, so it is near the format (often just one character off).
+PARTS = {
+    "date": (
+        st.sampled_from(["2024-05-01", "2024-02-29", "2023-12-31"]),
+        st.sampled_from(["2023-02-29", "2024-04-31", "0000-01-01", "2024-13-01", "2024-5-01"]),
+    ),
+    "clock": (
+        st.sampled_from(["10:00:00", "10:00:59", "10:01:00", "23:59:59", "00:00:01"]),
+        st.sampled_from(["24:00:00", "10:60:00", "10:00:60", "10:00:99", "10:0:00"]),
+    ),
+    "fraction": (
+        st.one_of(FRACTION, FRACTION, FRACTION, st.sampled_from(["", "."])),
+        st.sampled_from([".1234567890", "x5", ".12345678\uff15", ",5", ".12345678 "]),
+    ),
+    "zone": (st.just("Z"), st.sampled_from(["z", "", "+02:00", "-05:30", "+", "ZZ"])),
+    "stream": (st.sampled_from(["stdout", "stderr"]), st.sampled_from(["stdin", "", "STDOUT"])),
+    "tag": (st.just("F"), st.sampled_from(["P", "F:x", "P:", "Q", "", "f"])),
+    "text": (TEXT.map(" {}".format), st.sampled_from(["", "\t"])),
+}
+
+
+@st.composite
+def cri_line(draw: st.DrawFn, defect: bool) -> str:
+    values = {name: draw(good) for name, (good, _bad) in PARTS.items()}
+    if defect:
+        name = draw(st.sampled_from(sorted(PARTS)))
+        values[name] = draw(PARTS[name][1])
+    return "{date}T{clock}{fraction}{zone} {stream} {tag}{text}".format(**values)
+
+
+GOOD_LINE = cri_line(defect=False)
+BATCH = st.one_of(
+    st.lists(GOOD_LINE, min_size=1, max_size=20),
+    # One defect among good lines: the batch paths must notice it, wherever it is.
+    st.builds(
+        lambda good, bad, at: [*good[:at], bad, *good[at:]],
+        st.lists(GOOD_LINE, max_size=20),
+        cri_line(defect=True),
+        st.integers(0, 20),
+    ),
+    st.lists(st.one_of(GOOD_LINE, cri_line(defect=True)), min_size=1, max_size=20),
+    st.lists(st.sampled_from(["yesterday", "", " stdout F x", "P"]) | GOOD_LINE, min_size=1),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(batch=BATCH)
+def test_columns_cut_at_fixed_places_equal_the_lines_split_and_parsed_one_by_one(
+    batch: list[str],
+) -> None:
+    fixed = as_lists(_columns_fixed(batch))
+    split = as_lists(_columns_split(batch))
+    assert fixed is None or fixed == split
+    assert as_lists(CriParser().columns(batch)) == split
+    if split is not None:
+        records = each(batch)
+        assert split == [[r[k] for r in records] for k in CriParser.column_names]
+        if all(len(m.split(" ", 1)[0]) == 30 for m in batch):
+            assert fixed is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(batch=BATCH)
+def test_parse_of_a_batch_equals_parsing_each_line(batch: list[str]) -> None:
+    assert parse(*batch) == [{**r, "log.offset": i} for i, r in enumerate(each(batch))]
+
+
+def test_columns_cut_at_fixed_places_take_trimmed_fractions_and_both_streams() -> None:
+    batch = [
+        f"{T1} stdout F a b",
+        f"{T2} stderr F ",
+        "2024-05-01T10:00:02Z stdout F c",
+        "2024-05-01T10:00:02.12345678Z stdout F d",
+    ] + [f"{T1} stderr F line {i}" for i in range(12)]
+    fixed = _columns_fixed(batch)
+    assert fixed is not None
+    assert as_lists(fixed) == as_lists(_columns_split(batch))
+    assert fixed[0][:4] == [
+        T1,
+        "2024-05-01T10:00:01.500000000Z",
+        "2024-05-01T10:00:02.000000000Z",
+        "2024-05-01T10:00:02.123456780Z",
+    ]
+
+
+def test_columns_check_every_second_within_a_minute_and_across_minutes() -> None:
+    p = CriParser()
+    in_minute = [f"{T1} stdout F ok", "2024-05-01T10:00:61.000000000Z stdout F bad second"]
+    assert p.columns(in_minute) is None
+    across = [f"{T1} stdout F ok", "2023-02-29T10:00:00.000000000Z stdout F no such day"]
+    assert p.columns(across) is None
+    assert "not RFC 3339" in parse(*in_minute)[1][PARSE_ERROR]
+    assert "not RFC 3339" in parse(*across)[1][PARSE_ERROR]
+    good = [f"{T1} stdout F a", "2024-02-29T23:59:59.000000001Z stderr F leap day"]
+    assert as_lists(p.columns(good)) == [
+        [T1, "2024-02-29T23:59:59.000000001Z"],
+        ["stdout", "stderr"],
+        ["a", "leap day"],
+    ]
+
+
+def test_a_time_with_something_else_where_the_fraction_starts_is_a_parse_error() -> None:
+    batch = [f"{T1} stdout F ok", "2024-05-01T10:00:00x5Z stdout F odd"]
+    assert CriParser().columns(batch) is None
+    assert PARSE_ERROR in parse(*batch)[1]
+
+
+# Characters of two and four bytes move byte offsets away from the places in the text.
+JOIN_TEXT = st.text(alphabet=st.sampled_from("ab PF:\u00e9\U0001f600"), max_size=20)
+JOIN_LINE = st.builds(
+    "{} {} {}{}".format,
+    st.sampled_from([T1, T2, "2024-05-01T10:00:02Z", "t\u00e9"]),
+    st.sampled_from(["stdout", "stderr", "stdout", "stderr", "stdin"]),
+    st.sampled_from(["F", "P", "F", "P", "P:x", "F:y", "Q"]),
+    st.one_of(JOIN_TEXT.map(" {}".format), JOIN_TEXT.map(" {}".format), st.just("")),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(chunks=st.lists(st.lists(JOIN_LINE, max_size=8), max_size=6), limit=st.integers(3, 60))
+def test_joiner_finding_partials_from_offsets_equals_summing_line_lengths(
+    chunks: list[list[str]], limit: int
+) -> None:
+    new = CriParser().joiner(limit)
+    old = PartialJoiner(
+        candidates=old_candidates, classify=_classify, render=_render, max_bytes=limit
+    )
+    offset = 0
+    for chunk in chunks:
+        # As the tail gives them: each line starts its length in bytes and a newline later.
+        offsets = []
+        for line in chunk:
+            offsets.append(offset)
+            offset += len(line.encode()) + 1
+        assert new.feed(chunk, offsets) == old.feed(chunk, offsets)
+        assert (new.flags, new.pending_offset) == (old.flags, old.pending_offset)
+    assert new.flush() == old.flush()
+    assert new.flags == old.flags
+
+
+def test_partial_lines_after_text_of_several_bytes_a_character_are_joined() -> None:
+    j = CriParser().joiner(1 << 20)
+    lines = [f"{T1} stdout F " + "\u00e9" * 50, f"{T1} stdout P ab", f"{T2} stdout F cd"]
+    offsets = [0, len(lines[0].encode()) + 1, len(lines[0].encode()) + len(lines[1]) + 2]
+    messages, got = j.feed(lines, offsets)
+    assert messages == [lines[0], f"{T1} stdout F abcd"] and got == offsets[:2]

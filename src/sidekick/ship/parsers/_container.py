@@ -9,11 +9,14 @@ file's checkpoint may stop. It has the interface of ``MultilineJoiner``, which t
 source already drives:
 
 ``feed(lines, offsets) -> (messages, offsets)``
-    Lines that are not partial pass through unchanged (the common case costs one scan of
-    the batch in C). A partial line starts or continues its stream's group; the stream's
-    final line ends it, and one line in the runtime's own format, holding the joined text
-    and the time of the first piece, takes the group's place at the offset of its first
-    line. So the parser, which runs later in the pipeline, reads joined lines like any other.
+    ``offsets`` are where the lines start in the file, as the tail gives them: each line
+    its length in bytes and a newline after the one before. Lines that are not partial
+    pass through unchanged (the common case costs one scan of the batch in C, and the
+    same lists come back when no line may be partial and nothing is pending). A partial
+    line starts or continues its stream's group; the stream's final line ends it, and one
+    line in the runtime's own format, holding the joined text and the time of the first
+    piece, takes the group's place at the offset of its first line. So the parser, which
+    runs later in the pipeline, reads joined lines like any other.
 ``pending_offset``
     The first byte of the earliest group still waiting for its final line; a file's
     checkpoint never passes it (after a restart the group is read again, whole).
@@ -33,9 +36,12 @@ moves to the first line whose text is not yet shipped. Memory per stream stays b
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate, repeat
+from operator import add, sub
 
 from sidekick.ship.parsers._time import iso8601
 
@@ -50,8 +56,9 @@ Classified = tuple[str, str, bool, str] | None
 @dataclass(slots=True)
 class _Group:
     time: str
-    # (offset of the line the text came from, text); the first entry's offset is pending.
-    parts: list[tuple[int, str]] = field(default_factory=list)
+    # The offsets of the lines the texts came from, beside the texts; the first is pending.
+    offsets: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
     size: int = 0
 
 
@@ -61,12 +68,18 @@ class PartialJoiner:
     def __init__(
         self,
         *,
-        candidates: Callable[[list[str]], list[int]],
+        candidates: Callable[[list[str]], list[int]] | None = None,
+        marker: re.Pattern[str] | None = None,
         classify: Callable[[str], Classified],
         render: Callable[[str, str, str, bool], str],
         max_bytes: int,
     ) -> None:
+        """``candidates`` gives the indices of a batch's lines that may be partial (a
+        superset; ``classify`` decides); or ``marker`` is found in every partial line."""
+        if (candidates is None) == (marker is None):
+            raise ValueError("a partial joiner takes either candidates or a marker")
         self._candidates = candidates
+        self._marker = marker
         self._classify = classify
         self._render = render
         self.max_bytes = max_bytes
@@ -79,33 +92,40 @@ class PartialJoiner:
         groups = self._groups
         if not groups:
             return None
-        return min(g.parts[0][0] for g in groups.values())
+        return min(g.offsets[0] for g in groups.values())
 
     def feed(self, lines: list[str], offsets: list[int]) -> tuple[list[str], list[int]]:
         self.flags = None
-        cands = self._candidates(lines)
-        if not cands and not self._groups and not self._continuing:
+        if self._candidates is not None:
+            cands = self._candidates(lines)
+        else:
+            assert self._marker is not None
+            cands = _marked(self._marker, lines, offsets)
+        groups = self._groups
+        continuing = self._continuing  # the same set that _cut adds to
+        if not cands and not groups and not continuing:
             return lines, offsets
         out: list[str] = []
         out_offsets: list[int] = []
         marks: list[tuple[int, list[str]]] = []  # (index in out, log.flags), rarely any
-        groups = self._groups
+        classify = self._classify
         n = len(lines)
         i = 0
+        k = 0  # cands[k] is the first candidate not before line i
         while i < n:
-            if not groups and not self._continuing:
+            if not groups and not continuing:
                 # Nothing pending: copy the lines up to the next candidate in one slice.
-                k = bisect_left(cands, i)
+                k = bisect_left(cands, i, k)
                 nxt = cands[k] if k < len(cands) else n
                 if nxt > i:
-                    out.extend(lines[i:nxt])
-                    out_offsets.extend(offsets[i:nxt])
+                    out += lines[i:nxt]
+                    out_offsets += offsets[i:nxt]
                     i = nxt
                     continue
             line = lines[i]
             offset = offsets[i]
             i += 1
-            parsed = self._classify(line)
+            parsed = classify(line)
             if parsed is None:
                 out.append(line)
                 out_offsets.append(offset)
@@ -115,24 +135,24 @@ class PartialJoiner:
             if partial:
                 if g is None:
                     g = groups[stream] = _Group(time)
-                g.parts.append((offset, text))
+                g.offsets.append(offset)
+                g.texts.append(text)
                 g.size += len(text)
                 if g.size > self.max_bytes:
                     self._cut(stream, g, out, out_offsets, marks)
-                    if not g.parts:
+                    if not g.texts:
                         del groups[stream]
                 continue
             if g is None:
                 first_offset = offset
                 joined = line
             else:
-                first_offset = g.parts[0][0]
-                joined = self._render(
-                    g.time, stream, "".join([t for _o, t in g.parts]) + text, True
-                )
+                first_offset = g.offsets[0]
+                g.texts.append(text)
+                joined = self._render(g.time, stream, "".join(g.texts), True)
                 del groups[stream]
-            if stream in self._continuing:
-                self._continuing.discard(stream)
+            if stream in continuing:
+                continuing.discard(stream)
                 marks.append((len(out), PARTIAL_END))
             out.append(joined)
             out_offsets.append(first_offset)
@@ -154,18 +174,18 @@ class PartialJoiner:
         """Ship ``max_bytes``-long pieces of ``g`` while it holds more than that."""
         limit = self.max_bytes
         while g.size > limit:
-            first = g.parts[0][0]
+            first = g.offsets[0]
             taken: list[str] = []
             need = limit
             while need:
-                offset, text = g.parts[0]
+                text = g.texts[0]
                 if len(text) <= need:
                     taken.append(text)
                     need -= len(text)
-                    g.parts.pop(0)
+                    del g.texts[0], g.offsets[0]
                 else:
                     taken.append(text[:need])
-                    g.parts[0] = (offset, text[need:])
+                    g.texts[0] = text[need:]
                     need = 0
             g.size -= limit
             marks.append((len(out), PARTIAL))
@@ -174,13 +194,34 @@ class PartialJoiner:
             self._continuing.add(stream)
 
     def flush(self) -> tuple[list[str], list[int]]:
-        groups = sorted(self._groups.items(), key=lambda kv: kv[1].parts[0][0])
+        groups = sorted(self._groups.items(), key=lambda kv: kv[1].offsets[0])
         self._groups = {}
-        out = [self._render(g.time, s, "".join([t for _o, t in g.parts]), False) for s, g in groups]
-        offsets = [g.parts[0][0] for _s, g in groups]
+        out = [self._render(g.time, s, "".join(g.texts), False) for s, g in groups]
+        offsets = [g.offsets[0] for _s, g in groups]
         self._continuing.update(s for s, _g in groups)
         self.flags = [PARTIAL] * len(out) if out else None
         return out, offsets
+
+
+def _marked(marker: re.Pattern[str], lines: list[str], offsets: list[int]) -> list[int]:
+    """Indices of the lines in which ``marker`` is found, in order.
+
+    One search of the joined batch in C. The tail's offsets say where each line starts in
+    the batch: a line starts its length in bytes and a newline after the one before, and
+    has at least as many bytes as characters, so when the batch spans as many bytes as
+    characters, a line's place in the joined text is its offset less the first. Otherwise
+    (characters of more than one byte) the places are summed from the lines' lengths.
+    """
+    text = "\n".join(lines)
+    hits = [m.start() for m in marker.finditer(text)]
+    if not hits:
+        return []
+    base = offsets[0]
+    if offsets[-1] - base == len(text) - len(lines[-1]):
+        after = set(map(bisect_right, repeat(offsets), map(add, repeat(base), hits)))
+        return list(map(sub, sorted(after), repeat(1)))
+    starts = list(accumulate(map(add, map(len, lines), repeat(1)), initial=0))
+    return sorted({bisect_right(starts, h) - 1 for h in hits})
 
 
 # --- times ------------------------------------------------------------------------------------

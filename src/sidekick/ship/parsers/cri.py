@@ -25,10 +25,9 @@ by the tail source once per file.
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, repeat
+from itertools import repeat
 from operator import add, itemgetter, setitem
 from typing import Any
 
@@ -53,48 +52,72 @@ def _classify(line: str) -> tuple[str, str, bool, str] | None:
     parts = line.split(" ", 3)
     if len(parts) < 3 or parts[1] not in STREAMS:
         return None
-    tag = parts[2].partition(":")[0]
-    if tag == "P":
-        partial = True
-    elif tag == "F":
-        partial = False
-    else:
-        return None
-    return parts[0], parts[1], partial, parts[3] if len(parts) == 4 else ""
+    tag = parts[2]
+    if tag != "P" and tag != "F":
+        tag = tag.partition(":")[0]
+        if tag != "P" and tag != "F":
+            return None
+    return parts[0], parts[1], tag == "P", parts[3] if len(parts) == 4 else ""
 
 
 def _render(time: str, stream: str, text: str, final: bool) -> str:
     return f"{time} {stream} {'F' if final else 'P'} {text}"
 
 
-def _candidates(lines: list[str]) -> list[int]:
-    """Indices of lines that may be ``P`` lines (a superset; ``_classify`` decides).
-
-    One search of the joined batch in C; only a batch with a hit maps hits to line numbers.
-    """
-    text = "\n".join(lines)
-    hits = [m.start() for m in _MAYBE_P.finditer(text)]
-    if not hits:
-        return []
-    starts = list(accumulate(map(add, map(len, lines), repeat(1)), initial=0))
-    return sorted({bisect_right(starts, h) - 1 for h in hits})
-
-
 # A batch whose times all have Go's RFC 3339 layout in UTC is converted without a per-line
 # call: the layout is checked for the whole batch at once (every digit mapped to "0" by one
-# ``bytes.translate``), and each distinct second once (``iso8601`` checks the ranges).
+# ``bytes.translate``), and the seconds by ``iso8601`` (which checks the ranges) once each.
 _LAYOUT = b"0000-00-00T00:00:00.000000000Z"
 _ZEROS = bytes.maketrans(b"123456789", b"000000000")
-_MAYBE_P = re.compile(r" P[ :]")
+# In every P line (and in some others): " P " or " P:". Written to start with the "P" itself,
+# which a search finds far faster than the space, found everywhere in text.
+_MAYBE_P = re.compile(r"P(?<= P)(?=[ :])")
 _second = itemgetter(slice(0, 19))
+_BAD_SECOND = re.compile(rb":[6-9]")  # in a minute's times: a second's tens digit over 5
 _valid_seconds: set[str] = set()
+
+# A line whose time has all nine fraction digits (nine in ten of containerd's) has its fields
+# at fixed places: ``<30-char time> stdout F <text>``; slices taken by ``map`` in C cut them.
+_HEAD = itemgetter(slice(0, 30))
+_TAIL = itemgetter(slice(30, 40))
+_TEXT = itemgetter(slice(40, None))
+_FULL_STREAM = {" stdout F ": "stdout", " stderr F ": "stderr"}
+_STREAM = {"stdout": "stdout", "stderr": "stderr"}
+# A time of n < 30 characters (its fraction's trailing zeros cut, or no fraction) becomes 30
+# with its final Z cut, _FILL[n] and a Z: what _pad gives when its layout is right.
+_FILL = {20: ".000000000", **{n: "0" * (30 - n) for n in range(21, 31)}}
+_CUT_Z = itemgetter(slice(0, -1))
 
 
 def _pad(t: str) -> str:
     """Go cuts trailing zeros of the fraction; put them back (``...:05.5Z`` -> nine digits)."""
-    if len(t) == 30 or len(t) < 20 or t[-1] != "Z":
+    if len(t) == 30 or len(t) < 20 or t[-1] != "Z" or (len(t) > 20 and t[19] != "."):
         return t
     return f"{t[:19]}.{t[20:-1]:0<9}Z"
+
+
+def _seconds_ok(times: list[str], raw: bytes) -> bool:
+    """Whether every time's seconds is a real date and time; ``times`` are all in ``_LAYOUT``
+    and ``raw`` is them joined.
+
+    A batch within one minute (the usual case) is checked without a per-line step: one count
+    finds every time in the first one's minute (a match can only start at a time's start,
+    where the layout puts its digits and ``T``), one search finds a second of 60 or more.
+    """
+    first = times[0][:17]
+    if raw.count(first.encode()) == len(times):
+        if _BAD_SECOND.search(raw) is not None:
+            return False
+        seconds = {first + "00"}
+    else:
+        seconds = set(map(_second, times))
+    for second in seconds - _valid_seconds:
+        if iso8601(second) is None:
+            return False
+        if len(_valid_seconds) >= 4096:
+            _valid_seconds.clear()
+        _valid_seconds.add(second)
+    return True
 
 
 def _std_times(times: list[str]) -> list[str] | None:
@@ -105,15 +128,88 @@ def _std_times(times: list[str]) -> list[str] | None:
         raw = "".join(times).encode("ascii")
     except UnicodeEncodeError:
         return None
-    if raw.translate(_ZEROS) != _LAYOUT * len(times):
+    if raw.translate(_ZEROS) != _LAYOUT * len(times) or not _seconds_ok(times, raw):
         return None
-    for second in set(map(_second, times)) - _valid_seconds:
-        if iso8601(second) is None:
-            return None
-        if len(_valid_seconds) >= 4096:
-            _valid_seconds.clear()
-        _valid_seconds.add(second)
     return times
+
+
+def _columns_fixed(messages: list[str]) -> tuple[list[str], list[str], list[str]] | None:
+    """``columns`` for a batch of F lines in Go's UTC layout, cut at fixed places; ``None``
+    for any other batch (``_columns_split`` decides those).
+
+    Lines whose time lacks fraction digits (its trailing zeros cut) are split and padded as
+    a smaller batch and put in their places; every time is then exactly 30 characters, so
+    one layout check covers the batch.
+    """
+    streams = list(map(_FULL_STREAM.get, map(_TAIL, messages), repeat("")))
+    times = list(map(_HEAD, messages))
+    texts = list(map(_TEXT, messages))
+    if "" in streams:
+        odd = []
+        i = streams.index("")
+        try:
+            while True:
+                odd.append(i)
+                i = streams.index("", i + 1)
+        except ValueError:
+            pass
+        # Mostly odd lines (another layout) are left to the split without a second look.
+        if len(odd) > 16 and len(odd) * 4 > len(messages):
+            return None
+        if not _put_odd(messages, odd, times, streams, texts):
+            return None
+    try:
+        raw = "".join(times).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if raw.translate(_ZEROS) != _LAYOUT * len(times) or not _seconds_ok(times, raw):
+        return None
+    return times, streams, texts
+
+
+def _put_odd(
+    messages: list[str],
+    odd: list[int],
+    times: list[str],
+    streams: list[str],
+    texts: list[str],
+) -> bool:
+    """Split the lines at ``odd`` into the columns; ``False`` if one is no F line whose time
+    can be padded to 30 characters. Steps run over the whole subset in C."""
+    try:
+        t, s, tags, x = zip(
+            *map(str.split, map(messages.__getitem__, odd), repeat(" "), repeat(3)), strict=True
+        )
+    except ValueError:
+        return False
+    if tags.count("F") != len(tags) or s.count("stdout") + s.count("stderr") != len(s):
+        return False
+    if sum(map(str.endswith, t, repeat("Z"))) != len(t):
+        return False
+    try:
+        padded = list(
+            map(add, map(add, map(_CUT_Z, t), map(_FILL.__getitem__, map(len, t))), repeat("Z"))
+        )
+    except KeyError:
+        return False
+    consume(map(times.__setitem__, odd, padded))
+    consume(map(streams.__setitem__, odd, map(_STREAM.__getitem__, s)))
+    consume(map(texts.__setitem__, odd, x))
+    return True
+
+
+def _columns_split(messages: list[str]) -> tuple[Sequence[str], ...] | None:
+    """``columns`` by splitting every line: the reference for ``_columns_fixed``."""
+    parts = [m.split(" ", 3) for m in messages]
+    if set(map(len, parts)) != {4}:
+        return None
+    times, streams, tags, texts = zip(*parts, strict=True)
+    if set(tags) != {"F"} or not set(streams) <= STREAMS:
+        return None
+    std = _std_times(list(times))
+    if std is None:
+        return None
+    return std, streams, texts
 
 
 class CriParser(BaseParser):
@@ -126,21 +222,12 @@ class CriParser(BaseParser):
         containerd writes); ``None`` for any other batch, which ``parse`` then handles."""
         if not messages:
             return None
-        parts = [m.split(" ", 3) for m in messages]
-        if set(map(len, parts)) != {4}:
-            return None
-        times, streams, tags, texts = zip(*parts, strict=True)
-        if set(tags) != {"F"} or not set(streams) <= STREAMS:
-            return None
-        std = _std_times(list(times))
-        if std is None:
-            return None
-        return std, streams, texts
+        return _columns_fixed(messages) or _columns_split(messages)
 
     def joiner(self, max_bytes: int) -> PartialJoiner:
         """A joiner for one tailed file; ``max_bytes`` is ``--max-line-bytes``."""
         return PartialJoiner(
-            candidates=_candidates, classify=_classify, render=_render, max_bytes=max_bytes
+            marker=_MAYBE_P, classify=_classify, render=_render, max_bytes=max_bytes
         )
 
     def parse(self, records: list[Record]) -> None:
