@@ -109,6 +109,7 @@ class PartialJoiner:
         out_offsets: list[int] = []
         marks: list[tuple[int, list[str]]] = []  # (index in out, log.flags), rarely any
         classify = self._classify
+        limit = self.max_bytes
         n = len(lines)
         i = 0
         k = 0  # cands[k] is the first candidate not before line i
@@ -121,6 +122,12 @@ class PartialJoiner:
                     out += lines[i:nxt]
                     out_offsets += offsets[i:nxt]
                     i = nxt
+                    continue
+                run = self._run(lines, i)
+                if run is not None:
+                    out.append(run[0])
+                    out_offsets.append(offsets[i])
+                    i = run[1]
                     continue
             line = lines[i]
             offset = offsets[i]
@@ -138,7 +145,7 @@ class PartialJoiner:
                 g.offsets.append(offset)
                 g.texts.append(text)
                 g.size += len(text)
-                if g.size > self.max_bytes:
+                if g.size > limit:
                     self._cut(stream, g, out, out_offsets, marks)
                     if not g.texts:
                         del groups[stream]
@@ -162,6 +169,30 @@ class PartialJoiner:
                 flags[index] = mark
             self.flags = flags
         return out, out_offsets
+
+    def _run(self, lines: list[str], i: int) -> tuple[str, int] | None:
+        """The usual partial line at ``i``: its pieces and final line follow it, with no line
+        of another stream between and no cut. Its joined line and the index after its final
+        line; ``None`` for anything else, which goes line by line."""
+        classify = self._classify
+        first = classify(lines[i])
+        if first is None or not first[2]:
+            return None
+        time, stream, _partial, text = first
+        texts = [text]
+        size = len(text)
+        limit = self.max_bytes
+        for j in range(i + 1, len(lines)):
+            if size > limit:
+                return None
+            piece = classify(lines[j])
+            if piece is None or piece[1] != stream:
+                return None
+            texts.append(piece[3])
+            if not piece[2]:
+                return self._render(time, stream, "".join(texts), True), j + 1
+            size += len(piece[3])
+        return None
 
     def _cut(
         self,
