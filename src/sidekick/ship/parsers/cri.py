@@ -69,8 +69,8 @@ def _render(time: str, stream: str, text: str, final: bool) -> str:
 # ``bytes.translate``), and the seconds by ``iso8601`` (which checks the ranges) once each.
 _LAYOUT = b"0000-00-00T00:00:00.000000000Z"
 _ZEROS = bytes.maketrans(b"123456789", b"000000000")
-# In every P line (and in some others): " P " or " P:". Written to start with the "P" itself,
-# which a search finds far faster than the space, found everywhere in text.
+# In every P line (and in some others): " P " or " P:". The pattern starts with the "P": the
+# regex engine skips quickly to a leading literal, and a P is far rarer in text than a space.
 _MAYBE_P = re.compile(r"P(?<= P)(?=[ :])")
 _second = itemgetter(slice(0, 19))
 _BAD_SECOND = re.compile(rb":[6-9]")  # in a minute's times: a second's tens digit over 5
