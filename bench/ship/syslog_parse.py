@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from receivers import syslog_batch
 
-from sidekick.ship.sources._syslog_parse import Framer, parse, parse_frames
+from sidekick.ship.sources._syslog_frame import Framer
+from sidekick.ship.sources._syslog_parse import parse, parse_frames
 
 CHUNK = 64 * 1024
 

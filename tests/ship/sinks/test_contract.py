@@ -58,7 +58,8 @@ from sidekick.ship.metrics import ShipMetrics
 from sidekick.ship.pipeline import Pipeline, PipelineSettings
 from sidekick.ship.records import Record, Sink
 from sidekick.ship.sinks import SCHEMES, OutputSpec, create_sink
-from sidekick.ship.sources._syslog_parse import Framer, parse
+from sidekick.ship.sources._syslog_frame import Framer
+from sidekick.ship.sources._syslog_parse import parse
 from sidekick.ship.sources.base import SourceBatch
 from tests.conftest import SIDEKICK, free_port
 from tests.ship.helpers import wait_for

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sidekick.ship.sources._syslog_parse import Framer, parse
+from sidekick.ship.sources._syslog_frame import Framer
+from sidekick.ship.sources._syslog_parse import parse
 from tests.conftest import free_port
 from tests.ship.sources.receivers import receiving
 

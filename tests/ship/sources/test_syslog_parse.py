@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from sidekick.ship.records import Record
 from sidekick.ship.sources import _syslog_parse
-from sidekick.ship.sources._syslog_parse import FrameError, Framer, parse, parse_frames
+from sidekick.ship.sources._syslog_frame import FrameError, Framer
+from sidekick.ship.sources._syslog_parse import parse, parse_frames
 from sidekick.ship.timefmt import rfc3339_ns
 
 NOW = time.time()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sidekick.core.errors import ConfigError
 from sidekick.ship.graph import build_graph
 from sidekick.ship.transforms import DEFAULT, build_transform
-from sidekick.ship.transforms.redact import BUILTIN, luhn_ok, strings_in
+from sidekick.ship.transforms._redact_scan import BUILTIN, luhn_ok, strings_in
 from tests.ship.helpers import ShipperProcess, read_ndjson, ship_config, wait_for_sync
 
 ALL = list(BUILTIN)
@@ -451,3 +451,13 @@ def test_the_batch_scan_finds_every_record_a_full_search_would_change(
     want = every.process(copy.deepcopy(records))[DEFAULT]
     assert got == want
     assert scanned.counters() == every.counters()
+
+
+def test_a_needle_at_the_very_end_of_a_batch_scanned_record_by_record() -> None:
+    """The record-by-record scan (here for a value msgspec refuses) finds a needle in the last
+    byte of the batch's text, and each needle after the one before it."""
+    t = build_transform("clean", "redact", {"patterns": ALL})
+    records = [{"odd": object(), "m": "x@"}, {"m": f"to {MAIL} and {MAIL}"}, {"m": "end @"}]
+    out = t.process(records)[DEFAULT]
+    assert out[0]["m"] == "x@" and out[2]["m"] == "end @"
+    assert out[1]["m"] == "to [REDACTED:email] and [REDACTED:email]"

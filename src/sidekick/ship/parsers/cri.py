@@ -124,13 +124,16 @@ def _std_times(times: list[str]) -> list[str] | None:
     """``times`` as ship's ``@timestamp``s if all are Go's UTC layout; else ``None``."""
     if min(map(len, times)) < 30:
         times = [t if len(t) == 30 else _pad(t) for t in times]
+    return times if _layout_ok(times) else None
+
+
+def _layout_ok(times: list[str]) -> bool:
+    """Whether every one of ``times`` has Go's RFC 3339 layout in UTC, with valid seconds."""
     try:
         raw = "".join(times).encode("ascii")
     except UnicodeEncodeError:
-        return None
-    if raw.translate(_ZEROS) != _LAYOUT * len(times) or not _seconds_ok(times, raw):
-        return None
-    return times
+        return False
+    return raw.translate(_ZEROS) == _LAYOUT * len(times) and _seconds_ok(times, raw)
 
 
 def _columns_fixed(messages: list[str]) -> tuple[list[str], list[str], list[str]] | None:
@@ -158,11 +161,7 @@ def _columns_fixed(messages: list[str]) -> tuple[list[str], list[str], list[str]
             return None
         if not _put_odd(messages, odd, times, streams, texts):
             return None
-    try:
-        raw = "".join(times).encode("ascii")
-    except UnicodeEncodeError:
-        return None
-    if raw.translate(_ZEROS) != _LAYOUT * len(times) or not _seconds_ok(times, raw):
+    if not _layout_ok(times):
         return None
     return times, streams, texts
 

@@ -45,7 +45,8 @@ from sidekick.core.redact import redact_url
 from sidekick.ship.config import size
 from sidekick.ship.records import PARSE_ERROR, Record
 from sidekick.ship.sources._streams import Closed, Stream, StreamLimits, Streams
-from sidekick.ship.sources._syslog_parse import FrameError, Framer, parse, parse_frames
+from sidekick.ship.sources._syslog_frame import FrameError, Framer
+from sidekick.ship.sources._syslog_parse import parse, parse_frames
 from sidekick.ship.sources.base import InputSpec, SourceContext
 from sidekick.ship.sources.otlp_grpc import parse_address
 from sidekick.ship.sources.receiver import Receiver, encode_records, spool_name
