@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidekick.ship.records import Record
-from sidekick.ship.sources import _syslog_parse
+from sidekick.ship.sources import _syslog_frame, _syslog_parse
 from sidekick.ship.sources._syslog_frame import FrameError, Framer
 from sidekick.ship.sources._syslog_parse import parse, parse_frames
 from sidekick.ship.timefmt import rfc3339_ns
@@ -352,4 +352,4 @@ def test_the_octet_count_table_is_bounded() -> None:
     stream = b"".join(b"%d %s" % (n, b"x" * n) for n in range(5000))
     frames, _ = framer.feed(stream)
     assert list(map(len, frames)) == list(range(5000))
-    assert 0 < len(_syslog_parse._SIZES) <= 4096
+    assert 0 < len(_syslog_frame._SIZES) <= 4096
