@@ -10,7 +10,12 @@ from cel_expr_python import cel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidekick.ship.transforms.fastpath import compile_condition, python_regex, referenced_fields
+from sidekick.ship.transforms.fastpath import (
+    compile_condition,
+    compile_fast,
+    python_regex,
+    referenced_fields,
+)
 
 ENV = cel.NewEnv(variables={"record": cel.Type.Map(cel.Type.STRING, cel.Type.DYN)})
 
@@ -176,3 +181,11 @@ def test_referenced_fields_only_when_record_is_read_by_name() -> None:
     }
     assert referenced_fields("size(record) > 3") is None
     assert referenced_fields("record.exists(k, k == 'x')") is None
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conditions(), st.lists(RECORDS, max_size=6))
+def test_the_batch_gives_what_each_record_gives(text: str, records: list[dict[str, Any]]) -> None:
+    fast = compile_fast(text)
+    assert fast is not None
+    assert fast.batch(records) == [fast.one(r) for r in records], text
