@@ -213,6 +213,21 @@ def per_transform(n: int) -> dict[str, float]:
 
     simple = build_transform("f", "filter", {"drop": 'record["url.path"] == "/login"'})
     out["filter, simple (fast path)"] = best(simple.process, lambda: records)
+
+    def hot() -> float:
+        """The simple filter as the shipper runs it: on each 1,000-line batch right after the
+        batch is parsed (its records still in the cache); only the filter is timed."""
+        parser = create_parser("nginx")
+        spent = 0.0
+        for i in range(0, n, 1000):
+            batch = [{"message": line} for line in lines[i : i + 1000]]
+            parser.parse(batch)
+            t = time.process_time()
+            simple.process(batch)
+            spent += time.process_time() - t
+        return spent / n * 1e6
+
+    out["filter, simple, 1,000-record batches just parsed"] = min(hot() for _ in range(5))
     slow = build_transform("g", "filter", {"drop": 'record["url.path"] == "/login"'})
     assert isinstance(slow, FilterTransform)
     slow.condition._batch = None  # the same condition, forced through the CEL interpreter
