@@ -241,3 +241,39 @@ def test_a_time_past_year_9999_is_malformed_not_a_crash() -> None:
             decode_message(["t", [[t, {"message": "x"}]]], 1000, Stamps())
     records, _ = decode_message(["t", [[253_402_300_799, {}]]], 1000, Stamps())
     assert records[0]["@timestamp"] == "9999-12-31T23:59:59.000000000Z"
+
+
+_PACKED_TIME = st.one_of(
+    _SECONDS,
+    _SECONDS.map(lambda s: msgpack.ExtType(0, s.to_bytes(4, "big") + (123).to_bytes(4, "big"))),
+    st.sampled_from([1.5, True, "x", None, 2**63, -(2**40)]),
+)
+_PACKED_ENTRY = st.one_of(
+    st.tuples(_PACKED_TIME, _RECORD).map(list),
+    st.sampled_from([[1700000000], [1700000000, {}, 1], "e", [1700000000, [1]]]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_SECONDS, _RECORD).map(list) | _PACKED_ENTRY, min_size=1, max_size=5))
+def test_a_packed_stream_decodes_alike_with_and_without_its_size(entries: list[Any]) -> None:
+    """With its size, a stream is decoded in one call (as (time, map) pairs checked as they are
+    decoded, or as anything); without, by the Unpacker: the records, or the refusal, agree."""
+    stream = b"".join(msgpack.packb(e, use_bin_type=True) for e in entries)
+
+    def decode(option: dict[str, object]) -> object:
+        try:
+            return decode_message(["t", stream, option], 1 << 20, Stamps())[0]
+        except forward.Malformed:
+            return "malformed"
+
+    assert decode({"size": len(entries)}) == decode({})
+
+
+def test_a_clean_packed_stream_is_checked_as_it_is_decoded() -> None:
+    stream = b"".join(msgpack.packb([1700000000, {"seq": i}]) for i in range(3))
+    entries, checked = forward._packed_entries(stream, {"size": 3}, 1 << 20)
+    assert checked and entries == [(1700000000, {"seq": i}) for i in range(3)]
+    odd = msgpack.packb([1700000000, {7: "seven"}])  # a key that is no text: decoded as sent
+    entries, checked = forward._packed_entries(odd, {"size": 1}, 1 << 20)
+    assert not checked and entries == [[1700000000, {7: "seven"}]]
