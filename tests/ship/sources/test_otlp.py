@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from sidekick.ship.sources._otlp_map import severity_name, to_records
+from sidekick.ship.sources._otlp_map import decode_protobuf, severity_name, to_records
 from tests.conftest import free_port
 from tests.ship.sources.receivers import receiving
 
@@ -354,7 +354,9 @@ def test_attribute_values_that_are_empty_zero_or_unset_keep_their_type() -> None
             KeyValue(key="text", value=AnyValue(string_value="yes")),
         ]
     )
-    (record,), rejected, _ = to_records(req, 1_700_000_000_000_000_000)
+    (record,), rejected, _ = to_records(
+        decode_protobuf(req.SerializeToString()), 1_700_000_000_000_000_000
+    )
     assert rejected == 0
     assert record["empty"] == ""
     assert record["zero"] == 0 and type(record["zero"]) is int

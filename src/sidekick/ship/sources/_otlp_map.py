@@ -41,8 +41,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from sidekick.ship.records import MESSAGE, TIMESTAMP, Record
+from sidekick.ship.sources import _otlp_wire as wire
+from sidekick.ship.sources._otlp_wire import Attributes, string_body
 from sidekick.ship.sources.receiver import Stamps
 from sidekick.ship.timefmt import rfc3339_ns
 
@@ -62,19 +66,19 @@ def severity_name(number: int) -> str:
     return _SEVERITY[(min(max(number, 1), 24) - 1) // 4]
 
 
-def decode_protobuf(body: bytes) -> ExportLogsServiceRequest:
-    req = ExportLogsServiceRequest()
+def decode_protobuf(body: bytes) -> Any:
+    """A protobuf request, read with the light schema of ``_otlp_wire`` (``to_records``
+    decodes its attributes and bodies)."""
     try:
-        req.ParseFromString(body)
+        return wire.parse(body)
     except (DecodeError, RecursionError) as exc:
         raise OtlpError(
             f"the body is not a valid ExportLogsServiceRequest protobuf ({exc or 'truncated'}); "
             "send OTLP logs encoded as protobuf"
         ) from None
-    return req
 
 
-def decode_json(doc: Any) -> ExportLogsServiceRequest:
+def decode_json(doc: Any) -> Any:
     """An OTLP/JSON document (already decoded from JSON) as a request message."""
     if not isinstance(doc, dict):
         raise OtlpError("the body is not a JSON object; send an OTLP/JSON ExportLogsServiceRequest")
@@ -87,10 +91,11 @@ def decode_json(doc: Any) -> ExportLogsServiceRequest:
             f"the body is not a valid OTLP/JSON ExportLogsServiceRequest ({exc}); "
             "follow the OTLP/JSON encoding"
         ) from None
-    return req
+    # Read as protobuf from here: one mapping for both encodings.
+    return decode_protobuf(req.SerializeToString())
 
 
-def decode_json_bytes(body: bytes) -> ExportLogsServiceRequest:
+def decode_json_bytes(body: bytes) -> Any:
     try:
         doc = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -139,51 +144,68 @@ def _value(v: Any) -> Any:
     return None
 
 
-def _attributes(kvs: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kv in kvs:
-        value = kv.value
-        # The common case inline: most attributes are non-empty strings, and a non-empty
-        # string_value means the oneof holds a string (reading it is cheaper than asking
-        # WhichOneof); anything else, an empty string included, goes through _value.
-        text = value.string_value
-        out[kv.key] = text if text else _value(value)
-    return out
+_ATTRIBUTES = Attributes(lambda raw: _pair(KeyValue.FromString(raw)))
 
 
-def to_records(req: ExportLogsServiceRequest, now_ns: int) -> tuple[list[Record], int, str]:
-    """(records, rejected count, the first rejection's reason) of a request."""
+def _pair(kv: Any) -> tuple[str, Any]:
+    value = kv.value
+    # Most attributes are non-empty strings, and a non-empty string_value means the oneof
+    # holds a string (reading it is cheaper than asking WhichOneof); anything else, an empty
+    # string included, goes through _value.
+    text = value.string_value
+    return kv.key, text if text else _value(value)
+
+
+def to_records(req: Any, now_ns: int) -> tuple[list[Record], int, str]:
+    """(records, rejected count, the first rejection's reason) of a request read by
+    ``decode_protobuf`` (raises ``OtlpError`` for an attribute or body that does not decode)."""
+    try:
+        return _records(req, now_ns)
+    except (DecodeError, RecursionError) as exc:
+        raise OtlpError(
+            f"the body is not a valid ExportLogsServiceRequest protobuf ({exc or 'truncated'}); "
+            "send OTLP logs encoded as protobuf"
+        ) from None
+
+
+def _records(req: Any, now_ns: int) -> tuple[list[Record], int, str]:
     records: list[Record] = []
     rejected = 0
     reason = ""
     received = ""
     stamp = Stamps()
+    known = _ATTRIBUTES.lookup
+    learn = _ATTRIBUTES.add
     for rl in req.resource_logs:
-        resource = _attributes(rl.resource.attributes)
+        resource = dict(map(_pair, Resource.FromString(rl.resource).attributes))
         for sl in rl.scope_logs:
             base = dict(resource)
-            scope = sl.scope
+            scope = InstrumentationScope.FromString(sl.scope)
             if scope.name:
                 base["otel.scope.name"] = scope.name
             if scope.version:
                 base["otel.scope.version"] = scope.version
             for lr in sl.log_records:
                 rec = dict(base)
-                for kv in lr.attributes:  # _attributes inline: the hot loop of the mapping
-                    value = kv.value
-                    text = value.string_value
-                    rec[kv.key] = text if text else _value(value)
-                body = lr.body
-                kind = body.WhichOneof("value")
-                if kind == "string_value":
-                    rec[MESSAGE] = body.string_value
-                elif kind == "kvlist_value":
-                    rec.update(_value(body))
-                elif kind is not None:
-                    value = _value(body)
-                    rec[MESSAGE] = (
-                        value if isinstance(value, str) else msgspec.json.encode(value).decode()
-                    )
+                attributes = lr.attributes
+                try:
+                    rec.update(map(known, attributes))
+                except KeyError:  # one not seen yet, or a list or map: in order again
+                    rec.update(learn(attributes))
+                raw_body = lr.body
+                text = string_body(raw_body)
+                if text is not None:
+                    rec[MESSAGE] = text
+                elif raw_body:
+                    body = AnyValue.FromString(raw_body)
+                    kind = body.WhichOneof("value")
+                    if kind == "kvlist_value":
+                        rec.update(_value(body))
+                    elif kind is not None:
+                        value = _value(body)
+                        rec[MESSAGE] = (
+                            value if isinstance(value, str) else msgspec.json.encode(value).decode()
+                        )
                 number = lr.severity_number
                 if lr.severity_text:
                     rec[LEVEL] = lr.severity_text
@@ -217,7 +239,7 @@ def to_records(req: ExportLogsServiceRequest, now_ns: int) -> tuple[list[Record]
     return records, rejected, reason
 
 
-def count_records(req: ExportLogsServiceRequest) -> int:
+def count_records(req: Any) -> int:
     return sum(len(sl.log_records) for rl in req.resource_logs for sl in rl.scope_logs)
 
 

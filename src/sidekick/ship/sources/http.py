@@ -903,11 +903,11 @@ class IngestServer:
                 if _deeper_than(data, 4 * MAX_DEPTH):
                     raise _too_deep("the body")
                 req = decode_json_bytes(data)
+            if count_records(req) > self.limits.max_records:
+                raise _too_many(self.limits.max_records)
+            records, rejected, reason = to_records(req, now)
         except OtlpError as exc:
             raise Rejected(400, str(exc)) from None
-        if count_records(req) > self.limits.max_records:
-            raise _too_many(self.limits.max_records)
-        records, rejected, reason = to_records(req, now)
         payload = encode_records(records, now)
         return payload, Accepted(len(records), rejected, reason, records)
 

@@ -171,7 +171,10 @@ class OtlpGrpcSource(Receiver):
                 f"{self.max_records}",
             )
         now = time.time_ns()
-        records, rejected, reason = to_records(req, now)
+        try:
+            records, rejected, reason = to_records(req, now)
+        except OtlpError as exc:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(exc)) from None
         payload = encode_records(records, now)
         if payload:
             try:
