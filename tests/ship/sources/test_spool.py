@@ -224,6 +224,25 @@ async def test_records_carry_segment_and_offset_as_their_identity(tmp_path: Path
     assert all(r["host.name"] == "h" for r in records)
 
 
+@pytest.mark.parametrize("from_memory", [True, False])
+async def test_a_records_own_field_wins_over_a_static_field(
+    tmp_path: Path, from_memory: bool
+) -> None:
+    """Static fields fill in what a record lacks, whether the reader takes the records from
+    memory or decodes them from the segment (a reader that fell behind, or a restart)."""
+    payload = b'{"seq":1,"host.name":"sender"}\n{"seq":2}\n'
+    records = [{"seq": 1, "host.name": "sender"}, {"seq": 2}]
+    spool = open_spool(tmp_path)
+    static = {"host.name": "h", "k8s.pod.name": "p"}
+    async with Reading(SpoolReader(spool, static_fields=static)) as emit:
+        await spool.append(payload, records if from_memory else None)
+        await emit.wait(2)
+    first, second = [r for b in emit.batches for r in b.records]
+    assert (first["host.name"], first["k8s.pod.name"]) == ("sender", "p")
+    assert (second["host.name"], second["k8s.pod.name"]) == ("h", "p")
+    assert static == {"host.name": "h", "k8s.pod.name": "p"}
+
+
 async def test_damaged_line_is_shipped_marked_not_dropped(tmp_path: Path) -> None:
     (tmp_path / segment_name(1)).write_bytes(line(1) + b"\x00\x00garbage\n" + line(2))
     spool = open_spool(tmp_path)

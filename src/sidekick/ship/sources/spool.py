@@ -492,7 +492,7 @@ class SpoolReader:
                 seg.memory_bytes = 0
                 break
             if static:
-                records = [{**static, **obj} for obj in records]
+                _add_static(records, static)
             # map stops at the shorter input: accumulate gives one offset more, the end.
             deque(map(setitem, records, repeat(FILE_ID), repeat(file_id)), maxlen=0)
             deque(
@@ -535,19 +535,20 @@ class SpoolReader:
         static = self.static_fields
         out: list[Record]
         if set(map(type, decoded)) == {dict}:
-            out = [{**static, **obj} for obj in decoded] if static else decoded
+            out = decoded
+            _add_static(out, static)
         else:
             out = [
-                ({**static, **obj} if static else obj)
+                obj
                 if isinstance(obj, dict)
                 # Only a damaged segment gets here; the line is kept, marked, never dropped.
                 else {
-                    **static,
                     MESSAGE: line.decode("utf-8", "replace"),
                     PARSE_ERROR: "spool line is not a JSON object",
                 }
                 for line, obj in zip(lines, decoded, strict=True)
             ]
+            _add_static(out, static)
         # Each line's offset: the start plus the lines before it, each with its newline.
         offsets = accumulate(map((1).__add__, map(len, lines)), initial=start)
         deque(map(setitem, out, repeat(FILE_ID), repeat(file_id)), maxlen=0)
@@ -557,6 +558,13 @@ class SpoolReader:
         if self.text_messages:
             _text_messages(out)
         return out
+
+
+def _add_static(records: list[Record], static: dict[str, Any]) -> None:
+    """Give each record the shipper's static fields it does not have (a record's own value
+    wins), after its own fields: one pass in C per static field, no copy of the record."""
+    for key, value in static.items():
+        deque(map(dict.setdefault, records, repeat(key), repeat(value)), maxlen=0)
 
 
 def _text_messages(records: list[Record]) -> None:
