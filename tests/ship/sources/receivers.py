@@ -67,3 +67,16 @@ def receiving(
             if proc.proc is not None and proc.proc.poll() is None:
                 proc.terminate(30)
         proc.stop_quietly()
+
+
+def invalid_utf8(field: str) -> bytes:
+    """A request whose ``field`` (an attribute's key or value, or the body) holds bytes that
+    are not UTF-8, encoded by hand: the generated classes refuse to build it."""
+    bad = b"\xff\xfe"
+
+    def ld(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    kv = ld(1, bad) + ld(2, ld(1, b"v")) if field == "key" else ld(1, b"k") + ld(2, ld(1, bad))
+    record = ld(5, ld(1, bad)) if field == "body" else ld(6, kv)
+    return ld(1, ld(2, ld(2, record)))

@@ -27,7 +27,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from sidekick.ship.sources._otlp_map import decode_protobuf, severity_name, to_records
 from tests.conftest import free_port
-from tests.ship.sources.receivers import receiving
+from tests.ship.sources.receivers import invalid_utf8, receiving
 
 SDK_DEPRECATION = "ignore:`LoggingHandler`:DeprecationWarning"
 
@@ -221,6 +221,9 @@ def test_bad_bodies_are_400_with_a_status_and_counted_never_5xx(tmp_path: Path) 
         assert headers["Content-Type"] == "application/x-protobuf"
         assert b"ExportLogsServiceRequest" in body  # a google.rpc.Status: code 3, message
         assert body.startswith(b"\x08\x03\x12")
+        # A valid envelope whose attribute value is not UTF-8: refused as OTLP's classes do.
+        status, body, _ = post(url, invalid_utf8("value"), "application/x-protobuf")
+        assert (status, body[:3]) == (400, b"\x08\x03\x12")
         status, body, _ = post(url, b'{"resourceLogs": [{"scopeLogs": 5}]}', "application/json")
         assert (status, msgspec.json.decode(body)["code"]) == (400, 3)
         status, body, _ = post(url, b'{"resourceLogs": [], "x": ', "application/json")
@@ -239,7 +242,7 @@ def test_bad_bodies_are_400_with_a_status_and_counted_never_5xx(tmp_path: Path) 
         assert status == 200
         assert len(rx.wait_records(4)) == 4
         assert (
-            rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="malformed") == 3
+            rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="malformed") == 4
         )
         assert (
             rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="unsupported")

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from tests.conftest import free_port
-from tests.ship.sources.receivers import receiving
+from tests.ship.sources.receivers import invalid_utf8, receiving
 from tests.ship.sources.test_otlp import request
 
 METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -77,6 +77,8 @@ def test_status_codes_bad_data_is_invalid_argument_and_counted(tmp_path: Path) -
         code, details = export(port, b"\x0a\xff\xff\xff\xff\x0f")
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert b"ExportLogsServiceRequest" in details
+        code, _ = export(port, invalid_utf8("body"))  # a valid envelope, a body not UTF-8
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
         code, _ = export(port, request(51).SerializeToString())
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         bad = request(2, trace_id=b"\x01")
@@ -94,7 +96,7 @@ def test_status_codes_bad_data_is_invalid_argument_and_counted(tmp_path: Path) -
         assert code == grpc.StatusCode.OK
         assert len(rx.wait_records(8)) == 8
         assert (
-            rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="malformed") == 1
+            rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="malformed") == 2
         )
         assert (
             rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="oversize") == 1

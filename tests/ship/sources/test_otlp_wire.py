@@ -33,6 +33,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from sidekick.ship.sources import _otlp_wire as wire
 from sidekick.ship.sources._otlp_map import OtlpError, decode_protobuf, severity_name, to_records
 from sidekick.ship.timefmt import rfc3339_ns
+from tests.ship.sources.receivers import invalid_utf8
 
 NOW = 1_700_000_000_123_456_789
 
@@ -210,19 +211,6 @@ def test_a_list_or_map_attribute_is_a_records_own_copy() -> None:
     first, second = to_records(decode_protobuf(req.SerializeToString()), NOW)[0]
     first["tags"].append("changed")
     assert second["tags"] == ["a"]
-
-
-def invalid_utf8(field: str) -> bytes:
-    """A request whose ``field`` (an attribute's key or value, or the body) holds bytes that
-    are not UTF-8, encoded by hand: the generated classes refuse to build it."""
-    bad = b"\xff\xfe"
-
-    def ld(number: int, payload: bytes) -> bytes:
-        return bytes([number << 3 | 2, len(payload)]) + payload
-
-    kv = ld(1, bad) + ld(2, ld(1, b"v")) if field == "key" else ld(1, b"k") + ld(2, ld(1, bad))
-    record = ld(5, ld(1, bad)) if field == "body" else ld(6, kv)
-    return ld(1, ld(2, ld(2, record)))
 
 
 @pytest.mark.parametrize("field", ["key", "value", "body"])
