@@ -240,6 +240,25 @@ def test_a_known_attribute_is_not_decoded_again_until_the_table_is_full() -> Non
     assert table.lookup(c) == ("c", "v")
 
 
+def test_a_long_attribute_is_decoded_each_time_not_kept() -> None:
+    decoded: list[bytes] = []
+
+    def decode(raw: bytes) -> tuple[str, Any]:
+        decoded.append(raw)
+        return "k", KeyValue.FromString(raw).value.string_value
+
+    table = wire.Attributes(decode, longest=64)
+    short, long = (
+        KeyValue(key="k", value=AnyValue(string_value="v" * n)).SerializeToString()
+        for n in (10, 100)
+    )
+    table.add([short, long])
+    table.add([short, long])
+    assert decoded == [short, long, long]
+    with pytest.raises(KeyError):
+        table.lookup(long)
+
+
 @pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 16_383, 16_384])
 def test_a_string_body_is_read_without_a_message_at_every_length(n: int) -> None:
     text = "é" * (n // 2) + "x" * (n % 2)

@@ -116,18 +116,20 @@ def string_body(body: bytes) -> str | None:
 class Attributes:
     """Encoded ``KeyValue`` -> (key, value), for attributes whose value is a scalar.
 
-    At most ``limit`` encodings are kept; when that many are, the table starts again, so an
-    application whose attributes never repeat (a request id in each) costs a lookup and an
-    insertion per attribute and no more memory. Lists and maps are decoded each time: a record
-    gets its own copy, which a transform may change.
+    At most ``limit`` encodings of at most ``longest`` bytes are kept (2 MiB of keys at most);
+    when that many are, the table starts again, so an application whose attributes never
+    repeat (a request id in each) costs a lookup and an insertion per attribute and no more
+    memory, and a long value (a stack trace) is decoded each time. Lists and maps are decoded
+    each time too: a record gets its own copy, which a transform may change.
     """
 
-    __slots__ = ("_decode", "_table", "limit", "lookup")
+    __slots__ = ("_decode", "_table", "limit", "longest", "lookup")
 
-    def __init__(self, decode: Any, limit: int = 4096) -> None:
+    def __init__(self, decode: Any, limit: int = 4096, longest: int = 512) -> None:
         self._decode = decode  # encoded KeyValue -> (key, value); raises DecodeError
         self._table: dict[bytes, tuple[str, Any]] = {}
         self.limit = limit
+        self.longest = longest
         self.lookup = self._table.__getitem__
 
     def add(self, encoded: list[bytes]) -> list[tuple[str, Any]]:
@@ -138,7 +140,7 @@ class Attributes:
             pair = table.get(raw)
             if pair is None:
                 pair = self._decode(raw)
-                if type(pair[1]) in _SCALARS:
+                if type(pair[1]) in _SCALARS and len(raw) <= self.longest:
                     if len(table) >= self.limit:
                         table.clear()
                     table[raw] = pair
