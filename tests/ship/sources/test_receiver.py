@@ -7,9 +7,12 @@ import urllib.request
 from pathlib import Path
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidekick.ship.checkpoints import CheckpointStore
-from sidekick.ship.sources.receiver import spool_name
+from sidekick.ship.sources.receiver import Stamps, spool_name
+from sidekick.ship.timefmt import rfc3339_ns
 from tests.conftest import free_port
 from tests.ship.helpers import read_ndjson, ship_config, shipping, wait_for
 
@@ -141,3 +144,17 @@ def test_every_receiver_keeps_taking_records_in_the_quiet_period_after_sigterm(
     got = read_ndjson(tmp_path / "out.ndjson")
     assert sorted(r.get("seq", 0) for r in got if "seq" in r) == [10, 11, 20]
     assert any(r.get("message") == "30" for r in got)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=20), st.booleans())
+def test_a_stamp_is_the_rfc3339_text_of_its_time(times: list[int], same_second: bool) -> None:
+    """Whatever times come, in whatever order (one second repeated, or anywhere from 1970 to
+    the end of fixed64), each stamp is the time's own RFC 3339 text with nanoseconds."""
+    if same_second:
+        times = [1_795_820_400_000_000_000 + t % 1_000_000_000 for t in times]
+    stamps = Stamps()
+    for t in times:
+        if t // 1_000_000_000 > 253_402_300_799:  # after 9999-12-31: no RFC 3339 text
+            continue
+        assert stamps(t) == rfc3339_ns(t)

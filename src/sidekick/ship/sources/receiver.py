@@ -72,20 +72,25 @@ def spool_name(scheme: str, where: str) -> str:
 class Stamps:
     """``@timestamp`` strings for nanosecond times, the date part formatted once per second:
     records of one request mostly share their second, and ``strftime`` per record costs more
-    than the rest of a syslog line's mapping."""
+    than the rest of a syslog line's mapping. The second and the fraction are read off the
+    time's decimal digits (its last nine are the fraction), which costs less than dividing
+    and formatting the fraction with zeros."""
 
-    __slots__ = ("_prefix", "_sec")
+    __slots__ = ("_head", "_prefix")
 
     def __init__(self) -> None:
-        self._sec = -1
+        self._head = "-"  # the digits of no time: the first call formats its second
         self._prefix = ""
 
     def __call__(self, ns: int) -> str:
-        sec, frac = divmod(ns, 1_000_000_000)
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._prefix}.{frac:09d}Z"
+        digits = str(ns)
+        head = digits[:-9]
+        if head != self._head:
+            if ns < 1_000_000_000:  # the first second of 1970: fewer than ten digits
+                return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(0)) + f".{ns:09d}Z"
+            self._head = head
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(head)))
+        return self._prefix + digits[-9:] + "Z"
 
 
 def encode_records(records: list[Record], now_ns: int | None = None) -> bytes:
