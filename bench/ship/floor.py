@@ -148,7 +148,7 @@ def otlp(requests: int) -> dict[str, float]:
     from opentelemetry.proto.common.v1.common_pb2 import KeyValue
     from receivers import otlp_body
 
-    from sidekick.ship.sources._otlp_wire import parse as parse_light
+    from sidekick.ship.sources._otlp_wire import parse_request as parse_light
 
     body = otlp_body(100)
     n = requests * 100

@@ -45,8 +45,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from sidekick.ship.records import MESSAGE, TIMESTAMP, Record
-from sidekick.ship.sources import _otlp_wire as wire
-from sidekick.ship.sources._otlp_wire import Attributes, string_body
+from sidekick.ship.sources._otlp_wire import Attributes, parse_request, string_body
 from sidekick.ship.sources.receiver import Stamps
 from sidekick.ship.timefmt import rfc3339_ns
 
@@ -70,7 +69,7 @@ def decode_protobuf(body: bytes) -> Any:
     """A protobuf request, read with the light schema of ``_otlp_wire`` (``to_records``
     decodes its attributes and bodies)."""
     try:
-        return wire.parse(body)
+        return parse_request(body)
     except (DecodeError, RecursionError) as exc:
         raise OtlpError(
             f"the body is not a valid ExportLogsServiceRequest protobuf ({exc or 'truncated'}); "

@@ -86,7 +86,7 @@ def _request_class() -> type[Message]:
 Request = _request_class()
 
 
-def parse(body: bytes) -> Any:
+def parse_request(body: bytes) -> Any:
     """The request in the light schema; raises ``DecodeError`` as OTLP's class would."""
     req = Request()
     req.ParseFromString(body)

@@ -87,7 +87,7 @@ class Stamps:
         head = digits[:-9]
         if head != self._head:
             if ns < 1_000_000_000:  # the first second of 1970: fewer than ten digits
-                return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(0)) + f".{ns:09d}Z"
+                return rfc3339_ns(ns)
             self._head = head
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(head)))
         return self._prefix + digits[-9:] + "Z"

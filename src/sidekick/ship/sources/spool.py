@@ -491,8 +491,7 @@ class SpoolReader:
                 memory.clear()
                 seg.memory_bytes = 0
                 break
-            if static:
-                _add_static(records, static)
+            _add_static(records, static)
             # map stops at the shorter input: accumulate gives one offset more, the end.
             deque(map(setitem, records, repeat(FILE_ID), repeat(file_id)), maxlen=0)
             deque(
