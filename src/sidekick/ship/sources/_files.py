@@ -23,15 +23,10 @@ import time
 from sidekick.core.ratelog import RateLimitedLog
 from sidekick.ship.acks import AckTracker
 from sidekick.ship.config import seconds
+from sidekick.ship.sources._descriptors import Descriptors, open_budget
 from sidekick.ship.sources._discover import Finder, compressed_kind
 from sidekick.ship.sources._identity import checkpoint_key
-from sidekick.ship.sources._reader import (
-    Descriptors,
-    LineReader,
-    TailFile,
-    last_line_end,
-    open_budget,
-)
+from sidekick.ship.sources._reader import LineReader, TailFile, last_line_end
 from sidekick.ship.sources.base import InputSpec, SourceContext
 
 log = logging.getLogger("sidekick.ship.tail")

@@ -42,7 +42,7 @@ be ``stat``-ed for any reason but absence (too many open files, no permission) i
 for rotated or deleted: the files below it stay as they were until a later scan sees them.
 Such errors are counted (``sidekick_ship_tail_errors``) and logged once a minute per kind.
 
-Descriptors (``_reader.Descriptors``): at most ``max_open_files`` files (shared by the file
+Descriptors (``_descriptors.Descriptors``): at most ``max_open_files`` files (shared by the file
 inputs; by default half the open-file limit) are held open. A new file that finds no free
 descriptor closes ("parks") the least recently grown file that is fully read and not rotated;
 a parked file keeps its position, carry and checkpoint and is no rotation. The scan's ``stat`` shows when it changes
