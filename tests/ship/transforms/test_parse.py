@@ -31,3 +31,30 @@ def test_parses_message_in_place_by_default() -> None:
 def test_unknown_parser_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"transform .j. \(parse\): parser: .*unknown parser"):
         build_transform("j", "parse", {"parser": "yaml"})
+
+
+@pytest.mark.parametrize(
+    ("parser", "piece", "end"),
+    [
+        (
+            "cri",
+            "2024-01-02T03:04:05.000000001Z stdout P one ",
+            "2024-01-02T03:04:05.2Z stdout F two",
+        ),
+        (
+            "docker",
+            '{"log":"one ","stream":"stdout","time":"2024-01-02T03:04:05Z"}',
+            '{"log":"two\\n","stream":"stdout","time":"2024-01-02T03:04:05Z"}',
+        ),
+    ],
+)
+def test_runtime_partial_lines_in_a_field_are_marked_not_joined(
+    parser: str, piece: str, end: str
+) -> None:
+    # The transform sees records, not a file's lines in order: a piece stays a record of its
+    # own, marked, so nothing is held back or lost (docs/transforms.md says so).
+    t = build_transform("p", "parse", {"field": "line", "parser": parser})
+    out = t.process([{"line": piece}, {"line": end}])[DEFAULT]
+    assert [r["message"] for r in out] == ["one ", "two"]
+    assert out[0]["log.flags"] == ["partial"] and "log.flags" not in out[1]
+    assert [r["log.iostream"] for r in out] == ["stdout", "stdout"]

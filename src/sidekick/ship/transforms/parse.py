@@ -7,6 +7,10 @@ field as its ``message``, so what it leaves there becomes the record's ``message
 whose field is missing or not a string pass unchanged (counted ``skipped``); lines the parser
 cannot read get ``log.parse_error`` as with an input's parser (counted ``parse_errors``).
 Nothing is dropped.
+
+Left out: joining the container runtime's partial lines (``cri``, ``docker``). A transform
+sees records from any number of files, not one file's lines in order, so each piece stays a
+record marked ``log.flags: ["partial"]``; an input's parser joins them.
 """
 
 from __future__ import annotations
