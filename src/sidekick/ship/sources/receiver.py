@@ -45,9 +45,9 @@ from sidekick.ship.sources.spool import (
     DEFAULT_SEGMENT_BYTES,
     SUFFIX,
     Spool,
-    SpoolReader,
     SpoolStats,
 )
+from sidekick.ship.sources.spool_reader import SpoolReader
 from sidekick.ship.timefmt import rfc3339_ns
 
 log = logging.getLogger("sidekick.ship.receiver")
