@@ -145,7 +145,7 @@ def read_services(
 
     A Service that names no namespace lands in each Pod's, as ConfigMaps do.
     """
-    from sidekick.pod.manifest import _name, _strip_nulls, schema_problems
+    from sidekick.pod._schema import _name, _strip_nulls, schema_problems
 
     placed: list[tuple[str, dict[str, Any]]] = []
     for fname, doc in docs:
