@@ -118,7 +118,7 @@ def check(cfg: ShipConfig) -> list[str]:
     try:
         token_file = cfg.ingest.token_file
         if token_file and any(i.url.partition(":")[0] != "file" for i in parts.inputs):
-            from sidekick.ship.sources.http import TokenFile
+            from sidekick.ship.sources._ingest_auth import TokenFile
 
             TokenFile(Path(token_file))
         assert parts.graph is not None

@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 import msgspec
-import pytest
 from prometheus_client import generate_latest
 
 from sidekick.ship.parsers import create_parser
-from sidekick.ship.sources.http import MemoryBudget, Rejected, inflate
 from sidekick.ship.sources.spool import SUFFIX
 from tests.ship.sources.conftest import run_ingest
 
@@ -387,82 +385,11 @@ async def test_ingest_metrics_are_in_the_shippers_registry(state_dir: Path) -> N
     assert "sidekick_ship_ingest_spool_bytes" in text
 
 
-async def test_memory_budget_makes_requests_wait_rather_than_exceed_it() -> None:
-    budget = MemoryBudget(100)
-    peak = 0
-    order: list[str] = []
-
-    async def request(name: str, n: int) -> None:
-        nonlocal peak
-        async with budget.reserve(n):
-            peak = max(peak, budget.used)
-            order.append(name)
-            await asyncio.sleep(0.01)
-
-    await asyncio.gather(request("a", 60), request("b", 60), request("c", 30))
-    assert peak <= 100
-    assert budget.used == 0
-    assert sorted(order) == ["a", "b", "c"]
-
-
-async def test_request_larger_than_the_whole_budget_runs_alone() -> None:
-    budget = MemoryBudget(100)
-    async with budget.reserve(10_000):
-        assert budget.used == 100
-
-
-def test_multi_member_gzip_is_inflated_whole() -> None:
-    body = gzip.compress(b"one\n") + gzip.compress(b"two\n")
-    assert inflate(body, 100) == b"one\ntwo\n"
-
-
-def test_truncated_gzip_is_400() -> None:
-    with pytest.raises(Rejected) as err:
-        inflate(gzip.compress(b"x" * 1000)[:-10], 10_000)
-    assert err.value.status == 400
-
-
 async def test_body_of_only_newlines_beyond_the_record_limit_is_413(state_dir: Path) -> None:
     async with run_ingest(state_dir, max_records_per_request=1000) as ing:
         status, answer, _ = await ing.post(b"\n" * 900_000)
     assert status == 413
     assert "lines" in answer["error"]
-
-
-async def test_shrinking_a_reservation_lets_a_waiting_request_in() -> None:
-    budget = MemoryBudget(100)
-    entered = asyncio.Event()
-
-    async def waiter() -> None:
-        async with budget.reserve(50):
-            entered.set()
-
-    async with budget.reserve(90) as held:
-        task = asyncio.create_task(waiter())
-        await asyncio.sleep(0.01)
-        assert not entered.is_set()
-        held.shrink(40)
-        await asyncio.wait_for(entered.wait(), 1)
-    await task
-    assert budget.used == 0
-
-
-async def test_cancelled_waiter_gives_back_nothing_it_did_not_get() -> None:
-    budget = MemoryBudget(100)
-
-    async def waiter() -> None:
-        async with budget.reserve(80):
-            pass
-
-    async with budget.reserve(60):
-        task = asyncio.create_task(waiter())
-        await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    assert budget.used == 0
-    async with budget.reserve(100):
-        assert budget.used == 100
 
 
 async def test_accepted_records_are_handed_on_at_shutdown_even_if_not_read_yet(

@@ -45,9 +45,9 @@ from sidekick.core.errors import ConfigError
 from sidekick.core.redact import redact_url
 from sidekick.ship.config import size
 from sidekick.ship.records import MESSAGE, TIMESTAMP, Record
+from sidekick.ship.sources._ingest_body import Rejected, inflate
 from sidekick.ship.sources._streams import Closed, Stream, StreamLimits, Streams
 from sidekick.ship.sources.base import InputSpec, SourceContext
-from sidekick.ship.sources.http import Rejected, inflate
 from sidekick.ship.sources.otlp_grpc import parse_address
 from sidekick.ship.sources.receiver import Receiver, Stamps, encode_records, spool_name
 from sidekick.ship.sources.spool import SpoolFullError, SpoolWriteError

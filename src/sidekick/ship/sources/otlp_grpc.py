@@ -32,6 +32,7 @@ from sidekick.core.addr import HostPort, parse_hostport
 from sidekick.core.errors import ConfigError
 from sidekick.core.redact import redact_url
 from sidekick.ship.config import size
+from sidekick.ship.sources._ingest_auth import TokenFile
 from sidekick.ship.sources._otlp_map import (
     OtlpError,
     count_records,
@@ -40,7 +41,6 @@ from sidekick.ship.sources._otlp_map import (
     to_records,
 )
 from sidekick.ship.sources.base import InputSpec, SourceContext
-from sidekick.ship.sources.http import TokenFile
 from sidekick.ship.sources.receiver import Receiver, encode_records, spool_name
 from sidekick.ship.sources.spool import SpoolFullError, SpoolWriteError
 
