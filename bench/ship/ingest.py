@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench" / "ship"))
+from _common import FileLines  # noqa: E402
+
 RECORDS_PER_BODY = 100
 
 
@@ -68,16 +71,6 @@ def wait_listening(port: int, timeout: float = 15.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-def count_lines(path: Path) -> int:
-    if not path.exists():
-        return 0
-    n = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            n += chunk.count(b"\n")
-    return n
 
 
 # -- load generators -------------------------------------------------------------------------
@@ -206,9 +199,11 @@ def bench_sidekick(args: argparse.Namespace, tmp: Path, body_file: Path) -> dict
         requests, bad, seconds = run_load(args, f"http://127.0.0.1:{port}/v1/logs", body_file)
         accepted = (requests - bad) * RECORDS_PER_BODY
         deadline = time.monotonic() + 120
-        while count_lines(out) < accepted and time.monotonic() < deadline:
+        lines = FileLines(out)
+        while lines.count() < accepted and time.monotonic() < deadline:
             time.sleep(0.05)
-        delivered = count_lines(out)
+        delivered = lines.count()
+        lines.close()
         e2e = time.monotonic() - start
         cpu = cpu_seconds(proc.pid) - cpu0
         try:

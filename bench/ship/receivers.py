@@ -17,7 +17,12 @@ Printed per case: records/s accepted, records/s delivered end to end (first send
 last record is in the file), and CPU µs per record of the shipper (user + system, /proc). Each
 case is also run against a bare server that only answers (aiohttp for HTTP, grpc.aio for gRPC,
 asyncio for forward acks and syslog reads), the ceiling of the transport on this machine.
-Usage: ``.venv/bin/python bench/ship/receivers.py [--duration 8] [--connections 8]``.
+
+``--rate N`` paces the senders to N records/s in all (each connection sends its share at even
+intervals) instead of as fast as they are answered: the sustained rate a receiver delivers
+while its records still reach the output from memory, not from its spool's files.
+
+Usage: ``.venv/bin/python bench/ship/receivers.py [--duration 8] [--connections 8] [--rate N]``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench" / "ship"))
-from ingest import count_lines, cpu_seconds, free_port, make_body, wait_listening  # noqa: E402
+from _common import FileLines  # noqa: E402
+from ingest import cpu_seconds, free_port, make_body, wait_listening  # noqa: E402
 
 METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
@@ -100,37 +106,52 @@ def syslog_batch(n: int = 1000) -> bytes:
 # -- load generators (each in its own process) -----------------------------------------------
 
 
-def _http_worker(port: int, body: bytes, ctype: str, seconds: float, q: Any) -> None:
+def _pace(sent: int, start: float, interval: float) -> None:
+    """With ``--rate``, wait until the next send is due (``interval`` seconds apart)."""
+    if interval > 0:
+        delay = start + sent * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def _http_worker(
+    port: int, body: bytes, ctype: str, seconds: float, interval: float, q: Any
+) -> None:
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     ok = 0
-    stop = time.monotonic() + seconds
+    start = time.monotonic()
+    stop = start + seconds
     while time.monotonic() < stop:
         conn.request("POST", "/v1/logs", body=body, headers={"Content-Type": ctype})
         resp = conn.getresponse()
         resp.read()
         ok += resp.status in (200, 202)
+        _pace(ok, start, interval)
     q.put(ok)
 
 
-def _grpc_worker(port: int, body: bytes, seconds: float, q: Any) -> None:
+def _grpc_worker(port: int, body: bytes, seconds: float, interval: float, q: Any) -> None:
     import grpc
 
     ok = 0
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_unary(METHOD)
-        stop = time.monotonic() + seconds
+        start = time.monotonic()
+        stop = start + seconds
         while time.monotonic() < stop:
             call(body, timeout=30)
             ok += 1
+            _pace(ok, start, interval)
     q.put(ok)
 
 
-def _forward_worker(port: int, body: bytes, seconds: float, q: Any) -> None:
+def _forward_worker(port: int, body: bytes, seconds: float, interval: float, q: Any) -> None:
     ok = 0
     with socket.create_connection(("127.0.0.1", port)) as s:
-        stop = time.monotonic() + seconds
+        start = time.monotonic()
+        stop = start + seconds
         while time.monotonic() < stop:
             s.sendall(body)
             got = b""
@@ -140,16 +161,19 @@ def _forward_worker(port: int, body: bytes, seconds: float, q: Any) -> None:
                     raise SystemExit("forward connection closed")
                 got += piece
             ok += 1
+            _pace(ok, start, interval)
     q.put(ok)
 
 
-def _syslog_worker(port: int, body: bytes, seconds: float, q: Any) -> None:
+def _syslog_worker(port: int, body: bytes, seconds: float, interval: float, q: Any) -> None:
     ok = 0
     with socket.create_connection(("127.0.0.1", port)) as s:
-        stop = time.monotonic() + seconds
+        start = time.monotonic()
+        stop = start + seconds
         while time.monotonic() < stop:
             s.sendall(body)
             ok += 1
+            _pace(ok, start, interval)
     q.put(ok)
 
 
@@ -239,11 +263,13 @@ class Case:
         self.bare = bare
         self.extra = extra
 
-    def args(self, port: int, seconds: float) -> tuple[Any, ...]:
-        return (port, self.body, *self.extra, seconds)
+    def args(self, port: int, seconds: float, interval: float = 0.0) -> tuple[Any, ...]:
+        return (port, self.body, *self.extra, seconds, interval)
 
 
-def run_sidekick(case: Case, tmp: Path, seconds: float, connections: int) -> dict[str, float]:
+def run_sidekick(
+    case: Case, tmp: Path, seconds: float, connections: int, rate: float = 0.0
+) -> dict[str, float]:
     port, admin = free_port(), free_port()
     out = tmp / f"{case.name}.ndjson"
     proc = subprocess.Popen(
@@ -266,12 +292,16 @@ def run_sidekick(case: Case, tmp: Path, seconds: float, connections: int) -> dic
         wait_listening(port)
         cpu0 = cpu_seconds(proc.pid)
         start = time.monotonic()
-        sends, took = load(case.worker, case.args(port, seconds), connections)
+        # --rate: records/s over all connections, each connection sending its share evenly.
+        interval = connections * case.per_send / rate if rate else 0.0
+        sends, took = load(case.worker, case.args(port, seconds, interval), connections)
         accepted = sends * case.per_send
         deadline = time.monotonic() + 180
-        while count_lines(out) < accepted and time.monotonic() < deadline:
+        lines = FileLines(out)
+        while lines.count() < accepted and time.monotonic() < deadline:
             time.sleep(0.05)
-        delivered = count_lines(out)
+        delivered = lines.count()
+        lines.close()
         e2e = time.monotonic() - start
         cpu = cpu_seconds(proc.pid) - cpu0
     finally:
@@ -309,6 +339,12 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="3 s runs")
     ap.add_argument("--only", default="", help="comma-separated case names")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="records/s offered in total (paced senders; default: as fast as answered)",
+    )
     args = ap.parse_args()
     seconds = 3.0 if args.quick else args.duration
     otlp = otlp_body()
@@ -323,13 +359,13 @@ def main() -> None:
         cases = [c for c in cases if c.name in args.only.split(",")]
     print(
         f"receivers -> file: {args.connections} connections, {seconds:.0f}s per run, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs" + (f", {args.rate:,.0f} records/s offered" if args.rate else "")
     )
     header = f"  {'case':<11} {'accepted/s':>12} {'delivered/s':>12} {'CPU µs/rec':>11}   bare server: {'records/s':>10} {'CPU µs/rec':>10}"
     print(header)
     with tempfile.TemporaryDirectory(prefix="sidekick-bench-receivers-") as d:
         for case in cases:
-            ours = run_sidekick(case, Path(d), seconds, args.connections)
+            ours = run_sidekick(case, Path(d), seconds, args.connections, args.rate)
             bare = run_bare(case, seconds, args.connections)
             print(
                 f"  {case.name:<11} {ours['accepted_rec_s']:>12,.0f} {ours['delivered_rec_s']:>12,.0f} "
