@@ -34,11 +34,11 @@ import aiohttp
 from sidekick.core.backoff import Backoff
 from sidekick.core.durations import format_duration
 from sidekick.pod import readonly, termination
+from sidekick.pod._container_isolation import ContainerIsolation, main_pid
 from sidekick.pod.expand import expand
 from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV, Tracker, kill_group, spawn
 from sidekick.pod.images import implicit_args, stop_signal
 from sidekick.pod.imagetools import tool_dir
-from sidekick.pod.isolation import ContainerIsolation, main_pid
 from sidekick.pod.manifest import Container, Manifests, Pod
 from sidekick.pod.output import Printer, pump
 from sidekick.pod.paths import PodDirs, check_container_paths
@@ -247,7 +247,7 @@ class ContainerRunner:
             session=session,
             enter=self._enter,
         )
-        # Set by the PodRunner where containers are isolated (sidekick.pod.isolation).
+        # Set by the PodRunner where containers are isolated (sidekick.pod._container_isolation).
         self.isolation: ContainerIsolation | None = None
         # Set by the PodRunner when the Pod starts: the loop time its probes' clock counts from.
         self.probe_epoch: float | None = None

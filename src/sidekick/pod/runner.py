@@ -32,9 +32,10 @@ import aiohttp
 
 from sidekick.core.errors import ConfigError
 from sidekick.pod import tmpfs
+from sidekick.pod._container_isolation import close_pod, prepare_pod
 from sidekick.pod.container import BackoffPolicy, ContainerRunner, port_in_use
 from sidekick.pod.hygiene import Tracker
-from sidekick.pod.isolation import Isolation, close_pod, prepare_pod
+from sidekick.pod.isolation import Isolation
 from sidekick.pod.manifest import Manifests, Pod
 from sidekick.pod.output import Printer
 from sidekick.pod.paths import prepare
