@@ -12,7 +12,7 @@ import pytest
 
 from sidekick.core.errors import ConfigError
 from sidekick.ship.acks import AckTracker
-from sidekick.ship.app import prepare
+from sidekick.ship.prepare import prepare
 from sidekick.ship.config import InputConfig
 from sidekick.ship.records import Record
 from sidekick.ship.sources import split_options

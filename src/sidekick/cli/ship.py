@@ -171,7 +171,9 @@ def ship(ctx: click.Context, /, **params: Any) -> None:
     init_logging(params)
     raise_open_files_limit()
     cfg = load_config(ctx, params)
-    from sidekick.ship.app import Reloading, check, prepare, run_shipper
+    from sidekick.ship.app import run_shipper
+    from sidekick.ship.prepare import check, prepare
+    from sidekick.ship.reload import Reloading
 
     if params.get("check"):
         for line in check(cfg):

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from sidekick.core.errors import ConfigError
-from sidekick.ship.app import prepare
+from sidekick.ship.prepare import prepare
 from sidekick.ship.checkpoints import STATE_FILE
 from tests.ship.helpers import (
     ShipperProcess,
