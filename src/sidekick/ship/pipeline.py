@@ -11,16 +11,11 @@ on every output. With transforms (``sidekick.ship.graph``), the batch then goes 
 input's ``Plan`` and each output queues the records that reached it; records dropped on the
 way count as handled, and a batch no output received is acknowledged at once.
 
-Each output has one worker task. While the worker is busy sending, new batches queue up;
-when it is free it takes everything queued up to ``batch.max_records``/``batch.max_bytes``
-and sends it as one batch, so batches are large under load and latency is low when idle
-(``batch.timeout`` adds an optional wait for more records). A batch that fails is retried
-with jittered exponential back-off, forever: ``TemporaryError`` (or any unexpected error)
-retries the whole batch, ``SendResult.retry`` only those records, ``SendResult.rejected``
-and ``PermanentError`` go to the dead-letter file. A source batch counts as delivered once
-every output that received records of it has delivered (or dead-lettered) them; only then
-is its ``Ack`` delivered and its bytes leave the in-flight total. Each output's records count
-in that total (fan-out does not escape the bound).
+Each output has one worker task (``output_worker.OutputWorker``): it sends what is queued for
+it in batches and retries until each record is delivered or dead-lettered. A source batch
+counts as delivered once every output that received records of it has delivered (or
+dead-lettered) them; only then is its ``Ack`` delivered and its bytes leave the in-flight
+total. Each output's records count in that total (fan-out does not escape the bound).
 
 Records are shared between outputs: sinks must not modify them (the graph copies records only
 where a transform may change them).
@@ -29,26 +24,20 @@ where a transform may change them).
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sidekick.core.backoff import Backoff
-from sidekick.core.errors import PermanentError, TemporaryError
-from sidekick.ship.acks import Ack
 from sidekick.ship.deadletter import DeadLetter
 from sidekick.ship.metrics import ShipMetrics
+from sidekick.ship.output_worker import OutputWorker, Part, Unit
 from sidekick.ship.records import FILE_ID, FILE_PATH, HOST_NAME, MESSAGE, Record, Sink
 from sidekick.ship.sources.base import SourceBatch
 
 if TYPE_CHECKING:
     from sidekick.ship.graph import Plan
     from sidekick.ship.tap import Taps
-
-log = logging.getLogger("sidekick.ship.pipeline")
 
 # Least memory one record is counted for beyond its line: the dict, its list slot, its offset.
 RECORD_OVERHEAD = 512
@@ -78,235 +67,6 @@ class PipelineSettings:
     retry_initial: float = 0.5
     retry_max: float = 30.0
     max_queued_batches: int = 2
-
-
-class _Unit:
-    """One source batch in flight; ``remaining`` counts undelivered slices over all outputs."""
-
-    __slots__ = ("ack", "cost", "pipeline", "remaining")
-
-    def __init__(self, pipeline: Pipeline, cost: int, ack: Ack | None, outputs: int) -> None:
-        self.pipeline = pipeline
-        self.cost = cost  # memory held (the in-flight limit counts these)
-        self.ack = ack
-        self.remaining = outputs
-
-    def slice_done(self) -> None:
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.pipeline._unit_done(self)
-
-
-class _Part:
-    """The records of one unit that one output received (all of them, without transforms)."""
-
-    __slots__ = ("cost", "records", "size", "unit")
-
-    def __init__(self, unit: _Unit, records: list[Record], size: int, cost: int) -> None:
-        self.unit = unit
-        self.records = records
-        self.size = size  # bytes read (batches are cut by these)
-        self.cost = cost  # memory held (the output's queue limit counts these)
-
-
-_Slice = tuple[_Part, int, int]
-
-
-class OutputWorker:
-    """Sends queued records to one sink, in batches, retrying until each is delivered."""
-
-    def __init__(
-        self,
-        sink: Sink,
-        settings: PipelineSettings,
-        metrics: ShipMetrics,
-        dead_letter: DeadLetter,
-    ) -> None:
-        self.sink = sink
-        self.name = sink.name
-        self.settings = settings
-        self.dead_letter = dead_letter
-        self._queue: deque[tuple[_Part, int]] = deque()
-        self._queued_records = 0
-        self.queued_cost = 0  # memory of the queued records (the queue limit counts this)
-        self.on_dequeue: Callable[[], None] | None = None
-        self._wake = asyncio.Event()
-        self._delivered = metrics.records_delivered.labels(self.name)
-        self._failed = metrics.records_failed.labels(self.name)
-        self._retried = metrics.records_retried.labels(self.name)
-        self._dead = metrics.records_dead_lettered.labels(self.name)
-        self._sent = metrics.batches_sent.labels(self.name)
-        self.backoff = Backoff(settings.retry_initial, settings.retry_max)
-        self.failing = False
-        self._error: BaseException | None = None
-
-    def put(self, part: _Part) -> None:
-        self._queue.append((part, 0))
-        self._queued_records += len(part.records)
-        self.queued_cost += part.cost
-        self._wake.set()
-
-    async def _take(self) -> list[_Slice]:
-        while not self._queue:
-            if self._error is not None:
-                raise self._error
-            self._wake.clear()
-            await self._wake.wait()
-        s = self.settings
-        if s.batch_timeout > 0 and self._queued_records < s.batch_max_records:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + s.batch_timeout
-            while self._queued_records < s.batch_max_records:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), left)
-                except TimeoutError:
-                    break
-        slices: list[_Slice] = []
-        count = 0
-        nbytes = 0
-        cost = 0
-        queue = self._queue
-        while queue and count < s.batch_max_records and nbytes < s.batch_max_bytes:
-            part, lo = queue[0]
-            hi = len(part.records)
-            room = s.batch_max_records - count
-            if hi - lo > room:
-                # The rest of this source batch stays queued as one more slice.
-                part.unit.remaining += 1
-                queue[0] = (part, lo + room)
-                hi = lo + room
-            else:
-                queue.popleft()
-            slices.append((part, lo, hi))
-            count += hi - lo
-            total = len(part.records)
-            nbytes += part.size * (hi - lo) // total if total else 0
-            cost += part.cost * (hi - lo) // total if total else 0
-        self._queued_records -= count
-        self.queued_cost = max(0, self.queued_cost - cost) if queue else 0
-        if self.on_dequeue is not None:
-            self.on_dequeue()
-        return slices
-
-    async def run(self) -> None:
-        # A sink may allow several batches in flight at once (``concurrency``, e.g. HTTP
-        # outputs, whose server works while we encode the next batch); the ack trackers
-        # keep checkpoints in order whatever order the batches finish in.
-        limit = max(1, self.sink.concurrency)
-        if limit == 1:
-            while True:
-                await self._send(await self._take())
-        slots = asyncio.Semaphore(limit)
-        running: set[asyncio.Task[None]] = set()
-
-        def finished(task: asyncio.Task[None]) -> None:
-            running.discard(task)
-            slots.release()
-            if not task.cancelled() and task.exception() is not None and self._error is None:
-                self._error = task.exception()
-                self._wake.set()  # a waiting _take raises it
-
-        try:
-            while True:
-                # A free slot first: a batch taken off the queue only to wait for one would
-                # hold its records outside the queue limit.
-                await slots.acquire()
-                try:
-                    slices = await self._take()
-                except BaseException:
-                    slots.release()
-                    raise
-                if self._error is not None:
-                    slots.release()
-                    raise self._error
-                task = asyncio.create_task(self._send(slices), name=f"send {self.name}")
-                running.add(task)
-                task.add_done_callback(finished)
-        finally:
-            for task in list(running):
-                task.cancel()
-            if running:
-                await asyncio.wait(running)
-
-    async def _send(self, slices: list[_Slice]) -> None:
-        if len(slices) == 1 and slices[0][1] == 0 and slices[0][2] == len(slices[0][0].records):
-            records = slices[0][0].records
-        else:
-            records = []
-            for part, lo, hi in slices:
-                records.extend(part.records[lo:hi])
-        await self.deliver(records)
-        for part, _lo, _hi in slices:
-            part.unit.slice_done()
-
-    async def deliver(self, records: list[Record]) -> None:
-        """Send until every record is delivered or dead-lettered."""
-        pending = records
-        while pending:
-            self._sent.inc()
-            try:
-                result = await self.sink.send(pending)
-            except TemporaryError as exc:
-                await self._failed_attempt(pending, str(exc), exc.retry_after)
-                continue
-            except PermanentError as exc:
-                self._to_dead_letter([(r, str(exc)) for r in pending])
-                self._recovered()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # A bug or an unforeseen error in a sink must not drop data: retry it.
-                log.exception("Output %s failed unexpectedly; retrying.", self.name)
-                await self._failed_attempt(pending, f"{type(exc).__name__}: {exc}", None)
-                continue
-            n_retry = len(result.retry)
-            n_rejected = len(result.rejected)
-            self._delivered.inc(len(pending) - n_retry - n_rejected)
-            if n_rejected:
-                self._to_dead_letter([(pending[i], reason) for i, reason in result.rejected])
-            if not n_retry:
-                self._recovered()
-                return
-            pending = [pending[i] for i in result.retry]
-            await self._failed_attempt(pending, f"{n_retry} record(s) to retry", None)
-
-    async def _failed_attempt(
-        self, pending: Sequence[Record], reason: str, hint: float | None
-    ) -> None:
-        self._failed.inc(len(pending))
-        delay = self.backoff.next_delay()
-        if hint is not None:
-            delay = max(delay, min(hint, self.settings.retry_max))
-        if not self.failing:
-            log.warning(
-                "Output %s failed (%s); retrying %d record(s) in %.1fs and until it works.",
-                self.name,
-                reason,
-                len(pending),
-                delay,
-            )
-            self.failing = True
-        else:
-            log.debug("Output %s failed again (%s); next try in %.1fs.", self.name, reason, delay)
-        await asyncio.sleep(delay)
-        self._retried.inc(len(pending))
-
-    def _recovered(self) -> None:
-        if self.failing:
-            log.info("Output %s delivers again.", self.name)
-            self.failing = False
-        self.backoff.reset()
-
-    def _to_dead_letter(self, items: list[tuple[Record, str]]) -> None:
-        # If the dead-letter file cannot be written the error propagates: the task dies,
-        # /healthz fails and the records stay unacknowledged (they are re-read on restart).
-        self.dead_letter.write(self.name, items)
-        self._dead.inc(len(items))
 
 
 class Pipeline:
@@ -420,7 +180,7 @@ class Pipeline:
         # output, plus (over-counted where shared) the records it holds.
         held = sum(len(got) for _i, got in routed)
         cost = batch.size + overhead * held
-        unit = _Unit(self, cost, batch.ack, len(routed))
+        unit = Unit(self, cost, batch.ack, len(routed))
         self.inflight_bytes += cost
         self.inflight_units += 1
         self._idle.clear()
@@ -428,7 +188,7 @@ class Pipeline:
         for index, got in routed:
             n = len(got)
             size = batch.size * n // n_read
-            outputs[index].put(_Part(unit, got, size, size + overhead * n))
+            outputs[index].put(Part(unit, got, size, size + overhead * n))
         self._update_room()
 
     def _queue_all(self, batch: SourceBatch) -> None:
@@ -443,8 +203,8 @@ class Pipeline:
             batch.parser.parse(records)
         # Count what the records cost in memory, not only the bytes they were read from.
         cost = batch.size + record_overhead(records[0]) * len(records)
-        unit = _Unit(self, cost, batch.ack, len(self.outputs))
-        part = _Part(unit, records, batch.size, cost)
+        unit = Unit(self, cost, batch.ack, len(self.outputs))
+        part = Part(unit, records, batch.size, cost)
         self.inflight_bytes += cost
         self.inflight_units += 1
         self._idle.clear()
@@ -477,7 +237,7 @@ class Pipeline:
             self.previous = None  # it delivered everything: forget it
         return self.inflight_bytes + held
 
-    def _unit_done(self, unit: _Unit) -> None:
+    def _unit_done(self, unit: Unit) -> None:
         self.inflight_bytes -= unit.cost
         self.inflight_units -= 1
         self._update_room()
