@@ -41,7 +41,7 @@ from sidekick.ship.metrics import ComponentsCollector, OutputEventsCollector, Sh
 from sidekick.ship.pipeline import Pipeline
 from sidekick.ship.prepare import Prepared, prepare
 from sidekick.ship.records import Sink
-from sidekick.ship.reload import Reloading, Reloader, config_hash
+from sidekick.ship.reload import Reloader, Reloading, config_hash
 from sidekick.ship.sources.base import InputSpec, Source, SourceContext
 from sidekick.ship.tap import Taps, tap_handler
 

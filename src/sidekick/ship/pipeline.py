@@ -36,7 +36,7 @@ from sidekick.ship.records import FILE_ID, FILE_PATH, HOST_NAME, MESSAGE, Record
 from sidekick.ship.sources.base import SourceBatch
 
 if TYPE_CHECKING:
-    from sidekick.ship.graph import Plan
+    from sidekick.ship.plan import Plan
     from sidekick.ship.tap import Taps
 
 # Least memory one record is counted for beyond its line: the dict, its list slot, its offset.
