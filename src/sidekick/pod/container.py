@@ -7,11 +7,10 @@ lasted 10 min (``--fast-backoff``: 0.1 s doubling to 2 s, reset after 4 s). A fa
 startup probe, or a failed postStart hook, kills the container (preStop first, then SIGTERM,
 then SIGKILL after the grace period) and counts as an exit.
 
-The environment is built the kubelet's way: ``envFrom`` first, then ``env`` in order, each value
-``$(VAR)``-expanded against the variables declared before it; then ``command`` and ``args`` are
-expanded against all of them. Mount paths are translated after expansion, once. The host's
-PATH (with this Python's bin directory first, so ``sidekick`` is found), HOME, LANG, LC_ALL and TZ
-are passed as an image would provide them, plus HOSTNAME (the pod name) and the run markers.
+Left out: the declared and base variables, built the kubelet's way (``_container_env``), the
+status record and its summary (``_container_status``), the probes and hooks themselves
+(``probes``), and starting the process in the container's namespaces
+(``_container_isolation``).
 """
 
 from __future__ import annotations
@@ -21,12 +20,9 @@ import contextlib
 import logging
 import os
 import signal
-import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -34,9 +30,11 @@ import aiohttp
 from sidekick.core.backoff import Backoff
 from sidekick.core.durations import format_duration
 from sidekick.pod import readonly, termination
+from sidekick.pod._container_env import base_env, declared_env
 from sidekick.pod._container_isolation import ContainerIsolation, main_pid
+from sidekick.pod._container_status import Status, _rfc3339, exit_code
 from sidekick.pod.expand import expand
-from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV, Tracker, kill_group, spawn
+from sidekick.pod.hygiene import Tracker, kill_group, spawn
 from sidekick.pod.images import implicit_args, stop_signal
 from sidekick.pod.imagetools import tool_dir
 from sidekick.pod.manifest import Container, Manifests, Pod
@@ -45,8 +43,6 @@ from sidekick.pod.paths import PodDirs, check_container_paths
 from sidekick.pod.probes import ActionContext, ProbeWorker, run_action
 
 log = logging.getLogger("sidekick.up")
-
-POD_IP = "127.0.0.1"
 
 
 @dataclass
@@ -58,131 +54,6 @@ class BackoffPolicy:
     @classmethod
     def fast(cls) -> BackoffPolicy:
         return cls(0.1, 2.0, 4.0)
-
-
-def _field(pod: Pod, path: str) -> str:
-    simple = {
-        "metadata.name": pod.name,
-        "metadata.namespace": pod.namespace,
-        "metadata.uid": pod.uid,
-        "status.podIP": POD_IP,
-        "status.podIPs": POD_IP,
-        "status.hostIP": POD_IP,
-        "status.hostIPs": POD_IP,
-        "spec.nodeName": pod.node_name,
-        "spec.serviceAccountName": pod.service_account,
-    }
-    if path in simple:
-        return simple[path]
-    for prefix, store in (
-        ("metadata.labels", pod.labels),
-        ("metadata.annotations", pod.annotations),
-    ):
-        if path.startswith(prefix + "['"):
-            return store.get(path[len(prefix) + 2 : -2], "")
-    return ""
-
-
-def declared_env(pod: Pod, c: Container, manifests: Manifests) -> dict[str, str]:
-    """The container's declared variables, expanded as the kubelet does (not yet translated).
-
-    The service variables (``sidekick.pod.servicelinks``) come last, under the declared ones,
-    and ``$(VAR)`` in a value may name them.
-    """
-    from collections import ChainMap
-
-    from sidekick.pod.downward import env_resource
-    from sidekick.pod.servicelinks import service_env
-
-    services = service_env(pod, manifests.services)
-    env: dict[str, str] = {}
-    for ef in c.env_from:
-        prefix = str(ef.get("prefix") or "")
-        for ref_kind, store in (
-            ("configMapRef", manifests.config_maps),
-            ("secretRef", manifests.secrets),
-        ):
-            ref = ef.get(ref_kind)
-            if ref is not None:
-                for k, v in store.get((pod.namespace, ref.get("name", "")), {}).items():
-                    env[prefix + k] = v.decode(errors="replace")
-    for e in c.env:
-        name = e["name"]
-        src = e.get("valueFrom")
-        if not src:
-            env[name] = expand(str(e.get("value") or ""), ChainMap(env, services))
-            continue
-        if "fieldRef" in src:
-            env[name] = _field(pod, src["fieldRef"]["fieldPath"])
-        if "resourceFieldRef" in src:
-            env[name] = env_resource(c, pod.all_containers, src["resourceFieldRef"])
-        for ref_kind, store in (
-            ("configMapKeyRef", manifests.config_maps),
-            ("secretKeyRef", manifests.secrets),
-        ):
-            ref = src.get(ref_kind)
-            if ref is not None:
-                value = store.get((pod.namespace, ref.get("name", "")), {}).get(ref["key"])
-                if value is not None:
-                    env[name] = value.decode(errors="replace")
-    for key, text in services.items():
-        env.setdefault(key, text)
-    return env
-
-
-def base_env(pod: Pod, c: Container, run_id: str) -> dict[str, str]:
-    bindir = os.path.dirname(sys.executable)
-    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-    if bindir not in path.split(":"):
-        path = f"{bindir}:{path}"
-    env = {
-        "PATH": path,
-        "HOME": os.environ.get("HOME", "/root"),
-        "HOSTNAME": pod.hostname or pod.name,
-    }
-    for k in ("LANG", "LC_ALL", "TZ"):
-        if k in os.environ:
-            env[k] = os.environ[k]
-    env[RUN_ENV] = run_id
-    env[CONTAINER_ENV] = f"{pod.name}/{c.name}"
-    return env
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def exit_code(returncode: int) -> int:
-    """A shell-style exit code: killed by signal N is 128+N, as Kubernetes reports it."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-@dataclass
-class Status:
-    state: str = "Waiting"  # Waiting | Running | Terminated
-    reason: str = "PodInitializing"
-    message: str = ""
-    exit_code: int | None = None
-    started: bool = False
-    ready: bool = False
-    restarts: int = 0
-    pid: int | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    def summary(self) -> str:
-        if self.state == "Running":
-            word = "Ready" if self.ready else ("Running" if self.started else "Running, starting")
-            text = word
-        elif self.state == "Terminated":
-            text = f"Terminated ({self.reason}, exit code {self.exit_code})"
-        else:
-            text = f"Waiting ({self.reason})"
-        if self.message and self.state != "Running":
-            # A termination message may span lines; the status line stays one line.
-            one = " ".join(self.message.split())
-            text += f": {one if len(one) <= 200 else one[:199] + '…'}"
-        return f"{text}, restarts {self.restarts}"
 
 
 class ContainerRunner:
@@ -636,14 +507,3 @@ class ContainerRunner:
     def _enter(self, argv: list[str], cwd: str | None) -> list[str]:
         """An exec probe's or hook's command, run in the container's namespaces and user."""
         return argv if self.isolation is None else self.isolation.enter(argv, cwd)
-
-
-def port_in_use(port: int) -> bool:
-    """True when something on this machine already listens on TCP ``port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return True
-    return False

@@ -280,7 +280,7 @@ def image_config(image: str) -> ImageConfig | None:
 
 
 def host_path() -> str:
-    """The PATH containers get (see ``container.base_env``)."""
+    """The PATH containers get (see ``_container_env.base_env``)."""
     bindir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     return path if bindir in path.split(":") else f"{bindir}:{path}"

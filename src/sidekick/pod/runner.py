@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ import aiohttp
 from sidekick.core.errors import ConfigError
 from sidekick.pod import tmpfs
 from sidekick.pod._container_isolation import close_pod, prepare_pod
-from sidekick.pod.container import BackoffPolicy, ContainerRunner, port_in_use
+from sidekick.pod.container import BackoffPolicy, ContainerRunner
 from sidekick.pod.hygiene import Tracker
 from sidekick.pod.isolation import Isolation
 from sidekick.pod.manifest import Manifests, Pod
@@ -50,6 +51,17 @@ def _du(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
     return total
+
+
+def port_in_use(port: int) -> bool:
+    """True when something on this machine already listens on TCP ``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
 
 
 def check_ports(pods: list[Pod]) -> None:
