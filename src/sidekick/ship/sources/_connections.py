@@ -9,7 +9,7 @@ for what the server is waiting for, and the number of connections is bounded:
 - header timeout: from the start of the connection, or from the first byte after a keep-alive
   pause, to the end of the request headers; sending slowly does not extend it.
 - keep-alive timeout: from the end of one request to the first byte of the next.
-- the body has its own timeout in the request handler (answered 408, see ``http.py``).
+- the body has its own timeout in the request handler (answered 408, see ``_ingest_server``).
 - at most ``max_connections`` at once. At the limit, a new connection closes the one that has
   been idle longest (no request under way: waiting for headers, or between requests), so the
   clients that send requests keep being served while idle connections are recycled. Only when

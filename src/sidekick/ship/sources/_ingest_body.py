@@ -9,8 +9,9 @@ lines are counted before the body is split, nesting is measured on the bytes bef
 ``MAX_DEPTH`` could be hit by a recursive decoder downstream, and ``inflate`` stops at its
 cap. The forward input inflates its compressed messages with the same ``inflate``.
 
-Left out: HTTP itself (reading the body, tokens, budgets, answers: ``sidekick.ship.sources.http``)
-and OTLP's mapping to records (``sidekick.ship.sources._otlp_map``).
+Left out: HTTP itself (reading the body, tokens, budgets, answers:
+``sidekick.ship.sources._ingest_server``) and OTLP's mapping to records
+(``sidekick.ship.sources._otlp_map``).
 """
 
 from __future__ import annotations
