@@ -1,11 +1,10 @@
-"""Shared plumbing of the aggregator outputs (Elasticsearch, Loki, OTLP, syslog).
+"""Shared HTTP plumbing of the aggregator outputs (Elasticsearch, Loki, OTLP, ``http:``).
 
-Every aggregator output needs the same few things, and they should behave the same way in all
-of them: options read from the URL query and the config file into a typed struct (one clear
-``ConfigError`` per mistake), secrets read from files (and read again when the file changes
-or the server refuses them), one lazily created HTTP session per output with TLS from a CA
-bundle, gzip request bodies (big ones compressed off the event loop), ``Retry-After``
-honoured, and one classification of whole-response HTTP statuses:
+Every HTTP output needs the same few things, and they should behave the same way in all of
+them: one lazily created HTTP session per output (TLS from ``_options.tls_context``, the
+``Authorization`` header from ``_credentials``), gzip request bodies (big ones compressed off
+the event loop), ``Retry-After`` honoured, and one classification of whole-response HTTP
+statuses:
 
 - connection errors, timeouts, 429 and 5xx: ``TemporaryError`` (nothing delivered, retry);
 - 401/403/404/405/407 and redirects (3xx, never followed): ``TemporaryError`` too, logged as
@@ -23,8 +22,8 @@ A 2xx is a delivery only if its body does not say otherwise; each output checks 
 protocol defines, and one that contradicts the batch (``PushSink.unconfirmed``) is counted
 (``bad_responses`` on ``/metrics``), logged once a minute and resent.
 
-URLs are shown (in messages, sink names and so metric labels) through
-``sidekick.core.redact.redact_url``: ``Target.url`` never holds a password or a token.
+URLs in its messages (the one posted to, a redirect's ``Location``) are shown through
+``sidekick.core.redact.redact_url``, as ``Target.url`` is (``_options``).
 
 It also holds the RFC 3339 → epoch-nanoseconds conversion that Loki and OTLP both need, done
 with one compiled regex and a per-second cache rather than ``datetime`` per record.
@@ -35,30 +34,24 @@ Left out: HTTP proxies, client certificates (mTLS) and request signing (AWS SigV
 from __future__ import annotations
 
 import asyncio
-import base64
 import calendar
 import email.utils
 import logging
-import os
 import re
 import ssl
 import time
-import typing
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any
 
 import aiohttp
-import msgspec
 
-from sidekick.core.config import field_path
-from sidekick.core.errors import ConfigError, TemporaryError
+from sidekick.core.errors import TemporaryError
 from sidekick.core.ratelog import RateLimitedLog
 from sidekick.core.redact import redact_text, redact_url
 from sidekick.ship.records import DELIVERED, Record, SendResult
+from sidekick.ship.sinks._credentials import Credentials
 from sidekick.ship.sinks.base import BaseSink
 
 log = logging.getLogger("sidekick.ship.sinks")
@@ -66,268 +59,8 @@ log = logging.getLogger("sidekick.ship.sinks")
 # once a minute per output and kind, with a count.
 rate_log = RateLimitedLog(log, 60.0)
 
-T = TypeVar("T")
-
 # Statuses that mean "our credentials or URL are wrong": retried (see module docstring).
 CONFIG_STATUSES = frozenset({401, 403, 404, 405, 407})
-
-
-# --------------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """The parts of an output URL every sink uses."""
-
-    url: str  # the URL as the user wrote it, secrets masked (redact_url): for messages
-    scheme: str
-    tls: bool
-    host: str
-    port: int
-    path: str  # as written, not percent-decoded: it may hold a strftime pattern
-    username: str | None
-    query: dict[str, str]
-
-    @property
-    def hostport(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    def base_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.hostport}"
-
-
-def parse_target(url: str, *, default_port: int, query_options: bool = True) -> Target:
-    """Split an output URL; refuse what would leak or be silently ignored.
-
-    ``query_options``: the query holds the output's options (each given once); otherwise it
-    is part of the destination and left alone.
-    """
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # an unbalanced "[" of an IPv6 address
-        raise ConfigError(f"output {shown!r} is not a valid URL ({exc}); fix it") from None
-    scheme = parts.scheme.lower()
-    if parts.password is not None:
-        raise ConfigError(
-            f"output {shown!r} has a password in the URL; put it in a file and set "
-            "the password_file option instead"
-        )
-    try:
-        port = parts.port or default_port
-    except ValueError:
-        raise ConfigError(
-            f"output {shown!r} has an invalid port; use HOST:PORT with a port from 1 to 65535"
-        ) from None
-    host = parts.hostname or ""
-    if not host:
-        raise ConfigError(f"output {shown!r} names no host; write it as {scheme}://HOST:PORT/...")
-    if parts.fragment:
-        raise ConfigError(f"output {shown!r} has a #fragment; remove it")
-    query: dict[str, str] = {}
-    if query_options:
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in query:
-                raise ConfigError(f"output {shown!r} sets option {key!r} twice; keep one")
-            query[key] = value
-    return Target(
-        url=shown,
-        scheme=scheme,
-        tls=scheme == "https" or scheme.endswith("+https"),
-        host=host,
-        port=port,
-        path=parts.path,
-        username=parts.username,
-        query=query,
-    )
-
-
-def load_options(kind: type[T], target: Target, options: Mapping[str, Any]) -> T:
-    """Build the sink's option struct from the config file's options, overridden by the URL query."""
-    data: dict[str, Any] = dict(options)
-    data.update(target.query)
-    try:
-        return msgspec.convert(data, kind, strict=False)
-    except msgspec.ValidationError as exc:
-        path, problem = field_path(exc)
-        text = str(exc)
-        unknown = re.search(r"unknown field `([^`]*)`", text)
-        if unknown:
-            known = ", ".join(sorted(getattr(kind, "__struct_fields__", ())))
-            raise ConfigError(
-                f"output {target.url!r}: unknown option {unknown.group(1)!r}; use one of {known}"
-            ) from None
-        where = f"option {path!r}" if path else "its options"
-        fix = "fix it in the URL query or the output's options"
-        choices = typing.get_args(typing.get_type_hints(kind).get(path))
-        if choices and all(isinstance(c, str) for c in choices):
-            fix = "use one of " + ", ".join(choices)
-        elif problem.startswith("expected bool"):
-            fix = "use true or false"
-        elif problem.startswith("expected int"):
-            fix = "use a whole number"
-        raise ConfigError(f"output {target.url!r}: {where}: {problem}; {fix}") from None
-
-
-def option_error(target: Target, option: str, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"output {target.url!r}: option {option!r} {problem}; {fix}")
-
-
-def parse_pairs(
-    target: Target, option: str, text: str, *, value_required: bool, example: str
-) -> dict[str, str]:
-    """Parse a URL-query style list ``A=x,B=y`` into a dict, naming the bad part on error."""
-    out: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep or not name.strip() or (value_required and not value.strip()):
-            what = "NAME=FIELD" if value_required else "NAME=VALUE"
-            raise option_error(
-                target, option, f"has {part!r}, which is not {what}", f"write it like {example}"
-            )
-        out[name.strip()] = value.strip()
-    return out
-
-
-def read_secret(target: Target, option: str, path: str) -> str:
-    """The content of a secret file (a mounted Kubernetes Secret), without its final newline."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise option_error(
-            target, option, f"names {path!r}, which does not exist", "check the path"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8"
-        raise option_error(
-            target, option, f"names {path!r}, which cannot be read ({reason})", "fix the file"
-        ) from None
-    secret = text.rstrip("\r\n")
-    if not secret:
-        raise option_error(target, option, f"names {path!r}, which is empty", "fill the file")
-    return secret
-
-
-class Credentials:
-    """The ``Authorization`` header from secret files, re-read after a 401/403.
-
-    At most one scheme: basic (``username`` + ``password_file``), an Elasticsearch API key
-    (``api_key_file``) or a bearer token (``bearer_token_file``). Files are read at start-up
-    (a missing file is a ``ConfigError``), again before a request when the file changed on
-    disk (one ``stat`` per request), and again after the server refused them, so a rotated
-    Kubernetes Secret is picked up without a restart.
-    """
-
-    def __init__(
-        self,
-        target: Target,
-        *,
-        username: str | None = None,
-        password_file: str | None = None,
-        api_key_file: str | None = None,
-        bearer_token_file: str | None = None,
-    ) -> None:
-        self.target = target
-        basic = bool(username or password_file)
-        chosen = [
-            name
-            for name, on in (
-                ("username/password_file", basic),
-                ("api_key_file", bool(api_key_file)),
-                ("bearer_token_file", bool(bearer_token_file)),
-            )
-            if on
-        ]
-        if len(chosen) > 1:
-            raise option_error(
-                target,
-                chosen[1],
-                f"is set together with {chosen[0]}",
-                "use only one way to authenticate",
-            )
-        if basic and not (username and password_file):
-            missing = "password_file" if username else "username"
-            raise option_error(
-                target, missing, "is not set", "basic auth needs both username and password_file"
-            )
-        self._username = username
-        self._file: tuple[str, str] | None = None
-        if password_file:
-            self._file = ("password_file", password_file)
-        elif api_key_file:
-            self._file = ("api_key_file", api_key_file)
-        elif bearer_token_file:
-            self._file = ("bearer_token_file", bearer_token_file)
-        self._stamp: tuple[int, int] | None = None
-        self._stale = False
-        self.header: str | None = self._read() if self._file else None
-
-    def _stat(self) -> tuple[int, int] | None:
-        assert self._file is not None
-        try:
-            st = os.stat(self._file[1])
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns)
-
-    def _read(self) -> str:
-        assert self._file is not None
-        option, path = self._file
-        self._stamp = self._stat()
-        secret = read_secret(self.target, option, path)
-        if option == "password_file":
-            token = base64.b64encode(f"{self._username}:{secret}".encode()).decode("ascii")
-            return f"Basic {token}"
-        if option == "api_key_file":
-            return f"ApiKey {secret}"
-        return f"Bearer {secret}"
-
-    def refused(self) -> None:
-        """The server answered 401/403: read the file again before the next request."""
-        self._stale = True
-
-    def current(self) -> str | None:
-        """The header value to send now, re-reading the file if it changed or was refused."""
-        if self._file is not None and (self._stale or self._stat() != self._stamp):
-            self._stale = False
-            self.reload()
-        return self.header
-
-    def reload(self) -> None:
-        """Read the secret file again; keep the old value if it cannot be read now."""
-        if self._file is None:
-            return
-        try:
-            header = self._read()
-        except ConfigError as exc:
-            log.warning("%s; keeping the credentials read before", exc)
-            return
-        if header != self.header:
-            log.info("output %r: credentials changed on disk; using the new ones", self.target.url)
-            self.header = header
-
-
-def tls_context(target: Target, ca_file: str | None) -> ssl.SSLContext | None:
-    if ca_file is not None and not target.tls:
-        kind = target.scheme.split("+")[0]
-        raise option_error(
-            target,
-            "ca_file",
-            "is set but the URL is not TLS",
-            "use the https:// scheme" if kind == "http" else f"use the {kind}+https:// scheme",
-        )
-    if not target.tls:
-        return None
-    try:
-        return ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise option_error(
-            target,
-            "ca_file",
-            f"names {ca_file!r}, which is not a readable PEM bundle ({exc})",
-            "point it at the CA certificate file",
-        ) from None
 
 
 # --------------------------------------------------------------------------- HTTP

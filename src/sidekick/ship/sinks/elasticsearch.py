@@ -45,18 +45,20 @@ from sidekick.core.durations import parse_duration
 from sidekick.core.errors import PermanentError
 from sidekick.ship.records import DELIVERED, MESSAGE, OFFSET, TIMESTAMP, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
+from sidekick.ship.sinks._credentials import Credentials
 from sidekick.ship.sinks._http import (
-    Credentials,
     HttpClient,
     PushSink,
     Response,
+    raise_for_common_status,
+    rate_log,
+    rfc3339_to_ns,
+)
+from sidekick.ship.sinks._options import (
     Target,
     load_options,
     option_error,
     parse_target,
-    raise_for_common_status,
-    rate_log,
-    rfc3339_to_ns,
     tls_context,
 )
 

@@ -35,17 +35,10 @@ from sidekick.core.errors import ConfigError, PermanentError
 from sidekick.core.redact import redact_url
 from sidekick.ship.records import DELIVERED, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
+from sidekick.ship.sinks._credentials import Credentials
 from sidekick.ship.sinks._encode import encode_ndjson
-from sidekick.ship.sinks._http import (
-    Credentials,
-    HttpClient,
-    PushSink,
-    load_options,
-    parse_target,
-    raise_for_common_status,
-    rate_log,
-    tls_context,
-)
+from sidekick.ship.sinks._http import HttpClient, PushSink, raise_for_common_status, rate_log
+from sidekick.ship.sinks._options import load_options, parse_target, tls_context
 
 RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 

@@ -47,19 +47,21 @@ import msgspec
 from sidekick.core.durations import parse_duration
 from sidekick.ship.records import DELIVERED, MESSAGE, TIMESTAMP, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
+from sidekick.ship.sinks._credentials import Credentials
 from sidekick.ship.sinks._http import (
-    Credentials,
     HttpClient,
     PushSink,
-    Target,
-    load_options,
     looks_like_html,
-    option_error,
-    parse_pairs,
-    parse_target,
     raise_for_common_status,
     rate_log,
     rfc3339_to_ns,
+)
+from sidekick.ship.sinks._options import (
+    Target,
+    load_options,
+    option_error,
+    parse_pairs,
+    parse_target,
     tls_context,
 )
 

@@ -57,14 +57,16 @@ from sidekick.ship.sinks._http import (
     HttpClient,
     PushSink,
     Response,
-    Target,
-    load_options,
     looks_like_html,
-    parse_pairs,
-    parse_target,
     raise_for_common_status,
     rate_log,
     rfc3339_to_ns,
+)
+from sidekick.ship.sinks._options import (
+    Target,
+    load_options,
+    parse_pairs,
+    parse_target,
     tls_context,
 )
 

@@ -48,7 +48,7 @@ from sidekick.core.durations import parse_duration
 from sidekick.core.errors import TemporaryError
 from sidekick.ship.records import DELIVERED, HOST_NAME, MESSAGE, TIMESTAMP, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
-from sidekick.ship.sinks._http import Target, load_options, option_error, parse_target
+from sidekick.ship.sinks._options import Target, load_options, option_error, parse_target
 from sidekick.ship.sinks.base import BaseSink
 
 log = logging.getLogger("sidekick.ship.sinks.syslog")
