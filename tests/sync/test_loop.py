@@ -19,7 +19,7 @@ from sidekick.core.addr import HostPort
 from sidekick.core.runtime import Shutdown
 from sidekick.sync.app import SyncApp
 from sidekick.sync.config import SyncConfig
-from sidekick.sync.syncer import RefNotFound
+from sidekick.sync.remote import RefNotFound
 from tests.conftest import SIDEKICK
 from tests.sync.conftest import GIT_ENV, CliSync, Upstream, make_syncer, metric, read, wait_for
 

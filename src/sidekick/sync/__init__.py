@@ -2,7 +2,8 @@
 
 Layers, lowest first: ``git`` (runs the git CLI with timeouts and redaction), ``publish``
 (the repository, worktrees and link under ``--root``), ``metrics``, ``hooks`` (after-publish
-command and webhook), ``syncer`` (the loop: triggers, recovery, back-off) and ``app`` (wiring
-with the admin server and the process runtime). ``config`` is the typed configuration they
+command and webhook), ``remote`` (credentials, ``ls-remote`` and the fetch), ``status_files``
+(``--touch-file`` and ``--error-file``), ``syncer`` (the loop: triggers, recovery, back-off)
+and ``app`` (wiring with the admin server and the process runtime). ``config`` is the typed configuration they
 all read; ``sidekick.cli.sync`` builds it from flags, environment and file.
 """

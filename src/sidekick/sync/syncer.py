@@ -18,65 +18,39 @@ Failures follow git-sync: the next attempt comes after ``--period`` (or a back-o
 ``backoff_max`` is set), and the process exits with 1 once ``--max-failures`` syncs in a row
 have failed. Left unset, that limit is git-sync's 0 until the first sync succeeds (a bad ref
 fails the init container or restarts the Pod) and -1 afterwards (a later outage leaves the
-last good revision served). ``--error-file`` holds git-sync's JSON record of the last failure
-and is removed by the next success; ``--touch-file`` is touched when a revision is published
-and on the first success of the process.
+last good revision served).
 
-It leaves out HTTP and process wiring (``app``) and the on-disk layout (``publish``).
+It leaves out HTTP and process wiring (``app``), the on-disk layout (``publish``), talking to
+the remote repository: credentials, ``ls-remote`` and the fetch (``remote``), and the
+``--touch-file`` and ``--error-file`` that report each outcome (``status_files``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
-import aiohttp
-
 from sidekick.core.backoff import Backoff
-from sidekick.core.errors import PermanentError, SidekickError, TemporaryError
+from sidekick.core.errors import SidekickError, TemporaryError
 from sidekick.core.runtime import Shutdown
 from sidekick.sync.config import SyncConfig
-from sidekick.sync.git import Git, GitError, Redactor, remaining
+from sidekick.sync.git import Git, Redactor, remaining
 from sidekick.sync.hooks import HookRunner
 from sidekick.sync.metrics import SyncMetrics
-from sidekick.sync.publish import SHA, Tree
+from sidekick.sync.publish import Tree
+from sidekick.sync.remote import Remote
+from sidekick.sync.status_files import StatusFiles, owned_names
 
 log = logging.getLogger("sidekick.sync")
 
 Outcome = Literal["published", "unchanged"]
-
-# Answers git's two prompts. It holds no secret: it reads the password file named in its
-# environment at the moment git asks, so a rotated password is used on the next sync and
-# the password never appears in an argv or an environment variable.
-_ASKPASS = """#!/bin/sh
-case "$1" in
-  Username*) printf '%s\\n' "$SIDEKICK_SYNC_ASKPASS_USER" ;;
-  *) head -n 1 "$SIDEKICK_SYNC_ASKPASS_FILE" ;;
-esac
-"""
-
-
-class RefNotFound(PermanentError):
-    """The ref names nothing in the remote repository."""
-
-
-def owned_names(cfg: SyncConfig) -> set[str]:
-    """Names directly under ``root`` that ``--touch-file``/``--error-file`` put there."""
-    out = set()
-    for path in (cfg.touch_file, cfg.error_file):
-        if path and not os.path.isabs(path):
-            out.add(Path(path).parts[0])
-    return out
 
 
 def default_link(repo: str) -> str:
@@ -113,18 +87,17 @@ class Syncer:
         link_name = cfg.link or default_link(cfg.repo)
         link = Path(link_name) if os.path.isabs(link_name) else root / link_name
         self.tree = Tree(root, link, git, owned=owned_names(cfg))
+        self.remote = Remote(cfg, git=git, tree=self.tree, metrics=self.metrics)
+        self.status_files = StatusFiles(cfg, self.tree.root)
         self.published: tuple[str, Path] | None = None
         self.consecutive_failures = 0
         self.backoff = Backoff(initial=cfg.backoff_initial, maximum=cfg.backoff_max)
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._askpass_dir: str | None = None
-        # Whether a sync of this process has succeeded, and whether it has fetched: the
-        # first sync fetches even when the published tree is current, so a changed --depth
-        # takes effect at start, as with git-sync.
+        # Whether a sync of this process has succeeded: until then the failure limit and the
+        # period are the init ones, and the touch file is touched even on an idle poll.
         self.succeeded_once = False
-        self._fetched_once = False
         self._gc_pending = False
         self.repo_shown = self.redact(cfg.repo)
 
@@ -250,7 +223,7 @@ class Syncer:
             self.consecutive_failures = 0
             self.last_error = None
             self.backoff.reset()
-            self._mark_success(touch=outcome == "published" or not self.succeeded_once)
+            self.status_files.succeeded(touch=outcome == "published" or not self.succeeded_once)
             self.succeeded_once = True
             return outcome
 
@@ -266,52 +239,17 @@ class Syncer:
         else:
             message = self.redact(str(exc))
         self.last_error = message
-        self._write_error_file(message)
+        self.status_files.failed(
+            message,
+            giving_up=self._giving_up(),
+            fail_count=self.consecutive_failures,
+            max_failures=self.failure_limit(),
+        )
         serving = f"; still serving {self.published[0][:12]}" if self.published else ""
         if isinstance(exc, SidekickError | OSError | TimeoutError):
             log.error("Sync failed: %s%s.", message.rstrip("."), serving)
         else:
             log.error("Sync failed unexpectedly: %s%s.", message, serving, exc_info=exc)
-
-    def _beside_root(self, path: str) -> Path:
-        return Path(path) if os.path.isabs(path) else self.tree.root / path
-
-    def _mark_success(self, *, touch: bool) -> None:
-        # git-sync touches the file when a sync publishes a revision, and on its first
-        # successful sync (a restart over a current tree), never on an idle poll.
-        if touch and self.cfg.touch_file:
-            path = self._beside_root(self.cfg.touch_file)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch()
-            except OSError as exc:
-                log.warning("Cannot touch --touch-file %s: %s.", path, exc.strerror)
-        if self.cfg.error_file:
-            path = self._beside_root(self.cfg.error_file)
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("Cannot remove --error-file %s: %s.", path, exc.strerror)
-
-    def _write_error_file(self, message: str) -> None:
-        """git-sync's record: one JSON object with ``Msg``, ``Err`` (the error, git's own
-        words included) and ``Args``, replaced atomically, with no trailing newline."""
-        if not self.cfg.error_file:
-            return
-        path = self._beside_root(self.cfg.error_file)
-        giving_up = self._giving_up()
-        record = {
-            "Msg": "sync failed, giving up" if giving_up else "sync failed, will retry",
-            "Err": message,
-            "Args": {"failCount": self.consecutive_failures, "maxFailures": self.failure_limit()},
-        }
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(record), encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("Cannot write --error-file %s: %s.", path, exc.strerror)
 
     def _recovered(self, kind: str, message: str, *args: object) -> None:
         self.metrics.recoveries.labels(kind).inc()
@@ -322,22 +260,14 @@ class Syncer:
             self.metrics.recoveries.labels(kind).inc()
         if self.refresh_credentials is not None:
             await self.refresh_credentials(deadline)
-        if self.cfg.askpass_url:
-            try:
-                env = await self._askpass_url_env(deadline)
-            except Exception:
-                self.metrics.gs_askpass.inc("error")
-                raise
-            self.metrics.gs_askpass.inc("success")
-        else:
-            env = self._auth_env()
-        sha = await self.resolve(deadline, env)
+        env = await self.remote.env(deadline)
+        sha = await self.remote.resolve(deadline, env)
         cur = self.tree.current()
         if cur is not None and cur[0] == sha and self.tree.is_complete(cur[1], sha):
-            if not self._fetched_once:
+            if not self.remote.fetched_once:
                 # A restart: fetch once anyway, so a new --depth applies now, not with the
                 # next commit (git-sync fetches on its first sync too).
-                await self._fetch(sha, deadline, env)
+                await self.remote.fetch(sha, deadline, env)
             if self.published is None or self.published != cur:
                 # First sync of this process over a tree already published (a restart).
                 self._set_published(sha, cur[1])
@@ -362,7 +292,7 @@ class Syncer:
         else:
             # Always fetch: asking git first whether it has the commit costs a process on
             # every publish to save one only when going back to an old revision.
-            await self._fetch(sha, deadline, env)
+            await self.remote.fetch(sha, deadline, env)
             path = await self.tree.build(
                 sha,
                 deadline=deadline,
@@ -428,67 +358,6 @@ class Syncer:
             config=[("gc.pruneExpire", "now"), ("gc.autoDetach", "false")],
         )
 
-    # ---- git steps ----------------------------------------------------------------------
-
-    async def resolve(self, deadline: float, env: dict[str, str]) -> str:
-        """The commit ``--ref`` names in the remote repository."""
-        ref = self.cfg.ref
-        if SHA.match(ref):
-            return ref
-        try:
-            # git-sync's argv: the URL, the ref and its peeled form, so an annotated tag
-            # resolves to its commit rather than to the tag object.
-            result = await self.git.run(
-                "ls-remote",
-                "-q",
-                self.cfg.repo,
-                ref,
-                f"{ref}^{{}}",
-                cwd=self.tree.root,
-                timeout=remaining(deadline),
-                env=env,
-            )
-        except GitError as exc:
-            raise GitError(
-                f"cannot list refs of {self.repo_shown}: {exc}; check the URL, the network "
-                "and the credentials"
-            ) from None
-        refs: dict[str, str] = {}
-        for line in result.stdout.splitlines():
-            sha, _, name = line.partition("\t")
-            refs[name.strip()] = sha.strip()
-        # git's own order for a short name (git-rev-parse "SPECIFYING REVISIONS"): a tag
-        # wins over a branch of the same name, as it does in git-sync's fetch.
-        for name in (ref, f"refs/{ref}", f"refs/tags/{ref}", f"refs/heads/{ref}"):
-            peeled = refs.get(f"{name}^{{}}")
-            if peeled is not None:
-                return peeled
-            if name in refs:
-                return refs[name]
-        raise RefNotFound(
-            f"ref {ref!r} does not exist in {self.repo_shown} (couldn't find remote ref "
-            f"{ref}); set --ref to an existing branch, tag or full 40-character commit hash"
-        )
-
-    async def _fetch(self, sha: str, deadline: float, env: dict[str, str]) -> None:
-        # git-sync's argv, fetching the resolved commit rather than the ref so that what is
-        # published is exactly what ls-remote saw.
-        args = ["fetch", self.cfg.repo, sha, "--verbose", "--no-progress", "--prune"]
-        args.append("--no-auto-gc")
-        if self.cfg.depth > 0:
-            args += ["--depth", str(self.cfg.depth)]
-        elif (self.tree.gitdir / "shallow").exists():
-            # --depth 0 after a shallow fetch: fetch the rest of the history.
-            args.append("--unshallow")
-        if self.cfg.filter:
-            args += ["--filter", self.cfg.filter]
-        self.metrics.fetches.inc()
-        try:
-            await self.git.run(*args, cwd=self.tree.root, timeout=remaining(deadline), env=env)
-        except GitError as exc:
-            raise GitError(f"cannot fetch {sha[:12]} from {self.repo_shown}: {exc}") from None
-        self._fetched_once = True
-
     # ---- inputs read on every sync ------------------------------------------------------
 
     def _sparse_patterns(self) -> list[str] | None:
@@ -505,70 +374,8 @@ class Syncer:
             line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
         ]
 
-    def _auth_env(self) -> dict[str, str]:
-        path = self.cfg.password_file
-        if path is None:
-            return {}
-        try:
-            with open(path, encoding="utf-8") as f:
-                password = f.readline().rstrip("\r\n")
-        except OSError as exc:
-            raise TemporaryError(
-                f"--password-file {path!r} cannot be read ({exc.strerror}); check the mounted secret"
-            ) from None
-        self.redact.add(password)
-        return {
-            "GIT_ASKPASS": self._askpass(),
-            "SIDEKICK_SYNC_ASKPASS_USER": self.cfg.username or "",
-            "SIDEKICK_SYNC_ASKPASS_FILE": os.path.abspath(path),
-        }
-
-    async def _askpass_url_env(self, deadline: float) -> dict[str, str]:
-        """git-sync's --askpass-url: ask a URL for ``username=``/``password=`` lines each sync."""
-        url = self.cfg.askpass_url or ""
-        shown = self.redact(url)
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(url, timeout=aiohttp.ClientTimeout(total=remaining(deadline))) as r,
-            ):
-                body = await r.text()
-                status = r.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TemporaryError(f"--askpass-url {shown} failed: {self.redact(str(exc))}") from None
-        if status != 200:
-            raise TemporaryError(f"--askpass-url {shown} answered {status}, expected 200")
-        fields = dict(line.partition("=")[::2] for line in body.splitlines() if "=" in line)
-        username, password = fields.get("username"), fields.get("password")
-        if not username or password is None:
-            raise TemporaryError(
-                f"--askpass-url {shown} did not return username= and password= lines"
-            )
-        self.redact.add(password)
-        script = self._askpass()
-        secret = Path(script).with_name("password")
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(password + "\n")
-        return {
-            "GIT_ASKPASS": script,
-            "SIDEKICK_SYNC_ASKPASS_USER": username,
-            "SIDEKICK_SYNC_ASKPASS_FILE": str(secret),
-        }
-
-    def _askpass(self) -> str:
-        if self._askpass_dir is None:
-            self._askpass_dir = tempfile.mkdtemp(prefix="sidekick-sync-")
-        script = Path(self._askpass_dir) / "askpass"
-        if not script.exists():
-            script.write_text(_ASKPASS)
-            script.chmod(0o700)
-        return str(script)
-
     def aclose(self) -> None:
-        if self._askpass_dir is not None:
-            shutil.rmtree(self._askpass_dir, ignore_errors=True)
-            self._askpass_dir = None
+        self.remote.aclose()
 
     async def wait_idle(self) -> None:
         """Wait for a sync in progress to finish (used on shutdown)."""
@@ -576,4 +383,4 @@ class Syncer:
             pass
 
 
-__all__ = ["RefNotFound", "Syncer", "default_link"]
+__all__ = ["Syncer", "default_link"]
