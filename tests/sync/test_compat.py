@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from sidekick.core.errors import ConfigError
-from sidekick.sync.app import parse_git_config, preflight
-from sidekick.sync.config import SyncConfig
 from tests.conftest import SIDEKICK
 from tests.sync.conftest import GIT_ENV, Upstream, make_syncer
 
@@ -26,20 +23,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         env=GIT_ENV,
         umask=0o022,
     )
-
-
-def test_git_config_pairs_are_parsed_like_git_sync() -> None:
-    text = 'safe.directory:*,"url.https://h/.insteadOf":git@h:,core.comment:a\\,b'
-    assert parse_git_config(text) == [
-        ("safe.directory", "*"),
-        ("url.https://h/.insteadOf", "git@h:"),
-        ("core.comment", "a,b"),
-    ]
-
-
-def test_git_config_without_a_colon_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="has no ':'"):
-        parse_git_config("safe.directory")
 
 
 def test_git_config_reaches_git(upstream: Upstream, tmp_path: Path) -> None:
@@ -89,15 +72,6 @@ async def test_touch_file_is_touched_and_error_file_holds_the_last_error(
     assert not error_file.exists()
     assert (tmp_path / "root" / "synced").stat().st_mtime >= touched
     syncer.aclose()
-
-
-def test_touch_and_error_files_do_not_make_root_look_foreign(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "synced").write_text("")
-    (root / "state").mkdir()
-    cfg = SyncConfig(repo="file:///r", root=str(root), touch_file="synced", error_file="state/e")
-    preflight(cfg)
 
 
 def test_sync_on_signal_that_stops_the_program_is_refused(tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from sidekick.sync.app import build_git
 from sidekick.sync.config import Credential, SyncConfig
 from sidekick.sync.credentials import FileRedactor
+from sidekick.sync.git_setup import build_git
 from sidekick.sync.metrics import SyncMetrics
 from sidekick.sync.syncer import Syncer
 from tests.conftest import SIDEKICK

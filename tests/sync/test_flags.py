@@ -22,8 +22,6 @@ from pathlib import Path
 import pytest
 
 from sidekick.cli.sync import sync as sync_command
-from sidekick.core.errors import ConfigError
-from sidekick.sync.app import add_user
 from tests.conftest import REPO, SIDEKICK
 from tests.sync.conftest import GIT_ENV, CliSync, Upstream, wait_for
 
@@ -276,17 +274,6 @@ def test_sync_on_signal_triggers_a_sync(
     proc.proc.send_signal(signal.SIGUSR1)
     wait_for(lambda: (root / "upstream" / "index.html").read_text() == "rev 1\n", 60)
     assert "Received SIGUSR1, syncing now." in proc.stop()
-
-
-def test_add_user_adds_a_missing_uid_once(tmp_path: Path) -> None:
-    passwd = tmp_path / "passwd"
-    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
-    assert not add_user(0, 0, "/root", str(passwd))
-    assert add_user(4242, 4242, "/tmp", str(passwd))
-    assert not add_user(4242, 4242, "/tmp", str(passwd))
-    assert passwd.read_text().splitlines()[1:] == ["git-sync:x:4242:4242::/tmp:/sbin/nologin"]
-    with pytest.raises(ConfigError, match="--add-user cannot add UID 7"):
-        add_user(7, 7, "/tmp", str(tmp_path / "missing" / "passwd"))
 
 
 def test_http_pprof_serves_stacks_and_501_for_go_profiles(

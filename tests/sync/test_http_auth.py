@@ -17,9 +17,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from sidekick.sync.app import build_git
 from sidekick.sync.config import SyncConfig
 from sidekick.sync.git import GitError, Redactor
+from sidekick.sync.git_setup import build_git
 from sidekick.sync.syncer import Syncer
 from tests.conftest import SIDEKICK
 from tests.sync.conftest import GIT_ENV, Upstream, make_syncer

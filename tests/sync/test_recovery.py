@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from sidekick.core.errors import ConfigError
-from sidekick.sync.app import preflight
-from sidekick.sync.config import SyncConfig
 from tests.sync.conftest import Upstream, make_syncer, metric
 
 
@@ -122,26 +119,3 @@ async def test_corrupt_repository_head_is_reinitialised(upstream: Upstream, tmp_
     assert (tmp_path / "root" / "upstream" / "index.html").read_text() == "rev 1\n"
     assert metric(syncer, "sidekick_sync_recoveries_total", {"kind": "repository"}) == 1
     syncer.aclose()
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({"ref": " "}, "--ref is empty"),
-        ({"depth": -1}, "--depth -1 is negative"),
-        ({"link": ".git"}, "would clash with the repository"),
-        ({"webhook_method": "PO ST"}, "is not an HTTP method"),
-        ({"username": "bob"}, "--password-file is not"),
-        ({"period": 0.001}, "--period 0.001s is too short"),
-        ({"exechook_command": "sh -c 'unclosed"}, "cannot be split"),
-        ({"webhook_url": "ftp://h/x"}, "is not an http(s) URL"),
-        ({"sparse_checkout_file": "/no/such/file"}, "does not exist or cannot be read"),
-    ],
-)
-def test_preflight_names_the_bad_setting(
-    tmp_path: Path, fields: dict[str, object], message: str
-) -> None:
-    cfg = SyncConfig(repo="file:///nowhere/repo", root=str(tmp_path / "root"), **fields)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError) as info:
-        preflight(cfg)
-    assert message in str(info.value)

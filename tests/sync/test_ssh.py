@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sidekick.sync.app import build_git
 from sidekick.sync.config import SyncConfig
 from sidekick.sync.git import Redactor
+from sidekick.sync.git_setup import build_git
 from sidekick.sync.syncer import Syncer
 from tests.sync.conftest import GIT_ENV, Upstream
 

@@ -4,6 +4,8 @@ Layers, lowest first: ``git`` (runs the git CLI with timeouts and redaction), ``
 (the repository, worktrees and link under ``--root``), ``metrics``, ``hooks`` (after-publish
 command and webhook), ``remote`` (credentials, ``ls-remote`` and the fetch), ``status_files``
 (``--touch-file`` and ``--error-file``), ``syncer`` (the loop: triggers, recovery, back-off)
-and ``app`` (wiring with the admin server and the process runtime). ``config`` is the typed configuration they
-all read; ``sidekick.cli.sync`` builds it from flags, environment and file.
+and ``app`` (wiring with the admin server and the process runtime) with ``git_setup`` (the git
+runner's settings) and ``preflight`` (the checks before the first sync). ``config`` is the
+typed configuration they all read; ``sidekick.cli.sync`` builds it from flags, environment
+and file.
 """
