@@ -12,8 +12,8 @@ import pytest
 
 from sidekick.core.errors import ConfigError
 from sidekick.ship.acks import AckTracker
-from sidekick.ship.prepare import prepare
 from sidekick.ship.config import InputConfig
+from sidekick.ship.prepare import prepare
 from sidekick.ship.records import Record
 from sidekick.ship.sources import split_options
 from sidekick.ship.sources.base import SourceBatch

@@ -14,8 +14,8 @@ import msgspec
 import pytest
 
 from sidekick.core.errors import ConfigError
-from sidekick.ship.prepare import prepare
 from sidekick.ship.checkpoints import STATE_FILE
+from sidekick.ship.prepare import prepare
 from tests.ship.helpers import (
     ShipperProcess,
     read_ndjson,
