@@ -3,7 +3,8 @@
 One tree, built once by the CLI from the config file's ``sync:`` section, ``SIDEKICK_SYNC_*``
 and ``GITSYNC_*`` environment variables and flags, then passed down unchanged. Durations are
 seconds (floats) after parsing; "unset" is ``None`` or an empty list and says so per field.
-It leaves out validation that needs the filesystem or the network (the syncer does that).
+It leaves out validation that needs the filesystem or the network (``preflight`` and the
+syncer do that).
 """
 
 from __future__ import annotations
