@@ -74,7 +74,7 @@ def test_message_is_served_on_status_while_the_pod_runs(start_up: Callable[..., 
               command: [sh, -c, 'echo "finished: 42 rows" > /dev/termination-log']
             - name: still-running
               image: busybox
-              command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.2; done']
+              command: [sh, -c, 'trap "exit 0" TERM; echo trapped; while true; do sleep 0.2; done']
         """
     )
     status = up.wait_for(
@@ -82,6 +82,9 @@ def test_message_is_served_on_status_while_the_pod_runs(start_up: Callable[..., 
         what="container done terminated",
     )
     assert status["message"] == "finished: 42 rows\n"
+    # SIGTERM only once the shell has its trap: before that, as PID 1 it ignores the signal
+    # and the stop waits out the grace period.
+    up.wait_for(lambda: "trapped" in up.out, what="the still-running container's trap")
     assert up.stop() == 0
 
 
