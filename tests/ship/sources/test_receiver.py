@@ -3,10 +3,16 @@ and checkpoint; the spool of an earlier version taken over."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import socket
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +20,7 @@ from sidekick.ship.checkpoints import CheckpointStore
 from sidekick.ship.sources.receiver import Stamps, spool_name
 from sidekick.ship.timefmt import rfc3339_ns
 from tests.conftest import free_port
-from tests.ship.helpers import read_ndjson, ship_config, shipping, wait_for
+from tests.ship.helpers import ShipperProcess, read_ndjson, ship_config, shipping, wait_for
 
 
 def post(port: int, body: bytes, content_type: str = "application/x-ndjson") -> int:
@@ -62,8 +68,6 @@ async def test_two_http_inputs_run_in_one_process_each_with_its_own_spool(
 
 
 async def _post(port: int, body: bytes) -> int:
-    import asyncio
-
     return await asyncio.to_thread(post, port, body)
 
 
@@ -158,3 +162,73 @@ def test_a_stamp_is_the_rfc3339_text_of_its_time(times: list[int], same_second: 
         if t // 1_000_000_000 > 253_402_300_799:  # after 9999-12-31: no RFC 3339 text
             continue
         assert stamps(t) == rfc3339_ns(t)
+
+
+MEMORY_LINES = 300_000
+RSS_LIMIT_KIB = 150 * 1024
+
+
+async def test_memory_stays_flat_while_the_spool_fills_behind_an_output_that_is_down(
+    tmp_path: Path,
+) -> None:
+    """300,000 syslog lines (~130 MB of spool) arrive while the aggregator answers 503: the
+    shipper's memory stays under 150 MiB (~90 MiB), and once the aggregator takes them every
+    line arrives. Memory used to grow with the spool: ~210 MiB here, ~400 MiB with 260 MB."""
+    seen = bytearray(MEMORY_LINES)
+    state = {"up": False}
+
+    async def ingest(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not state["up"]:
+            return web.Response(status=503, headers={"Retry-After": "1"})
+        for m in re.finditer(rb"seq=(\d+) ", body):
+            seen[int(m.group(1))] = 1
+        return web.Response(status=200)
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/ingest", ingest)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    agg_port, port = free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", agg_port).start()
+    name = f"syslog+tcp://127.0.0.1:{port}"
+    args = ["--input", name, "--output", f"http://127.0.0.1:{agg_port}/ingest"]
+    args += ["--state-dir", str(tmp_path / "state"), "--shutdown-timeout", "3s"]
+    shipper = ShipperProcess(args, tmp_path / "shipper.log").start()
+    peak = 0
+
+    def send() -> None:
+        frame = "<134>1 2026-11-28T03:00:00.000000Z host app 42 - - seq=%d GET /api/items ok\n"
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            for start in range(0, MEMORY_LINES, 5000):
+                s.sendall("".join(frame % i for i in range(start, start + 5000)).encode())
+
+    async def until(done: Callable[[], bool], timeout: float) -> None:
+        nonlocal peak
+        deadline = time.monotonic() + timeout
+        while not done():
+            peak = max(peak, shipper.rss_kib())
+            assert time.monotonic() < deadline, shipper.log()
+            await asyncio.sleep(0.1)
+
+    try:
+        await asyncio.to_thread(shipper.wait_ready)
+        sending = asyncio.ensure_future(asyncio.to_thread(send))
+        await until(
+            lambda: (
+                shipper.metric("sidekick_ship_receiver_records_accepted_total", input=name)
+                >= MEMORY_LINES
+            ),
+            90,
+        )
+        await sending
+        settled = time.monotonic() + 2  # the reader fills the pipeline meanwhile
+        await until(lambda: time.monotonic() > settled, 5)
+        assert shipper.metric("sidekick_ship_receiver_spool_bytes", input=name) > 100e6
+        state["up"] = True
+        await until(lambda: all(seen), 120)
+    finally:
+        shipper.stop_quietly()
+        await runner.cleanup()
+    print(f"peak RSS {peak} KiB with the spool holding {MEMORY_LINES} lines")
+    assert peak < RSS_LIMIT_KIB, f"peak RSS {peak} KiB"

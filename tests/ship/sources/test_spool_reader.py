@@ -272,3 +272,32 @@ async def test_a_reader_behind_what_memory_keeps_reads_the_file(
     assert offsets == [i * len(line(1)) for i in range(10)] + [
         10 * len(line(1)) + k * len(line(10)) for k in range(5)
     ]
+
+
+async def test_memory_keeps_a_bounded_amount_of_records_over_all_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no reader (the outputs down), sealed segments pile up; the records kept for the
+    reader stay within ``MEMORY_BYTES`` in all, not per segment, and everything is still
+    shipped in order once a reader comes."""
+    import sidekick.ship.sources.spool as spool_module
+
+    size = len(line(10))
+    monkeypatch.setattr(spool_module, "MEMORY_BYTES", 4 * size)
+    spool = open_spool(tmp_path, segment_bytes=3 * size)
+    for i in range(10, 40):
+        await spool.append(line(i), _records([line(i)]))
+    assert len(spool.segments) == 10
+    assert sum(seg.memory_bytes for seg in spool.segments.values()) == 4 * size
+    assert spool.memory_bytes == 4 * size
+    async with Reading(SpoolReader(spool)) as emit:
+        await emit.wait(30)
+        emit.ack_all()
+        await asyncio.sleep(0.05)
+        assert spool.memory_bytes == 0
+        # Memory is kept again for what is written while the reader keeps up.
+        await spool.append(line(40), _records([line(40)]))
+        await emit.wait(31)
+    await spool.aclose()
+    assert emit.seqs == list(range(10, 41))
+    assert spool.memory_bytes == 0

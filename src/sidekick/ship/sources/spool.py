@@ -11,7 +11,9 @@ One segment at a time is *active* (being appended to); it is sealed (closed for 
 it reaches ``segment_bytes``. Every segment found at start-up is sealed: its torn tail, if a
 crash cut a line short, is truncated to the last complete line (that line was never
 acknowledged to its client, which will resend it). The records a payload encodes, when the
-receiver hands them over, stay beside their segment (up to ``MEMORY_BYTES``) for the reader.
+receiver hands them over, stay beside their segment for the reader, up to ``MEMORY_BYTES``
+of lines in the whole spool: when the outputs are down and the spool fills, memory does not
+grow with it.
 
 Left out: reading the segments back (``sidekick.ship.sources.spool_reader``: batches, acks,
 checkpoint positions; it decides when a segment is delivered, ``Spool.delete`` removes it),
@@ -39,8 +41,8 @@ log = logging.getLogger("sidekick.ship.spool")
 
 SUFFIX = ".ndjson"
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
-# How much of what was just written is also kept as records for the reader (a reader that
-# falls behind reads the rest from the file).
+# How much of what was written, counted in lines' bytes over all segments, is also kept as
+# records for the reader (a reader that falls behind reads the rest from the file).
 MEMORY_BYTES = 8 * 1024 * 1024
 
 
@@ -114,6 +116,7 @@ class Spool:
         self.changed = asyncio.Event()  # set when bytes are committed or a segment is sealed
         self.freed = asyncio.Event()  # set when a delivered segment is deleted
         self._bytes = 0  # committed bytes of all live segments
+        self.memory_bytes = 0  # bytes of the lines whose records are kept, all segments
         self._pending: list[_Pending] = []
         self._pending_bytes = 0
         self._active: Segment | None = None
@@ -227,9 +230,10 @@ class Spool:
             self._bytes += len(data)
             offset = seg.size
             for p in group:
-                if p.records is not None and seg.memory_bytes < MEMORY_BYTES:
+                if p.records is not None and self.memory_bytes < MEMORY_BYTES:
                     seg.memory.append(Written(offset, p.payload, p.records))
                     seg.memory_bytes += len(p.payload)
+                    self.memory_bytes += len(p.payload)
                 offset += len(p.payload)
             seg.size += len(data)
             if full:
@@ -276,10 +280,24 @@ class Spool:
 
     # -- reading side ---------------------------------------------------------------------
 
+    def take_written(self, seg: Segment) -> Written:
+        """The oldest payload ``seg`` keeps in memory, no longer kept."""
+        written = seg.memory.popleft()
+        seg.memory_bytes -= len(written.payload)
+        self.memory_bytes -= len(written.payload)
+        return written
+
+    def forget_written(self, seg: Segment) -> None:
+        """Drop the records ``seg`` keeps in memory (the reader will read its file)."""
+        seg.memory.clear()
+        self.memory_bytes -= seg.memory_bytes
+        seg.memory_bytes = 0
+
     def delete(self, seg: Segment) -> None:
         """Remove a sealed, fully delivered segment."""
         if self.segments.pop(seg.id, None) is None:
             return
+        self.forget_written(seg)
         seg.path.unlink(missing_ok=True)
         self._bytes -= seg.size
         self.stats.on_bytes(self._bytes)

@@ -163,7 +163,7 @@ class SpoolReader:
         for values JSON cannot hold (a NaN stays a NaN here, the file has null)."""
         memory = seg.memory
         while memory and memory[0].offset < start:  # read from the file meanwhile
-            seg.memory_bytes -= len(memory.popleft().payload)
+            self.spool.take_written(seg)
         if not memory or memory[0].offset != start:
             return None
         static = self.static_fields
@@ -171,14 +171,12 @@ class SpoolReader:
         out: list[Record] = []
         pos = start
         while memory and memory[0].offset == pos and pos - start < self.read_bytes:
-            written = memory.popleft()
-            seg.memory_bytes -= len(written.payload)
+            written = self.spool.take_written(seg)
             # NDJSON holds no raw "\r" or "\n" inside a line, so these are its lines.
             lines = written.payload.splitlines(keepends=True)
             records = written.records
             if len(lines) != len(records):  # not one line a record: read the file
-                memory.clear()
-                seg.memory_bytes = 0
+                self.spool.forget_written(seg)
                 break
             _add_static(records, static)
             # map stops at the shorter input: accumulate gives one offset more, the end.
