@@ -154,8 +154,9 @@ def _json_error(body: bytes, exc: msgspec.DecodeError, first_line: int = 1) -> s
 
 def encode_body(
     kind: Kind, body: bytes, *, max_records: int, now_ns: int, charset: str = "utf-8"
-) -> tuple[bytes, int]:
-    """Validate a whole request body and return (NDJSON lines for the spool, record count).
+) -> tuple[bytes, list[Record]]:
+    """Validate a whole request body and return (NDJSON lines for the spool, the records
+    they encode, one a line: what decoding the lines gives, for the spool to hand over).
 
     Raises ``Rejected`` (400 or 413) without returning anything partial.
     """
@@ -186,7 +187,7 @@ def _check_lines(body: bytes, max_records: int) -> None:
         )
 
 
-def _encode_ndjson(body: bytes, max_records: int, stamp: str) -> tuple[bytes, int]:
+def _encode_ndjson(body: bytes, max_records: int, stamp: str) -> tuple[bytes, list[Record]]:
     _check_lines(body, max_records)
     lines = [line for line in body.split(b"\n") if line]
     try:
@@ -202,7 +203,7 @@ def _encode_ndjson(body: bytes, max_records: int, stamp: str) -> tuple[bytes, in
                 raise _too_deep(f"line {number}")
     if not _stamp_objects(objs, stamp):
         _ndjson_slow(body)  # raises, naming the line that is not an object
-    return _encode_lines(objs) if objs else b"", len(objs)
+    return _encode_lines(objs) if objs else b"", objs
 
 
 def _ndjson_slow(body: bytes) -> list[Any]:
@@ -257,7 +258,9 @@ def is_otlp_json(doc: Any) -> bool:
     return type(doc) is dict and ("resourceLogs" in doc or "resource_logs" in doc)
 
 
-def _encode_json(body: bytes, max_records: int, stamp: str, doc: Any = None) -> tuple[bytes, int]:
+def _encode_json(
+    body: bytes, max_records: int, stamp: str, doc: Any = None
+) -> tuple[bytes, list[Record]]:
     if doc is None:
         doc = decode_json_body(body)
     # An array of records adds one level.
@@ -273,7 +276,7 @@ def _encode_json(body: bytes, max_records: int, stamp: str, doc: Any = None) -> 
                 where = f"item {index} of the array" if isinstance(doc, list) else "the body"
                 raise Rejected(400, f"{where}: expected a JSON object, got {_type_name(item)}")
     # One encoder call for the whole request: validation is per record, encoding is not.
-    return _encode_lines(items) if items else b"", len(items)
+    return _encode_lines(items) if items else b"", items
 
 
 def form_record(text: str, now_ns: int) -> Record:
@@ -324,7 +327,9 @@ def parse_content_type(raw: str) -> tuple[str, str]:
     return media.strip().lower() or "application/octet-stream", charset
 
 
-def _encode_text(body: bytes, max_records: int, stamp: str, charset: str) -> tuple[bytes, int]:
+def _encode_text(
+    body: bytes, max_records: int, stamp: str, charset: str
+) -> tuple[bytes, list[Record]]:
     try:
         text = body.decode(charset, "replace")
     except LookupError:
@@ -339,15 +344,15 @@ def _encode_text(body: bytes, max_records: int, stamp: str, charset: str) -> tup
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
     # Each line is one record, even an empty one: blank lines in a stack trace are data.
-    objs = [{TIMESTAMP: stamp, MESSAGE: line.removesuffix("\r")} for line in lines]
+    objs: list[Record] = [{TIMESTAMP: stamp, MESSAGE: line.removesuffix("\r")} for line in lines]
     try:
-        return (_encode_lines(objs) if objs else b""), len(objs)
+        return (_encode_lines(objs) if objs else b""), objs
     except UnicodeEncodeError:
         # Some codecs (unicode_escape, utf-7) decode to lone surrogates, which UTF-8 cannot
         # hold: they become U+FFFD like any other undecodable input.
         for obj in objs:
             obj[MESSAGE] = obj[MESSAGE].encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-        return _encode_lines(objs), len(objs)
+        return _encode_lines(objs), objs
 
 
 def inflate(body: bytes, limit: int) -> bytes:
@@ -402,10 +407,10 @@ def encode_request(
     if kind == "json":
         doc = decode_json_body(body)
         if not is_otlp_json(doc):
-            payload, count = _encode_json(
+            payload, records = _encode_json(
                 body, max_records, rfc3339_ns(now), doc if doc is not None else None
             )
-            return payload, Accepted(count)
+            return payload, Accepted(len(records), records=records)
         style[0] = "otlp-json"
         return _encode_otlp(doc, now, max_records, json_doc=True)
     if kind == "otlp-json":
@@ -414,9 +419,10 @@ def encode_request(
         return _encode_otlp(body, now, max_records, json_doc=False, proto=True)
     if kind == "form":
         text = body.decode(charset if charset.lower() != "utf-8" else "utf-8", "replace")
-        return encode_records([form_record(text, now)], now), Accepted(1)
-    payload, count = encode_body(kind, body, max_records=max_records, now_ns=now, charset=charset)
-    return payload, Accepted(count)
+        form = [form_record(text, now)]
+        return encode_records(form, now), Accepted(1, records=form)
+    payload, records = encode_body(kind, body, max_records=max_records, now_ns=now, charset=charset)
+    return payload, Accepted(len(records), records=records)
 
 
 def _encode_otlp(

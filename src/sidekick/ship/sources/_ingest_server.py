@@ -272,8 +272,9 @@ class IngestServer:
                 payload, accepted = result
                 if accepted.count == 0:
                     return accepted
-                # Waiting for the group commit holds only the encoded lines.
-                work_held.shrink(len(payload))
+                # Waiting for the group commit holds the encoded lines and the records they
+                # encode (handed to the spool): at worst DECODED_EXPANSION times the lines.
+                work_held.shrink(len(payload) * (1 + DECODED_EXPANSION))
                 await self._append(payload, accepted.count, accepted.records)
                 accepted.records = None
         return accepted
@@ -290,8 +291,8 @@ class IngestServer:
         if not self.spool.has_room(1):
             raise self._full()
         now = time.time_ns()
-        payload = encode_records([form_record(query, now)], now)
-        await self._append(payload, 1)
+        records = [form_record(query, now)]
+        await self._append(encode_records(records, now), 1, records)
         return Accepted(1)
 
     async def _append(
