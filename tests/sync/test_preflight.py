@@ -21,6 +21,12 @@ from sidekick.sync.preflight import add_user, preflight
         ({"username": "bob"}, "--password-file is not"),
         ({"period": 0.001}, "--period 0.001s is too short"),
         ({"exechook_command": "sh -c 'unclosed"}, "cannot be split"),
+        ({"exechook_command": "  "}, "--exechook-command is empty"),
+        (
+            {"pre_publish_exechook_command": "sh -c 'unclosed"},
+            '--pre-publish-exechook-command "sh -c \'unclosed" cannot be split',
+        ),
+        ({"pre_publish_exechook_command": " "}, "--pre-publish-exechook-command is empty"),
         ({"webhook_url": "ftp://h/x"}, "is not an http(s) URL"),
         ({"sparse_checkout_file": "/no/such/file"}, "does not exist or cannot be read"),
     ],

@@ -98,24 +98,9 @@ def preflight(cfg: SyncConfig) -> None:
             f"--trigger-min-interval {cfg.trigger_min_interval:g}s is negative; use 0 or more"
         )
     if cfg.exechook_command is not None:
-        try:
-            argv = shlex.split(cfg.exechook_command)
-        except ValueError as exc:
-            raise ConfigError(
-                f"--exechook-command {cfg.exechook_command!r} cannot be split ({exc}); fix the quoting"
-            ) from None
-        if not argv:
-            raise ConfigError("--exechook-command is empty; give a command or leave it unset")
+        _check_command("--exechook-command", cfg.exechook_command)
     if cfg.pre_publish_exechook_command is not None:
-        flag = "--pre-publish-exechook-command"
-        try:
-            argv = shlex.split(cfg.pre_publish_exechook_command)
-        except ValueError as exc:
-            raise ConfigError(
-                f"{flag} {cfg.pre_publish_exechook_command!r} cannot be split ({exc}); fix the quoting"
-            ) from None
-        if not argv:
-            raise ConfigError(f"{flag} is empty; give a command or leave it unset")
+        _check_command("--pre-publish-exechook-command", cfg.pre_publish_exechook_command)
         for name, value in (
             ("--pre-publish-exechook-timeout", cfg.pre_publish_exechook_timeout),
             ("--pre-publish-exechook-backoff", cfg.pre_publish_exechook_backoff),
@@ -185,3 +170,13 @@ def _read_secret(path: str) -> bytes:
 
 
 __all__ = ["add_user", "parse_signal", "preflight"]
+
+
+def _check_command(flag: str, command: str) -> None:
+    """A hook command must split into words (shell quoting) and not be empty."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} {command!r} cannot be split ({exc}); fix the quoting") from None
+    if not argv:
+        raise ConfigError(f"{flag} is empty; give a command or leave it unset")
