@@ -16,7 +16,9 @@ are fsync'ed):
 Printed per case: records/s accepted, records/s delivered end to end (first send until the
 last record is in the file), and CPU µs per record of the shipper (user + system, /proc). Each
 case is also run against a bare server that only answers (aiohttp for HTTP, grpc.aio for gRPC,
-asyncio for forward acks and syslog reads), the ceiling of the transport on this machine.
+asyncio for forward acks and syslog reads), the ceiling of the transport on this machine; that
+run also prints the senders' own CPU µs per record (they share the machine's cores with the
+shipper, so a target's records/s times their cost is CPU the shipper cannot have).
 
 ``--rate N`` paces the senders to N records/s in all (each connection sends its share at even
 intervals) instead of as fast as they are answered: the sustained rate a receiver delivers
@@ -31,6 +33,7 @@ import argparse
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -322,13 +325,25 @@ def run_bare(case: Case, seconds: float, connections: int) -> dict[str, float]:
     try:
         wait_listening(port)
         cpu0 = cpu_seconds(proc.pid)
+        senders0 = children_cpu_seconds()
         sends, took = load(case.worker, case.args(port, seconds), connections)
+        senders = children_cpu_seconds() - senders0
         cpu = cpu_seconds(proc.pid) - cpu0
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     records = sends * case.per_send
-    return {"rec_s": records / took, "cpu_us_per_rec": cpu / max(1, records) * 1e6}
+    return {
+        "rec_s": records / took,
+        "cpu_us_per_rec": cpu / max(1, records) * 1e6,
+        "senders_us_per_rec": senders / max(1, records) * 1e6,
+    }
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU of this process's children that have been waited for (the senders)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -361,7 +376,7 @@ def main() -> None:
         f"receivers -> file: {args.connections} connections, {seconds:.0f}s per run, "
         f"{os.cpu_count()} CPUs" + (f", {args.rate:,.0f} records/s offered" if args.rate else "")
     )
-    header = f"  {'case':<11} {'accepted/s':>12} {'delivered/s':>12} {'CPU µs/rec':>11}   bare server: {'records/s':>10} {'CPU µs/rec':>10}"
+    header = f"  {'case':<11} {'accepted/s':>12} {'delivered/s':>12} {'CPU µs/rec':>11}   bare server: {'records/s':>10} {'CPU µs/rec':>10}   senders: {'CPU µs/rec':>10}"
     print(header)
     with tempfile.TemporaryDirectory(prefix="sidekick-bench-receivers-") as d:
         for case in cases:
@@ -370,7 +385,7 @@ def main() -> None:
             print(
                 f"  {case.name:<11} {ours['accepted_rec_s']:>12,.0f} {ours['delivered_rec_s']:>12,.0f} "
                 f"{ours['cpu_us_per_rec']:>11.2f}   {'':>12} {bare['rec_s']:>10,.0f} "
-                f"{bare['cpu_us_per_rec']:>10.2f}"
+                f"{bare['cpu_us_per_rec']:>10.2f}   {'':>9}{bare['senders_us_per_rec']:>10.2f}"
             )
 
 
