@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import subprocess
@@ -175,3 +176,27 @@ async def test_post_sync_without_a_valid_signature_gets_401(
                     assert r.status == expected, headers
         assert metric(app.metrics, "sidekick_sync_triggers_total", {"source": "refused"}) == 3
         assert metric(app.metrics, "sidekick_sync_triggers_total", {"source": "http"}) == 3
+
+
+async def test_webhook_success_status_minus_1_accepts_any_answer_as_git_sync(
+    upstream: Upstream, tmp_path: Path, receiver: Receiver
+) -> None:
+    """git-sync v3's 'fire and forget' value: git-sync v4 reads -1 as 0."""
+    receiver.statuses = [500]
+    proc = await asyncio.create_subprocess_exec(
+        *SIDEKICK,
+        "sync",
+        "--repo",
+        upstream.url,
+        "--root",
+        str(tmp_path / "root"),
+        "--one-time",
+        "--webhook-url",
+        receiver.url,
+        "--webhook-success-status=-1",
+        stderr=asyncio.subprocess.PIPE,
+        env=GIT_ENV,
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert receiver.calls == [("POST", upstream.head())]

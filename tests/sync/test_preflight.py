@@ -28,6 +28,10 @@ from sidekick.sync.preflight import add_user, preflight
         ),
         ({"pre_publish_exechook_command": " "}, "--pre-publish-exechook-command is empty"),
         ({"webhook_url": "ftp://h/x"}, "is not an http(s) URL"),
+        (
+            {"webhook_url": "http://h/x", "webhook_success_status": -2},
+            "--webhook-success-status -2 is not an HTTP status",
+        ),
         ({"sparse_checkout_file": "/no/such/file"}, "does not exist or cannot be read"),
     ],
 )

@@ -367,7 +367,7 @@ def _deprecated(name: str, *env_names: str, **kw: Any) -> Callable[[F], F]:
     "--webhook-success-status",
     env_name="WEBHOOK_SUCCESS_STATUS",
     type=int,
-    help="Expected status; 0 accepts any. [default: 200]",
+    help="Expected status; 0 (or -1) accepts any. [default: 200]",
 )
 @_opt(
     "--webhook-timeout", env_name="WEBHOOK_TIMEOUT", help="Time the webhook may take. [default: 1s]"

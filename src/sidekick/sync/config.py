@@ -119,6 +119,6 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     webhook_url: str | None = None
     webhook_method: str = "POST"
     webhook_success_status: int = 200
-    """Expected status; 0 accepts any response (fire and forget)."""
+    """Expected status; 0 (or git-sync v3's -1) accepts any response (fire and forget)."""
     webhook_timeout: float = 1.0
     webhook_backoff: float = 3.0

@@ -172,7 +172,8 @@ def webhook(
     success_status: int,
     redact: Redactor,
 ) -> Hook:
-    """Calls ``url`` with the header ``Gitsync-Hash``; 0 as status accepts any answer."""
+    """Calls ``url`` with the header ``Gitsync-Hash``; a status of 0 (or git-sync v3's -1)
+    accepts any answer, though the call itself must still get one."""
 
     async def run(sha: str, path: Path) -> None:
         try:
@@ -187,7 +188,7 @@ def webhook(
             raise HookError(f"webhook {redact(url)} did not answer within {timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise HookError(f"webhook {redact(url)} failed: {redact(str(exc))}") from None
-        if success_status and status != success_status:
+        if success_status > 0 and status != success_status:
             raise HookError(f"webhook {redact(url)} answered {status}, expected {success_status}")
 
     return run

@@ -116,6 +116,11 @@ def preflight(cfg: SyncConfig) -> None:
         raise ConfigError(
             f"--webhook-url {Redactor()(cfg.webhook_url)!r} is not an http(s) URL; use http:// or https://"
         )
+    if cfg.webhook_url is not None and cfg.webhook_success_status < -1:
+        raise ConfigError(
+            f"--webhook-success-status {cfg.webhook_success_status} is not an HTTP status; "
+            "give one like 200, or 0 to accept any answer"
+        )
     root = Path(cfg.root)
     # A --root that is not a repository is emptied by the first sync, as git-sync does.
     if root.exists() and not root.is_dir():
