@@ -62,6 +62,31 @@ def test_error_file_holds_git_syncs_json_with_gits_message_and_goes_on_success(
     assert (root / "upstream" / "index.html").read_text() == "rev 0\n"
 
 
+def test_error_file_record_is_git_syncs_retry_and_abort_records(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """git-sync logs 'error syncing repo, will retry' with failCount, and 'too many failures,
+    aborting' with failCount and maxFailures; its error file is that log line's JSON,
+    compact, as Go writes it."""
+    root = tmp_path / "root"
+    error_file = root / "error.json"
+    common = ["--repo", upstream.url, "--root", str(root), "--ref", "nope"]
+    proc = sync_cli(*common, "--error-file", "error.json", "--max-failures", "2", "--period", "5s")
+    try:
+        wait_for(error_file.exists, 30)
+        retry = error_file.read_text()
+    finally:
+        code, _err = finish(proc)
+    assert code == 1
+    assert retry.startswith('{"Msg":"error syncing repo, will retry","Err":"')
+    assert json.loads(retry)["Args"] == {"failCount": 1}
+    aborted = error_file.read_text()
+    assert aborted.startswith('{"Msg":"too many failures, aborting","Err":"')
+    assert json.loads(aborted)["Args"] == {"failCount": 2, "maxFailures": 2}
+    assert "couldn't find remote ref nope" in json.loads(aborted)["Err"]
+    assert error_file.stat().st_mode & 0o777 == 0o644
+
+
 def test_error_file_at_an_absolute_path_in_a_new_directory(
     upstream: Upstream, tmp_path: Path
 ) -> None:

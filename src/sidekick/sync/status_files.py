@@ -59,23 +59,33 @@ class StatusFiles:
                 log.warning("Cannot remove --error-file %s: %s.", path, exc.strerror)
 
     def failed(self, message: str, *, giving_up: bool, fail_count: int, max_failures: int) -> None:
-        """git-sync's record: one JSON object with ``Msg``, ``Err`` (the error, git's own
-        words included) and ``Args``, replaced atomically, with no trailing newline."""
+        """git-sync's record, the JSON of the line it logs: ``Msg``, ``Err`` (the error, git's
+        own words included) and ``Args``, compact as Go writes it, with no trailing newline,
+        replaced atomically and readable by all (0644)."""
         if not self.cfg.error_file:
             return
         path = self._beside_root(self.cfg.error_file)
-        record = {
-            "Msg": "sync failed, giving up" if giving_up else "sync failed, will retry",
-            "Err": message,
-            "Args": {"failCount": fail_count, "maxFailures": max_failures},
-        }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(record), encoding="utf-8")
+            tmp.write_text(_record(message, giving_up, fail_count, max_failures), encoding="utf-8")
+            tmp.chmod(0o644)
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("Cannot write --error-file %s: %s.", path, exc.strerror)
+
+
+def _record(message: str, giving_up: bool, fail_count: int, max_failures: int) -> str:
+    """git-sync's two failure lines: the retry carries the count, the abort the limit too."""
+    args: dict[str, int] = {"failCount": fail_count}
+    if giving_up:
+        args["maxFailures"] = max_failures
+    record = {
+        "Msg": "too many failures, aborting" if giving_up else "error syncing repo, will retry",
+        "Err": message,
+        "Args": args,
+    }
+    return json.dumps(record, separators=(",", ":"))
 
 
 __all__ = ["StatusFiles", "owned_names"]
