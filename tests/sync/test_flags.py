@@ -297,3 +297,25 @@ def test_http_pprof_serves_stacks_and_501_for_go_profiles(
     with urllib.request.urlopen(off.url("/metrics"), timeout=5) as resp:
         assert resp.status == 200
     off.stop()
+
+
+def test_a_v3_variable_overrides_its_v4_name_as_in_git_sync() -> None:
+    """git-sync reads GITSYNC_<NAME>, then each older name it still knows, the last one set
+    winning, with a warning for each older name and one naming the override."""
+    both = {"GITSYNC_PERIOD": "20s", "GIT_SYNC_PERIOD": "30s"}
+    proc = run(["--repo", "file:///srv/site", "--root", "/tmp/r", "--print-config"], both)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["sync"]["period"] == 30.0
+    assert "GIT_SYNC_PERIOD is deprecated" in proc.stderr
+    assert "GITSYNC_PERIOD is overridden by GIT_SYNC_PERIOD" in proc.stderr
+    hosts = {"GIT_SYNC_KNOWN_HOSTS": "true", "GIT_KNOWN_HOSTS": "false"}
+    assert (
+        settings(env={"GITSYNC_SSH_KNOWN_HOSTS": "true", **hosts})["sync"]
+        == settings("--ssh-known-hosts=false")["sync"]
+    )
+    # A name git-sync does not read for the flag ranks below GITSYNC_<NAME>.
+    assert settings(env={"GITSYNC_REF": "v1", "GIT_SYNC_REF": "v2"})["sync"]["ref"] == "v1"
+    # The sidekick name wins over all of them, and a flag over every variable.
+    own = {**both, "SIDEKICK_SYNC_PERIOD": "40s"}
+    assert settings(env=own)["sync"]["period"] == 40.0
+    assert settings("--period", "50s", env=own)["sync"]["period"] == 50.0

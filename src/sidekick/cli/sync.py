@@ -1,8 +1,8 @@
 """`sidekick sync`: flags and environment variables, named like git-sync v4's.
 
-Every flag reads, in order, ``SIDEKICK_SYNC_<NAME>``, ``GITSYNC_<NAME>`` and git-sync v3's
-``GIT_SYNC_<NAME>``, so a manifest written for git-sync works by changing the image and
-the command. git-sync's deprecated v3 flags (``--branch``, ``--rev``, ``--dest``, ``--wait``,
+Every flag reads ``SIDEKICK_SYNC_<NAME>``, ``GITSYNC_<NAME>`` and git-sync v3's
+``GIT_SYNC_<NAME>`` (git-sync's older names overriding its newer ones as there, see ``env``),
+so a manifest written for git-sync works by changing the image and the command. git-sync's deprecated v3 flags (``--branch``, ``--rev``, ``--dest``, ``--wait``,
 ``--timeout``, ``--max-sync-failures``, ``--sync-hook-command``, ``--v``) act as they do
 there, read only from git-sync's own variable names. An unknown ``GITSYNC_*`` or
 ``GIT_SYNC_*`` variable is reported with one warning line each, since a misspelt variable
@@ -42,8 +42,32 @@ _FALSE = {"0", "f", "false", "no", "n", "off"}
 _NOT_SETTINGS = {"GITSYNC_HASH"}
 
 
-def env(name: str, *extra: str) -> list[str]:
-    return [f"SIDEKICK_SYNC_{name}", f"GITSYNC_{name}", f"GIT_SYNC_{name}", *extra]
+# Settings git-sync v4 still reads from v3's GIT_SYNC_<NAME> too (its main.go).
+_V3_NAMES = frozenset(
+    {
+        *("REPO", "ROOT", "LINK", "DEPTH", "SUBMODULES", "SPARSE_CHECKOUT_FILE", "ERROR_FILE"),
+        *("PERIOD", "SYNC_TIMEOUT", "ONE_TIME", "SYNC_ON_SIGNAL", "MAX_FAILURES", "TOUCH_FILE"),
+        *("ADD_USER", "GROUP_WRITE", "EXECHOOK_COMMAND", "EXECHOOK_TIMEOUT", "EXECHOOK_BACKOFF"),
+        *("WEBHOOK_URL", "WEBHOOK_METHOD", "WEBHOOK_SUCCESS_STATUS", "WEBHOOK_TIMEOUT"),
+        *("WEBHOOK_BACKOFF", "USERNAME", "PASSWORD", "PASSWORD_FILE", "SSH_KEY_FILE"),
+        *("SSH_KNOWN_HOSTS_FILE", "COOKIE_FILE", "ASKPASS_URL", "GIT", "GIT_CONFIG", "GIT_GC"),
+        *("HTTP_BIND", "HTTP_METRICS", "HTTP_PPROF"),
+    }
+)
+# GITSYNC_<NAME> -> the older names git-sync reads for the same setting, in its order.
+OLDER_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def env(name: str, *older: str) -> list[str]:
+    """The variables of a setting, the first one set winning: sidekick's own name, then
+    git-sync's, where (as git-sync reads them) an older name set beside ``GITSYNC_<NAME>``
+    overrides it, the last of git-sync's list first. ``GIT_SYNC_<NAME>`` for a setting
+    git-sync reads only from ``GITSYNC_<NAME>`` is sidekick's own and ranks last."""
+    v3 = f"GIT_SYNC_{name}"
+    names = ((v3,) if name in _V3_NAMES else ()) + older
+    OLDER_NAMES[f"GITSYNC_{name}"] = names
+    last = () if name in _V3_NAMES else (v3,)
+    return [f"SIDEKICK_SYNC_{name}", *reversed(names), f"GITSYNC_{name}", *last]
 
 
 class _Whole(click.ParamType[str]):
@@ -506,6 +530,7 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
         params["log_level"] = "debug" if verbose >= 2 else "info"
     init_logging(params)
     _warn_unknown_variables(ctx)
+    _warn_older_variables()
     print_only = bool(params.pop("print_config"))
     over = overrides(ctx, FIELDS)
     for param in DURATIONS:
@@ -687,6 +712,19 @@ def _known_variables(ctx: click.Context) -> set[str]:
         elif envvar:
             names.update(envvar)
     return names
+
+
+def _warn_older_variables() -> None:
+    """git-sync's warnings for its older variable names: each one set is deprecated, and the
+    one read overrides ``GITSYNC_<NAME>`` and any other set beside it."""
+    for key, older in OLDER_NAMES.items():
+        given = [name for name in (key, *older) if os.environ.get(name)]
+        for name in given:
+            if name != key:
+                log.warning("%s is deprecated (git-sync v3); use %s.", name, key)
+        if len(given) > 1:
+            others = ", ".join(given[:-1])
+            log.warning("%s is overridden by %s, as in git-sync; set only one.", others, given[-1])
 
 
 def _warn_unknown_variables(ctx: click.Context) -> None:
