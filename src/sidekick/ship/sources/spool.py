@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidekick.core.ratelog import RateLimitedLog
 from sidekick.ship.acks import AckTracker
 from sidekick.ship.files import write_all
 from sidekick.ship.records import Record
@@ -124,6 +125,8 @@ class Spool:
         self.last_id = 0
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        # A full disk fails every write until room is made: one line a minute, with a count.
+        self._rate = RateLimitedLog(log)
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -211,21 +214,7 @@ class Spool:
             try:
                 full = await asyncio.to_thread(self._write_sync, seg, data)
             except Exception as exc:
-                # Never leave a request waiting on a write that will not happen.
-                log.error(
-                    "Spool write failed: %s; answering 503 to %d request(s).",
-                    exc,
-                    len(group),
-                    exc_info=not isinstance(exc, OSError),
-                )
-                self._seal(seg)
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                err = SpoolWriteError(f"spool write failed: {reason}")
-                for p in group:
-                    if not p.future.done():
-                        p.future.set_exception(err)
-                    # Mark the exception retrieved: a request may have gone away meanwhile.
-                    p.future.exception()
+                self._failed(seg, group, exc)
                 continue
             self._bytes += len(data)
             offset = seg.size
@@ -243,6 +232,31 @@ class Spool:
             for p in group:
                 if not p.future.done():
                     p.future.set_result(None)
+
+    def _failed(self, seg: Segment, group: list[_Pending], exc: Exception) -> None:
+        """A group's write failed: answer each of its requests with the error (none may wait
+        on a write that will not happen), and start the next group in a fresh segment."""
+        if isinstance(exc, OSError):
+            self._rate.error(
+                ("write", exc.errno),
+                "Spool write failed in %s: %s; %d write(s) refused, their clients told to retry.",
+                self.directory,
+                exc,
+                len(group),
+            )
+        else:
+            log.error("Spool write failed in %s: %s", self.directory, exc, exc_info=exc)
+        if seg.size == 0:
+            self._discard(seg)
+        else:
+            self._seal(seg)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        err = SpoolWriteError(f"spool write failed: {reason}")
+        for p in group:
+            if not p.future.done():
+                p.future.set_exception(err)
+            # Mark the exception retrieved: a request may have gone away meanwhile.
+            p.future.exception()
 
     def _write_sync(self, seg: Segment, data: bytes) -> bool:
         """Append and fsync in a worker thread; only the flusher calls it, one at a time.
@@ -277,6 +291,14 @@ class Spool:
         self._active = None
         seg.sealed = True
         self.changed.set()
+
+    def _discard(self, seg: Segment) -> None:
+        """Remove the active segment that holds nothing: on a full disk every refused write
+        would otherwise leave an empty file behind, thousands a minute."""
+        self._seal(seg)
+        self.segments.pop(seg.id, None)
+        with contextlib.suppress(OSError):
+            seg.path.unlink(missing_ok=True)
 
     # -- reading side ---------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ fields), default port 514.
 - ``syslog+tcp``: RFC 6587 framing per message, octet-counting or LF/NUL-terminated. A frame
   over ``--max-line-bytes`` is skipped and counted (``rejected{reason="oversize"}``); an
   octet count that is not a number closes the connection (``malformed``), as does a frame
-  left unfinished for ``--ingest-body-timeout`` (``slow``). When the spool is full, reading
-  pauses and TCP holds the sender back.
+  left unfinished for ``--ingest-body-timeout`` (``slow``). When the spool is full, or its
+  disk refuses writes (full, failing), reading pauses and TCP holds the sender back; the
+  lines already read are written once the disk takes them.
 - ``syslog+udp``: one message per datagram. UDP cannot hold a sender back: datagrams that
   arrive while the spool is full are dropped and counted (``rejected{reason="spool_full"}``),
   and the datagrams the kernel itself dropped (a full socket buffer) are read from the
@@ -16,8 +17,8 @@ fields), default port 514.
   counted in ``sidekick_ship_receiver_udp_drops_total`` and logged once a minute. Nothing is
   lost silently, but UDP loses: use TCP where it matters.
 - ``syslog+unix``: a Unix datagram socket at PATH, like ``/dev/log`` (``logger -u PATH``,
-  ``SysLogHandler(address=PATH)``); an existing socket file there is replaced. A full spool
-  pauses reading, so senders block rather than lose.
+  ``SysLogHandler(address=PATH)``); an existing socket file there is replaced. A full spool,
+  or a disk that refuses writes, pauses reading, so senders block rather than lose.
 
 Records are spooled (fsync'ed) in groups: every datagram or read that arrives while one
 group is being written joins the next. On SIGTERM, after the quiet period, the sockets are
@@ -58,6 +59,8 @@ DEFAULT_PORT = 514
 DATAGRAM_BYTES = 65536
 # Datagrams held while the previous group is written; beyond it they are dropped (counted).
 MAX_PENDING = 100_000
+# How long a sender held back by a failing spool write waits before the write is tried again.
+WRITE_RETRY_SECONDS = 1.0
 
 
 def udp_drops(inode: int) -> int | None:
@@ -251,11 +254,11 @@ class SyslogSource(Receiver):
 
     async def _store_datagrams(self, records: list[Record]) -> None:
         payload = encode_records(records)
-        if self.transport == "unix":
-            with contextlib.suppress(SpoolFullError):
-                await self.spool.wait_for_room(len(payload))
         try:
-            await self.spool.append(payload, records)
+            if self.transport == "unix":
+                await self._append_holding(payload, records)
+            else:
+                await self.spool.append(payload, records)
         except (SpoolFullError, SpoolWriteError) as exc:
             for _ in records:
                 self.metrics.reject(
@@ -270,6 +273,20 @@ class SyslogSource(Receiver):
             )
             return
         self._accepted(records, payload)
+
+    async def _append_holding(self, payload: bytes, records: list[Record]) -> None:
+        """Append once there is room, trying again while the disk refuses the write (a
+        Unix socket's senders block meanwhile); the last error once the input stops."""
+        while True:
+            with contextlib.suppress(SpoolFullError):
+                await self.spool.wait_for_room(len(payload))
+            try:
+                await self.spool.append(payload, records)
+                return
+            except SpoolWriteError:
+                if not self._accepting:
+                    raise
+            await asyncio.sleep(WRITE_RETRY_SECONDS)
 
     def _accepted(self, records: list[Record], payload: bytes) -> None:
         self.metrics.records.inc(len(records))
@@ -341,8 +358,12 @@ class SyslogSource(Receiver):
                     return
                 continue
             except SpoolWriteError:
-                self.metrics.reject("spool_error", len(records))
-                raise Closed from None
+                # Syslog has no answer to refuse with: the lines are read, so keep them and
+                # hold the sender back (reading has stopped) until the disk takes them.
+                if self.streams.draining:
+                    self.metrics.reject("spool_error", len(records))
+                    raise Closed from None
+                await asyncio.sleep(WRITE_RETRY_SECONDS)
         self._accepted(records, payload)
 
 
