@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.sync.conftest import Upstream, make_syncer, metric
+from tests.conftest import SIDEKICK
+from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer, metric
 
 
 def warnings_matching(caplog: pytest.LogCaptureFixture, text: str) -> int:
@@ -119,3 +121,47 @@ async def test_corrupt_repository_head_is_reinitialised(upstream: Upstream, tmp_
     assert (tmp_path / "root" / "upstream" / "index.html").read_text() == "rev 1\n"
     assert metric(syncer, "sidekick_sync_recoveries_total", {"kind": "repository"}) == 1
     syncer.aclose()
+
+
+def _one_time(upstream: Upstream, root: Path) -> None:
+    proc = subprocess.run(
+        [*SIDEKICK, "sync", "--one-time", "--repo", upstream.url, "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=GIT_ENV,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def _as_v3_layout(root: Path) -> str:
+    """Rearrange a synced root the way git-sync v3 left it: the worktree at ``<root>/<sha>``
+    (added by git, so its ``.git`` file names the repository by absolute path) and the link
+    pointing there."""
+    link = root / "upstream"
+    sha = os.path.basename(os.readlink(link))
+    shutil.rmtree(root / ".worktrees")
+    git(root, "worktree", "prune")
+    git(root, "worktree", "add", "--quiet", "--detach", str(root / sha), sha)
+    link.unlink()
+    link.symlink_to(sha)
+    return sha
+
+
+@pytest.mark.parametrize("new_commit", [False, True], ids=["same-commit", "new-commit"])
+def test_a_worktree_left_by_git_sync_v3_is_moved_into_worktrees_and_removed(
+    upstream: Upstream, tmp_path: Path, new_commit: bool
+) -> None:
+    """git-sync v4 upgrades a v3 root in place: a link to a worktree outside .worktrees counts
+    as a change, so the revision is checked out under .worktrees and the old tree removed."""
+    root = tmp_path / "root"
+    _one_time(upstream, root)
+    old = _as_v3_layout(root)
+    sha = upstream.commit({"index.html": "rev 1\n"}) if new_commit else old
+    _one_time(upstream, root)
+    assert os.readlink(root / "upstream") == f".worktrees/{sha}"
+    assert (root / "upstream" / "index.html").read_text() == (
+        "rev 1\n" if new_commit else "rev 0\n"
+    )
+    assert not (root / old).exists()
+    assert str(root / old) not in git(root, "worktree", "list")

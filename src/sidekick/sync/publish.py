@@ -173,6 +173,25 @@ class Tree:
             return None
         return sha, path
 
+    def in_layout(self, path: Path) -> bool:
+        """Whether ``path`` is where this layout keeps worktrees (``.worktrees/<name>``)."""
+        return path.parent == self.worktrees
+
+    async def remove_old_layout(self, path: Path, deadline: float) -> None:
+        """Remove a worktree an older layout kept at ``<root>/<sha>`` (git-sync v3's), and
+        git's record of it, once the link no longer points there, as git-sync v4 does when
+        it upgrades a root in place. Anything else the link pointed at is left alone."""
+        if path.parent != self.root or not SHA.match(path.name):
+            return
+        log.info(
+            "Removing %s, a worktree of an older layout; worktrees now live in %s.",
+            path,
+            self.worktrees,
+        )
+        await asyncio.to_thread(self._remove_entry, path)
+        if self._has_orphans():
+            await self.git.run("worktree", "prune", cwd=self.root, timeout=remaining(deadline))
+
     def is_complete(self, path: Path, sha: str) -> bool:
         """Whether ``path`` is an intact worktree of ``sha`` (no subprocess: cheap per poll).
 

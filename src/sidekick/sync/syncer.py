@@ -263,7 +263,14 @@ class Syncer:
         env = await self.remote.env(deadline)
         sha = await self.remote.resolve(deadline, env)
         cur = self.tree.current()
-        if cur is not None and cur[0] == sha and self.tree.is_complete(cur[1], sha):
+        # A link to a tree outside .worktrees (git-sync v3's <root>/<sha>) is a change, as
+        # in git-sync v4: the revision moves into .worktrees and the old tree goes.
+        if (
+            cur is not None
+            and cur[0] == sha
+            and self.tree.in_layout(cur[1])
+            and self.tree.is_complete(cur[1], sha)
+        ):
             if not self.remote.fetched_once:
                 # A restart: fetch once anyway, so a new --depth applies now, not with the
                 # next commit (git-sync fetches on its first sync too).
@@ -307,6 +314,8 @@ class Syncer:
         if cur is not None and cur[1] != path:
             # --stale-worktree-timeout counts from now, when it stops being the current one.
             self.tree.mark_stale(cur[1])
+            if not self.tree.in_layout(cur[1]):
+                await self.tree.remove_old_layout(cur[1], deadline)
         log.info("Published %s (%s of %s).", sha[:12], self.cfg.ref, self.repo_shown)
         self._set_published(sha, path)
         await self._cleanup(path, deadline, gc_now=self.cfg.one_time)
