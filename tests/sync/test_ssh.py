@@ -9,12 +9,14 @@ the known_hosts file and batch mode on ssh's command line.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from sidekick.sync.config import SyncConfig
 from sidekick.sync.git import Redactor
 from sidekick.sync.git_setup import build_git
 from sidekick.sync.syncer import Syncer
+from tests.conftest import SIDEKICK
 from tests.sync.conftest import GIT_ENV, Upstream
 
 FAKE_SSH = """#!/bin/sh
@@ -73,3 +75,37 @@ async def test_ssh_known_hosts_false_turns_host_checking_off(
     args = log.read_text().splitlines()
     assert "StrictHostKeyChecking=no" in args and "UserKnownHostsFile=/dev/null" in args
     syncer.aclose()
+
+
+def test_a_users_git_ssh_command_is_kept_and_given_the_keys(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """git-sync starts from $GIT_SSH_COMMAND when it is set (a port, a proxy, a config file)
+    and appends its own options; it does not replace it."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "ssh-args"
+    (bindir / "my-ssh").write_text(FAKE_SSH.format(log=log))
+    (bindir / "my-ssh").chmod(0o755)
+    (tmp_path / "key").write_text("x\n")
+    proc = subprocess.run(
+        [
+            *SIDEKICK,
+            "sync",
+            "--one-time",
+            "--repo",
+            f"ssh://git@git.example.invalid{upstream.path}",
+            "--root",
+            str(tmp_path / "root"),
+            "--ssh-key-file",
+            str(tmp_path / "key"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**GIT_ENV, "GIT_SSH_COMMAND": f"{bindir / 'my-ssh'} -p 2222"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    args = log.read_text().splitlines()
+    assert args[:2] == ["-p", "2222"]
+    assert ["-i", str(tmp_path / "key")] == args[args.index("-i") : args.index("-i") + 2]

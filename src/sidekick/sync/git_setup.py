@@ -5,7 +5,8 @@ environment: no credential helper from the system (only the askpass script and t
 URL-scoped helpers of ``credentials`` answer git), ``--git-config`` pairs parsed as git-sync
 parses them, ``--group-write``, ``--cookie-file``, and for SSH a ``GIT_SSH_COMMAND`` with the
 keys and known hosts, git-sync's files under ``/etc/git-secret`` when the repository is
-reached over SSH and no flag names others.
+reached over SSH and no flag names others; a ``GIT_SSH_COMMAND`` the user set is kept and
+given those options, as git-sync does.
 
 It leaves out the credentials read again on every sync (``remote``) and the checks of the
 flags before the first sync (``preflight``).
@@ -61,7 +62,7 @@ def build_git(
         if known_hosts_file is None and os.path.isfile(SSH_KNOWN_HOSTS_DEFAULT):
             known_hosts_file = SSH_KNOWN_HOSTS_DEFAULT
     if key_files or known_hosts_file or not cfg.ssh_known_hosts:
-        ssh = ["ssh", "-o", "BatchMode=yes"]
+        ssh = ["-o", "BatchMode=yes"]
         if key_files:
             ssh += ["-o", "IdentitiesOnly=yes"]
             for key in key_files:
@@ -75,7 +76,10 @@ def build_git(
                 "-o",
                 "StrictHostKeyChecking=yes",
             ]
-        git_env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+        # As git-sync: a GIT_SSH_COMMAND already set (a port, a proxy) is kept and given
+        # these options; git runs it through the shell, so it is extended as text.
+        base = env.get("GIT_SSH_COMMAND", "").strip() or "ssh"
+        git_env["GIT_SSH_COMMAND"] = f"{base} {shlex.join(ssh)}"
     return Git(cfg.git, env=git_env, redact=redact, config=config)
 
 
