@@ -5,9 +5,14 @@ reading (test_reader) and discovery (test_discover); the drain is in tests/ship/
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from pathlib import Path
 
-from tests.ship.helpers import shipping, wait_for
+import msgspec
+
+from sidekick.ship.checkpoints import STATE_FILE
+from tests.ship.helpers import ship_config, shipping, wait_for
 from tests.ship.sources.tailing import cfg_for, out
 
 
@@ -25,3 +30,52 @@ async def test_records_carry_message_path_offset_host_and_fields(tmp_path: Path)
     assert first["k8s.pod.name"] == "web-0" and first["k8s.namespace.name"] == "shop"
     assert first["@timestamp"].endswith("Z") and len(first["@timestamp"]) == 30
     assert first["log.file.id"] == second["log.file.id"]
+
+
+def saved_offset(state_dir: Path, log: Path) -> int:
+    state = msgspec.json.decode((state_dir / STATE_FILE).read_bytes())
+    offsets = [e["offset"] for e in state["streams"].values() if e.get("path") == str(log)]
+    assert len(offsets) == 1
+    return int(offsets[0])
+
+
+async def test_checkpoint_lag_follows_the_file_while_an_output_is_down(tmp_path: Path) -> None:
+    # While the output fails, reading pauses at the in-flight limit and the read loop waits
+    # in emit; the lag gauge must still grow with the file, or a dead output looks like a
+    # shipper that is nearly caught up.
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    (tmp_path / "logs").mkdir()
+    cfg = ship_config(
+        inputs=[f"file://{tmp_path}/logs/*.log"],
+        outputs=[f"file://{outdir}/out.ndjson"],
+        state_dir=str(tmp_path / "state"),
+        max_inflight_bytes="256KiB",
+        retry={"initial": "50ms", "max": "100ms"},
+    )
+    log = tmp_path / "logs" / "a.log"
+    log.write_bytes(b"first\n")
+    line = b"x" * 99 + b"\n"
+    lag = "sidekick_ship_checkpoint_lag_bytes"
+    async with shipping(cfg) as sh:
+        await wait_for(lambda: (outdir / "out.ndjson").exists())
+        await wait_for(lambda: sh.metric(lag, file=str(log)) == 0)
+        shutil.rmtree(outdir)  # every write fails from now on (once the sink looks again)
+        failed = "sidekick_ship_records_failed_total"
+        output = f"file://{outdir}/out.ndjson"
+        while sh.metric(failed, output=output) == 0:
+            with log.open("ab") as f:
+                f.write(b"more\n")  # delivered into the deleted file until the sink looks
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2 * 1.0)  # checkpoint_interval: the state file holds the last
+        committed = saved_offset(tmp_path / "state", log)
+        with log.open("ab") as f:
+            f.write(line * 20_000)  # 2 MB: far more than the in-flight limit
+        await wait_for(lambda: sh.metric("sidekick_ship_backpressure_waits_total") >= 1)
+        await asyncio.sleep(1.0)  # the read loop now waits for room
+        with log.open("ab") as f:
+            f.write(line * 10_000)
+        size = log.stat().st_size
+        await wait_for(lambda: sh.metric(lag, file=str(log)) == size - committed, timeout=5)
+        outdir.mkdir()  # the output works again: everything arrives
+        await wait_for(lambda: sh.metric(lag, file=str(log)) == 0, timeout=30)

@@ -75,6 +75,7 @@ class FileTable:
             self.files, open_budget(cfg), self._finder.opened_inside, self._error
         )
         self._waiting: set[tuple[int, int]] = set()  # matched, waiting for a descriptor
+        self.lag_reported = 0.0  # time.monotonic() of the latest update of the lag gauges
         self._started: list[tuple[str, int]] = []  # new files opened, for one log line
 
     def _error(self, op: str, path: str, exc: OSError) -> None:

@@ -135,6 +135,7 @@ class Rotation(FileTable):
                     f.take_fingerprint(f.fd)
                     self.store.update(f.key, {"fp": f.fp, "fp_len": f.fp_len}, urgent=False)
             self._lag.labels(f.path).set(max(0, f.size - f.tracker.committed))
+            self.lag_reported = now
             if (
                 f.joiner is not None
                 and f.joiner.pending_offset is not None
@@ -156,6 +157,20 @@ class Rotation(FileTable):
             else:
                 still.append((key, tracker))
         self.retiring = still
+
+    def report_lag(self) -> None:
+        """Set every file's lag gauge from its size now, outside the periodic check.
+
+        The check runs in the read loop, which waits in ``emit`` while an output is down and
+        reading has paused at the in-flight limit; the files keep growing meanwhile.
+        """
+        for f in self.files.values():
+            size = f.size
+            if f.fd >= 0:
+                with contextlib.suppress(OSError):
+                    size = os.fstat(f.fd).st_size
+            self._lag.labels(f.path).set(max(0, size - f.tracker.committed))
+        self.lag_reported = time.monotonic()
 
     async def _truncated(self, f: TailFile, emit: Emit) -> None:
         # A pending multi-line group was read before the truncation: ship it first.

@@ -32,7 +32,9 @@ the reader when a file grows. Without inotify the reader checks idle files every
 Checkpoints: each file has an ``AckTracker``; its committed position (the end of the
 delivered prefix, never past a pending multi-line group) is saved under
 ``<input>/<dev>:<ino>``. New files start at 0; files present at the very first start begin
-at their end with ``start_at: end``.
+at their end with ``start_at: end``. The lag gauge (size minus committed position) is set by
+the periodic check, and by a task of its own when the read loop has not run that check for a
+second (it waits in ``emit`` while an output is down), so a dead output shows as growing lag.
 
 Finding files: ``_discover.Finder`` expands the globs. A symlink (the match itself, or a
 directory below the glob's base directory) that resolves outside the base directory is not
@@ -86,6 +88,7 @@ from sidekick.ship.sources.base import Emit, InputSpec, SourceContext
 log = logging.getLogger("sidekick.ship.tail")
 
 IDLE_POLL = 0.1  # seconds between growth checks of idle files when inotify is unavailable
+LAG_INTERVAL = 1.0  # at least this often the lag gauges follow the files, reading or not
 
 
 class TailSource(Rotation):
@@ -103,6 +106,22 @@ class TailSource(Rotation):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, emit: Emit) -> None:
+        lag = asyncio.create_task(self._keep_lag_current(), name=f"lag {self.name}")
+        try:
+            await self._run(emit)
+        finally:
+            lag.cancel()
+
+    async def _keep_lag_current(self) -> None:
+        """Update the lag gauges when the read loop has not for a while: it waits in ``emit``
+        while an output is down, and the files it tails keep growing meanwhile."""
+        interval = max(LAG_INTERVAL, self.poll_interval)
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.lag_reported >= interval:
+                self.report_lag()
+
+    async def _run(self, emit: Emit) -> None:
         stopping = self.ctx.stopping
         # "First start" (for --start-at end) is remembered, so files created while the
         # shipper was down are not skipped at its second start.
