@@ -190,6 +190,35 @@ def test_full_disk_keeps_the_old_state_file_and_the_shipper_running(
     assert set(messages) == {"one"} | {f"line {i}" for i in range(150)}
 
 
+def test_a_state_file_the_shutdown_cannot_write_is_said_after_the_drain(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    # The failures while running are logged once a minute; the shutdown's write is the last
+    # one and has no retry, so its failure is logged whatever the rate limit said before.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "first.log").write_text("one\n")
+    state = small_disk / "state"
+    sh = shipper(tmp_path, state).start()
+    try:
+        sh.wait_ready()
+        wait_for_sync(lambda: tail_offsets(state / STATE_FILE) == {str(logs / "first.log"): 4})
+        fill(small_disk, leave=8192)
+        for i in range(150):
+            (logs / f"more-{i:03d}.log").write_text(f"line {i}\n")
+        wait_for_sync(lambda: len(read_ndjson(tmp_path / "out.ndjson")) == 151, timeout=30)
+        wait_for_sync(lambda: sh.metric("sidekick_ship_checkpoint_write_errors_total") >= 1)
+        assert sh.terminate() == 0  # everything was delivered
+    finally:
+        sh.stop_quietly()
+    text = (tmp_path / "ship.log").read_text()
+    after = text.split("saving the checkpoint", 1)[1]
+    assert "Cannot write state file" in after and "at shutdown (No space left on device)" in after
+    assert "sends the lines delivered since it was written again" in after
+    assert "Traceback" not in text
+    assert tail_offsets(state / STATE_FILE) == {str(logs / "first.log"): 4}
+
+
 def test_failed_write_leaves_no_temporary_file_and_is_retried(
     tmp_path: Path, small_disk: Path
 ) -> None:

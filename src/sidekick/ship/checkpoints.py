@@ -356,13 +356,22 @@ class CheckpointStore:
             return  # moved away while running: nothing to keep
         os.replace(link, self.prev_path)
 
-    def _write_failed(self, exc: OSError) -> None:
+    def _write_failed(self, exc: OSError, *, last: bool = False) -> None:
         # Keep running: the next attempt may succeed; data is still safe on the source
         # side, only a restart would re-send more.
         self.write_errors += 1
         self._failing += 1
         if self.metrics is not None:
             self.metrics.checkpoint_write_errors.inc()
+        if last:
+            # The shutdown's write has no retry: say so even if the rate limit has spoken.
+            log.error(
+                "Cannot write state file %s at shutdown (%s); the next start resumes from "
+                "the previous one and sends the lines delivered since it was written again.",
+                self.path,
+                exc.strerror or exc,
+            )
+            return
         self._errors.error(
             "write",
             "Cannot write state file %s (%s); keeping the previous one and retrying.",
@@ -424,6 +433,11 @@ class CheckpointStore:
         # leave the last word to a thread that may not finish before the process ends.
         if self._seq > self._written_seq:
             self.dirty = True
-        with contextlib.suppress(OSError):
-            self.save_if_dirty()
+        if self.dirty:
+            try:
+                self.save()
+            except OSError as exc:
+                self._write_failed(exc, last=True)
+            else:
+                self._write_done()
         self.unlock()
