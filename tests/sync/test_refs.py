@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.sync.conftest import Upstream, git, make_syncer, metric
+from tests.conftest import SIDEKICK
+from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer, metric
 
 
 def tag(up: Upstream, name: str, message: str) -> None:
@@ -76,3 +78,39 @@ async def test_full_ref_names_resolve(upstream: Upstream, tmp_path: Path) -> Non
         await syncer.sync_once()
         assert syncer.published is not None and syncer.published[0] == commit
         syncer.aclose()
+
+
+@pytest.mark.parametrize("protocol", ["0", "2"])
+def test_an_annotated_tag_syncs_from_a_server_that_serves_only_advertised_objects(
+    upstream: Upstream, tmp_path: Path, protocol: str
+) -> None:
+    """A server speaking git's protocol v0 without uploadpack.allow*SHA1InWant (git's
+    default) serves only what it advertises: the tag object, not the commit it peels to.
+    git-sync fetches the tag by name, so it syncs there."""
+    git(upstream.path, "config", "--unset", "uploadpack.allowAnySHA1InWant")
+    commit = upstream.commit({"index.html": "tagged\n"})
+    tag(upstream, "v1", "first release")
+    upstream.commit({"index.html": "after the tag\n"})
+    root = tmp_path / "root"
+    proc = subprocess.run(
+        [
+            *SIDEKICK,
+            "sync",
+            "--one-time",
+            "--repo",
+            upstream.url,
+            "--root",
+            str(root),
+            "--ref",
+            "v1",
+            "--git-config",
+            f"protocol.version:{protocol}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=GIT_ENV,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(root / "upstream") == f".worktrees/{commit}"
+    assert (root / "upstream" / "index.html").read_text() == "tagged\n"

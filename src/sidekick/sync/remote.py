@@ -6,8 +6,10 @@ Credentials are read again on every sync, so a rotated secret is used at once:
 ``--askpass-url`` asked for ``username=``/``password=`` lines (counted in
 ``git_sync_askpass_calls{status}``), as git-sync does. ``--ref`` is resolved with git-sync's
 ``git ls-remote`` argv (a full commit hash needs no lookup; a tag wins over a branch of the
-same name, as in git), and the fetch asks for the resolved commit, so what is published is
-exactly what ``ls-remote`` saw.
+same name, as in git), and the fetch asks for the object ``ls-remote`` listed, so what is
+published is exactly what it saw: the commit, or for an annotated tag the tag object, which
+every server serves (one speaking git's protocol v0 serves only objects it advertised, and
+the commit a tag peels to is not one of them).
 
 It leaves out when to fetch and what to do with the commit (``syncer``), the on-disk layout
 (``publish``) and the other credentials: ``--credential`` helpers (``credentials``) and
@@ -58,6 +60,9 @@ class Remote:
         # tree is current, so a changed --depth takes effect at start, as with git-sync.
         self.fetched_once = False
         self.repo_shown = self.redact(cfg.repo)
+        # The commit the last ``resolve`` found -> the object the remote advertised for it
+        # (an annotated tag's own id), which ``fetch`` asks for.
+        self._advertised: dict[str, str] = {}
 
     async def env(self, deadline: float) -> dict[str, str]:
         """The environment that gives git this sync's credentials (empty without any)."""
@@ -102,20 +107,20 @@ class Remote:
         # git's own order for a short name (git-rev-parse "SPECIFYING REVISIONS"): a tag
         # wins over a branch of the same name, as it does in git-sync's fetch.
         for name in (ref, f"refs/{ref}", f"refs/tags/{ref}", f"refs/heads/{ref}"):
-            peeled = refs.get(f"{name}^{{}}")
-            if peeled is not None:
-                return peeled
             if name in refs:
-                return refs[name]
+                commit = refs.get(f"{name}^{{}}", refs[name])
+                self._advertised = {commit: refs[name]}
+                return commit
         raise RefNotFound(
             f"ref {ref!r} does not exist in {self.repo_shown} (couldn't find remote ref "
             f"{ref}); set --ref to an existing branch, tag or full 40-character commit hash"
         )
 
     async def fetch(self, sha: str, deadline: float, env: dict[str, str]) -> None:
-        # git-sync's argv, fetching the resolved commit rather than the ref so that what is
-        # published is exactly what ls-remote saw.
-        args = ["fetch", self.cfg.repo, sha, "--verbose", "--no-progress", "--prune"]
+        # git-sync's argv, fetching what ls-remote listed rather than the ref so that what
+        # is published is exactly what it saw.
+        wanted = self._advertised.get(sha, sha)
+        args = ["fetch", self.cfg.repo, wanted, "--verbose", "--no-progress", "--prune"]
         args.append("--no-auto-gc")
         if self.cfg.depth > 0:
             args += ["--depth", str(self.cfg.depth)]
