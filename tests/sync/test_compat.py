@@ -53,6 +53,26 @@ def test_group_write_makes_the_checkout_group_writable(upstream: Upstream, tmp_p
     assert page.stat().st_mode & stat.S_IWGRP
 
 
+def test_a_restrictive_umask_still_publishes_a_tree_others_can_read(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """git-sync sets its umask to 022 (002 with --group-write) whatever it inherited, so a
+    consumer running as another user can read the tree."""
+    root = tmp_path / "root"
+    proc = subprocess.run(
+        [*SIDEKICK, "sync", "--repo", upstream.url, "--root", str(root), "--one-time"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=GIT_ENV,
+        umask=0o077,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for path in (root, root / ".worktrees", root / "upstream"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o055 == 0o055, path
+    assert stat.S_IMODE((root / "upstream" / "index.html").stat().st_mode) == 0o644
+
+
 async def test_touch_file_is_touched_and_error_file_holds_the_last_error(
     upstream: Upstream, tmp_path: Path
 ) -> None:

@@ -230,10 +230,11 @@ class SyncApp:
         event_loop = asyncio.get_running_loop()
         if self._signal is not None and self._signal != signal.SIGHUP:
             event_loop.add_signal_handler(self._signal, self.on_signal)
-        if self.cfg.group_write:
-            # This process only writes the synced tree, so a process-wide umask is the
-            # simplest way to make git and the worktrees group-writable.
-            os.umask(0o002)
+        # As git-sync, whatever umask was inherited: 022, or 002 with --group-write. This
+        # process only writes the synced tree, so a process-wide umask is the simplest way
+        # to make git and the worktrees readable by a consumer running as another user
+        # (and group-writable when asked).
+        os.umask(0o002 if self.cfg.group_write else 0o022)
         self._make_hooks()
         # --one-time is an init container: nothing probes it, so no admin server.
         if not self.cfg.one_time:
