@@ -190,3 +190,37 @@ def test_soft_open_file_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> Non
     finally:
         sh.stop_quietly()
     assert "Raised the open-file limit from 256 to 2048" in sh.log()
+
+
+def test_tailed_files_leave_descriptors_for_the_rest_of_the_shipper(tmp_path: Path) -> None:
+    # max_open_files that fits the limit exactly: the tail source itself never runs out, but
+    # it must not take the descriptors the admin server, the output and the state file need.
+    (tmp_path / "logs").mkdir()
+    probe = Shipper(args(tmp_path / "probe"), tmp_path / "probe.log", nofile=64)
+    (tmp_path / "probe").mkdir()
+    probe.start()
+    try:
+        probe.wait_ready()
+        baseline = probe.fds()
+        assert probe.terminate() == 0
+    finally:
+        probe.stop_quietly()
+    want = make_files(tmp_path / "logs", 200, 2)
+    budget = str(64 - baseline)
+    sh = Shipper(args(tmp_path, "--max-open-files", budget), tmp_path / "ship.log", nofile=64)
+    sh.start()
+    try:
+        sh.wait_ready()
+        answered = 0
+        deadline = time.monotonic() + 60
+        while len(shipped(tmp_path)) < len(want) or answered < 20:
+            assert time.monotonic() < deadline, sh.log()
+            assert sh.get("/readyz")[0] == 200  # the admin server can still accept
+            answered += 1
+            time.sleep(0.1)
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+    assert_exactly_once(shipped(tmp_path), want)
+    log = (tmp_path / "ship.log").read_text()
+    assert "Traceback" not in log and "out of system resource" not in log, log[-3000:]

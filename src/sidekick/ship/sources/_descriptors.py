@@ -4,7 +4,10 @@ A node-level shipper may tail thousands of files; an input holds at most ``open_
 them open (``--max-open-files``, or half the process's open-file limit, shared evenly by the
 file inputs). ``Descriptors`` keeps to it by parking (closing) the least recently grown files
 that are fully read, and reopening a parked file by its path when it changes, only if the
-same (device, inode) is still there.
+same (device, inode) is still there. The last eighth of the process's limit (at least
+``RESERVE_MIN``) is never taken for a tailed file: an input that fits ``max_open_files`` to the
+limit exactly would otherwise leave the admin server unable to accept and the state file
+unwritable.
 
 Left out: noticing that a parked file changed (the tail source's scan compares its size and
 mtime with what ``park`` remembered) and reading it (``_reader``).
@@ -20,6 +23,8 @@ from typing import Any
 
 from sidekick.core.limits import open_files_limit
 from sidekick.ship.sources._reader import TailFile
+
+RESERVE_MIN = 16  # descriptors always left to the rest of the shipper (1/8 of the limit if more)
 
 
 class Descriptors:
@@ -44,6 +49,23 @@ class Descriptors:
         self._accept = accept
         self._on_error = on_error
         self._victims: list[TailFile] | None = None  # park candidates, built once per scan
+        limit = open_files_limit()
+        self.reserve = max(RESERVE_MIN, limit // 8)
+        self._ceiling = limit - self.reserve  # descriptor numbers from here on are not ours
+
+    def open(self, path: str) -> int:
+        """Open ``path`` for reading; OSError (EMFILE) when the process is out of descriptors
+        or only the last ``reserve`` are free: those are left to the outputs, the state file,
+        the admin server's connections and listing directories. Descriptors are numbered
+        lowest free first, so a number that high means all below it are taken."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if fd >= self._ceiling:
+            os.close(fd)
+            raise OSError(
+                errno.EMFILE,
+                f"only the last {self.reserve} descriptors are free, kept for the rest of ship",
+            )
+        return fd
 
     def close(self, f: TailFile) -> None:
         """Close ``f``'s descriptor, if it holds one, for good (released or dropped)."""
@@ -110,7 +132,7 @@ class Descriptors:
     def reopen(self, f: TailFile) -> bool:
         """Open parked ``f`` again at its path if the same (device, inode) is still there."""
         try:
-            fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self.open(f.path)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 self._on_error("open", f.path, exc)

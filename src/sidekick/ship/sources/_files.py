@@ -115,7 +115,7 @@ class FileTable:
         rotated: bool = False,
     ) -> TailFile | None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self.fds.open(path)
         except OSError as exc:
             if exc.errno != errno.ENOENT:  # deleted since the scan: nothing to say
                 self._error("open", path, exc)
