@@ -204,3 +204,25 @@ def test_one_time_with_max_failures_3_exits_after_the_third_failure(tmp_path: Pa
     )
     assert code == 1
     assert "Giving up after 3 failed sync(s) in a row" in err
+
+
+def test_a_refused_setting_is_written_to_the_error_file_as_in_git_sync(tmp_path: Path) -> None:
+    """git-sync writes the message of a fatal setting error to --error-file as plain text
+    before it exits, so whatever reads the file learns why the container did not start."""
+    root = tmp_path / "root"
+    code, err = finish(
+        sync_cli(
+            "--repo",
+            "file:///nowhere",
+            "--root",
+            str(root),
+            "--error-file",
+            "error.txt",
+            "--period",
+            "1ms",
+        )
+    )
+    assert code == 2, err
+    text = (root / "error.txt").read_text()
+    assert text == "--period 0.001s is too short; use at least 10ms"
+    assert text in err

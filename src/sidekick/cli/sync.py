@@ -29,8 +29,9 @@ from sidekick import __version__
 from sidekick.cli.common import admin_addr, common_options, init_logging, overrides
 from sidekick.core.config import build_config, load_yaml_file
 from sidekick.core.durations import parse_duration
-from sidekick.core.errors import ConfigError
+from sidekick.core.errors import ConfigError, UserError
 from sidekick.sync.config import Credential, SyncConfig
+from sidekick.sync.status_files import export_refused_setting
 
 log = logging.getLogger("sidekick.sync")
 
@@ -516,7 +517,6 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
     Syncs every --period, on POST /sync to the admin server and on SIGHUP.
     """
     from sidekick.cli.common import duration_option
-    from sidekick.sync.app import run_sync
 
     if params.pop("show_version"):
         click.echo(__version__)
@@ -570,6 +570,20 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
                 f"{flag} is required; give it as a flag, as GITSYNC_{field.upper()} "
                 f"or as sync.{field} in the config file"
             )
+    try:
+        code = _configure_and_run(ctx, params, layered, print_only)
+    except UserError as exc:
+        export_refused_setting(layered.get("root"), layered.get("error_file"), str(exc))
+        raise
+    ctx.exit(code)
+
+
+def _configure_and_run(
+    ctx: click.Context, params: dict[str, Any], layered: dict[str, Any], print_only: bool
+) -> int:
+    """Build the settings from ``layered`` and run (or print them); the exit code."""
+    from sidekick.sync.app import run_sync
+
     cfg = build_config(SyncConfig, overrides=layered, env_prefix="SIDEKICK_SYNC_")
     addr_text = params["admin_addr"]
     if (
@@ -588,8 +602,8 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
             "shutdown_timeout": shutdown_timeout,
         }
         click.echo(json.dumps(shown, indent=2, sort_keys=True))
-        ctx.exit(0)
-    ctx.exit(run_sync(cfg, addr, shutdown_timeout))
+        return 0
+    return run_sync(cfg, addr, shutdown_timeout)
 
 
 def _given(ctx: click.Context, param: str) -> bool:

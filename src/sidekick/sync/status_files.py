@@ -1,9 +1,9 @@
 """git-sync's two files that report how syncs go: ``--touch-file`` and ``--error-file``.
 
 ``--error-file`` holds git-sync's JSON record of the last failure and is removed by the next
-success; ``--touch-file`` is touched when a revision is published and on the first success
-of the process. A relative path is under ``--root``, and its first component counts as
-ours there (``owned_names``): ``publish`` keeps it when it empties a root that is not a
+success (a setting refused at start is written to it as plain text, as git-sync does);
+``--touch-file`` is touched when a revision is published and on the first success of the
+process. A relative path is under ``--root``, and its first component counts as ours there (``owned_names``): ``publish`` keeps it when it empties a root that is not a
 repository. A file that cannot be written is a warning, never a failed sync.
 
 It leaves out when a sync has succeeded or failed, and the failure count and limit the
@@ -62,17 +62,30 @@ class StatusFiles:
         """git-sync's record, the JSON of the line it logs: ``Msg``, ``Err`` (the error, git's
         own words included) and ``Args``, compact as Go writes it, with no trailing newline,
         replaced atomically and readable by all (0644)."""
-        if not self.cfg.error_file:
-            return
-        path = self._beside_root(self.cfg.error_file)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_text(_record(message, giving_up, fail_count, max_failures), encoding="utf-8")
-            tmp.chmod(0o644)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("Cannot write --error-file %s: %s.", path, exc.strerror)
+        if self.cfg.error_file:
+            record = _record(message, giving_up, fail_count, max_failures)
+            write_error_file(self._beside_root(self.cfg.error_file), record)
+
+
+def write_error_file(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically, readable by all (0644) as git-sync leaves
+    it; a file that cannot be written is a warning."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("Cannot write --error-file %s: %s.", path, exc.strerror)
+
+
+def export_refused_setting(root: str | None, error_file: str | None, message: str) -> None:
+    """git-sync's record of a setting it refuses at start: the message alone, as plain text
+    (not the JSON of a failed sync), in ``--error-file`` (relative paths under ``root``)."""
+    if not error_file or (root is None and not os.path.isabs(error_file)):
+        return
+    write_error_file(Path(root or "/", error_file), message)
 
 
 def _record(message: str, giving_up: bool, fail_count: int, max_failures: int) -> str:
@@ -88,4 +101,4 @@ def _record(message: str, giving_up: bool, fail_count: int, max_failures: int) -
     return json.dumps(record, separators=(",", ":"))
 
 
-__all__ = ["StatusFiles", "owned_names"]
+__all__ = ["StatusFiles", "export_refused_setting", "owned_names", "write_error_file"]
