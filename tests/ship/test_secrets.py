@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from sidekick.core.errors import ConfigError
 from sidekick.ship.deadletter import DEAD_LETTER_FILE
@@ -279,3 +281,141 @@ def _status(port: int, path: str) -> str:
         return fetch(port, path)
     except OSError:
         return ""
+
+
+class Echoing:
+    """Answers every request by quoting it back, as gateways and debugging proxies do: a 400
+    naming every header and the query (Elasticsearch's error shape on ``/_bulk``, a
+    ``google.rpc.Status`` on ``/v1/logs``), or on ``/partial`` a 200 OTLP partial success
+    whose message quotes the headers."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.paths: list[str] = []
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.paths.append(request.path)
+        said = (
+            f"{'; '.join(f'{k}: {v}' for k, v in request.headers.items())} ?{request.query_string}"
+        )
+        if request.path == "/_bulk":
+            error = {"type": "security_exception", "reason": f"bad request [{said}]"}
+            return web.json_response({"error": error, "status": 400}, status=400)
+        if request.path == "/v1/logs":
+            status = Status(code=3, message=f"bad request: {said}")
+            return web.Response(
+                status=400, body=status.SerializeToString(), content_type="application/x-protobuf"
+            )
+        if request.path == "/partial":
+            answer = ExportLogsServiceResponse()
+            answer.partial_success.rejected_log_records = 1
+            answer.partial_success.error_message = f"dropped one: {said}"
+            return web.Response(
+                body=answer.SerializeToString(), content_type="application/x-protobuf"
+            )
+        return web.Response(status=400, text=f"bad request: {said}")
+
+    async def __aenter__(self) -> Echoing:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def test_a_server_quoting_the_request_back_shows_no_secret(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(MARKER + "\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("".join(f"line {i}\n" for i in range(5)))
+    state = tmp_path / "state"
+    admin = free_port()
+    # Two servers: outputs of one kind to one host:port would be the same output.
+    async with Echoing() as srv, Echoing() as partial:
+        local = f"127.0.0.1:{srv.port}"
+        outputs = [
+            {"url": f"http://{local}/header", "options": {"headers": {"X-Api-Key": MARKER}}},
+            {"url": f"http://{local}/query?access_token={MARKER}"},
+            {"url": f"http://{local}/bearer", "options": {"bearer_token_file": str(secret)}},
+            {"url": f"http://shipper@{local}/basic", "options": {"password_file": str(secret)}},
+            {"url": f"elasticsearch://{local}/logs", "options": {"api_key_file": str(secret)}},
+            {"url": f"loki://{local}", "options": {"bearer_token_file": str(secret)}},
+            {"url": f"otlp://{local}", "options": {"headers": {"Authorization": f"Bearer {MARKER}"}}},
+            {"url": f"otlp://127.0.0.1:{partial.port}/partial", "options": {"headers": {"X-Token": MARKER}}},
+        ]  # fmt: skip
+        config = tmp_path / "ship.yaml"
+        config.write_text(json.dumps({"ship": {"outputs": outputs}}))
+        stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
+        proc = start(
+            [
+                "--config", str(config),
+                "--input", f"file://{logs}/*.log",
+                "--state-dir", str(state),
+                "--admin-addr", f"127.0.0.1:{admin}",
+                "--log-level", "debug",
+                "--shutdown-timeout", "2s",
+            ],
+            stdout,
+            stderr,
+        )  # fmt: skip
+        try:
+            dead = state / DEAD_LETTER_FILE
+            wanted = 7 * 5  # every output but the partial success dead-letters its 5 records
+            await wait_for(lambda: dead.exists() and len(read_ndjson(dead)) >= wanted, timeout=60)
+            await wait_for(lambda: "/partial" in partial.paths, timeout=30)
+            metrics = await asyncio.to_thread(fetch, admin, "/metrics")
+        finally:
+            await asyncio.to_thread(stop, proc)
+    shown = stderr.read_text() + stdout.read_text()
+    reasons = " ".join(d["reason"] for d in read_ndjson(dead))
+    # The answers were read and quoted, with the secrets masked where they stood.
+    assert "X-Api-Key: ***" in reasons and "access_token=***" in reasons, reasons
+    assert "Authorization: ***" in reasons
+    assert "dropped one: " in shown
+    # The partial success still decoded (the mask keeps the length): one partial rejection,
+    # no bad response, nothing sent twice.
+    assert partial.paths.count("/partial") == 1
+    events = "sidekick_ship_output_events_total"
+    otlp = f"otlp 127.0.0.1:{partial.port}"
+    assert f'{events}{{event="rejected_by_peer",output="{otlp}"}} 1.0' in metrics
+    assert f'{events}{{event="bad_responses",output="{otlp}"}} 0.0' in metrics
+    texts = {"stdout+stderr": shown, "/metrics": metrics, "dead letters": dead.read_text()}
+    assert [where for where, text in texts.items() if MARKER in text] == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("bearer_token_file", f"{MARKER}\nsecond-line"),
+        ("api_key_file", f"{MARKER}\r\nX-Injected: 1"),
+        ("headers", f"{MARKER}\r\nX-Injected: 1"),
+    ],
+)
+def test_a_secret_holding_a_line_break_is_refused_at_start_without_showing_it(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    # aiohttp refuses a header holding a line break at every request: the output would retry
+    # forever, logging a traceback each time.
+    secret = tmp_path / "secret"
+    secret.write_text(value + "\n")
+    scheme = "elasticsearch" if option == "api_key_file" else "http"
+    given: object = {"X-Api-Key": value} if option == "headers" else str(secret)
+    config = tmp_path / "ship.yaml"
+    url = f"{scheme}://127.0.0.1:{free_port()}/ingest"
+    config.write_text(json.dumps({"ship": {"outputs": [{"url": url, "options": {option: given}}]}}))
+    result = ship_run(
+        "--config", str(config), "--input", f"file://{tmp_path}/*.log",
+        "--state-dir", str(tmp_path / "state"), "--check",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "line break" in result.stderr and f"option {option!r}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert MARKER not in result.stderr + result.stdout

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from sidekick.core.errors import ConfigError
-from sidekick.ship.sinks._options import Target, option_error
+from sidekick.ship.sinks._options import CONTROL_CHARS, Target, option_error
 
 log = logging.getLogger("sidekick.ship.sinks")
 
@@ -39,6 +39,15 @@ def read_secret(target: Target, option: str, path: str) -> str:
     secret = text.rstrip("\r\n")
     if not secret:
         raise option_error(target, option, f"names {path!r}, which is empty", "fill the file")
+    if option != "password_file" and CONTROL_CHARS.search(secret):
+        # Sent as it is in a header, where a line break would inject another one: aiohttp
+        # refuses every request. A password is base64-encoded, so it may hold anything.
+        raise option_error(
+            target,
+            option,
+            f"names {path!r}, which holds a line break or another control character inside",
+            "write the secret on one line",
+        )
     return secret
 
 
@@ -94,6 +103,7 @@ class Credentials:
             self._file = ("bearer_token_file", bearer_token_file)
         self._stamp: tuple[int, int] | None = None
         self._stale = False
+        self._secret: str | None = None  # the file's content behind ``header``
         self.header: str | None = self._read() if self._file else None
 
     def _stat(self) -> tuple[int, int] | None:
@@ -109,12 +119,19 @@ class Credentials:
         option, path = self._file
         self._stamp = self._stat()
         secret = read_secret(self.target, option, path)
+        self._secret = secret
         if option == "password_file":
             token = base64.b64encode(f"{self._username}:{secret}".encode()).decode("ascii")
             return f"Basic {token}"
         if option == "api_key_file":
             return f"ApiKey {secret}"
         return f"Bearer {secret}"
+
+    def secrets(self) -> tuple[str, ...]:
+        """What must not be shown: the secret and the header built from it (its base64 too)."""
+        if self.header is None or self._secret is None:
+            return ()
+        return (self._secret, self.header, self.header.partition(" ")[2])
 
     def refused(self) -> None:
         """The server answered 401/403: read the file again before the next request."""

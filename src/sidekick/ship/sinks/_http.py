@@ -23,7 +23,12 @@ protocol defines, and one that contradicts the batch (``PushSink.unconfirmed``) 
 (``bad_responses`` on ``/metrics``), logged once a minute and resent.
 
 URLs in its messages (the one posted to, a redirect's ``Location``) are shown through
-``sidekick.core.redact.redact_url``, as ``Target.url`` is (``_options``).
+``sidekick.core.redact.redact_url``, as ``Target.url`` is (``_options``). A server may echo
+what it was sent in its answer (a gateway's "bad header Authorization: Bearer ...", a query
+string quoted back); every answer's body has the secrets of its request (the credentials, the
+values of secret-looking headers and query parameters) overwritten with ``*`` before anything
+reads it, so no error message, log line or dead-letter reason built from it can carry them.
+The mask keeps the length, so a protobuf or JSON body still decodes.
 
 It also holds the RFC 3339 → epoch-nanoseconds conversion that Loki and OTLP both need, done
 with one compiled regex and a per-second cache rather than ``datetime`` per record.
@@ -41,15 +46,16 @@ import re
 import ssl
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus, urlsplit
 
 import aiohttp
 
 from sidekick.core.errors import TemporaryError
 from sidekick.core.ratelog import RateLimitedLog
-from sidekick.core.redact import redact_text, redact_url
+from sidekick.core.redact import is_secret_key, redact_text, redact_url
 from sidekick.ship.records import DELIVERED, Record, SendResult
 from sidekick.ship.sinks._credentials import Credentials
 from sidekick.ship.sinks.base import BaseSink
@@ -61,6 +67,9 @@ rate_log = RateLimitedLog(log, 60.0)
 
 # Statuses that mean "our credentials or URL are wrong": retried (see module docstring).
 CONFIG_STATUSES = frozenset({401, 403, 404, 405, 407})
+# Shorter values of secret-looking headers or parameters are not masked in answers: they
+# would mask ordinary text, and are no secrets worth the name.
+MIN_SECRET_CHARS = 6
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -97,6 +106,31 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def request_secrets(url: str, headers: Mapping[str, str], extra: Iterable[str] = ()) -> set[str]:
+    """The secrets a request carries: ``extra`` (the credentials), the values of its
+    secret-looking headers (and their part after an auth scheme: ``Bearer TOKEN``), and of its
+    URL's secret-looking query parameters (as written and decoded)."""
+    found = set(extra)
+    for name, value in headers.items():
+        if name.lower() == "cookie" or is_secret_key(name):
+            found.add(value)
+            found.add(value.partition(" ")[2].strip())
+    for pair in urlsplit(url).query.split("&"):
+        key, sep, value = pair.partition("=")
+        if sep and is_secret_key(unquote_plus(key)):
+            found.update((value, unquote_plus(value)))
+    return {s for s in found if len(s) >= MIN_SECRET_CHARS}
+
+
+def mask_secrets(body: bytes, secrets: Iterable[str]) -> bytes:
+    """``body`` with every occurrence of a secret overwritten by as many ``*``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        raw = secret.encode("utf-8", "surrogateescape")
+        if raw in body:
+            body = body.replace(raw, b"*" * len(raw))
+    return body
 
 
 @dataclass(slots=True)
@@ -158,13 +192,16 @@ class HttpClient:
         try:
             async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
                 payload = await resp.read()
-                response = Response(resp.status, resp.headers, payload, len(body))
         except TimeoutError:
             raise TemporaryError(f"{self.name}: no answer from {redact_url(url)} in time") from None
         except aiohttp.ClientError as exc:
             raise TemporaryError(
                 f"{self.name}: cannot reach {redact_url(url)}: {redact_text(str(exc))}"
             ) from None
+        secrets = request_secrets(
+            url, {**self._headers, **headers}, creds.secrets() if creds is not None else ()
+        )
+        response = Response(resp.status, resp.headers, mask_secrets(payload, secrets), len(body))
         if response.status in (401, 403) and creds is not None:
             creds.refused()
         return response

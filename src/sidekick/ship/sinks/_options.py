@@ -135,6 +135,33 @@ def option_error(target: Target, option: str, problem: str, fix: str) -> ConfigE
     return ConfigError(f"output {target.url!r}: option {option!r} {problem}; {fix}")
 
 
+# What RFC 9110 allows in a header name, and the characters no header value may hold (a line
+# break would inject a header: aiohttp refuses such a request, at every retry).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_headers(target: Target, headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` (the ``headers`` option), refused at start if a name or value cannot be
+    sent. A value is never shown: it may be a token."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise option_error(
+                target,
+                "headers",
+                f"has {name!r}, which is not an HTTP header name",
+                "use letters, digits and '-'",
+            )
+        if CONTROL_CHARS.search(value):
+            raise option_error(
+                target,
+                "headers",
+                f"has a value for {name!r} with a line break or another control character",
+                "write it on one line",
+            )
+    return dict(headers)
+
+
 def parse_pairs(
     target: Target, option: str, text: str, *, value_required: bool, example: str
 ) -> dict[str, str]:

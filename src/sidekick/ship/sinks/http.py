@@ -38,7 +38,7 @@ from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._credentials import Credentials
 from sidekick.ship.sinks._encode import encode_ndjson
 from sidekick.ship.sinks._http import HttpClient, PushSink, raise_for_common_status, rate_log
-from sidekick.ship.sinks._options import load_options, parse_target, tls_context
+from sidekick.ship.sinks._options import check_headers, load_options, parse_target, tls_context
 
 RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 
@@ -72,7 +72,8 @@ class HttpSink(PushSink):
         # Batches in flight at once: the server handles one while the next is encoded.
         self.concurrency = 2
         headers = {"Content-Type": "application/x-ndjson"}
-        headers.update({str(k): str(v) for k, v in (opts.headers or {}).items()})
+        given = {str(k): str(v) for k, v in (opts.headers or {}).items()}
+        headers.update(check_headers(target, given))
         if opts.gzip:
             headers["Content-Encoding"] = "gzip"
         self._gzip = opts.gzip

@@ -44,6 +44,7 @@ from sidekick.ship.sinks._http import (
 )
 from sidekick.ship.sinks._options import (
     Target,
+    check_headers,
     load_options,
     parse_pairs,
     parse_target,
@@ -207,14 +208,15 @@ class OtlpSink(PushSink):
         if headers is None:
             return {}
         if isinstance(headers, dict):
-            return {str(k): str(v) for k, v in headers.items()}
-        return parse_pairs(
+            return check_headers(target, {str(k): str(v) for k, v in headers.items()})
+        pairs = parse_pairs(
             target,
             "headers",
             headers,
             value_required=False,
             example="headers=X-Tenant=a,X-Env=prod",
         )
+        return check_headers(target, pairs)
 
     def encode(self, records: list[Record]) -> bytes:
         now = time.time_ns()
