@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.sync.conftest import Upstream, git, make_syncer
+import pytest
+
+from tests.sync.conftest import CliSync, Upstream, git, make_syncer, wait_for
 
 MIB = 1024 * 1024
 
@@ -108,3 +112,39 @@ async def test_a_new_depth_applies_at_start_without_a_new_commit(
         await syncer.sync_once()
         syncer.aclose()
         assert history_depth(link) == expected, f"--depth {depth}"
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: writes there really fail with ENOSPC."""
+    mnt = tmp_path / "volume"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_fetch_that_filled_the_disk_does_not_keep_it_full(
+    upstream: Upstream, tmp_path: Path, small_volume: Path, cli_sync: Callable[..., CliSync]
+) -> None:
+    """git killed by ENOSPC mid-fetch leaves its temporary object files behind; left there,
+    they keep the volume full and every later fetch fails, even once the commit that did not
+    fit is gone."""
+    root = small_volume / "root"
+    proc = cli_sync(["--repo", upstream.url, "--root", str(root), "--period", "200ms"])
+    proc.wait_ready()
+    good = upstream.head()
+    (upstream.path / "big.bin").write_bytes(os.urandom(3 * MIB))
+    git(upstream.path, "add", "big.bin")
+    git(upstream.path, "commit", "-q", "-m", "too big for the volume")
+    wait_for(lambda: 'git_sync_count_total{status="error"}' in proc.request("/metrics")[1], 30)
+    assert os.readlink(root / "upstream") == f".worktrees/{good}"
+    # The upstream drops the big commit (a force push) and moves on.
+    git(upstream.path, "reset", "-q", "--hard", good)
+    fixed = upstream.commit({"index.html": "rev 1\n"})
+    wait_for(lambda: os.readlink(root / "upstream") == f".worktrees/{fixed}", 30)
+    assert (root / "upstream" / "index.html").read_text() == "rev 1\n"
+    metrics = proc.request("/metrics")[1]
+    assert 'sidekick_sync_recoveries_total{kind="partial"}' in metrics

@@ -85,8 +85,15 @@ class Tree:
             out.append(entry)
         return out
 
-    async def ensure_repo(self, url: str, deadline: float) -> list[str]:
-        """Create or repair the local repository; return the recoveries done (kinds)."""
+    async def ensure_repo(
+        self, url: str, deadline: float, *, look_for_partial: bool = False
+    ) -> list[str]:
+        """Create or repair the local repository; return the recoveries done (kinds).
+
+        With ``look_for_partial`` (at start and after a failed sync: a listing of every
+        object directory is too dear for each poll), temporary object files a git that died
+        mid-write left behind are removed too.
+        """
         recoveries: list[str] = []
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.is_repo():
@@ -120,7 +127,41 @@ class Tree:
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
             recoveries.append("lock")
+        if look_for_partial:
+            partial = await asyncio.to_thread(self._remove_partial_objects)
+            if partial:
+                log.warning(
+                    "Removed %d temporary object file(s) (%d bytes) left by an interrupted "
+                    "git command (a full disk, a kill).",
+                    *partial,
+                )
+                recoveries.append("partial")
         return recoveries
+
+    def _remove_partial_objects(self) -> tuple[int, int] | None:
+        """Delete git's temporary object and pack files (``tmp_obj_*``, ``tmp_pack_*``,
+        ``tmp_idx_*``, gc's ``.tmp-*``); return how many and their size, or None.
+
+        A git that dies writing them (ENOSPC, a timeout's kill) leaves them behind, and on a
+        full volume they keep it full. Syncs are serialized and git children are killed on
+        timeout, so none is in use when a sync starts; git itself would remove them only
+        after two weeks.
+        """
+        count = size = 0
+        for directory in _object_dirs(self.gitdir / "objects"):
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.name.startswith(("tmp_", ".tmp-")):
+                    continue
+                with contextlib.suppress(OSError):
+                    length = entry.stat(follow_symlinks=False).st_size
+                    os.unlink(entry.path)
+                    count += 1
+                    size += length
+        return (count, size) if count else None
 
     def _empty_root(self, entries: list[str]) -> None:
         """git-sync's rule for a ``--root`` that is not a repository: remove its contents
@@ -404,6 +445,15 @@ class Tree:
             return sum(1 for _ in os.scandir(self.worktrees))
         except OSError:
             return 0
+
+
+def _object_dirs(objects: Path) -> list[str]:
+    """``objects/`` itself and its subdirectories (``00``..``ff``, ``pack``)."""
+    try:
+        subdirs = [e.path for e in os.scandir(objects) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return [str(objects), *subdirs]
 
 
 def _module_gitdirs(directory: Path) -> Iterator[Path]:

@@ -256,7 +256,8 @@ class Syncer:
         log.warning(message, *args)
 
     async def _sync(self, deadline: float) -> Outcome:
-        for kind in await self.tree.ensure_repo(self.cfg.repo, deadline):
+        look = self.consecutive_failures > 0 or not self.succeeded_once
+        for kind in await self.tree.ensure_repo(self.cfg.repo, deadline, look_for_partial=look):
             self.metrics.recoveries.labels(kind).inc()
         if self.refresh_credentials is not None:
             await self.refresh_credentials(deadline)
