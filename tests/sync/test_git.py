@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 
 from sidekick.sync.git import Git, GitError, Redactor
 from sidekick.sync.syncer import default_link
+from tests.conftest import SIDEKICK
+from tests.sync.conftest import GIT_ENV, Upstream, git
 
 
 def alive(pid: int) -> bool:
@@ -62,9 +65,29 @@ def test_redactor_hides_registered_secrets() -> None:
 
 
 def test_default_link_is_the_leaf_of_the_repo_url() -> None:
-    assert default_link("https://github.com/org/site.git") == "site"
-    assert default_link("git@github.com:org/site.git") == "site"
+    # git-sync's rule: the URL's last '/'-separated part, '.git' and all.
+    assert default_link("https://github.com/org/site.git") == "site.git"
+    assert default_link("git@github.com:org/site.git") == "site.git"
+    assert default_link("git@github.com:site.git") == "git@github.com:site.git"
     assert default_link(Path("/srv/repos/docs").as_uri() + "/") == "docs"
+
+
+def test_the_default_link_keeps_git_syncs_name_for_a_repo_ending_in_dot_git(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A consumer written for git-sync reads <root>/site.git when --repo ends in site.git."""
+    bare = tmp_path / "site.git"
+    git(tmp_path, "clone", "-q", "--bare", str(upstream.path), str(bare))
+    root = tmp_path / "root"
+    proc = subprocess.run(
+        [*SIDEKICK, "sync", "--one-time", "--repo", bare.as_uri(), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=GIT_ENV,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "site.git" / "index.html").read_text() == "rev 0\n"
 
 
 def test_git_never_prompts_on_a_terminal() -> None:

@@ -54,9 +54,9 @@ Outcome = Literal["published", "unchanged"]
 
 
 def default_link(repo: str) -> str:
-    """git-sync's default link name: the leaf of the repository URL without ``.git``."""
-    leaf = repo.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    return leaf.removesuffix(".git") or "repo"
+    """git-sync's default link name: the last ``/``-separated part of the repository URL,
+    as it is (``site.git`` stays ``site.git``), so a consumer written for git-sync finds it."""
+    return repo.strip("/").rsplit("/", 1)[-1] or "repo"
 
 
 class Syncer:
