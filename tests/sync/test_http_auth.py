@@ -253,3 +253,38 @@ async def test_askpass_url_is_asked_for_credentials_on_every_sync(
         syncer.aclose()
     finally:
         await runner.cleanup()
+
+
+async def test_a_password_in_the_url_never_reaches_git_config_or_an_argv(
+    http_git: GitHttpServer, tmp_path: Path
+) -> None:
+    """git-sync takes user and password out of an http(s) --repo and gives them to git as a
+    credential, so the URL git sees, and keeps in .git/config on the shared volume, has
+    none."""
+    argv_log = tmp_path / "argv"
+    wrapper = tmp_path / "git-wrapper"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {argv_log}\nexec git "$@"\n')
+    wrapper.chmod(0o755)
+    root = tmp_path / "root"
+    url = http_git.url.replace("http://", f"http://alice:{PASSWORD}@")
+    proc = await asyncio.create_subprocess_exec(
+        *SIDEKICK,
+        "sync",
+        "--repo",
+        url,
+        "--root",
+        str(root),
+        "--one-time",
+        "--git",
+        str(wrapper),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=GIT_ENV,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    assert (root / "upstream" / "index.html").read_text() == "rev 0\n"
+    assert PASSWORD not in (root / ".git" / "config").read_text()
+    assert http_git.url in (root / ".git" / "config").read_text()
+    assert PASSWORD not in argv_log.read_text()
+    assert PASSWORD.encode() not in out + err

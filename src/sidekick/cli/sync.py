@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -564,6 +565,7 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
     # the flags', then flags and environment variables are laid over it.
     layered = _file_section(params.get("config_file"))
     layered.update(over)
+    _move_url_credentials(layered, print_only)
     for field, flag in (("repo", "--repo"), ("root", "--root")):
         if field not in layered:
             raise ConfigError(
@@ -659,6 +661,31 @@ def _apply_deprecated(ctx: click.Context, params: dict[str, Any], over: dict[str
             "%s is deprecated (git-sync v3); using it as --%s.", flag, field.replace("_", "-")
         )
         over[field] = value
+
+
+def _move_url_credentials(layered: dict[str, Any], print_only: bool) -> None:
+    """git-sync's handling of ``https://user:password@host/...``: the user and password
+    leave the URL and reach git as ``--username`` and a password file, so neither is in an
+    argv or in ``.git/config`` on the shared volume. As in git-sync, only http(s) URLs, and
+    only when no other credentials are given (a URL with only a user name is left as is)."""
+    repo = layered.get("repo")
+    if not isinstance(repo, str):
+        return
+    parts = urllib.parse.urlsplit(repo)
+    if parts.scheme not in ("http", "https") or parts.password is None:
+        return
+    if layered.get("username"):
+        raise ConfigError(
+            "--repo holds a user name and password and --username is set too; give the "
+            "credentials once, with --username and --password-file"
+        )
+    if any(layered.get(k) for k in ("password_file", "askpass_url", "github_app_private_key_file")):
+        return
+    host = parts.netloc.rpartition("@")[2]
+    layered["repo"] = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    layered["username"] = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password)
+    layered["password_file"] = _secret_file(password, print_only, "password")
 
 
 def _cookie_file(value: str) -> str | None:
