@@ -224,3 +224,35 @@ def test_tailed_files_leave_descriptors_for_the_rest_of_the_shipper(tmp_path: Pa
     assert_exactly_once(shipped(tmp_path), want)
     log = (tmp_path / "ship.log").read_text()
     assert "Traceback" not in log and "out of system resource" not in log, log[-3000:]
+
+
+def test_files_rotated_while_stopped_are_finished_when_descriptors_run_short(
+    tmp_path: Path,
+) -> None:
+    # At start every saved file no longer matched is looked for and opened to be finished;
+    # under a low limit most opens fail, and those files must be tried again, not forgotten.
+    logs = tmp_path / "logs"
+    want = make_files(logs, 300, 1)
+    sh = Shipper(args(tmp_path), tmp_path / "ship.log").start()
+    try:
+        sh.wait_ready()
+        sh.wait(lambda: set(shipped(tmp_path)) == want, timeout=30)
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+    for i in range(300):
+        with open(logs / f"f{i:05d}.log", "a") as f:
+            f.write(f"file {i} last\n")
+        want.add(f"file {i} last")
+        os.rename(logs / f"f{i:05d}.log", logs / f"f{i:05d}.log.1")
+    sh = Shipper(args(tmp_path), tmp_path / "ship2.log", nofile=64).start()
+    try:
+        sh.wait_ready()
+        sh.wait(lambda: set(shipped(tmp_path)) == want, timeout=60)
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+    assert_exactly_once(shipped(tmp_path), want)
+    log = (tmp_path / "ship2.log").read_text()
+    assert "is gone" not in log and "Traceback" not in log
+    assert sum("Finishing" in line for line in log.splitlines()) == 300

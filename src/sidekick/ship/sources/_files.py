@@ -75,6 +75,9 @@ class FileTable:
             self.files, open_budget(cfg), self._finder.opened_inside, self._error
         )
         self._waiting: set[tuple[int, int]] = set()  # matched, waiting for a descriptor
+        # Checkpoint keys of saved files not matched at start that could not be opened or
+        # looked for yet (out of descriptors); tried again at each scan.
+        self._unresumed: set[str] = set()
         self.lag_reported = 0.0  # time.monotonic() of the latest update of the lag gauges
         self._started: list[tuple[str, int]] = []  # new files opened, for one log line
 

@@ -5,7 +5,9 @@ inode is no longer at any matching path it is read to its end and released once 
 grown for ``rotate_wait`` (``_release``; its checkpoint entry goes once its last batch is
 delivered). A parked file no longer at a matching path is looked up by inode in the watched
 directories (``_find_parked``), and after a restart a saved file no longer matched is looked
-up the same way and finished (``_resume_missing``). The periodic check (``_check_files``)
+up the same way and finished (``_resume_missing``; one that cannot be opened or looked for
+now, as when the process is out of descriptors, is tried again at each scan, never
+forgotten). The periodic check (``_check_files``)
 catches a copytruncate (``_truncated``: reading restarts at 0 as a new generation), grows the
 fingerprint, flushes a joiner's group that waited ``multiline_timeout`` and releases rotated
 files that are done.
@@ -71,14 +73,22 @@ class Rotation(FileTable):
     def _resume_missing(self) -> None:
         """Finish files saved in the state but no longer matched (rotated while we were down)."""
         known = {f.key for f in self.files.values()}
-        missing = [k for k in self.store.keys(self._prefix) if k not in known]
-        if not missing:
-            return
+        self._resume([k for k in self.store.keys(self._prefix) if k not in known])
+
+    def _resume_again(self) -> None:
+        """Try again the saved files ``_resume`` could not open or look for (out of
+        descriptors, a directory that could not be listed): they are not dropped meanwhile."""
+        if self._unresumed:
+            known = {f.key for f in self.files.values()}
+            self._resume([k for k in self._unresumed if k not in known and self.store.get(k)])
+
+    def _resume(self, missing: list[str]) -> None:
         wanted: dict[tuple[int, int], str] = {}
         for key in list(missing):
             ident = saved_ident(self.store.get(key))
             if ident is None:
                 self.store.drop(key)
+                missing.remove(key)
                 continue
             if ident in self._waiting:
                 missing.remove(key)  # matched, only waiting for a descriptor
@@ -90,17 +100,26 @@ class Rotation(FileTable):
             if entry and entry.get("path"):
                 dirs.add(os.path.dirname(str(entry["path"])))
         found, unsure = self._regular_files_in(dirs)
+        unopened: set[str] = set()  # found, but the open failed: tried again, not dropped
         for ident, path in found:
-            if ident in wanted and ident not in self.files:
+            saved = wanted.get(ident)
+            if saved is None or ident in self.files:
+                continue
+            self.fds.room()  # rotated files are opened even over the budget
+            if self._open(path, ident, first_start=False, rotated=True) is not None:
                 log.info("Finishing %s (rotated while ship was stopped).", path)
-                self.fds.room()  # rotated files are opened even over the budget
-                self._open(path, ident, first_start=False, rotated=True)
+            elif ident not in self._skipped:
+                unopened.add(saved)
         self._log_started()
-        if unsure:
-            return  # positions are kept until a start that can look everywhere
         open_keys = {f.key for f in self.files.values()}
-        for key in missing:
-            if key not in open_keys:
+        left = [k for k in missing if k not in open_keys]
+        if unsure:
+            # The rest may be in a directory that could not be listed: looked for again.
+            self._unresumed = set(left)
+            return
+        self._unresumed = unopened
+        for key in left:
+            if key not in unopened:
                 entry = self.store.get(key) or {}
                 log.info("%s is gone; forgetting its position.", entry.get("path", key))
                 self.store.drop(key)

@@ -153,6 +153,7 @@ class TailSource(Rotation):
                 self._rescan = False
                 next_scan = now + self.poll_interval
                 self._scan(first_start=False)
+                self._resume_again()
                 await self._check_files(emit)
             if progressed:
                 continue
