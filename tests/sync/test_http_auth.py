@@ -12,6 +12,7 @@ import logging
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -22,7 +23,7 @@ from sidekick.sync.git import GitError, Redactor
 from sidekick.sync.git_setup import build_git
 from sidekick.sync.syncer import Syncer
 from tests.conftest import SIDEKICK
-from tests.sync.conftest import GIT_ENV, Upstream, make_syncer
+from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer
 
 PASSWORD = "s3cret-Pa55word"
 
@@ -288,3 +289,58 @@ async def test_a_password_in_the_url_never_reaches_git_config_or_an_argv(
     assert http_git.url in (root / ".git" / "config").read_text()
     assert PASSWORD not in argv_log.read_text()
     assert PASSWORD.encode() not in out + err
+
+
+async def test_the_password_is_offered_only_to_the_repositorys_own_host(
+    http_git: GitHttpServer, upstream: Upstream, tmp_path: Path
+) -> None:
+    """git-sync stores --username/--password-file as a git credential for --repo's URL, so
+    git offers it to that host only. A submodule on another host that asks for a password
+    (anyone who can commit a .gitmodules can point one there) must not get it."""
+    lib = Upstream(tmp_path / "elsewhere" / "lib")
+    lib_sha = lib.commit({"lib.txt": "lib\n"})
+    other = GitHttpServer(lib.path.parent, "mallory", "other-Pa55word")
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", other.handle)
+    seen: list[str] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        seen.append(request.headers.get("Authorization", ""))
+        return await handler(request)  # type: ignore[no-any-return]
+
+    app.middlewares.append(record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        (upstream.path / ".gitmodules").write_text(
+            f'[submodule "lib"]\n\tpath = lib\n\turl = http://127.0.0.1:{port}/lib\n'
+        )
+        git(upstream.path, "add", ".gitmodules")
+        git(upstream.path, "update-index", "--add", "--cacheinfo", f"160000,{lib_sha},lib")
+        git(upstream.path, "commit", "-q", "-m", "a submodule on another host")
+        proc = await asyncio.create_subprocess_exec(
+            *SIDEKICK,
+            "sync",
+            "--repo",
+            http_git.url,
+            "--root",
+            str(tmp_path / "root"),
+            "--username",
+            "alice",
+            "--password-file",
+            password_file(tmp_path, PASSWORD),
+            "--one-time",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=GIT_ENV,
+        )
+        _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await runner.cleanup()
+    assert seen, err.decode()
+    leaked = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    assert all(leaked not in header for header in seen)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 import aiohttp
@@ -31,10 +32,18 @@ from sidekick.sync.git import Git, GitError, Redactor, remaining
 from sidekick.sync.metrics import SyncMetrics
 from sidekick.sync.publish import SHA, Tree
 
-# Answers git's two prompts. It holds no secret: it reads the password file named in its
+# Answers git's two prompts ("Username for 'https://host': ", "Password for
+# 'https://user@host': "), and only for --repo's own scheme, host and port, as git-sync's
+# credential for the repository's URL is offered to that host only: a submodule elsewhere
+# that asks gets nothing. It holds no secret: it reads the password file named in its
 # environment at the moment git asks, so a rotated password is used on the next sync and
 # the password never appears in an argv or an environment variable.
 _ASKPASS = """#!/bin/sh
+url=${1#*\\'}
+url=${url%\\'*}
+authority=${url#*://}
+authority=${authority%%/*}
+[ "${url%%://*}://${authority##*@}" = "$SIDEKICK_SYNC_ASKPASS_ORIGIN" ] || exit 1
 case "$1" in
   Username*) printf '%s\\n' "$SIDEKICK_SYNC_ASKPASS_USER" ;;
   *) head -n 1 "$SIDEKICK_SYNC_ASKPASS_FILE" ;;
@@ -150,6 +159,7 @@ class Remote:
         self.redact.add(password)
         return {
             "GIT_ASKPASS": self._askpass(),
+            "SIDEKICK_SYNC_ASKPASS_ORIGIN": self._origin(),
             "SIDEKICK_SYNC_ASKPASS_USER": self.cfg.username or "",
             "SIDEKICK_SYNC_ASKPASS_FILE": os.path.abspath(path),
         }
@@ -183,9 +193,15 @@ class Remote:
             f.write(password + "\n")
         return {
             "GIT_ASKPASS": script,
+            "SIDEKICK_SYNC_ASKPASS_ORIGIN": self._origin(),
             "SIDEKICK_SYNC_ASKPASS_USER": username,
             "SIDEKICK_SYNC_ASKPASS_FILE": str(secret),
         }
+
+    def _origin(self) -> str:
+        """``scheme://host[:port]`` of ``--repo``, as git names it in its prompts."""
+        parts = urllib.parse.urlsplit(self.cfg.repo)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
     def _askpass(self) -> str:
         if self._askpass_dir is None:
