@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -236,6 +237,29 @@ def test_http_bind_is_an_alias_of_admin_addr(
     probe.port, probe.proc = port, proc
     try:
         probe.wait_ready()
+    finally:
+        probe.stop()
+
+
+def test_http_bind_with_only_a_port_listens_on_ipv6_too(upstream: Upstream, tmp_path: Path) -> None:
+    """git-sync's --http-bind=:PORT is Go's net.Listen(":PORT"): every interface, IPv4 and
+    IPv6, so probes in an IPv6 cluster reach it."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SIDEKICK, "sync", "--repo", upstream.url, "--root", str(tmp_path / "r")],
+        env={**GIT_ENV, "GITSYNC_HTTP_BIND": f":{port}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    probe = CliSync.__new__(CliSync)
+    probe.port, probe.proc = port, proc
+    try:
+        probe.wait_ready()
+        with urllib.request.urlopen(f"http://[::1]:{port}/readyz", timeout=5) as resp:
+            assert resp.status == 200
     finally:
         probe.stop()
 

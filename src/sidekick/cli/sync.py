@@ -28,6 +28,7 @@ from click.core import ParameterSource
 
 from sidekick import __version__
 from sidekick.cli.common import admin_addr, common_options, init_logging, overrides
+from sidekick.core.addr import HostPort
 from sidekick.core.config import build_config, load_yaml_file
 from sidekick.core.durations import parse_duration
 from sidekick.core.errors import ConfigError, UserError
@@ -593,7 +594,7 @@ def _configure_and_run(
         and ctx.get_parameter_source("admin_addr") == ParameterSource.DEFAULT
     ):
         addr_text = params["http_bind"]
-    addr = admin_addr(addr_text)
+    addr = _listen_addr(addr_text)
     shutdown_timeout = parse_duration(params["shutdown_timeout"], name="--shutdown-timeout")
     if print_only:
         shown = {
@@ -661,6 +662,14 @@ def _apply_deprecated(ctx: click.Context, params: dict[str, Any], over: dict[str
             "%s is deprecated (git-sync v3); using it as --%s.", flag, field.replace("_", "-")
         )
         over[field] = value
+
+
+def _listen_addr(text: str) -> HostPort:
+    """``--admin-addr``/``--http-bind``; ``:PORT`` is every interface, IPv6 included, as
+    Go's ``net.Listen(":PORT")`` in git-sync (an empty host makes the server listen on
+    every address family the machine has)."""
+    addr = admin_addr(text)
+    return HostPort("", addr.port) if text.strip().startswith(":") else addr
 
 
 def _move_url_credentials(layered: dict[str, Any], print_only: bool) -> None:
