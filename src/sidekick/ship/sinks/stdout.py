@@ -1,13 +1,18 @@
 """``stdout:``: NDJSON on standard output, for debugging and for log collectors that read it.
 
 One ``write`` per batch on the raw file descriptor (no Python text layer). A write error
-(a closed pipe) is retried like any temporary failure: nothing is dropped.
+(a closed pipe) is retried like any temporary failure: nothing is dropped. The write runs in
+a thread: a pipe whose reader stalls blocks it until the reader comes back, and the event
+loop (the admin server, signals, the drain's timeout) must go on meanwhile. A lock keeps a
+write left running by a cancelled send from interleaving with the next one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import threading
 
 from sidekick.core.errors import ConfigError, TemporaryError
 from sidekick.core.redact import redact_url
@@ -22,10 +27,15 @@ class StdoutSink(BaseSink):
     def __init__(self, fd: int = 1) -> None:
         self.name = "stdout:"
         self.fd = fd
+        self._lock = threading.Lock()
+
+    def _write(self, data: bytes) -> None:
+        with self._lock:
+            write_all(self.fd, data)
 
     async def send(self, records: list[Record]) -> SendResult:
         try:
-            write_all(self.fd, encode_ndjson(records))
+            await asyncio.to_thread(self._write, encode_ndjson(records))
         except BlockingIOError as exc:
             raise TemporaryError(f"stdout is not writable now: {exc}") from None
         except OSError as exc:
