@@ -519,7 +519,10 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
     Syncs every --period, on POST /sync to the admin server and on SIGHUP.
     """
     from sidekick.cli.common import duration_option
+    from sidekick.sync.pid1 import rerun_if_pid1
 
+    # As git-sync: as PID 1, run as a child of a bare init that reaps orphans.
+    rerun_if_pid1()
     if params.pop("show_version"):
         click.echo(__version__)
         ctx.exit(0)

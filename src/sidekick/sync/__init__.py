@@ -5,7 +5,7 @@ Layers, lowest first: ``git`` (runs the git CLI with timeouts and redaction), ``
 command and webhook), ``remote`` (credentials, ``ls-remote`` and the fetch), ``status_files``
 (``--touch-file`` and ``--error-file``), ``syncer`` (the loop: triggers, recovery, back-off)
 and ``app`` (wiring with the admin server and the process runtime) with ``git_setup`` (the git
-runner's settings) and ``preflight`` (the checks before the first sync). ``config`` is the
-typed configuration they all read; ``sidekick.cli.sync`` builds it from flags, environment
-and file.
+runner's settings), ``preflight`` (the checks before the first sync) and ``pid1`` (as PID 1,
+a bare init in front of the real process). ``config`` is the typed configuration they all
+read; ``sidekick.cli.sync`` builds it from flags, environment and file.
 """
