@@ -52,3 +52,19 @@ async def test_file_output_ends_a_line_torn_by_a_crash_before_appending(tmp_path
     await sink.send([{"message": "next"}])
     await sink.aclose()
     assert path.read_bytes().splitlines()[1:] == [b'{"mess', b'{"message":"next"}']
+
+
+@pytest.mark.parametrize("records", [1, 20_000], ids=["small", "threaded"])
+async def test_a_batch_written_to_a_deleted_output_is_written_again_to_a_new_one(
+    tmp_path: Path, records: int
+) -> None:
+    # Deleted between two batches, within the second in which the path is not looked at:
+    # a write to the unlinked file would count as delivered and be gone with it.
+    path = tmp_path / "out.ndjson"
+    sink = create_sink(OutputSpec(f"file://{path}"))
+    await sink.send([{"message": "before"}])
+    os.unlink(path)
+    batch = [{"message": f"after {i}"} for i in range(records)]
+    await sink.send(batch)
+    await sink.aclose()
+    assert [msgspec.json.decode(x) for x in path.read_bytes().splitlines()] == batch

@@ -65,7 +65,7 @@ async def test_checkpoint_lag_follows_the_file_while_an_output_is_down(tmp_path:
         output = f"file://{outdir}/out.ndjson"
         while sh.metric(failed, output=output) == 0:
             with log.open("ab") as f:
-                f.write(b"more\n")  # delivered into the deleted file until the sink looks
+                f.write(b"more\n")  # until the output has failed once
             await asyncio.sleep(0.1)
         await asyncio.sleep(2 * 1.0)  # checkpoint_interval: the state file holds the last
         committed = saved_offset(tmp_path / "state", log)

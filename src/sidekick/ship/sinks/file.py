@@ -10,7 +10,8 @@ middle of a write is ended with a newline when the file is opened again; its rec
 sent again after the restart, so only that one torn line is not valid JSON.
 
 The file is reopened when it is moved away or deleted (an external rotation of our output),
-checked at most once a second.
+checked at most once a second; a batch that finds the file deleted once written (no name
+left) is written again to a new file, since it went with the old one.
 
 A failed write (a full disk) is cut back off the file when nothing else was appended
 meanwhile, so the retry starts on a clean line; the descriptor is closed and the file opened
@@ -92,23 +93,32 @@ class FileSink(BaseSink):
     async def send(self, records: list[Record]) -> SendResult:
         data = encode_ndjson(records)
         try:
-            fd = self._current_fd()
-            if len(data) >= THREAD_WRITE_BYTES:
-                # The copy into the page cache runs without the GIL, so in a thread it
-                # overlaps with reading and encoding the next batch on another core.
-                await asyncio.to_thread(self._write, fd, data)
-            else:
-                self._write(fd, data)
+            if not await self._write_batch(self._current_fd(), data):
+                # Deleted before or while we wrote (the path is looked at once a second):
+                # the batch is gone with that file, so it goes to a new one.
+                self._close_held()
+                await self._write_batch(self._current_fd(), data)
         except OSError as exc:
             # A full disk or a vanished directory may be fixed by someone: retry.
-            held, self._fd = self._fd, None
-            if held is not None:
-                with contextlib.suppress(OSError):
-                    os.close(held)
+            self._close_held()
             raise TemporaryError(f"cannot write {self.path}: {exc.strerror}") from None
         return DELIVERED
 
-    def _write(self, fd: int, data: bytes) -> None:
+    def _close_held(self) -> None:
+        held, self._fd = self._fd, None
+        if held is not None:
+            with contextlib.suppress(OSError):
+                os.close(held)
+
+    async def _write_batch(self, fd: int, data: bytes) -> bool:
+        """Append ``data``; False if the file had no name left afterwards (deleted)."""
+        if len(data) >= THREAD_WRITE_BYTES:
+            # The copy into the page cache runs without the GIL, so in a thread it
+            # overlaps with reading and encoding the next batch on another core.
+            return await asyncio.to_thread(self._write, fd, data)
+        return self._write(fd, data)
+
+    def _write(self, fd: int, data: bytes) -> bool:
         start = os.fstat(fd).st_size
         try:
             write_all(fd, data)
@@ -121,6 +131,7 @@ class FileSink(BaseSink):
             raise
         if self.fsync:
             os.fsync(fd)
+        return os.fstat(fd).st_nlink > 0
 
     async def aclose(self) -> None:
         if self._fd is not None:
