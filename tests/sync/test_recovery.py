@@ -6,12 +6,13 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SIDEKICK
-from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer, metric
+from tests.sync.conftest import GIT_ENV, CliSync, Upstream, git, make_syncer, metric, wait_for
 
 
 def warnings_matching(caplog: pytest.LogCaptureFixture, text: str) -> int:
@@ -165,3 +166,22 @@ def test_a_worktree_left_by_git_sync_v3_is_moved_into_worktrees_and_removed(
     )
     assert not (root / old).exists()
     assert str(root / old) not in git(root, "worktree", "list")
+
+
+def test_a_repaired_worktree_keeps_the_hash_as_the_links_leaf(
+    upstream: Upstream, tmp_path: Path, cli_sync: Callable[..., CliSync]
+) -> None:
+    """git-sync's contract: basename "$(readlink <link>)" is the hash of the synced revision.
+    A worktree damaged in place (here a commit made inside it, as in git-sync's
+    sync_recover_wrong_worktree_hash) is rebuilt, and the link's leaf is still the hash."""
+    root = tmp_path / "root"
+    link = root / "upstream"
+    sha = upstream.head()
+    proc = cli_sync(["--repo", upstream.url, "--root", str(root), "--period", "100ms"])
+    proc.wait_ready()
+    (link / "index.html").write_text("unexpected\n")
+    git(link, "commit", "-q", "-a", "-m", "corrupt it")
+    wait_for(lambda: (link / "index.html").read_text() == "rev 0\n", 15)
+    wait_for(lambda: os.path.basename(os.readlink(link)) == sha, 15)
+    assert os.listdir(root / ".worktrees") == [sha]
+    assert git(link, "rev-parse", "HEAD") == sha

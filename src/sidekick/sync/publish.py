@@ -344,6 +344,10 @@ class Tree:
             return final
         if cur is None or cur[1] != final:
             await asyncio.to_thread(shutil.rmtree, final, True)
+            # A damaged tree may have lost its .git file but not git's record of it, which
+            # would then name the same directory as the new tree's record, and git's next
+            # prune drops one of the two duplicates, maybe the new one.
+            await self.git.run("worktree", "prune", cwd=self.root, timeout=30)
             return final
         n = 1
         while (self.worktrees / f"{sha}-{n}").exists():

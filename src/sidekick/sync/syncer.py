@@ -301,14 +301,7 @@ class Syncer:
             # Always fetch: asking git first whether it has the commit costs a process on
             # every publish to save one only when going back to an old revision.
             await self.remote.fetch(sha, deadline, env)
-            path = await self.tree.build(
-                sha,
-                deadline=deadline,
-                submodules=self.cfg.submodules,
-                depth=self.cfg.depth,
-                sparse_patterns=self._sparse_patterns(),
-                env=env,
-            )
+            path = await self._build(sha, deadline, env)
         if self.pre_publish is not None:
             await self.pre_publish(sha, path)
         self.tree.swap(path)
@@ -317,10 +310,34 @@ class Syncer:
             self.tree.mark_stale(cur[1])
             if not self.tree.in_layout(cur[1]):
                 await self.tree.remove_old_layout(cur[1], deadline)
+        if path.name != sha:
+            path = await self._rebuild_under_its_hash(sha, path, deadline, env)
         log.info("Published %s (%s of %s).", sha[:12], self.cfg.ref, self.repo_shown)
         self._set_published(sha, path)
         await self._cleanup(path, deadline, gc_now=self.cfg.one_time)
         return "published"
+
+    async def _rebuild_under_its_hash(
+        self, sha: str, repair: Path, deadline: float, env: dict[str, str]
+    ) -> Path:
+        """git-sync's contract: the leaf of the link's target is the hash. A repair built
+        beside a damaged tree the link pointed at (``<sha>-1``) is published first, so
+        readers always have a whole tree; the damaged tree, no longer the link's, then makes
+        room for the revision built again under its own name, and the link moves there."""
+        path = await self._build(sha, deadline, env)
+        self.tree.swap(path)
+        self.tree.mark_stale(repair)
+        return path
+
+    async def _build(self, sha: str, deadline: float, env: dict[str, str]) -> Path:
+        return await self.tree.build(
+            sha,
+            deadline=deadline,
+            submodules=self.cfg.submodules,
+            depth=self.cfg.depth,
+            sparse_patterns=self._sparse_patterns(),
+            env=env,
+        )
 
     def _set_published(self, sha: str, path: Path) -> None:
         self.published = (sha, path)
