@@ -6,11 +6,16 @@ reading (test_reader) and discovery (test_discover); the drain is in tests/ship/
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import shutil
 from pathlib import Path
 
 import msgspec
+import pytest
+from prometheus_client import generate_latest
 
+from sidekick.core.logs import JsonFormatter
 from sidekick.ship.checkpoints import STATE_FILE
 from tests.ship.helpers import ship_config, shipping, wait_for
 from tests.ship.sources.tailing import cfg_for, out
@@ -79,3 +84,40 @@ async def test_checkpoint_lag_follows_the_file_while_an_output_is_down(tmp_path:
         await wait_for(lambda: sh.metric(lag, file=str(log)) == size - committed, timeout=5)
         outdir.mkdir()  # the output works again: everything arrives
         await wait_for(lambda: sh.metric(lag, file=str(log)) == 0, timeout=30)
+
+
+def append(path: bytes, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+async def test_a_file_name_that_is_not_utf8_is_shipped_with_its_path_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Latin-1 name: the file system gives Python a str with a surrogate for the byte, which
+    # neither JSON (records, state file, JSON logs) nor the metrics text can hold; it wedged
+    # the output, the state file and /metrics.
+    cfg = cfg_for(tmp_path)
+    latin = os.fsencode(tmp_path / "logs") + b"/caf\xe9.log"
+    append(latin, b"latin\n")
+    (tmp_path / "logs" / "ok.log").write_bytes(b"utf8\n")
+    shown = f"{tmp_path}/logs/caf\ufffd.log"
+    caplog.set_level(logging.INFO, logger="sidekick.ship.tail")
+    async with shipping(cfg) as sh:
+        await wait_for(lambda: len(out(tmp_path)) == 2)
+        await wait_for(lambda: (tmp_path / "state" / STATE_FILE).exists())
+        assert sh.metric("sidekick_ship_checkpoint_lag_bytes", file=shown) == 0
+        generate_latest(sh.registry).decode()  # /metrics can be served
+        append(latin, b"more\n")  # the file is still read by its real name
+        await wait_for(lambda: len(out(tmp_path)) == 3)
+    paths = {r["message"]: r["log.file.path"] for r in out(tmp_path)}
+    assert paths == {"latin": shown, "more": shown, "utf8": str(tmp_path / "logs" / "ok.log")}
+    state = msgspec.json.decode((tmp_path / "state" / STATE_FILE).read_bytes())
+    assert shown in [e.get("path") for e in state["streams"].values()]
+    tail_logs = [r for r in caplog.records if r.name == "sidekick.ship.tail"]
+    assert any(shown in r.getMessage() for r in tail_logs)
+    for r in tail_logs:
+        JsonFormatter().format(r)  # --log-format json can write them

@@ -26,7 +26,7 @@ from sidekick.ship.config import seconds
 from sidekick.ship.sources._descriptors import Descriptors, open_budget
 from sidekick.ship.sources._discover import Finder, compressed_kind
 from sidekick.ship.sources._identity import checkpoint_key
-from sidekick.ship.sources._reader import LineReader, TailFile, last_line_end
+from sidekick.ship.sources._reader import LineReader, TailFile, last_line_end, shown_path
 from sidekick.ship.sources.base import InputSpec, SourceContext
 
 log = logging.getLogger("sidekick.ship.tail")
@@ -89,7 +89,7 @@ class FileTable:
             (op, code),
             "Cannot %s %s (%s); keeping what is known of it and trying again%s.",
             op,
-            path,
+            shown_path(path),
             exc.strerror or code,
             _ERROR_HINTS.get(code, ""),
         )
@@ -135,7 +135,7 @@ class FileTable:
                 ("refused", path),
                 "Not tailing %s: it now leads outside the glob's base directory; "
                 "set follow_symlinks (--follow-symlinks) to ship files outside it.",
-                path,
+                shown_path(path),
             )
             return None
         kind = compressed_kind(os.pread(fd, 10, 0))
@@ -150,7 +150,7 @@ class FileTable:
         offset = f.resume(fd, saved) if saved is not None else None
         if offset is not None:
             if st.st_size < offset:
-                log.info("%s is shorter than its saved offset; reading it again from 0.", path)
+                log.info("%s is shorter than its saved offset; reading it again from 0.", f.shown)
                 self._truncations.inc()
                 offset = 0
                 f.next_generation(fd)
@@ -160,7 +160,7 @@ class FileTable:
             f.continuing = offset > 0 and os.pread(fd, 1, offset - 1) != b"\n"
         else:
             if saved is not None:
-                log.info("%s is a new file at a known inode; reading it from 0.", path)
+                log.info("%s is a new file at a known inode; reading it from 0.", f.shown)
             f.take_fingerprint(fd)
             f.new_id()
             if first_start and self.start_at_end:
@@ -172,7 +172,7 @@ class FileTable:
         self.files[f.ident] = f
         self._save_entry(f)
         if offset is None:
-            self._started.append((path, f.read_pos))
+            self._started.append((f.shown, f.read_pos))
         return f
 
     def _drop(self, f: TailFile) -> None:
@@ -182,7 +182,7 @@ class FileTable:
         f.tracker.close()
         self.store.drop(f.key)
         with contextlib.suppress(KeyError):
-            self._lag.remove(f.path)
+            self._lag.remove(f.shown)
         self._watched.set(len(self.files))
         self._open_gauge.set(self.fds.count)
 
@@ -192,7 +192,7 @@ class FileTable:
         log.warning(
             "Not tailing %s: it holds %s-compressed data, not log lines; add an exclude "
             "pattern (like exclude=*.gz) to keep the glob from matching it.",
-            path,
+            shown_path(path),
             kind,
         )
 
@@ -223,4 +223,4 @@ class FileTable:
     def _save_entry(self, f: TailFile) -> None:
         # Not urgent: a new or resumed position needs no prompt write (a restart finds the
         # same); the first delivered batch makes the next write prompt.
-        self.store.put(f.key, f.entry(f.path, f.tracker.committed), urgent=False)
+        self.store.put(f.key, f.entry(f.shown, f.tracker.committed), urgent=False)

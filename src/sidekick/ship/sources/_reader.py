@@ -61,13 +61,27 @@ def utf8_cut(data: bytes | memoryview, limit: int) -> int:
     return cut if cut > limit - 4 and cut > 0 else limit
 
 
+def shown_path(path: str) -> str:
+    """``path`` as text: a file name that is not UTF-8 reaches Python with its bytes as
+    surrogates, which no JSON (records, the state file) or metrics text can hold; they become
+    U+FFFD, as in messages."""
+    if path.isascii():
+        return path
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 class TailFile(FileIdentity):
-    """One generation of one tailed file; ``fd`` is -1 while it is parked (closed, idle)."""
+    """One generation of one tailed file; ``fd`` is -1 while it is parked (closed, idle).
+
+    ``path`` opens the file; ``shown`` (``path`` as text) goes into records, checkpoint
+    entries and metric labels.
+    """
 
     def __init__(self, fd: int, path: str, dev: int, ino: int, key: str) -> None:
         super().__init__(dev, ino, key)
         self.fd = fd
-        self.path = path
+        self._path = path
+        self.shown = shown_path(path)
         self.read_pos = 0  # bytes read so far; ``read_pos - len(carry)`` is the next record
         self.carry = b""
         self.continuing = False  # the carry continues a long line already shipped in pieces
@@ -80,6 +94,15 @@ class TailFile(FileIdentity):
         self.size = 0
         self.mtime = 0  # st_mtime_ns when parked; a change (or of size) reopens it
         self.at_end = False  # the latest read found nothing new
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @path.setter
+    def path(self, path: str) -> None:
+        self._path = path
+        self.shown = shown_path(path)
 
 
 class LineReader:
@@ -119,7 +142,7 @@ class LineReader:
             )
         static = self.static
         if self.k8s_metadata:
-            fields = k8s_fields(f.path)
+            fields = k8s_fields(f.shown)
             if fields:
                 static = {**static, **fields}
                 f.build = _with_static(static)
@@ -201,11 +224,11 @@ class LineReader:
         if parser is not None and f.build_columns is not None:
             columns = parser.columns(messages)
         if columns is not None and f.build_columns is not None:
-            records = f.build_columns(f.path, f.file_id, offsets, *columns)
+            records = f.build_columns(f.shown, f.file_id, offsets, *columns)
             parser = None  # parsed already
         else:
             ts = rfc3339_ns(time.time_ns())
-            records = (f.build or self._build)(ts, f.path, f.file_id, messages, offsets)
+            records = (f.build or self._build)(ts, f.shown, f.file_id, messages, offsets)
         if flags is not None:
             for rec, fl in zip(records, flags, strict=True):
                 if fl is not None:

@@ -28,7 +28,7 @@ from sidekick.ship.acks import AckTracker
 from sidekick.ship.sources._discover import regular_files_in, static_dir
 from sidekick.ship.sources._files import FileTable
 from sidekick.ship.sources._identity import saved_ident
-from sidekick.ship.sources._reader import PARTIAL_END, TailFile
+from sidekick.ship.sources._reader import PARTIAL_END, TailFile, shown_path
 from sidekick.ship.sources.base import Emit
 
 log = logging.getLogger("sidekick.ship.tail")
@@ -51,24 +51,24 @@ class Rotation(FileTable):
             f = wanted.pop(ident, None)
             if f is None:
                 continue
-            old = f.path
+            old, old_shown = f.path, f.shown
             f.path = path
             self.fds.room()  # a rotated file is reopened even over the budget
             if not self.fds.reopen(f):
                 f.path = old  # tried again at the next scan
                 continue
             with contextlib.suppress(KeyError):
-                self._lag.remove(old)
-            self.store.update(f.key, {"path": f.path})
+                self._lag.remove(old_shown)
+            self.store.update(f.key, {"path": f.shown})
             f.rotated_at = now
             self._rotations.inc()
-            log.info("%s was rotated to %s; reading it to its end.", old, f.path)
+            log.info("%s was rotated to %s; reading it to its end.", old_shown, f.shown)
         if unsure:
             return  # the rest may be in a directory that could not be listed
         for f in wanted.values():
             f.rotated_at = now
             self._rotations.inc()
-            log.info("%s was rotated or deleted; it was read to its end.", f.path)
+            log.info("%s was rotated or deleted; it was read to its end.", f.shown)
 
     def _resume_missing(self) -> None:
         """Finish files saved in the state but no longer matched (rotated while we were down)."""
@@ -107,7 +107,7 @@ class Rotation(FileTable):
                 continue
             self.fds.room()  # rotated files are opened even over the budget
             if self._open(path, ident, first_start=False, rotated=True) is not None:
-                log.info("Finishing %s (rotated while ship was stopped).", path)
+                log.info("Finishing %s (rotated while ship was stopped).", shown_path(path))
             elif ident not in self._skipped:
                 unopened.add(saved)
         self._log_started()
@@ -153,7 +153,7 @@ class Rotation(FileTable):
                     # Strengthen the identity check as the file grows; the id stays as it was.
                     f.take_fingerprint(f.fd)
                     self.store.update(f.key, {"fp": f.fp, "fp_len": f.fp_len}, urgent=False)
-            self._lag.labels(f.path).set(max(0, f.size - f.tracker.committed))
+            self._lag.labels(f.shown).set(max(0, f.size - f.tracker.committed))
             self.lag_reported = now
             if (
                 f.joiner is not None
@@ -188,7 +188,7 @@ class Rotation(FileTable):
             if f.fd >= 0:
                 with contextlib.suppress(OSError):
                     size = os.fstat(f.fd).st_size
-            self._lag.labels(f.path).set(max(0, size - f.tracker.committed))
+            self._lag.labels(f.shown).set(max(0, size - f.tracker.committed))
         self.lag_reported = time.monotonic()
 
     async def _truncated(self, f: TailFile, emit: Emit) -> None:
@@ -198,7 +198,7 @@ class Rotation(FileTable):
         log.info(
             "%s was truncated (shorter than offset %d, or its first bytes changed); "
             "reading it again from 0.",
-            f.path,
+            f.shown,
             f.read_pos,
         )
         f.tracker.close()  # late acks of the old generation must not move the new offset
@@ -219,10 +219,10 @@ class Rotation(FileTable):
         del self.files[f.ident]
         self.fds.close(f)
         with contextlib.suppress(KeyError):
-            self._lag.remove(f.path)
+            self._lag.remove(f.shown)
         self._watched.set(len(self.files))
         self._open_gauge.set(self.fds.count)
-        log.info("Finished %s at offset %d; released.", f.path, f.read_pos)
+        log.info("Finished %s at offset %d; released.", f.shown, f.read_pos)
         if f.tracker.idle:
             self.store.drop(f.key)
         else:

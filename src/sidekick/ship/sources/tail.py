@@ -81,7 +81,7 @@ from sidekick.ship.config import seconds
 from sidekick.ship.files import file_url_path
 from sidekick.ship.sources._discover import MAGIC_FIRST, Discovery, compressed_kind, static_dir
 from sidekick.ship.sources._inotify import Inotify
-from sidekick.ship.sources._reader import PARTIAL, TailFile
+from sidekick.ship.sources._reader import PARTIAL, TailFile, shown_path
 from sidekick.ship.sources._rotation import Rotation
 from sidekick.ship.sources.base import Emit, InputSpec, SourceContext
 
@@ -201,7 +201,7 @@ class TailSource(Rotation):
                 end = f.read_pos
             left = max(0, end - f.tracker.committed)
             if left:
-                out[f.path] = left
+                out[f.shown] = left
         return out
 
     def _on_inotify(self, structural: bool) -> None:
@@ -232,9 +232,9 @@ class TailSource(Rotation):
             log.warning(
                 "Not tailing %s: it resolves to %s, outside the glob's base directory %s; "
                 "set follow_symlinks (--follow-symlinks) to ship files outside it.",
-                path,
-                real,
-                base,
+                shown_path(path),
+                shown_path(real),
+                shown_path(base),
             )
         for op, path, exc in found.errors:
             self._error(op, path, exc)
@@ -256,9 +256,9 @@ class TailSource(Rotation):
                 continue
             if f.path != m.path:
                 with contextlib.suppress(KeyError):
-                    self._lag.remove(f.path)  # the gauge follows the file's new name
+                    self._lag.remove(f.shown)  # the gauge follows the file's new name
                 f.path = m.path
-                self.store.update(f.key, {"path": m.path})
+                self.store.update(f.key, {"path": f.shown})
             if f.rotated_at is not None:
                 f.rotated_at = None  # moved back under a matching name
             changed = (m.st.st_size, m.st.st_mtime_ns) != (f.size, f.mtime)
@@ -283,7 +283,7 @@ class TailSource(Rotation):
                 continue
             f.rotated_at = now
             self._rotations.inc()
-            log.info("%s was rotated or deleted; reading it to its end.", f.path)
+            log.info("%s was rotated or deleted; reading it to its end.", f.shown)
         if parked_gone:
             self._find_parked(parked_gone, now)
         if self._waiting:
