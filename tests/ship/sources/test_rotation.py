@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 
 import msgspec
 
 from sidekick.ship.checkpoints import STATE_FILE
-from tests.ship.helpers import shipping, wait_for
+from tests.ship.helpers import read_ndjson, ship_config, shipping, wait_for
 from tests.ship.sources.tailing import cfg_for, messages, out
 
 
@@ -122,3 +123,78 @@ async def test_a_saved_file_gone_while_stopped_is_forgotten(tmp_path: Path) -> N
     async with shipping(cfg):
         await wait_for(lambda: messages(tmp_path) == ["shipped", "b"])
         await wait_for(lambda: saved_paths(tmp_path) == [str(tmp_path / "logs" / "b.log")])
+
+
+def take_inode(directory: Path, ino: int, name: str) -> bool:
+    """Create files in ``directory`` until one gets inode ``ino`` (just freed; ext4 and xfs
+    hand it out again), rename it to ``name``; False if none did."""
+    tried: list[Path] = []
+    try:
+        for i in range(200):
+            probe = directory / f"probe-{i}.tmp"
+            probe.touch()
+            if probe.stat().st_ino == ino:
+                probe.rename(directory / name)
+                return True
+            tried.append(probe)
+        return False
+    finally:
+        for p in tried:
+            p.unlink()
+
+
+async def test_a_released_file_whose_inode_a_new_file_takes_leaves_its_position_alone(
+    tmp_path: Path,
+) -> None:
+    # A deleted file is read to its end and released (its descriptor closed) while an output
+    # is down, so its position waits for its last batches. A new file that gets the freed
+    # inode has the same checkpoint key: the old file's late acknowledgements must not write
+    # its offset into the new file's entry, nor drop that entry once they are done.
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = ship_config(
+        inputs=[f"file://{logs}/*.log"],
+        outputs=[f"file://{outdir}/out.ndjson"],
+        state_dir=str(tmp_path / "state"),
+        rotate_wait=0.2,
+        retry={"initial": "50ms", "max": "100ms"},
+    )
+    old = logs / "a.log"
+    old.write_bytes(b"".join(b"old %04d\n" % i for i in range(1000)))
+    new_lines = [f"new {i:04d}" for i in range(3000)]  # longer than the old file
+    async with shipping(cfg) as sh:
+        await wait_for(lambda: len(read_ndjson(outdir / "out.ndjson")) == 1000)
+        shutil.rmtree(outdir)  # the output fails from now on
+        output = f"file://{outdir}/out.ndjson"
+        while sh.metric("sidekick_ship_records_failed_total", output=output) == 0:
+            with old.open("ab") as f:
+                f.write(b"old more\n")
+            await asyncio.sleep(0.05)
+        ino = old.stat().st_ino
+        old.unlink()
+        watched = "sidekick_ship_files_watched"
+        await wait_for(lambda: sh.metric(watched, input=cfg.inputs[0]) == 0)  # released
+        assert take_inode(logs, ino, "b.log"), "the file system did not reuse the inode"
+        (logs / "b.log").write_text("".join(m + "\n" for m in new_lines))
+        await wait_for(lambda: sh.metric(watched, input=cfg.inputs[0]) == 1)
+        outdir.mkdir()  # the old file's last batches are delivered, then the new file's
+        await wait_for(
+            lambda: (
+                [r["message"] for r in read_ndjson(outdir / "out.ndjson")][-1:] == new_lines[-1:]
+            ),
+            timeout=20,
+        )
+        await asyncio.sleep(1.5)  # its position is saved (checkpoint_interval)
+    size = (logs / "b.log").stat().st_size
+    assert saved_offsets(tmp_path) == {str(logs / "b.log"): size}
+    async with shipping(cfg):  # nothing of the new file is read again
+        await asyncio.sleep(1.5)
+    got = [r["message"] for r in read_ndjson(outdir / "out.ndjson")]
+    assert [m for m in got if m.startswith("new")] == new_lines
+
+
+def saved_offsets(tmp_path: Path) -> dict[str, int]:
+    state = msgspec.json.decode((tmp_path / "state" / STATE_FILE).read_bytes())
+    return {e["path"]: e["offset"] for k, e in state["streams"].items() if "#" not in k}

@@ -146,6 +146,7 @@ class FileTable:
         self.fds.count += 1
         f = TailFile(fd, path, st.st_dev, st.st_ino, checkpoint_key(self._prefix, *ident))
         f.size = st.st_size
+        self._forget_retired(f.key)
         saved = self.store.get(f.key)
         offset = f.resume(fd, saved) if saved is not None else None
         if offset is not None:
@@ -174,6 +175,18 @@ class FileTable:
         if offset is None:
             self._started.append((f.shown, f.read_pos))
         return f
+
+    def _forget_retired(self, key: str) -> None:
+        """A file opened at the inode of a released one whose last batches are still on their
+        way (a new file that got the freed inode, or the released file back under a matching
+        name): the key is the opened file's now. The released file's acknowledgements must
+        neither write its offset into that entry nor drop it when they are done; the saved
+        entry decides as for any file (its first bytes tell whether it is the same file)."""
+        retired = [t for k, t in self.retiring if k == key]
+        for tracker in retired:
+            tracker.close()
+        if retired:
+            self.retiring = [(k, t) for k, t in self.retiring if k != key]
 
     def _drop(self, f: TailFile) -> None:
         """Forget ``f`` entirely (nothing of it was read): no position, no descriptor."""
