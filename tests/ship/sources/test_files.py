@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from sidekick.ship.checkpoints import STATE_FILE
-from tests.ship.helpers import shipping, wait_for
+from tests.ship.helpers import ShipperProcess, read_ndjson, shipping, wait_for, wait_for_sync
 from tests.ship.sources.tailing import cfg_for, messages, out
 
 
@@ -84,3 +86,40 @@ async def test_file_shorter_than_its_saved_offset_is_read_again_from_zero(
     assert again[0]["log.file.id"] != out(tmp_path)[0]["log.file.id"]
     # Found when the file is opened, before anything of it is read.
     assert f"{log} is shorter than its saved offset; reading it again from 0." in caplog.messages
+
+
+def test_start_at_end_positions_survive_a_kill_9_before_anything_was_delivered(
+    tmp_path: Path,
+) -> None:
+    # The first start's end positions must be on disk before the shipper can crash: with the
+    # output down nothing is delivered, and a restart without them was a "first start" again,
+    # which skipped every line written since the real one.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    log = logs / "app.log"
+    log.write_text("before the first start\n")
+    args = [
+        "--input", f"file://{logs}/*.log", "--output", f"file://{outdir}/out.ndjson",
+        "--state-dir", str(tmp_path / "state"), "--start-at", "end",
+    ]  # fmt: skip
+    sh = ShipperProcess(args, tmp_path / "ship.log").start()
+    try:
+        sh.wait_ready()
+        wait_for_sync(lambda: sh.metric("sidekick_ship_files_watched", input=args[1]) == 1)
+        shutil.rmtree(outdir)  # the output is down: nothing is delivered
+        with log.open("a") as f:
+            f.write("".join(f"after {i}\n" for i in range(1000)))
+        wait_for_sync(lambda: sh.metric("sidekick_ship_lines_read_total", input=args[1]) == 1000)
+        time.sleep(0.5)
+        sh.kill()
+        outdir.mkdir()
+        sh = ShipperProcess(args, tmp_path / "ship.log").start()
+        sh.wait_ready()
+        wait_for_sync(lambda: len(read_ndjson(outdir / "out.ndjson")) >= 1000, timeout=20)
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+    got = [r["message"] for r in read_ndjson(outdir / "out.ndjson")]
+    assert got == [f"after {i}" for i in range(1000)]

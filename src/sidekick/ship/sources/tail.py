@@ -128,7 +128,10 @@ class TailSource(Rotation):
         marker = self.name + "#started"
         first = self.store.get(marker) is None
         if first:
-            self.store.put(marker, {"version": 1}, urgent=False)
+            # With start_at end the marker and the end positions the scan below saves are
+            # written at once: a crash before anything is delivered must not make the next
+            # start a first one again, which would skip every line written meanwhile.
+            self.store.put(marker, {"version": 1}, urgent=self.start_at_end)
         if self.ctx.config.inotify:
             self._inotify = Inotify.create(self._on_inotify)
         self._scan(first_start=first)
