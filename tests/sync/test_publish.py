@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import threading
 from pathlib import Path
 
-from tests.sync.conftest import Upstream, make_syncer, metric
+from tests.conftest import SIDEKICK
+from tests.sync.conftest import GIT_ENV, Upstream, make_syncer, metric
 
 FILES = [f"page{i}.html" for i in range(8)]
 
@@ -232,3 +234,30 @@ async def test_gc_drops_the_objects_of_removed_revisions(tmp_path: Path) -> None
     assert files <= 4, sorted(str(p) for p in (git_dir / "objects").rglob("*") if p.is_file())
     assert len((git_dir / "shallow").read_text().splitlines()) <= 2
     syncer.aclose()
+
+
+def test_a_sparse_checkout_file_given_at_a_restart_applies_to_the_current_revision(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """git-sync configures the current worktree again on its first sync ('it might not have
+    all the correct settings (e.g. sparse checkout)'), so a sparse-checkout file added or
+    dropped at a restart applies without waiting for a new commit."""
+    sha = upstream.commit({"docs/a.md": "a\n", "src/b.py": "b\n"})
+    patterns = tmp_path / "sparse"
+    patterns.write_text("/docs/\n")
+    root = tmp_path / "root"
+    link = root / "upstream"
+    common = ["sync", "--one-time", "--repo", upstream.url, "--root", str(root)]
+    for extra, src_expected in (([], True), (["--sparse-checkout-file", str(patterns)], False)):
+        proc = subprocess.run(
+            [*SIDEKICK, *common, *extra], capture_output=True, text=True, timeout=60, env=GIT_ENV
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert (link / "docs" / "a.md").exists()
+        assert (link / "src").exists() == src_expected, extra
+        assert os.path.basename(os.readlink(link)) == sha
+    proc = subprocess.run(
+        [*SIDEKICK, *common], capture_output=True, text=True, timeout=60, env=GIT_ENV
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (link / "src" / "b.py").exists()

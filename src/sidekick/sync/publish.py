@@ -233,6 +233,18 @@ class Tree:
         if self._has_orphans():
             await self.git.run("worktree", "prune", cwd=self.root, timeout=remaining(deadline))
 
+    def sparse_patterns(self, path: Path) -> list[str] | None:
+        """The sparse-checkout patterns ``path`` was checked out with, or None for all files
+        (git keeps them in the worktree's ``info/sparse-checkout``)."""
+        admin = _admin_dir(path)
+        if admin is None:
+            return None
+        try:
+            text = (admin / "info" / "sparse-checkout").read_text(encoding="utf-8")
+        except OSError:
+            return None
+        return parse_patterns(text)
+
     def is_complete(self, path: Path, sha: str) -> bool:
         """Whether ``path`` is an intact worktree of ``sha`` (no subprocess: cheap per poll).
 
@@ -449,6 +461,11 @@ class Tree:
             return sum(1 for _ in os.scandir(self.worktrees))
         except OSError:
             return 0
+
+
+def parse_patterns(text: str) -> list[str]:
+    """Sparse-checkout patterns: the lines that are neither blank nor comments."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def _object_dirs(objects: Path) -> list[str]:

@@ -44,7 +44,7 @@ from sidekick.sync.config import SyncConfig
 from sidekick.sync.git import Git, Redactor, remaining
 from sidekick.sync.hooks import HookRunner
 from sidekick.sync.metrics import SyncMetrics
-from sidekick.sync.publish import Tree
+from sidekick.sync.publish import Tree, parse_patterns
 from sidekick.sync.remote import Remote
 from sidekick.sync.status_files import StatusFiles, owned_names
 
@@ -270,7 +270,7 @@ class Syncer:
             cur is not None
             and cur[0] == sha
             and self.tree.in_layout(cur[1])
-            and self.tree.is_complete(cur[1], sha)
+            and self._reusable(cur[1], sha)
         ):
             if not self.remote.fetched_once:
                 # A restart: fetch once anyway, so a new --depth applies now, not with the
@@ -295,7 +295,7 @@ class Syncer:
             if self.published is not None and self.published[0] == sha
             else self.tree.worktrees / sha
         )
-        if self.tree.is_complete(candidate, sha):
+        if self._reusable(candidate, sha):
             path = candidate
         else:
             # Always fetch: asking git first whether it has the commit costs a process on
@@ -338,6 +338,17 @@ class Syncer:
             sparse_patterns=self._sparse_patterns(),
             env=env,
         )
+
+    def _reusable(self, path: Path, sha: str) -> bool:
+        """Whether the tree at ``path`` can stand for ``sha``: complete, and on the first
+        sync of a process also checked out with today's sparse patterns, as git-sync
+        configures the current worktree again on its first sync (a restart with another
+        --sparse-checkout-file builds the revision anew)."""
+        if not self.tree.is_complete(path, sha):
+            return False
+        if self.remote.fetched_once:
+            return True
+        return self.tree.sparse_patterns(path) == self._sparse_patterns()
 
     def _set_published(self, sha: str, path: Path) -> None:
         self.published = (sha, path)
@@ -397,9 +408,7 @@ class Syncer:
             raise TemporaryError(
                 f"--sparse-checkout-file {path!r} cannot be read ({exc.strerror}); check the path"
             ) from None
-        return [
-            line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
-        ]
+        return parse_patterns(text)
 
     def aclose(self) -> None:
         self.remote.aclose()
