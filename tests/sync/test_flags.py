@@ -319,3 +319,10 @@ def test_a_v3_variable_overrides_its_v4_name_as_in_git_sync() -> None:
     own = {**both, "SIDEKICK_SYNC_PERIOD": "40s"}
     assert settings(env=own)["sync"]["period"] == 40.0
     assert settings("--period", "50s", env=own)["sync"]["period"] == 50.0
+
+
+def test_durations_take_every_form_go_reads() -> None:
+    """git-sync parses durations with Go's time.ParseDuration, which takes '.5s' and '1.s'."""
+    assert settings(env={"GITSYNC_PERIOD": ".5s"})["sync"]["period"] == 0.5
+    assert settings("--period", "1.s")["sync"]["period"] == 1.0
+    assert settings("--sync-timeout", "1m.5s")["sync"]["sync_timeout"] == 60.5

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import urllib.parse
 from collections.abc import Callable
@@ -541,7 +542,9 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
     for param in DURATIONS:
         dotted = FIELDS[param]
         if dotted in over:
-            over[dotted] = duration_option(over[dotted], "--" + param.replace("_", "-"))
+            over[dotted] = duration_option(
+                go_duration(over[dotted]), "--" + param.replace("_", "-")
+            )
     _apply_deprecated(ctx, params, over)
     if _given(ctx, "cookie_file"):
         over["cookie_file"] = _cookie_file(params["cookie_file"])
@@ -610,6 +613,15 @@ def _configure_and_run(
         click.echo(json.dumps(shown, indent=2, sort_keys=True))
         return 0
     return run_sync(cfg, addr, shutdown_timeout)
+
+
+def go_duration(value: Any) -> Any:
+    """A duration in every form Go's ``time.ParseDuration`` (git-sync's) reads: a number
+    may leave out the digits before or after its point (``.5s``, ``1.s``)."""
+    if not isinstance(value, str):
+        return value
+    value = re.sub(r"(?<![0-9])\.(?=[0-9])", "0.", value)
+    return re.sub(r"(?<=[0-9])\.(?![0-9])", ".0", value)
 
 
 def _given(ctx: click.Context, param: str) -> bool:
@@ -803,7 +815,7 @@ def _file_section(path: str | None) -> dict[str, Any]:
     out = dict(section)
     for field in DURATIONS:
         if isinstance(out.get(field), str):
-            out[field] = parse_duration(out[field], name=f"sync.{field} in {path}")
+            out[field] = parse_duration(go_duration(out[field]), name=f"sync.{field} in {path}")
     return out
 
 
