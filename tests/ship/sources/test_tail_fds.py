@@ -256,3 +256,28 @@ def test_files_rotated_while_stopped_are_finished_when_descriptors_run_short(
     log = (tmp_path / "ship2.log").read_text()
     assert "is gone" not in log and "Traceback" not in log
     assert sum("Finishing" in line for line in log.splitlines()) == 300
+
+
+def test_start_at_end_files_opened_late_start_where_they_ended_at_the_first_start(
+    tmp_path: Path,
+) -> None:
+    # Under a low limit the first start cannot open every file at once; those opened at a
+    # later scan must start where they ended when the shipper first saw them, not where they
+    # end by then, or the lines written meanwhile are skipped.
+    logs = tmp_path / "logs"
+    make_files(logs, 200, 3)  # old content, skipped
+    sh = Shipper(args(tmp_path, "--start-at", "end"), tmp_path / "ship.log", nofile=64)
+    sh.start()
+    want: set[str] = set()
+    try:
+        sh.wait(lambda: "Tailing" in (tmp_path / "ship.log").read_text(), timeout=15)
+        for i in range(200):
+            with open(logs / f"f{i:05d}.log", "a") as f:
+                f.write(f"file {i} new\n")
+            want.add(f"file {i} new")
+        sh.wait(lambda: set(shipped(tmp_path)) >= want, timeout=60)
+        time.sleep(1)
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+    assert_exactly_once(shipped(tmp_path), want)

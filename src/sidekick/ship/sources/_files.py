@@ -114,9 +114,12 @@ class FileTable:
         path: str,
         ident: tuple[int, int],
         *,
-        first_start: bool,
+        first_size: int | None,
         rotated: bool = False,
     ) -> TailFile | None:
+        """Open a matched file at its saved position, or at 0; with start_at end, a file
+        present at the first start (``first_size``: its size then) at its last line end up
+        to that size, so lines written since are read however late it is opened."""
         try:
             fd = self.fds.open(path)
         except OSError as exc:
@@ -164,8 +167,9 @@ class FileTable:
                 log.info("%s is a new file at a known inode; reading it from 0.", f.shown)
             f.take_fingerprint(fd)
             f.new_id()
-            if first_start and self.start_at_end:
-                f.read_pos = last_line_end(fd, st.st_size)
+            if first_size is not None and self.start_at_end and st.st_size >= first_size:
+                # (Shorter than then: truncated meanwhile, so all of it is new.)
+                f.read_pos = last_line_end(fd, first_size)
         f.tracker = self._tracker(f, f.read_pos)
         self.reader.prepare(f)
         if rotated:

@@ -106,7 +106,7 @@ class Rotation(FileTable):
             if saved is None or ident in self.files:
                 continue
             self.fds.room()  # rotated files are opened even over the budget
-            if self._open(path, ident, first_start=False, rotated=True) is not None:
+            if self._open(path, ident, first_size=None, rotated=True) is not None:
                 log.info("Finishing %s (rotated while ship was stopped).", shown_path(path))
             elif ident not in self._skipped:
                 unopened.add(saved)

@@ -101,7 +101,9 @@ class TailSource(Rotation):
         self._inotify: Inotify | None = None
         self._wake = asyncio.Event()
         self._rescan = True
-        self._first_seen: set[tuple[int, int]] = set()  # present at the first start, not opened
+        # Files present at the first start and not opened yet: their size then, where they
+        # start with start_at end however late a descriptor lets them be opened.
+        self._first_seen: dict[tuple[int, int], int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -249,7 +251,7 @@ class TailSource(Rotation):
         found = self._discover()
         matches = found.files
         if first_start:
-            self._first_seen = set(matches)
+            self._first_seen = {ident: m.st.st_size for ident, m in matches.items()}
         new: list[tuple[tuple[int, int], str]] = []
         for ident, m in matches.items():
             f = self.files.get(ident)
@@ -274,8 +276,9 @@ class TailSource(Rotation):
             if not self.fds.room():
                 self._waiting.add(ident)
                 continue
-            self._open(path, ident, first_start=ident in self._first_seen)
-            self._first_seen.discard(ident)
+            opened = self._open(path, ident, first_size=self._first_seen.get(ident))
+            if opened is not None or ident in self._skipped:
+                self._first_seen.pop(ident, None)
         now = time.monotonic()
         parked_gone: list[TailFile] = []
         for ident, f in self.files.items():
