@@ -361,3 +361,48 @@ async def test_shipper_holds_the_checkpoint_while_a_proxy_answers_with_a_page(
         good=loki,
         arrived=lambda: stored,
     )
+
+
+async def test_a_loki_that_flaps_during_the_search_still_isolates_the_refused_entries(
+    server: ProtocolServer, tmp_path: Path
+) -> None:
+    # Every third push answers 503. The search for 4 refused entries among 1,000 takes some
+    # 60 pushes; when a failed push threw the whole batch's progress away, no attempt could
+    # finish and nothing was ever delivered, dead-lettered or checkpointed.
+    loki = FakeLoki(oldest_ns=1795342500_000000000)  # 2026-11-22T10:15:00Z
+    pushes = [0]
+
+    def flapping(seen: Seen) -> web.Response:
+        pushes[0] += 1
+        if pushes[0] % 3 == 0:
+            return web.Response(status=503, text="ingester busy", headers={"Retry-After": "0"})
+        return loki(seen)
+
+    server.default = flapping
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    old = {100, 101, 500, 999}
+    lines = [
+        json.dumps(
+            {"@timestamp": "2026-11-22T08:00:00Z" if i in old else "2026-11-22T11:00:00Z"}
+            | {"message": f"line {i}"}
+        )
+        for i in range(1000)
+    ]
+    (logs / "app.log").write_text("\n".join(lines) + "\n")
+    cfg = ship_config(
+        inputs=[f"file://{logs}/*.log?parser=json"],
+        outputs=[f"loki://{server.hostport}?gzip=false"],
+        state_dir=str(tmp_path / "state"),
+        retry={"initial": "50ms", "max": "200ms"},
+    )
+    dead_file = tmp_path / "state" / DEAD_LETTER_FILE
+    async with shipping(cfg):
+        await wait_for(
+            lambda: (
+                len({line for _, line in loki.stored}) == 996 and len(read_ndjson(dead_file)) == 4
+            ),
+            timeout=30,
+        )
+    assert sorted(int(d["record"]["message"][5:]) for d in read_ndjson(dead_file)) == sorted(old)
+    assert {line for _, line in loki.stored} == {f"line {i}" for i in range(1000) if i not in old}

@@ -31,7 +31,12 @@ has. The search is bounded (``BISECT_REQUESTS`` extra pushes per batch, enough t
 few refused records or a contiguous run of old ones in 10,000); past it, the records not yet
 isolated are dead-lettered together, including any Loki did store — a visible duplicate in
 the dead-letter file is preferred to a silent loss. A 413 is searched the same way, without
-the bound.
+the bound. A push of the search that fails for a passing reason (429, 5xx, a timeout, a
+proxy's page) loses nothing the search found: that part is retried, after the back-off, and
+the search goes on with the other parts, until ``SEARCH_FAILURES`` pushes in a row failed (a
+Loki that went down is not pushed every remaining part); what was pushed counts as delivered
+or refused. Throwing the whole batch back instead meant that a Loki failing one push in three
+never let a search of 60 pushes finish, and the batch was never delivered.
 
 Left out: the protobuf+snappy push format, per-record tenants.
 """
@@ -40,11 +45,13 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 
 from sidekick.core.durations import parse_duration
+from sidekick.core.errors import TemporaryError
 from sidekick.ship.records import DELIVERED, MESSAGE, TIMESTAMP, Record, SendResult
 from sidekick.ship.sinks import OutputSpec
 from sidekick.ship.sinks._credentials import Credentials
@@ -70,6 +77,9 @@ RETRY_STATUSES = frozenset({429, *range(500, 600)})
 TOO_LARGE = "HTTP 413: the record alone exceeds Loki's request size limit"
 # Extra pushes allowed per batch to isolate the records Loki refuses (see the docstring).
 BISECT_REQUESTS = 64
+# Passing failures (429, 5xx, timeouts) in a row after which a search leaves the parts it has
+# not pushed yet to the retry: Loki is down rather than flapping.
+SEARCH_FAILURES = 3
 DEFAULT_LABELS = {
     "namespace": "k8s.namespace.name",
     "pod": "k8s.pod.name",
@@ -230,18 +240,32 @@ class LokiSink(PushSink):
     async def send(self, records: list[Record]) -> SendResult:
         if not records:
             return DELIVERED
-        budget = [BISECT_REQUESTS]
-        return await self._send_part(records, budget)
-
-    async def _send_part(self, records: list[Record], budget: list[int]) -> SendResult:
-        """Push ``records``; on 413 or a refusal, push halves (see the module docstring)."""
+        # The first push's passing failure is the whole batch's: raised, with its Retry-After.
         outcome = await self._push(records)
+        return await self._searched(records, outcome, _Search())
+
+    async def _send_part(self, records: list[Record], search: _Search) -> SendResult:
+        """Push a part of the batch; a passing failure leaves it to the retry (see above)."""
+        if search.failures >= SEARCH_FAILURES:
+            return SendResult(retry=list(range(len(records))))
+        try:
+            outcome = await self._push(records)
+        except TemporaryError:
+            search.failures += 1
+            return SendResult(retry=list(range(len(records))))
+        search.failures = 0
+        return await self._searched(records, outcome, search)
+
+    async def _searched(
+        self, records: list[Record], outcome: str | None, search: _Search
+    ) -> SendResult:
+        """The result for ``records`` pushed with ``outcome``: on 413 or a refusal, push halves."""
         if outcome is None:
             return DELIVERED
         if len(records) == 1:
             return SendResult(rejected=[(0, outcome)])
         if outcome != TOO_LARGE:
-            if budget[0] < 2:
+            if search.requests < 2:
                 rate_log.warning(
                     (self.name, "search exhausted"),
                     "%s: Loki refused a push of %d records and the search for the refused "
@@ -252,11 +276,11 @@ class LokiSink(PushSink):
                     outcome,
                 )
                 return SendResult(rejected=[(i, outcome) for i in range(len(records))])
-            budget[0] -= 2
+            search.requests -= 2
         mid = len(records) // 2
         result = SendResult()
         for offset, part in ((0, records[:mid]), (mid, records[mid:])):
-            sub = await self._send_part(part, budget)
+            sub = await self._send_part(part, search)
             result.retry.extend(i + offset for i in sub.retry)
             result.rejected.extend((i + offset, why) for i, why in sub.rejected)
         return result if not result.all_delivered else DELIVERED
@@ -305,6 +329,14 @@ class LokiSink(PushSink):
                 reason,
             )
         return reason
+
+
+@dataclass(slots=True)
+class _Search:
+    """The state of one batch's search for the entries Loki refuses."""
+
+    requests: int = BISECT_REQUESTS  # extra pushes it may still make
+    failures: int = 0  # pushes in a row that failed for a passing reason; their parts are retried
 
 
 def create(spec: OutputSpec) -> LokiSink:
