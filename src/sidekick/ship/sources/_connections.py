@@ -32,7 +32,7 @@ import os
 import socket
 import traceback
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import msgspec
 from aiohttp import web
@@ -282,6 +282,11 @@ class IngestConnection(web.RequestHandler):
             self._guard.close(self, "idle_timeout")
 
 
+class Shedding(Protocol):
+    def shed(self) -> None:
+        """A connection was closed at accept for want of descriptors: count it, log it."""
+
+
 class Listener(socket.socket):
     """The listening socket, which sheds connections when the process is out of descriptors.
 
@@ -296,7 +301,9 @@ class Listener(socket.socket):
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        self.guard: Connections | None = None
+        # Told of each connection closed at accept: the ingest's ``Connections``, or the
+        # forward and syslog receivers' ``Streams``.
+        self.guard: Shedding | None = None
         self._spare: int | None = _spare()
 
     def accept(self) -> tuple[socket.socket, Any]:

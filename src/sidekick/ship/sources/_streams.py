@@ -10,7 +10,10 @@ the drain (``stop``) closes idle connections at once and waits for busy ones, so
 acknowledgement is never cut off after its records were written.
 
 A handler's unexpected failure closes that connection only; it is counted and logged once a
-minute, without the bytes that caused it.
+minute, without the bytes that caused it. When the process is out of descriptors, a new
+connection is accepted and closed at once (``_connections.Listener``), counted
+(``no_descriptors``) and logged once a minute; asyncio's own handling logged a traceback for
+every failed ``accept``, thousands a second.
 
 Left out: TLS, and per-address limits.
 """
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 
 from sidekick.core.ratelog import RateLimitedLog
 from sidekick.ship.config import IngestConfig, seconds
+from sidekick.ship.sources._connections import Listener
 from sidekick.ship.sources.receiver import InputMetrics
 
 log = logging.getLogger("sidekick.ship.receiver")
@@ -126,10 +130,22 @@ class Streams:
         self._rate = RateLimitedLog(log)
 
     async def start(self, sock: socket.socket) -> None:
+        listener = Listener(sock)
+        listener.guard = self
         if sock.family == socket.AF_UNIX:
-            self._server = await asyncio.start_unix_server(self._client, sock=sock)
+            self._server = await asyncio.start_unix_server(self._client, sock=listener)
         else:
-            self._server = await asyncio.start_server(self._client, sock=sock)
+            self._server = await asyncio.start_server(self._client, sock=listener)
+
+    def shed(self) -> None:
+        """A connection was closed at accept for want of descriptors (see ``Listener``)."""
+        self.metrics.connections_closed.labels("no_descriptors").inc()
+        self._rate.error(
+            "no_descriptors",
+            "The process is out of file descriptors: closed a new connection to %s at once; "
+            "raise the open-file limit (ulimit -n) or lower ingest.max_connections.",
+            self.metrics.input,
+        )
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.draining or len(self.open) >= self.limits.max_connections:

@@ -1,0 +1,51 @@
+"""The stream connections of the forward and syslog receivers, against a real shipper."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import msgpack
+
+from tests.conftest import free_port
+from tests.ship.sources.receivers import receiving
+from tests.ship.sources.test_forward import send
+
+
+def test_out_of_descriptors_new_connections_are_closed_at_once_and_logged_once(
+    tmp_path: Path,
+) -> None:
+    fp, sp = free_port(), free_port()
+    inputs = (f"forward://127.0.0.1:{fp}", f"syslog+tcp://127.0.0.1:{sp}")
+    with receiving(tmp_path, *inputs, extra=("--ingest-keepalive-timeout", "3s")) as rx:
+        # A few dozen descriptors more than the shipper holds: 300 idle connections use them up.
+        limit = len(os.listdir(f"/proc/{rx.proc.pid}/fd")) + 40
+        subprocess.run(["prlimit", f"--pid={rx.proc.pid}", f"--nofile={limit}:{limit}"], check=True)
+        burst = []
+        try:
+            for port in (fp, sp):
+                burst += [socket.create_connection(("127.0.0.1", port)) for _ in range(150)]
+            # Those beyond the descriptors are closed at once, not left in the backlog (the
+            # admin server is not asked meanwhile: it has no descriptor to answer with).
+            time.sleep(1.0)
+        finally:
+            for s in burst:
+                s.close()
+        time.sleep(0.5)
+        shed = [rx.metric(
+            "sidekick_ship_receiver_connections_closed_total", input=name, reason="no_descriptors"
+        ) for name in inputs]  # fmt: skip
+        assert all(n >= 1 for n in shed), shed
+        # The receivers serve again once descriptors are free.
+        message = msgpack.packb(["t", int(time.time()), {"seq": 1}, {"chunk": "after"}])
+        assert send(fp, message, want_acks=1) == [{"ack": "after"}]
+        with socket.create_connection(("127.0.0.1", sp)) as s:
+            s.sendall(b"<14>1 - host app - - - after the burst\n")
+        got = rx.wait_records(2)
+        assert {r.get("message") for r in got} >= {"after the burst"}
+    log = rx.proc.log_path.read_text()
+    assert "out of system resource" not in log and "Traceback" not in log
+    assert log.count("out of file descriptors") == 2  # one line per receiver
