@@ -141,6 +141,14 @@ def test_a_full_disk_is_retryable_for_every_receiver_logged_once_and_leaves_no_f
             subprocess.run(["logger", *where], input=lines.encode(), check=True, timeout=30)
         time.sleep(1.0)
         assert answers == {"refused": 120}
+        # Counted alike by every receiver (HTTP counted them as "unavailable").
+        refused = {
+            name: rx.metric(
+                "sidekick_ship_receiver_rejected_total", input=name, reason="spool_error"
+            )
+            for name in inputs[:4]
+        }
+        assert list(refused.values()) == [31, 30, 30, 30], refused
         log = rx.proc.log_path.read_text()
         # One line a minute per spool, not one per refused write.
         assert 1 <= log.count("Spool write failed") <= len(inputs), log[-3000:]

@@ -68,11 +68,21 @@ MAX_FORM_FIELDS = 1000
 class Rejected(Exception):
     """A request is refused with ``status`` and a one-sentence ``reason`` for the client."""
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: dict[str, str] | None = None,
+        *,
+        counted: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or {}
+        # The ``reason`` label it is counted under when the status alone does not say it (a
+        # 503: a full spool, a failed write, the drain), as the other receivers count them.
+        self.counted = counted
 
 
 # -- body decoding (pure functions, tested directly) ---------------------------------------

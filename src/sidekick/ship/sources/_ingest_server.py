@@ -158,13 +158,14 @@ class IngestServer:
                     503,
                     "the shipper is shutting down; retry later (another instance takes over)",
                     {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                    counted="draining",
                 )
             accepted = await self._accept(request, style)
             if accepted.count:
                 self.on_accepted()
         except Rejected as exc:
             if exc.status not in (499,):
-                self.on_reject(_REASONS.get(exc.status, "malformed"))
+                self.on_reject(exc.counted or _REASONS.get(exc.status, "malformed"))
             if style[0] == "ingest":
                 resp = web.json_response(
                     {"error": exc.reason}, status=exc.status, headers=exc.headers
@@ -304,7 +305,10 @@ class IngestServer:
             raise self._full() from None
         except SpoolWriteError as exc:
             raise Rejected(
-                503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                503,
+                f"{exc}; retry later",
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                counted="spool_error",
             ) from None
         self.metrics.records.inc(count)
         self.metrics.bytes.inc(len(payload))
@@ -315,6 +319,7 @@ class IngestServer:
             f"the spool is full ({self.spool.used_bytes} of {self.spool.max_bytes} bytes wait for "
             "delivery); retry later",
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            counted="spool_full",
         )
 
     async def _read(self, request: web.Request, limit: int) -> bytes:
