@@ -18,7 +18,7 @@ import sys
 
 from sidekick.pod.expand import expand
 from sidekick.pod.hygiene import CONTAINER_ENV, RUN_ENV
-from sidekick.pod.manifest import Container, Manifests, Pod
+from sidekick.pod.manifest import Container, Manifests, Pod, env_data
 
 POD_IP = "127.0.0.1"
 
@@ -67,7 +67,8 @@ def declared_env(pod: Pod, c: Container, manifests: Manifests) -> dict[str, str]
         ):
             ref = ef.get(ref_kind)
             if ref is not None:
-                for k, v in store.get((pod.namespace, ref.get("name", "")), {}).items():
+                data = env_data(store.get((pod.namespace, ref.get("name", "")), {}))
+                for k, v in data.items():
                     env[prefix + k] = v.decode(errors="replace")
     for e in c.env:
         name = e["name"]
@@ -85,7 +86,8 @@ def declared_env(pod: Pod, c: Container, manifests: Manifests) -> dict[str, str]
         ):
             ref = src.get(ref_kind)
             if ref is not None:
-                value = store.get((pod.namespace, ref.get("name", "")), {}).get(ref["key"])
+                data = env_data(store.get((pod.namespace, ref.get("name", "")), {}))
+                value = data.get(ref["key"])
                 if value is not None:
                     env[name] = value.decode(errors="replace")
     for key, text in services.items():

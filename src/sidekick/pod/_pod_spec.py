@@ -22,7 +22,7 @@ from typing import Any
 from sidekick.core.errors import ConfigError
 from sidekick.core.sizes import parse_size
 from sidekick.pod._container_spec import _container
-from sidekick.pod.manifest import Container, Kind, Pod, Volume
+from sidekick.pod.manifest import Container, Kind, Pod, Volume, env_data
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -202,6 +202,21 @@ def _build_pod(
     )
 
 
+def _missing_key(
+    c: Container, i: int, ref_kind: str, what: str, ref: dict[str, Any], obj: dict[str, bytes]
+) -> str:
+    """The problem of a key reference the kubelet cannot resolve (binaryData is not read)."""
+    where = f"{c.path}.env[{i}].valueFrom.{ref_kind}.key: {what} {ref.get('name')!r}"
+    usable = sorted(env_data(obj))
+    if ref["key"] in obj:
+        return (
+            f"{where}: key {ref['key']!r} is in binaryData, which gives no environment "
+            f"variable (the kubelet reads data only); move it to data, use one of {usable}, "
+            "or mount the ConfigMap as a volume"
+        )
+    return f"{where} has no key {ref['key']!r}; use one of {usable} or mark it optional: true"
+
+
 def _check_refs(
     c: Container,
     namespace: str,
@@ -223,11 +238,8 @@ def _check_refs(
                     f"{c.path}.env[{i}].valueFrom.{ref_kind}.name: {what} {ref.get('name')!r} is "
                     "not in the given files; add its manifest or mark the reference optional: true"
                 )
-            elif ref["key"] not in obj:
-                problems.append(
-                    f"{c.path}.env[{i}].valueFrom.{ref_kind}.key: {what} {ref.get('name')!r} has no "
-                    f"key {ref['key']!r}; use one of {sorted(obj)} or mark it optional: true"
-                )
+            elif ref["key"] not in env_data(obj):
+                problems.append(_missing_key(c, i, ref_kind, what, ref, obj))
     for i, ef in enumerate(c.env_from):
         for ref_kind, store, what in (
             ("configMapRef", config_maps, "ConfigMap"),

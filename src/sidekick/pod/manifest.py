@@ -153,6 +153,22 @@ class Pod:
         return [*self.init_containers, *self.containers]
 
 
+class ConfigMapData(dict[str, bytes]):
+    """A ConfigMap's ``data`` and ``binaryData`` in one mapping, as its volume shows them.
+
+    ``binary`` names the ``binaryData`` keys: the kubelet reads only ``data`` for ``envFrom``
+    and ``configMapKeyRef`` (``makeEnvironmentVariables``), so those keys give no variable.
+    """
+
+    binary: frozenset[str] = frozenset()
+
+
+def env_data(data: dict[str, bytes]) -> dict[str, bytes]:
+    """The keys of a ConfigMap or Secret that may become environment variables."""
+    binary = data.binary if isinstance(data, ConfigMapData) else frozenset()
+    return {k: v for k, v in data.items() if k not in binary} if binary else data
+
+
 @dataclass
 class Manifests:
     pods: list[Pod]
@@ -196,9 +212,11 @@ def read_manifests(paths: list[str], *, set_image: dict[str, str] | None = None)
             continue
         ns = str((doc.get("metadata") or {}).get("namespace") or "")
         if kind == "ConfigMap":
-            data = {k: str(v).encode() for k, v in (doc.get("data") or {}).items()}
-            for k, v in (doc.get("binaryData") or {}).items():
+            data = ConfigMapData({k: str(v).encode() for k, v in (doc.get("data") or {}).items()})
+            binary = doc.get("binaryData") or {}
+            for k, v in binary.items():
                 data[k] = base64.b64decode(v)
+            data.binary = frozenset(binary)
             config_maps[(ns, _name(doc))] = data
         elif kind == "Secret":
             sdata: dict[str, bytes] = {}
