@@ -281,3 +281,34 @@ def test_start_at_end_files_opened_late_start_where_they_ended_at_the_first_star
     finally:
         sh.stop_quietly()
     assert_exactly_once(shipped(tmp_path), want)
+
+
+def test_files_waiting_for_a_descriptor_are_read_after_a_rename_rotation(
+    tmp_path: Path,
+) -> None:
+    # Every descriptor is held by a file with unread data, so new files wait; renamed out of
+    # the glob meanwhile they were never opened and their lines never shipped.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    line = "x" * 99 + "\n"
+    for i in range(4):
+        (logs / f"big{i}.log").write_text(line * 80_000)  # 8 MB each
+    input_label = f"file://{logs}/*.log"
+    sh = Shipper(args(tmp_path, "--max-open-files", "4"), tmp_path / "ship.log").start()
+    want: set[str] = set()
+    try:
+        sh.wait_ready()
+        sh.wait(lambda: sh.metric("sidekick_ship_files_open", input=input_label) == 4, 15)
+        for i in range(10):
+            name = logs / f"small{i}.log"
+            name.write_text(f"small {i}\n")
+            want.add(f"small {i}")
+        sh.wait(lambda: "wait for a descriptor" in sh.log(), timeout=15)
+        for i in range(10):
+            os.rename(logs / f"small{i}.log", logs / f"small{i}.log.1")  # rotated
+        sh.wait(lambda: want <= set(shipped(tmp_path)), timeout=60)
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+    got = [m for m in shipped(tmp_path) if m.startswith("small")]
+    assert sorted(got) == sorted(want)

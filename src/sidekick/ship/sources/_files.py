@@ -74,7 +74,8 @@ class FileTable:
         self.fds = Descriptors(
             self.files, open_budget(cfg), self._finder.opened_inside, self._error
         )
-        self._waiting: set[tuple[int, int]] = set()  # matched, waiting for a descriptor
+        # Matched files waiting for a descriptor, with their paths.
+        self._waiting: dict[tuple[int, int], str] = {}
         # Checkpoint keys of saved files not matched at start that could not be opened or
         # looked for yet (out of descriptors); tried again at each scan.
         self._unresumed: set[str] = set()

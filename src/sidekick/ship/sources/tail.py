@@ -271,10 +271,11 @@ class TailSource(Rotation):
                 self.fds.reopen(f)
         if found.complete and self._skipped:
             self._skipped &= matches.keys()
-        self._waiting = set()
+        gone_waiting = {i: p for i, p in self._waiting.items() if i not in matches}
+        self._waiting = {}
         for ident, path in new:
             if not self.fds.room():
-                self._waiting.add(ident)
+                self._waiting[ident] = path
                 continue
             opened = self._open(path, ident, first_size=self._first_seen.get(ident))
             if opened is not None or ident in self._skipped:
@@ -292,6 +293,8 @@ class TailSource(Rotation):
             log.info("%s was rotated or deleted; reading it to its end.", f.shown)
         if parked_gone:
             self._find_parked(parked_gone, now)
+        if gone_waiting:
+            self._find_waiting(gone_waiting, uncertain=not found.complete)
         if self._waiting:
             self._errlog.log(
                 "waiting",
@@ -309,6 +312,42 @@ class TailSource(Rotation):
         self._watched.set(len(self.files))
         self._open_gauge.set(self.fds.count)
         self._log_started()
+
+    def _find_waiting(self, gone: dict[tuple[int, int], str], *, uncertain: bool) -> None:
+        """Files that waited for a descriptor and are no longer at a matching path: renamed
+        (rotated) before they could be opened. Each is looked up by inode and opened where it
+        is now, even over the budget, and read to its end; one that cannot be opened yet (or
+        found, while a directory cannot be listed) waits on. One gone from every directory
+        was deleted unread, which is said."""
+        dirs = {static_dir(p) for p in self.patterns}
+        dirs.update(os.path.dirname(p) for p in gone.values())
+        found, unsure = self._regular_files_in(dirs)
+        for ident, path in found:
+            old = gone.pop(ident, None)
+            if old is None or ident in self.files:
+                continue
+            self.fds.room()  # rotated files are opened even over the budget
+            size = self._first_seen.get(ident)
+            if self._open(path, ident, first_size=size, rotated=True) is None:
+                self._waiting[ident] = path  # tried again at the next scan
+                continue
+            self._first_seen.pop(ident, None)
+            self._rotations.inc()
+            log.info(
+                "%s was rotated to %s before a descriptor was free for it; reading it.",
+                shown_path(old),
+                shown_path(path),
+            )
+        if unsure or uncertain:
+            self._waiting.update(gone)
+            return
+        for ident, old in gone.items():
+            self._first_seen.pop(ident, None)
+            log.warning(
+                "%s was deleted before a descriptor was free to read it (all max_open_files "
+                "held files with unread data); raise the open-file limit or max_open_files.",
+                shown_path(old),
+            )
 
     # -- reading ---------------------------------------------------------------------------
 
