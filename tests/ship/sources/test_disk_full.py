@@ -197,3 +197,24 @@ def test_refused_writes_leave_no_segment_files_while_the_output_is_down(
         assert len(spooled) == 1, [p.name for p in spooled]
         assert spooled[0].read_bytes().count(b"\n") == 100
         assert "Traceback" not in rx.proc.log()
+
+
+def test_a_held_syslog_sender_does_not_keep_the_shipper_from_stopping(
+    tmp_path: Path, small_spool: Path
+) -> None:
+    port = free_port()
+    name = f"syslog+tcp://127.0.0.1:{port}"
+    with receiving(tmp_path, name) as rx:
+        fill(small_spool)
+        lines = "".join(f"seq={i} {PAD}\n" for i in range(100))
+        tcp = ["-n", "127.0.0.1", "-P", str(port), "--tcp", "--rfc5424", "--octet-count"]
+        subprocess.run(["logger", *tcp], input=lines.encode(), check=True, timeout=30)
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert rx.proc.terminate(30) == 0
+        took = time.monotonic() - started
+    # The lines it held are counted and logged as lost once the drain gives up on the disk.
+    assert took < 10, took
+    log = rx.proc.log_path.read_text()
+    assert "the disk refuses the spool's writes and the shipper is stopping" in log, log[-2000:]
+    assert "Traceback" not in log

@@ -362,6 +362,13 @@ class SyslogSource(Receiver):
                 # hold the sender back (reading has stopped) until the disk takes them.
                 if self.streams.draining:
                     self.metrics.reject("spool_error", len(records))
+                    self._rate.warning(
+                        "lost",
+                        "Dropped %d syslog message(s) on %s: the disk refuses the spool's "
+                        "writes and the shipper is stopping.",
+                        len(records),
+                        redact_url(self.name),
+                    )
                     raise Closed from None
                 await asyncio.sleep(WRITE_RETRY_SECONDS)
         self._accepted(records, payload)
