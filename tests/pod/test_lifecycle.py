@@ -499,3 +499,73 @@ def test_stop_does_not_wait_for_a_hanging_poststart_hook(start_up: Callable[...,
     assert up.stop() == 0
     assert time.monotonic() - began < 10.0  # not the 30 s grace period of the hook
     assert "second" not in up.out
+
+
+CLEAN_EXIT = (
+    "import signal, sys, time\n"
+    "def term(*_):\n"
+    "    time.sleep(0.5)\n"
+    "    print('cleaned up', flush=True)\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, term)\n"
+    "print('up', flush=True)\n"
+    "while True:\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+def test_a_stop_with_a_grace_period_of_0_runs_prestop_and_leaves_2_s_for_the_signal(
+    start_up: Callable[..., Up],
+) -> None:
+    up = start_up(
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: quick}}
+        spec:
+          terminationGracePeriodSeconds: 0
+          volumes: [{{name: ts, emptyDir: {{}}}}]
+          containers:
+            - name: app
+              command: [python3, -c, {json.dumps(CLEAN_EXIT)}]
+              lifecycle:
+                preStop:
+                  exec: {{command: [sh, -c, "sleep 0.3; echo done > /ts/prestop"]}}
+              {MOUNT}
+        """
+    )
+    up.wait_for(lambda: "up" in up.out, what="container output")
+    assert up.stop(signal.SIGTERM) == 0
+    status = json.loads((up.run_dir / "quick" / "status.json").read_text())
+    assert status["containerStatuses"][0]["exitCode"] == 0, up.err
+    assert "quick/app | cleaned up" in up.out
+    assert "sending SIGKILL" not in up.err
+    # A stop gives the Pod at least 1 s, so a short preStop runs to its end.
+    assert (up.run_dir / "quick" / "volumes" / "ts" / "prestop").read_text() == "done\n"
+
+
+def test_a_liveness_kill_with_a_grace_period_of_0_leaves_2_s_for_the_signal(
+    start_up: Callable[..., Up],
+) -> None:
+    up = start_up(
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: quick}}
+        spec:
+          terminationGracePeriodSeconds: 0
+          containers:
+            - name: app
+              command: [python3, -c, {json.dumps(CLEAN_EXIT)}]
+              livenessProbe:
+                exec: {{command: ["false"]}}
+                initialDelaySeconds: 1  # once the handler is in place
+                periodSeconds: 1
+                failureThreshold: 1
+        """
+    )
+    up.wait_for(lambda: up.container("app").get("lastState"), timeout=20, what="a restart")
+    last = up.container("app")["lastState"]
+    assert last["exitCode"] == 0, (last, up.err)
+    assert "quick/app | cleaned up" in up.out
+    assert "sending SIGKILL" not in up.err

@@ -45,6 +45,11 @@ from sidekick.pod.probes import ActionContext, ProbeWorker, run_action
 log = logging.getLogger("sidekick.up")
 
 
+# The least time between a container's stop signal and SIGKILL (the kubelet's killContainer,
+# minimumGracePeriodInSeconds).
+MIN_STOP_WINDOW = 2.0
+
+
 @dataclass
 class BackoffPolicy:
     initial: float = 10.0
@@ -424,6 +429,7 @@ class ContainerRunner:
         """
         self.stopping = True
         self._stop_event.set()
+        grace = max(grace, 1.0)  # the kubelet's pod worker stops a Pod with at least 1 s
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
@@ -466,12 +472,9 @@ class ContainerRunner:
         if turn is not None and proc.returncode is None:
             await asyncio.wait({turn}, timeout=max(0.0, deadline - loop.time()))
         if proc.returncode is None:
-            # After a long preStop, or a long wait for its turn, the kubelet still allows 2 s.
-            deadline = (
-                max(deadline, loop.time() + 2.0)
-                if (run_pre_stop and self.spec.pre_stop) or turn is not None
-                else deadline
-            )
+            # The kubelet never stops a container with less than 2 s before SIGKILL: not after
+            # a long preStop or wait for its turn, nor with a grace period of 0 or 1.
+            deadline = max(deadline, loop.time() + MIN_STOP_WINDOW)
             target = await self._main_pid(proc)
             with contextlib.suppress(ProcessLookupError):
                 if proc.returncode is None:
