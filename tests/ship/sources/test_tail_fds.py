@@ -312,3 +312,38 @@ def test_files_waiting_for_a_descriptor_are_read_after_a_rename_rotation(
         sh.stop_quietly()
     got = [m for m in shipped(tmp_path) if m.startswith("small")]
     assert sorted(got) == sorted(want)
+
+
+def test_files_waiting_for_a_descriptor_at_a_kill_9_are_read_after_a_rotation(
+    tmp_path: Path,
+) -> None:
+    # A waiting file has no position yet; it must still be in the state file, or a file
+    # renamed out of the glob while the shipper is down is unknown to the restart.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    line = "x" * 99 + "\n"
+    for i in range(4):
+        (logs / f"big{i}.log").write_text(line * 200_000)  # 20 MB each
+    input_label = f"file://{logs}/*.log"
+    argv = args(tmp_path, "--max-open-files", "4")
+    sh = Shipper(argv, tmp_path / "ship.log").start()
+    want: set[str] = set()
+    try:
+        sh.wait_ready()
+        sh.wait(lambda: sh.metric("sidekick_ship_files_open", input=input_label) == 4, 15)
+        for i in range(10):
+            (logs / f"small{i}.log").write_text(f"small {i}\n")
+            want.add(f"small {i}")
+        sh.wait(lambda: "wait for a descriptor" in sh.log(), timeout=15)
+        time.sleep(1.5)  # a checkpoint write (checkpoint_interval) while they wait
+        sh.kill()
+        for i in range(10):
+            os.rename(logs / f"small{i}.log", logs / f"small{i}.log.1")  # rotated meanwhile
+        sh = Shipper(argv, tmp_path / "ship2.log").start()
+        sh.wait_ready()
+        sh.wait(lambda: want <= set(shipped(tmp_path)), timeout=90)
+        assert sh.terminate() == 0
+    finally:
+        sh.stop_quietly()
+    got = [m for m in shipped(tmp_path) if m.startswith("small")]
+    assert sorted(got) == sorted(want)

@@ -152,6 +152,8 @@ class FileTable:
         f.size = st.st_size
         self._forget_retired(f.key)
         saved = self.store.get(f.key)
+        if saved is not None and saved.get("waiting"):
+            saved = None  # only known to exist: read from its start (or end, start_at end)
         offset = f.resume(fd, saved) if saved is not None else None
         if offset is not None:
             if st.st_size < offset:
@@ -181,6 +183,16 @@ class FileTable:
             self._started.append((f.shown, f.read_pos))
         return f
 
+    def _save_waiting(self, path: str, ident: tuple[int, int]) -> None:
+        """Keep a matched file that waits for a descriptor in the state file (no position,
+        no fingerprint yet), so a restart looks for it by inode if it was renamed out of the
+        glob meanwhile, as for any saved file."""
+        key = checkpoint_key(self._prefix, *ident)
+        if self.store.get(key) is None:
+            entry = {"path": shown_path(path), "dev": ident[0], "ino": ident[1]}
+            entry.update({"fp": "", "fp_len": 0, "offset": 0, "waiting": True})
+            self.store.put(key, entry, urgent=False)
+
     def _forget_retired(self, key: str) -> None:
         """A file opened at the inode of a released one whose last batches are still on their
         way (a new file that got the freed inode, or the released file back under a matching
@@ -206,6 +218,7 @@ class FileTable:
 
     def _skip_compressed(self, path: str, ident: tuple[int, int], kind: str) -> None:
         self._skipped.add(ident)
+        self.store.drop(checkpoint_key(self._prefix, *ident))  # if it waited for a descriptor
         self._compressed.inc()
         log.warning(
             "Not tailing %s: it holds %s-compressed data, not log lines; add an exclude "

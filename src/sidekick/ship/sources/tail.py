@@ -80,6 +80,7 @@ import time
 from sidekick.ship.config import seconds
 from sidekick.ship.files import file_url_path
 from sidekick.ship.sources._discover import MAGIC_FIRST, Discovery, compressed_kind, static_dir
+from sidekick.ship.sources._identity import checkpoint_key
 from sidekick.ship.sources._inotify import Inotify
 from sidekick.ship.sources._reader import PARTIAL, TailFile, shown_path
 from sidekick.ship.sources._rotation import Rotation
@@ -276,6 +277,7 @@ class TailSource(Rotation):
         for ident, path in new:
             if not self.fds.room():
                 self._waiting[ident] = path
+                self._save_waiting(path, ident)
                 continue
             opened = self._open(path, ident, first_size=self._first_seen.get(ident))
             if opened is not None or ident in self._skipped:
@@ -343,6 +345,7 @@ class TailSource(Rotation):
             return
         for ident, old in gone.items():
             self._first_seen.pop(ident, None)
+            self.store.drop(checkpoint_key(self._prefix, *ident))
             log.warning(
                 "%s was deleted before a descriptor was free to read it (all max_open_files "
                 "held files with unread data); raise the open-file limit or max_open_files.",
