@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,68 @@ def test_second_sigint_forces_exit(tmp_path: Path, timeout: float) -> None:
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 130
     assert "second SIGINT" in err
+
+
+ADMIN = textwrap.dedent(
+    """
+    import asyncio, sys
+    from prometheus_client import CollectorRegistry
+    from sidekick.core.addr import HostPort
+    from sidekick.core.admin import AdminServer
+    from sidekick.core.logs import setup_logging
+    from sidekick.core.runtime import run
+
+    setup_logging("text", "info")
+
+    async def main(shutdown):
+        admin = AdminServer(HostPort("127.0.0.1", 0), CollectorRegistry())
+        await admin.start()
+        print(admin.port, flush=True)
+        await shutdown.requested.wait()
+        await admin.aclose()
+        return 0
+
+    sys.exit(run(main, shutdown_timeout=5))
+    """
+)
+
+
+def test_a_server_out_of_descriptors_logs_one_line_not_a_traceback_per_connection(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "admin.py"
+    script.write_text(ADMIN)
+    log = tmp_path / "admin.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=err, text=True
+        )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        # Two descriptors above what the server holds: the third connection finds none left.
+        limit = len(os.listdir(f"/proc/{proc.pid}/fd")) + 2
+        subprocess.run(["prlimit", f"--pid={proc.pid}", f"--nofile={limit}:"], check=True)
+        burst = [socket.create_connection(("127.0.0.1", port)) for _ in range(60)]
+        time.sleep(2.5)
+        for s in burst:
+            s.close()
+        subprocess.run(["prlimit", f"--pid={proc.pid}", "--nofile=1024:"], check=True)
+        # Once descriptors are free again, the server answers.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server never answered again"
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+    text = log.read_text()
+    assert "Traceback" not in text and "out of system resource" not in text, text[:2000]
+    assert text.count("Out of file descriptors") == 1, text

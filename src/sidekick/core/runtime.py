@@ -22,8 +22,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from sidekick.core.durations import format_duration
+from sidekick.core.ratelog import RateLimitedLog
 
 log = logging.getLogger("sidekick")
+
+# What asyncio reports when a listening socket's accept fails for want of descriptors.
+_ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
 
 
 class Shutdown:
@@ -115,6 +119,7 @@ def run(
 
 async def _run(main: Main, shutdown_timeout: float, on_hup: Callable[[], None] | None) -> int:
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_exception_handler(RateLimitedLog(log)))
     shutdown = Shutdown()
     task: asyncio.Task[int | None] = asyncio.ensure_future(main(shutdown))
     deadline: asyncio.TimerHandle | None = None
@@ -158,3 +163,25 @@ async def _run(main: Main, shutdown_timeout: float, on_hup: Callable[[], None] |
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
     return int(code or 0)
+
+
+def _exception_handler(
+    rate: RateLimitedLog,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """asyncio's handler, except for a listening socket out of descriptors: asyncio reports
+    that with a traceback for every connection waiting in the backlog, hundreds of lines a
+    second while the limit lasts; here it is one line a minute, with a count."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != _ACCEPT_EXHAUSTED:
+            loop.default_exception_handler(context)
+            return
+        exc = context.get("exception")
+        rate.error(
+            "accept",
+            "Out of file descriptors (%s): a listening socket waits a second before it "
+            "accepts again; raise the open-file limit (ulimit -n).",
+            exc.strerror if isinstance(exc, OSError) else exc,
+        )
+
+    return handle
