@@ -569,3 +569,34 @@ def test_a_liveness_kill_with_a_grace_period_of_0_leaves_2_s_for_the_signal(
     assert last["exitCode"] == 0, (last, up.err)
     assert "quick/app | cleaned up" in up.out
     assert "sending SIGKILL" not in up.err
+
+
+def test_a_failed_poststart_hook_runs_prestop_before_the_container_is_killed(
+    start_up: Callable[..., Up],
+) -> None:
+    up = start_up(
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: order}}
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 5
+          volumes: [{{name: ts, emptyDir: {{}}}}]
+          containers:
+            - name: web
+              command: [sh, -c, "{looping("web")}"]
+              lifecycle:
+                postStart:
+                  exec: {{command: [sh, -c, "sleep 0.3; exit 1"]}}
+                preStop:
+                  exec: {{command: [sh, -c, "{ev("prestop")}"]}}
+              {MOUNT}
+        """
+    )
+    up.wait_exit(20)
+    seen = events(up)
+    assert "prestop" in seen, (seen, up.err)
+    assert seen["prestop"] < seen["web-term"]
+    status = json.loads((up.run_dir / "order" / "status.json").read_text())
+    assert status["containerStatuses"][0]["reason"] == "FailedPostStartHook"

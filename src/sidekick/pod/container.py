@@ -259,7 +259,8 @@ class ContainerRunner:
                 if not ok and proc.returncode is None:
                     log.warning("%s: postStart hook failed (%s); killing it.", self.name, why)
                     self._set(message=f"postStart hook failed: {why}")
-                    self.kill("FailedPostStartHook", run_pre_stop=False)
+                    # As every kill of the kubelet's (killContainer), preStop runs first.
+                    self.kill("FailedPostStartHook")
             self.post_started.set()
             if proc.returncode is None and self._kill_task is None:
                 probe_tasks = self._start_probes()
@@ -405,7 +406,7 @@ class ContainerRunner:
         probe = self.probes[kind].probe if kind in self.probes else None
         return probe.grace_period if probe is not None else None
 
-    def kill(self, reason: str, *, run_pre_stop: bool = True, grace: float | None = None) -> None:
+    def kill(self, reason: str, *, grace: float | None = None) -> None:
         """Terminate the running instance (the supervise loop then decides on a restart).
 
         ``grace`` is a probe's own terminationGracePeriodSeconds, which wins over the Pod's.
@@ -416,7 +417,7 @@ class ContainerRunner:
         for worker in self.probes.values():
             worker.on_change = lambda ok, r: None
         self._kill_task = asyncio.create_task(
-            self._terminate(self.proc, self.grace if grace is None else grace, run_pre_stop),
+            self._terminate(self.proc, self.grace if grace is None else grace, True),
             name=f"kill {self.name}",
         )
 
