@@ -89,6 +89,41 @@ async def test_retry_indices_are_sent_again_alone(tmp_path: Path) -> None:
     assert registry.get_sample_value("sidekick_ship_records_retried_total", {"output": "s"}) == 1
 
 
+async def test_a_retry_after_progress_waits_the_first_delay_not_a_grown_one(
+    tmp_path: Path,
+) -> None:
+    # Each answer takes the first record and asks for the rest again: six partial answers.
+    def first_only(recs: list[Record]) -> SendResult:
+        return SendResult(retry=list(range(1, len(recs))))
+
+    sink = ScriptedSink("s", [first_only] * 6)
+    pipe, _registry = make(tmp_path, sink, retry_initial=0.1, retry_max=10.0)
+    tracker = AckTracker()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await run_until_drained(pipe, batch(tracker, 7, *"abcdefg"))
+    # Six waits of at most 0.1 s; a delay doubling over them would be 0.1 * 63 (at least
+    # half of that with jitter).
+    assert loop.time() - started < 1.5
+    assert sink.delivered == list("abcdefg")
+    assert tracker.committed == 7
+
+
+async def test_retries_without_progress_still_back_off(tmp_path: Path) -> None:
+    def none_taken(recs: list[Record]) -> SendResult:
+        return SendResult(retry=list(range(len(recs))))
+
+    sink = ScriptedSink("s", [none_taken] * 4)
+    pipe, _registry = make(tmp_path, sink, retry_initial=0.1, retry_max=10.0)
+    tracker = AckTracker()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await run_until_drained(pipe, batch(tracker, 2, "a", "b"))
+    # 0.1 + 0.2 + 0.4 + 0.8, each at least half of itself with jitter.
+    assert loop.time() - started >= 0.75
+    assert tracker.committed == 2
+
+
 async def test_rejected_records_go_to_the_dead_letter_file_and_the_rest_is_acked(
     tmp_path: Path,
 ) -> None:

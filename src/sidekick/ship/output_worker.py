@@ -226,6 +226,10 @@ class OutputWorker:
             if not n_retry:
                 self._recovered()
                 return
+            if n_retry < len(pending):
+                # The sink took part of the batch: it works, so the rest waits the first
+                # delay again rather than one that grew over attempts that made progress.
+                self.backoff.reset()
             pending = [pending[i] for i in result.retry]
             await self._failed_attempt(pending, f"{n_retry} record(s) to retry", None)
 
