@@ -483,3 +483,29 @@ def test_signals_ignored_where_up_was_started_are_not_ignored_in_the_container(
     )
     assert run.returncode == 0, run.stderr
     assert "signals/app | SigIgn:\t0000000000000000" in run.stdout, run.stdout
+
+
+def test_a_sub_path_of_an_empty_dir_is_writable_by_a_non_root_user(
+    start_up: Callable[..., Up],
+) -> None:
+    up = start_up(
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: subdirs}
+        spec:
+          restartPolicy: Never
+          securityContext: {runAsUser: 10001, runAsGroup: 3000}
+          volumes: [{name: data, emptyDir: {}}]
+          containers:
+            - name: app
+              command: [sh, -c, "echo hi > /logs/app.log && echo wrote"]
+              volumeMounts: [{name: data, mountPath: /logs, subPath: app/logs}]
+        """
+    )
+    assert up.wait_exit(30) == 0, up.err
+    assert "subdirs/app | wrote" in up.out, up.out
+    data = up.run_dir.resolve() / "subdirs" / "volumes" / "data"
+    for made in (data / "app", data / "app" / "logs"):
+        assert made.stat().st_mode & 0o7777 == 0o777  # the emptyDir's own mode
+    assert (data / "app" / "logs" / "app.log").read_text() == "hi\n"

@@ -192,13 +192,33 @@ def _walk_chown(top: Path, uid: int, gid: int, dir_bits: int, file_bits: int) ->
                 os.chmod(p, os.stat(p).st_mode & 0o7777 | file_bits)
 
 
+def _sub_paths_like_their_volume(pod: Pod, volume: str, top: Path) -> None:
+    """Give the directories made for ``subPath`` mounts of a fresh emptyDir its own mode.
+
+    The kubelet makes a missing sub-path's directories with the volume's permission bits and
+    sets them explicitly, past the umask (``doSafeMakeDir``), so a user other than root may
+    write in ``/data`` mounted with ``subPath: logs`` as in the whole emptyDir.
+    """
+    mode = os.stat(top).st_mode & 0o7777
+    for c in pod.all_containers:
+        for m in c.mounts:
+            if m.name != volume or not m.sub_path:
+                continue
+            path = top
+            for part in Path(m.sub_path).parts:
+                path = path / part
+                if path.is_dir() and not path.is_symlink():
+                    os.chmod(path, mode)
+
+
 def own_volumes(pod: Pod, dirs: PodDirs) -> None:
     """Volume permissions as the kubelet leaves them (as root only).
 
     Every emptyDir is mode 0777, so any user may write there, as in a cluster. With
     ``fsGroup`` each emptyDir, configMap, secret, downwardAPI and projected volume belongs to
     that group, directories get the setgid bit so new files inherit the group, and files are
-    group-readable (emptyDir: -writable). Each container's own state directory (an image's pid
+    group-readable (emptyDir: -writable); the directories made for an emptyDir's sub-paths get
+    the volume's mode. Each container's own state directory (an image's pid
     and temp files) and termination message file belong to its user.
     """
     fs_group = pod.security.get("fsGroup")
@@ -218,6 +238,8 @@ def own_volumes(pod: Pod, dirs: PodDirs) -> None:
                 _walk_chown(
                     top, -1, int(fs_group), 0o2070 if rw else 0o2050, 0o060 if rw else 0o040
                 )
+            if vol.kind == "emptyDir":
+                _sub_paths_like_their_volume(pod, vol.name, top)
     for c in pod.all_containers:
         ident = identity(pod.security, c.security)
         if ident.uid is None and ident.gid is None:
