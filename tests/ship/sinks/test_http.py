@@ -85,6 +85,30 @@ async def test_413_sends_the_batch_in_halves(server: ProtocolServer, make_sink: 
     assert [len(s.body.splitlines()) for s in server.requests] == [4, 2, 2]
 
 
+async def test_after_413_a_failed_second_half_is_retried_alone(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    server.reply(413, "too large")
+    server.reply(204)
+    server.reply(503, "busy")
+    sink = make_sink(f"http://{server.hostport}/ingest")
+    result = await sink.send(make_records(4))
+    # The first half is stored; retrying the whole batch would send it twice.
+    assert result.retry == [2, 3] and not result.rejected
+    assert [len(s.body.splitlines()) for s in server.requests] == [4, 2, 2]
+
+
+async def test_after_413_a_refused_second_half_is_rejected_alone(
+    server: ProtocolServer, make_sink: MakeSink
+) -> None:
+    server.reply(413, "too large")
+    server.reply(204)
+    server.reply(400, "bad")
+    sink = make_sink(f"http://{server.hostport}/ingest")
+    result = await sink.send(make_records(4))
+    assert [i for i, _why in result.rejected] == [2, 3] and not result.retry
+
+
 async def test_redirect_is_not_followed(server: ProtocolServer, make_sink: MakeSink) -> None:
     server.reply(307, "", headers={"Location": "/elsewhere"})
     sink = make_sink(f"http://{server.hostport}/ingest")

@@ -15,7 +15,8 @@ statuses:
   redirect is not followed because aiohttp would turn the POST into a GET of, say, a login
   page, whose 200 would then pass for a delivery;
 - 413: the batch is split in halves and each half sent on its own (a single record that is
-  still too large is rejected);
+  still too large is rejected); once the first half is stored, a failure of the second
+  retries or rejects that half alone, so the first is never sent twice;
 - any other 4xx: the peer rejects the request itself; each output decides what that means.
 
 A 2xx is a delivery only if its body does not say otherwise; each output checks the body its
@@ -53,7 +54,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 import aiohttp
 
-from sidekick.core.errors import TemporaryError
+from sidekick.core.errors import PermanentError, TemporaryError
 from sidekick.core.ratelog import RateLimitedLog
 from sidekick.core.redact import is_secret_key, redact_text, redact_url
 from sidekick.ship.records import DELIVERED, Record, SendResult
@@ -258,7 +259,18 @@ async def send_splitting_on_413(
     mid = len(records) // 2
     out = SendResult()
     for offset, part in ((0, records[:mid]), (mid, records[mid:])):
-        sub = await send_splitting_on_413(part, send_once)
+        try:
+            sub = await send_splitting_on_413(part, send_once)
+        except (TemporaryError, PermanentError) as exc:
+            if offset == 0:
+                raise  # nothing of this batch was sent yet
+            # The first half is stored: only the second is retried or refused, so the
+            # first is not sent twice (or dead-lettered after it was delivered).
+            whole = range(len(part))
+            sub = SendResult(
+                retry=list(whole) if isinstance(exc, TemporaryError) else [],
+                rejected=[] if isinstance(exc, TemporaryError) else [(i, str(exc)) for i in whole],
+            )
         out.retry.extend(i + offset for i in sub.retry)
         out.rejected.extend((i + offset, why) for i, why in sub.rejected)
     return out if not out.all_delivered else DELIVERED
