@@ -409,3 +409,35 @@ def test_args_without_command_replace_the_nginx_image_cmd(tmp_path: Path) -> Non
     )
     c = read_manifests([str(path)]).pods[0].containers[0]
     assert (c.command, c.args) == (["nginx-debug", "-g", "daemon off;"], [])
+
+
+def test_hooks_on_a_plain_init_container_are_refused_as_the_api_server_does(
+    tmp_path: Path,
+) -> None:
+    manifest = """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          initContainers:
+            - name: migrate
+              command: [sh, -c, "echo migrated"]
+              lifecycle:
+                preStop: {exec: {command: ["true"]}}
+            - name: proxy
+              restartPolicy: Always
+              command: [sleep, "30"]
+              lifecycle:
+                preStop: {exec: {command: ["true"]}}
+          containers:
+            - name: app
+              command: [sleep, "1"]
+        """
+    result = up(tmp_path, manifest)
+    assert result.returncode == 2, result.stderr
+    assert (
+        "spec.initContainers[0].lifecycle: hooks are only allowed on init containers with "
+        "restartPolicy: Always" in result.stderr
+    )
+    assert "initContainers[1]" not in result.stderr  # a sidecar may have hooks
+    assert "migrated" not in result.stdout

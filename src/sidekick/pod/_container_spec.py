@@ -279,6 +279,12 @@ def _container(
         problems.append(
             f"{where}: probes are only allowed on init containers with restartPolicy: Always"
         )
+    if kind == "init" and "lifecycle" in raw:
+        # The API server's validateInitContainers forbids it, as it forbids probes.
+        problems.append(
+            f"{where}.lifecycle: hooks are only allowed on init containers with "
+            "restartPolicy: Always; remove it or make the container a sidecar"
+        )
     for probe, pname in (
         (c.startup_probe, "startupProbe"),
         (c.readiness_probe, "readinessProbe"),
