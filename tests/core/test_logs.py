@@ -1,6 +1,8 @@
 import io
 import json
 import logging
+import subprocess
+import sys
 
 from sidekick.core.logs import setup_logging
 
@@ -27,3 +29,22 @@ def test_text_log_lines_are_plain() -> None:
     line = buf.getvalue().strip()
     assert "WARNING" in line
     assert line.endswith("sidekick.test: Disk is full.")
+
+
+def test_json_logs_take_text_that_is_not_utf8() -> None:
+    # A file name in Latin-1, as os.fsdecode gives it to Python: a lone surrogate.
+    script = (
+        "import logging, os\n"
+        "from sidekick.core.logs import setup_logging\n"
+        "setup_logging('json', 'info')\n"
+        "name = os.fsdecode(b'/var/log/caf\\xe9.log')\n"
+        "logging.getLogger('sidekick.test').warning('Cannot read %s.', name,"
+        " extra={'fields': {'log.file.path': name}})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr  # no "--- Logging error ---" and its traceback
+    obj = json.loads(lines[0])
+    assert obj["message"] == "Cannot read /var/log/caf\ufffd.log."
+    assert obj["log.file.path"] == "/var/log/caf\ufffd.log"

@@ -13,6 +13,7 @@ exception message of a library).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ from sidekick.core.redact import redact_text
 LogFormat = Literal["text", "json"]
 
 _json = msgspec.json.Encoder()
+# A lone surrogate: what Python makes of bytes that are not UTF-8 in a file name or an
+# argument (os.fsdecode); JSON cannot hold it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _iso(ts: float) -> str:
@@ -52,7 +56,21 @@ class JsonFormatter(logging.Formatter):
             obj.update(fields)
         if record.exc_info:
             obj["error.stack_trace"] = redact_text(self.formatException(record.exc_info))
-        return _json.encode(obj).decode()
+        try:
+            return _json.encode(obj).decode()
+        except UnicodeEncodeError:
+            return _json.encode(_without_surrogates(obj)).decode()
+
+
+def _without_surrogates(value: object) -> object:
+    """``value`` with every lone surrogate in its text replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_surrogates(v) for v in value]
+    return value
 
 
 def setup_logging(
