@@ -399,3 +399,29 @@ def test_damaged_entry_is_dropped_and_its_file_shipped_from_the_start(
         assert (messages, dropped) == (["alpha", "beta"], 1)
         assert text.count("Dropped 1 damaged entry") == 1
     assert tail_offsets(state / STATE_FILE) == {str(log): 11}
+
+
+def test_a_state_directory_without_free_inodes_stops_the_start_with_one_sentence(
+    tmp_path: Path,
+) -> None:
+    mnt = tmp_path / "few-inodes"
+    mnt.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=8", "tmpfs", str(mnt)], check=True
+    )
+    try:
+        state = mnt / "state"
+        state.mkdir()
+        n = 0
+        with pytest.raises(OSError):  # every inode taken
+            while True:
+                (mnt / f"f{n}").touch()
+                n += 1
+        done = run_ship_expecting_exit(tmp_path, state)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if "ship.lock" in x]
+    assert str(state) in line and "No space left on device" in line
+    assert "writable state directory with free space" in line

@@ -165,7 +165,14 @@ class CheckpointStore:
 
     def lock(self) -> None:
         """Take the state directory's lock; UserError if another shipper holds it."""
-        fd = os.open(self.state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        path = self.state_dir / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise UserError(
+                f"--state-dir {str(self.state_dir)!r}: cannot create {LOCK_FILE} "
+                f"({exc.strerror}); give ship a writable state directory with free space"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
