@@ -600,3 +600,29 @@ def test_a_failed_poststart_hook_runs_prestop_before_the_container_is_killed(
     assert seen["prestop"] < seen["web-term"]
     status = json.loads((up.run_dir / "order" / "status.json").read_text())
     assert status["containerStatuses"][0]["reason"] == "FailedPostStartHook"
+
+
+def test_active_deadline_fails_the_pod_and_stops_it_gracefully(
+    start_up: Callable[..., Up],
+) -> None:
+    up = start_up(
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: order}}
+        spec:
+          activeDeadlineSeconds: 1
+          volumes: [{{name: ts, emptyDir: {{}}}}]
+          containers:
+            - name: web
+              command: [sh, -c, "{looping("web")}"]
+              {MOUNT}
+        """
+    )
+    assert up.wait_exit(20) == 1, up.err
+    seen = events(up)
+    assert 0.8 <= seen["web-term"] - seen["web-start"] < 5.0, seen
+    status = json.loads((up.run_dir / "order" / "status.json").read_text())
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineExceeded")
+    assert status["message"] == "Pod was active on the node longer than the specified deadline"
+    assert status["containerStatuses"][0]["exitCode"] == 0  # stopped by its SIGTERM trap

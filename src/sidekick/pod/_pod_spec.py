@@ -199,6 +199,11 @@ def _build_pod(
         origin=origin,
         security=dict(spec.get("securityContext") or {}),
         share_process_namespace=bool(spec.get("shareProcessNamespace")),
+        active_deadline=(
+            None
+            if spec.get("activeDeadlineSeconds") is None
+            else float(spec["activeDeadlineSeconds"])
+        ),
     )
 
 

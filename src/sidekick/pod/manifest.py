@@ -147,6 +147,7 @@ class Pod:
     job: JobSpec | None = None  # set for a Job's Pod (sidekick.pod.job)
     security: dict[str, Any] = field(default_factory=dict)  # spec.securityContext (isolation)
     share_process_namespace: bool = False
+    active_deadline: float | None = None  # spec.activeDeadlineSeconds (the kubelet's)
 
     @property
     def all_containers(self) -> list[Container]:

@@ -44,6 +44,10 @@ from sidekick.pod.paths import prepare
 log = logging.getLogger("sidekick.up")
 
 
+# Reasons for which the kubelet itself fails a running Pod (and stops it).
+FAILED_BY_KUBELET = ("Evicted", "DeadlineExceeded")
+
+
 def _du(path: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
@@ -191,7 +195,10 @@ class PodRunner:
         """Run the pod to its end; return 0 if it succeeded or was stopped, else 1."""
         tasks: dict[str, asyncio.Task[int]] = {}
         sidecars: list[ContainerRunner] = []
-        watchers = [asyncio.create_task(self._watch_sizes(), name=f"sizes {self.pod.name}")]
+        watchers = [
+            asyncio.create_task(self._watch_sizes(), name=f"sizes {self.pod.name}"),
+            asyncio.create_task(self._watch_deadline(), name=f"deadline {self.pod.name}"),
+        ]
         # The kubelet starts every probe's clock when it adds the Pod (see ProbeWorker).
         epoch = asyncio.get_running_loop().time()
         for r in self.runners.values():
@@ -203,7 +210,7 @@ class PodRunner:
                 self.phase = "Running"
                 self.write_status()
                 failed = await self._run_mains(tasks)
-            if self._stop.is_set() and self.reason != "Evicted":
+            if self._stop.is_set() and self.reason not in FAILED_BY_KUBELET:
                 # Stopped from outside: the phase stays what it was, as for a deleted Pod.
                 self.reason = "Stopped"
                 return 0
@@ -220,7 +227,7 @@ class PodRunner:
             if self._session is not None:
                 await self._session.close()
             await close_pod(self.isolated)
-            if self.reason == "Evicted":
+            if self.reason in FAILED_BY_KUBELET:
                 self.phase = "Failed"
             self.ended = True
             self.write_status()
@@ -250,14 +257,14 @@ class PodRunner:
                         asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
                     )
                     if await self._until_stopped(either):
-                        return self.reason == "Evicted"
+                        return self.reason in FAILED_BY_KUBELET
                     if task.done() and not runner.started.is_set():
                         return False  # only a stop ends a sidecar
                 finally:
                     started.cancel()
                 continue
             if await self._until_stopped(task):
-                return self.reason == "Evicted"
+                return self.reason in FAILED_BY_KUBELET
             code = task.result()
             if code != 0:
                 self.reason = "InitContainerFailed"
@@ -288,7 +295,7 @@ class PodRunner:
         # this gather any more, and a cancelled one would be logged as never retrieved.
         gathered = asyncio.gather(*mains, return_exceptions=True)
         if await self._until_stopped(gathered):
-            return self.reason == "Evicted"
+            return self.reason in FAILED_BY_KUBELET
         codes = [t.result() for t in mains]
         self.reason = "Completed"
         failed = any(codes)
@@ -320,6 +327,19 @@ class PodRunner:
             # Not `await t` under suppress(CancelledError): that would swallow a cancellation
             # of this task (a second Ctrl-C) along with the container task's own.
             await asyncio.wait(tasks.values())
+
+    async def _watch_deadline(self) -> None:
+        """Fail the Pod once it has been active for ``activeDeadlineSeconds``, as the kubelet
+        does (its activeDeadlineHandler, counting from the Pod's start): reason
+        DeadlineExceeded, phase Failed, and its containers stopped with the grace period."""
+        if self.pod.active_deadline is None:
+            return
+        await asyncio.sleep(self.pod.active_deadline)
+        self.reason = "DeadlineExceeded"
+        self.message = "Pod was active on the node longer than the specified deadline"
+        log.error("Pod %s failed: %s.", self.pod.name, self.message)
+        self.phase = "Failed"
+        self.stop()
 
     async def _watch_sizes(self) -> None:
         if not self.dirs.size_limits:
