@@ -313,3 +313,39 @@ def test_a_readiness_probe_that_failed_at_start_runs_again_at_the_pods_next_tick
     started = float((up.run_dir / "clock" / "volumes" / "d" / "started").read_text())
     assert ready_at - started < 2.8
     assert up.stop() == 0
+
+
+def test_on_failure_restarts_a_liveness_kill_even_when_it_exits_0(
+    start_up: Callable[..., Up],
+) -> None:
+    # The program ends cleanly (exit 0) on SIGTERM, as many servers do.
+    program = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+        "print('up', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    up = start_up(
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: onfail}}
+        spec:
+          restartPolicy: OnFailure
+          terminationGracePeriodSeconds: 2
+          containers:
+            - name: app
+              command: [python3, -c, {program!r}]
+              livenessProbe:
+                exec: {{command: ["false"]}}
+                initialDelaySeconds: 1
+                periodSeconds: 1
+                failureThreshold: 1
+        """
+    )
+    up.wait_for(lambda: up.out.count("onfail/app | up") >= 2, timeout=20, what="a restart")
+    last = up.container("app")["lastState"]
+    assert (last["exitCode"], last["reason"]) == (0, "LivenessProbeFailed")
+    assert up.proc.poll() is None, up.err  # the Pod did not complete
+    assert up.stop() == 0

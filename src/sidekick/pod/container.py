@@ -179,8 +179,12 @@ class ContainerRunner:
             code = await self._run_once()
             if self.stopping:
                 return code
+            # A container killed for a failed liveness or startup probe is restarted under
+            # any policy but Never, whatever its exit code (the kubelet decides so when it
+            # kills it: computePodActions, shouldRestartOnFailure).
+            probe_killed = self.status.reason in ("LivenessProbeFailed", "StartupProbeFailed")
             restart = self.restart_policy == "Always" or (
-                self.restart_policy == "OnFailure" and code != 0
+                self.restart_policy == "OnFailure" and (code != 0 or probe_killed)
             )
             if not restart:
                 return code
