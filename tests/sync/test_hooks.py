@@ -51,7 +51,7 @@ async def test_failed_exechook_is_retried_after_its_backoff(
         repo=upstream.url,
         root=str(tmp_path / "root"),
         exechook_command=command,
-        exechook_backoff=0.1,
+        exechook_backoff=1,
     ) as app:
         await until(done.exists)
         labels = {"hook": "exechook", "outcome": "error"}
@@ -65,7 +65,7 @@ async def test_exechook_that_hangs_is_killed_at_its_timeout(
         repo=upstream.url,
         root=str(tmp_path / "root"),
         exechook_command="sleep 60",
-        exechook_timeout=0.2,
+        exechook_timeout=1,
         exechook_backoff=30,
     ) as app:
         labels = {"hook": "exechook", "outcome": "error"}
@@ -107,7 +107,7 @@ async def test_webhook_sends_gitsync_hash_and_retries_an_unexpected_status(
         root=str(tmp_path / "root"),
         webhook_url=receiver.url,
         webhook_method="PUT",
-        webhook_backoff=0.1,
+        webhook_backoff=1,
     ) as app:
         await until(lambda: len(receiver.calls) == 2)
         assert receiver.calls == [("PUT", upstream.head())] * 2

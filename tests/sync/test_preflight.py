@@ -33,6 +33,13 @@ from sidekick.sync.preflight import add_user, preflight
             "--webhook-success-status -2 is not an HTTP status",
         ),
         ({"sparse_checkout_file": "/no/such/file"}, "does not exist or cannot be read"),
+        (
+            {"exechook_command": "true", "exechook_timeout": 0.5},
+            "--exechook-timeout 0.5s is too short; use at least 1s",
+        ),
+        ({"exechook_command": "true", "exechook_backoff": 0.1}, "--exechook-backoff 0.1s"),
+        ({"webhook_url": "http://h/x", "webhook_timeout": 0.5}, "--webhook-timeout 0.5s"),
+        ({"webhook_url": "http://h/x", "webhook_backoff": 0.1}, "--webhook-backoff 0.1s"),
     ],
 )
 def test_preflight_names_the_bad_setting(

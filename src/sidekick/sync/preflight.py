@@ -99,14 +99,15 @@ def preflight(cfg: SyncConfig) -> None:
         )
     if cfg.exechook_command is not None:
         _check_command("--exechook-command", cfg.exechook_command)
+        _at_least_1s(("--exechook-timeout", cfg.exechook_timeout),
+                     ("--exechook-backoff", cfg.exechook_backoff))  # fmt: skip
     if cfg.pre_publish_exechook_command is not None:
         _check_command("--pre-publish-exechook-command", cfg.pre_publish_exechook_command)
-        for name, value in (
-            ("--pre-publish-exechook-timeout", cfg.pre_publish_exechook_timeout),
-            ("--pre-publish-exechook-backoff", cfg.pre_publish_exechook_backoff),
-        ):
-            if value < 1:
-                raise ConfigError(f"{name} {value:g}s is too short; use at least 1s")
+        _at_least_1s(("--pre-publish-exechook-timeout", cfg.pre_publish_exechook_timeout),
+                     ("--pre-publish-exechook-backoff", cfg.pre_publish_exechook_backoff))  # fmt: skip
+    if cfg.webhook_url is not None:
+        _at_least_1s(("--webhook-timeout", cfg.webhook_timeout),
+                     ("--webhook-backoff", cfg.webhook_backoff))  # fmt: skip
     if cfg.init_period is not None and cfg.init_period < 0.01:
         raise ConfigError(f"--init-period {cfg.init_period:g}s is too short; use at least 10ms")
     parse_signal(cfg.sync_on_signal)
@@ -125,6 +126,13 @@ def preflight(cfg: SyncConfig) -> None:
     # A --root that is not a repository is emptied by the first sync, as git-sync does.
     if root.exists() and not root.is_dir():
         raise ConfigError(f"--root {cfg.root!r} is not a directory; point it at a directory")
+
+
+def _at_least_1s(*settings: tuple[str, float]) -> None:
+    """A hook's timeout and back-off: git-sync refuses less than a second for either."""
+    for name, value in settings:
+        if value < 1:
+            raise ConfigError(f"{name} {value:g}s is too short; use at least 1s")
 
 
 def parse_signal(text: str) -> signal.Signals | None:
