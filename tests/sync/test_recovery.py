@@ -183,5 +183,6 @@ def test_a_repaired_worktree_keeps_the_hash_as_the_links_leaf(
     git(link, "commit", "-q", "-a", "-m", "corrupt it")
     wait_for(lambda: (link / "index.html").read_text() == "rev 0\n", 15)
     wait_for(lambda: os.path.basename(os.readlink(link)) == sha, 15)
-    assert os.listdir(root / ".worktrees") == [sha]
+    # The repair tree goes in the clean-up that follows the link's move.
+    wait_for(lambda: os.listdir(root / ".worktrees") == [sha], 30)
     assert git(link, "rev-parse", "HEAD") == sha
