@@ -15,7 +15,7 @@ import pytest
 from sidekick.core.errors import UserError
 from sidekick.ship.checkpoints import PREV_SUFFIX, STATE_FILE, CheckpointStore
 from sidekick.ship.sources._identity import fingerprint
-from tests.conftest import SIDEKICK
+from tests.conftest import SIDEKICK, tmpfs
 from tests.ship.helpers import (
     ShipperProcess,
     read_ndjson,
@@ -100,13 +100,8 @@ async def test_state_file_is_written_at_most_once_a_second_under_load(tmp_path: 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs: writes on it really come up short and then fail with ENOSPC."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "size=64k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -404,12 +399,7 @@ def test_damaged_entry_is_dropped_and_its_file_shipped_from_the_start(
 def test_a_state_directory_without_free_inodes_stops_the_start_with_one_sentence(
     tmp_path: Path,
 ) -> None:
-    mnt = tmp_path / "few-inodes"
-    mnt.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=8", "tmpfs", str(mnt)], check=True
-    )
-    try:
+    with tmpfs(tmp_path / "few-inodes", "size=1m,nr_inodes=8") as mnt:
         state = mnt / "state"
         state.mkdir()
         n = 0
@@ -418,8 +408,6 @@ def test_a_state_directory_without_free_inodes_stops_the_start_with_one_sentence
                 (mnt / f"f{n}").touch()
                 n += 1
         done = run_ship_expecting_exit(tmp_path, state)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if "ship.lock" in x]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import tmpfs
 from tests.sync.conftest import CliSync, Upstream, git, make_syncer, wait_for
 
 MIB = 1024 * 1024
@@ -117,13 +117,8 @@ async def test_a_new_depth_applies_at_start_without_a_new_commit(
 @pytest.fixture
 def small_volume(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs: writes there really fail with ENOSPC."""
-    mnt = tmp_path / "volume"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "volume", "size=2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def test_a_fetch_that_filled_the_disk_does_not_keep_it_full(

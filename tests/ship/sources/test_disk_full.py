@@ -16,7 +16,7 @@ import grpc
 import msgpack
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, tmpfs
 from tests.ship.sources.receivers import Receiving, receiving
 from tests.ship.sources.test_forward import event_time, send
 from tests.ship.sources.test_otlp import request
@@ -29,13 +29,8 @@ PAD = "x" * 300  # a request of 50 records needs pages of its own, never a page'
 def small_spool(tmp_path: Path) -> Iterator[Path]:
     """``state/spool`` on a 1 MiB tmpfs: the spool's writes really fail with ENOSPC, the
     state file beside it does not."""
-    mnt = tmp_path / "state" / "spool"
-    mnt.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "state" / "spool", "size=1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def fill(disk: Path) -> Path:
