@@ -23,7 +23,7 @@ from sidekick.sync.git import GitError, Redactor
 from sidekick.sync.git_setup import build_git
 from sidekick.sync.syncer import Syncer
 from tests.conftest import SIDEKICK
-from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer
+from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer, metric
 
 PASSWORD = "s3cret-Pa55word"
 
@@ -251,6 +251,72 @@ async def test_askpass_url_is_asked_for_credentials_on_every_sync(
         assert await syncer.sync_once() == "unchanged"
         assert asked == 2
         assert PASSWORD not in caplog.text
+        syncer.aclose()
+    finally:
+        await runner.cleanup()
+
+
+async def serve_askpass(
+    answer: web.Response, elsewhere: str = "username=alice\npassword=" + PASSWORD
+) -> tuple[web.AppRunner, str]:
+    """An askpass service that gives ``answer`` to every GET of /creds, and ``elsewhere``
+    to one of /elsewhere; its runner and the URL of /creds."""
+
+    async def credentials(request: web.Request) -> web.Response:
+        return answer
+
+    async def other(request: web.Request) -> web.Response:
+        return web.Response(text=elsewhere)
+
+    app = web.Application()
+    app.router.add_get("/creds", credentials)
+    app.router.add_get("/elsewhere", other)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/creds"
+
+
+async def test_an_askpass_answer_without_a_password_line_gives_an_empty_password(
+    http_git: GitHttpServer, tmp_path: Path
+) -> None:
+    """git-sync's CallAskPassURL starts from empty values and takes whatever username= and
+    password= lines come (CRLF line ends too), so a host that wants only a user name
+    (a token in it) is served."""
+    http_git.password = ""
+    runner, url = await serve_askpass(web.Response(text="# token\r\nusername=alice\r\n"))
+    try:
+        syncer = make_syncer(tmp_path / "root", http_git.url, askpass_url=url)
+        assert await syncer.sync_once() == "published"
+        assert metric(syncer, "git_sync_askpass_calls", {"status": "success"}) == 1
+        syncer.aclose()
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_askpass_answer_without_a_username_line_is_accepted(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Nor is a missing username= an error in git-sync: the repository may need none."""
+    runner, url = await serve_askpass(web.Response(text="password=tok3n\n"))
+    try:
+        syncer = make_syncer(tmp_path / "root", str(upstream.path), askpass_url=url)
+        assert await syncer.sync_once() == "published"
+        syncer.aclose()
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_askpass_redirect_is_not_followed(http_git: GitHttpServer, tmp_path: Path) -> None:
+    """git-sync's client stops at a redirect (CheckRedirect returns ErrUseLastResponse), so
+    a 3xx is a status other than 200 and an error, whatever the target would answer."""
+    runner, url = await serve_askpass(web.Response(status=302, headers={"Location": "/elsewhere"}))
+    try:
+        syncer = make_syncer(tmp_path / "root", http_git.url, askpass_url=url)
+        with pytest.raises(Exception, match="answered 302, expected 200"):
+            await syncer.sync_once()
         syncer.aclose()
     finally:
         await runner.cleanup()

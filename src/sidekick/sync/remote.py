@@ -168,10 +168,13 @@ class Remote:
         """git-sync's --askpass-url: ask a URL for ``username=``/``password=`` lines each sync."""
         url = self.cfg.askpass_url or ""
         shown = self.redact(url)
+        timeout = aiohttp.ClientTimeout(total=remaining(deadline))
         try:
+            # Redirects are not followed, as git-sync's client does not follow them: a 3xx
+            # is an answer other than 200.
             async with (
                 aiohttp.ClientSession() as session,
-                session.get(url, timeout=aiohttp.ClientTimeout(total=remaining(deadline))) as r,
+                session.get(url, timeout=timeout, allow_redirects=False) as r,
             ):
                 body = await r.text()
                 status = r.status
@@ -179,12 +182,16 @@ class Remote:
             raise TemporaryError(f"--askpass-url {shown} failed: {self.redact(str(exc))}") from None
         if status != 200:
             raise TemporaryError(f"--askpass-url {shown} answered {status}, expected 200")
-        fields = dict(line.partition("=")[::2] for line in body.splitlines() if "=" in line)
-        username, password = fields.get("username"), fields.get("password")
-        if not username or password is None:
-            raise TemporaryError(
-                f"--askpass-url {shown} did not return username= and password= lines"
-            )
+        # As git-sync reads the answer: lines split at newlines (git drops a CR before
+        # one when it reads the credential), the last ``username=`` and ``password=``
+        # win, other lines are ignored and a missing one is empty. git then uses what
+        # it gets, so an answer without a username serves a repository that needs none.
+        fields: dict[str, str] = {}
+        for line in body.split("\n"):
+            key, eq, value = line.removesuffix("\r").partition("=")
+            if eq:
+                fields[key] = value
+        username, password = fields.get("username", ""), fields.get("password", "")
         self.redact.add(password)
         script = self._askpass()
         secret = Path(script).with_name("password")
