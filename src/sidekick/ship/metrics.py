@@ -92,6 +92,12 @@ class ShipMetrics:
             ["input"],
             registry=r,
         )
+        self.non_regular_skipped = Counter(
+            p + "non_regular_files_skipped",
+            "Matched paths not tailed because they are named pipes, sockets or devices.",
+            ["input"],
+            registry=r,
+        )
         self.tail_errors = Counter(
             p + "tail_errors",
             "Failed listings, stats, opens and reads of tailed files, by errno name "

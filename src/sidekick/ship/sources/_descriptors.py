@@ -57,8 +57,14 @@ class Descriptors:
         """Open ``path`` for reading; OSError (EMFILE) when the process is out of descriptors
         or only the last ``reserve`` are free: those are left to the outputs, the state file,
         the admin server's connections and listing directories. Descriptors are numbered
-        lowest free first, so a number that high means all below it are taken."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        lowest free first, so a number that high means all below it are taken.
+
+        ``O_NONBLOCK``: the scan saw a regular file, but another file can take its name before
+        the open (a named pipe there would block a plain open, and with it the whole event
+        loop, until some process opened it for writing). The callers compare the opened
+        file's (device, inode) with what the scan saw, and a regular file's reads ignore
+        the flag. ``O_NOCTTY``: a terminal opened so would never become the process's own."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
         if fd >= self._ceiling:
             os.close(fd)
             raise OSError(

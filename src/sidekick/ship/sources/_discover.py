@@ -24,6 +24,10 @@ end, and a link out of the base is refused anyway), and skips hidden directories
 does. Exclude patterns drop matched files: one without a ``/`` is matched against the file
 name (``*.gz``), one with a ``/`` against the whole path.
 
+Other kinds of files: a match that is a named pipe, a socket or a device is never opened (it
+has no offset to resume from, and reading a pipe takes its lines from whoever else reads it);
+the scan reports it once per (path, device, inode) in ``Discovery.special``.
+
 Compressed files: ``compressed_kind`` tells a file whose first bytes are gzip, zstd, bzip2 or
 xz magic (a rotation compressed by logrotate or the kubelet), which the tail source skips
 instead of shipping binary garbage as lines.
@@ -82,6 +86,19 @@ def compressed_kind(head: bytes) -> str | None:
     return None
 
 
+def special_kind(mode: int) -> str | None:
+    """What a file of ``mode`` that is no regular file nor directory is, for a log line."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return None
+
+
 def static_dir(pattern: str) -> str:
     """The deepest directory of ``pattern`` without glob characters."""
     parts = Path(pattern).parts
@@ -136,6 +153,9 @@ class Discovery:
     errors: list[tuple[str, str, OSError]] = field(default_factory=list)
     # (path, real path, base directory) of symlinks refused for the first time.
     refused: list[tuple[str, str, str]] = field(default_factory=list)
+    # (path, what it is) of matches that are no regular file nor directory (a named pipe,
+    # a socket, a device), seen for the first time.
+    special: list[tuple[str, str]] = field(default_factory=list)
     _unsure_dirs: list[str] = field(default_factory=list)
     _unsure_paths: set[str] = field(default_factory=set)
 
@@ -191,6 +211,8 @@ class Finder:
             self._patterns.append((base, os.path.realpath(base), rest))
         # (path, dev, ino) -> accepted? ; only for matches seen in the latest complete scan.
         self._verdicts: dict[tuple[str, int, int], bool] = {}
+        # (path, dev, ino) of the matches that are no regular file, reported once each.
+        self._special: set[tuple[str, int, int]] = set()
 
     @property
     def bases(self) -> list[str]:
@@ -200,6 +222,7 @@ class Finder:
     def scan(self) -> Discovery:
         out = Discovery()
         seen: set[tuple[str, int, int]] = set()
+        special: set[tuple[str, int, int]] = set()
         for base, base_real, rest in self._patterns:
             for path in self._expand(base, rest, 0, out):
                 if self._excluded(path):
@@ -211,6 +234,13 @@ class Finder:
                         out._failed("stat", path, exc, directory=False)
                     continue
                 if not stat.S_ISREG(st.st_mode):
+                    kind = special_kind(st.st_mode)
+                    if kind is not None:
+                        key = (path, st.st_dev, st.st_ino)
+                        special.add(key)
+                        if key not in self._special:
+                            self._special.add(key)
+                            out.special.append((path, kind))
                     continue
                 ident = (st.st_dev, st.st_ino)
                 if ident in out.files:
@@ -233,6 +263,7 @@ class Finder:
             # bound and a link made again later is reported again.
             for key in [k for k in self._verdicts if k not in seen]:
                 del self._verdicts[key]
+            self._special &= special
         return out
 
     def _excluded(self, path: str) -> bool:

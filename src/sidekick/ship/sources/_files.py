@@ -68,6 +68,7 @@ class FileTable:
         follow = cfg.follow_symlinks if spec.follow_symlinks is None else spec.follow_symlinks
         self._finder = Finder(patterns, follow_symlinks=follow, exclude=spec.exclude)
         self._compressed = m.compressed_skipped.labels(name)
+        self._special = m.non_regular_skipped.labels(name)
         self._skipped: set[tuple[int, int]] = set()  # compressed files, not opened again
         self._errlog = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         # At most max_open_files descriptors; parks idle files to make room.

@@ -60,6 +60,11 @@ past the first byte of a pending group). With ``k8s_metadata`` (on by default wi
 parsers) the Kubernetes fields the file's path names (``sidekick.ship.k8s_path``) are
 computed when the file is opened and built into its records like the static fields.
 
+Other kinds of files: a matched named pipe, socket or device is not opened; it is logged
+once and counted (``sidekick_ship_non_regular_files_skipped``). Files are opened with
+``O_NONBLOCK``, so a named pipe put in place of a regular file between the scan and the open
+cannot block the event loop.
+
 Compressed files: a matched file whose first bytes are gzip, zstd, bzip2 or xz magic is never
 read as lines (it would ship binary garbage); it is skipped, logged once, counted
 (``sidekick_ship_compressed_files_skipped``) and not looked at again while it keeps its
@@ -241,6 +246,14 @@ class TailSource(Rotation):
                 shown_path(path),
                 shown_path(real),
                 shown_path(base),
+            )
+        for path, kind in found.special:
+            self._special.inc()
+            log.warning(
+                "Not tailing %s: it is %s, not a regular file, so no position in it can be "
+                "kept; add an exclude pattern to keep the glob from matching it.",
+                shown_path(path),
+                kind,
             )
         for op, path, exc in found.errors:
             self._error(op, path, exc)
