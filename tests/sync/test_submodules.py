@@ -67,3 +67,50 @@ async def test_git_works_in_the_tree_wherever_the_volume_is_mounted(tmp_path: Pa
     assert git(link, "rev-parse", "HEAD") == site.head()
     assert status(link / "vendor" / "lib") == ""
     assert status(link / "vendor" / "lib" / "deep") == ""
+
+
+async def test_a_restart_with_submodules_turned_on_checks_them_out(tmp_path: Path) -> None:
+    """git-sync configures its current worktree again on the first sync after a start,
+    running ``git submodule update --init`` (``--recursive`` for recursive) in it, so a
+    new --submodules setting reaches the revision already published."""
+    site = site_with_nested_submodules(tmp_path)
+    root = tmp_path / "root"
+    lib = root / "site" / "vendor" / "lib"
+    syncer = make_syncer(root, site.url, git_env=ENV, submodules="off")
+    await syncer.sync_once()
+    syncer.aclose()
+    assert not (lib / "lib.txt").exists()
+
+    syncer = make_syncer(root, site.url, git_env=ENV, submodules="shallow")
+    await syncer.sync_once()
+    syncer.aclose()
+    assert (lib / "lib.txt").read_text() == "library\n"
+    assert not (lib / "deep" / "deep.txt").exists()
+
+    syncer = make_syncer(root, site.url, git_env=ENV, submodules="recursive")
+    await syncer.sync_once()
+    assert (lib / "deep" / "deep.txt").read_text() == "deep\n"
+    assert (root / "site").resolve().name == site.head()
+    assert status(lib / "deep") == ""
+    # Further polls keep that tree.
+    published = (root / "site").resolve()
+    assert await syncer.sync_once() == "unchanged"
+    assert (root / "site").resolve() == published
+    syncer.aclose()
+
+
+async def test_a_restart_with_submodules_turned_off_leaves_them(tmp_path: Path) -> None:
+    """Turning them off, or from recursive to shallow, removes nothing in git-sync: it only
+    skips the update. The published tree is kept as it is."""
+    site = site_with_nested_submodules(tmp_path)
+    root = tmp_path / "root"
+    syncer = make_syncer(root, site.url, git_env=ENV)
+    await syncer.sync_once()
+    syncer.aclose()
+    published = (root / "site").resolve()
+    for mode in ("shallow", "off"):
+        syncer = make_syncer(root, site.url, git_env=ENV, submodules=mode)
+        assert await syncer.sync_once() == "unchanged"
+        syncer.aclose()
+        assert (root / "site").resolve() == published
+        assert (published / "vendor" / "lib" / "deep" / "deep.txt").read_text() == "deep\n"

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from sidekick.core.errors import PermanentError
-from sidekick.sync.git import Git, remaining
+from sidekick.sync.git import Git, GitError, remaining
 
 log = logging.getLogger("sidekick.sync")
 
@@ -244,6 +244,26 @@ class Tree:
         except OSError:
             return None
         return parse_patterns(text)
+
+    async def lacks_submodules(self, path: Path, submodules: str, deadline: float) -> bool:
+        """Whether ``path`` lacks a submodule checkout that ``--submodules`` asks for.
+
+        git-sync checks its current worktree out again on its first sync (``submodule
+        update --init``, with ``--recursive`` for recursive), so a restart with submodules
+        turned on, or from shallow to recursive, fills them in; turning them off, or from
+        recursive to shallow, leaves what is there. ``git submodule status`` marks one not
+        checked out with ``-`` (``+`` or ``U``: not at the recorded commit).
+        """
+        if submodules == "off" or not (path / ".gitmodules").exists():
+            return False
+        args = ["submodule", "status"]
+        if submodules == "recursive":
+            args.append("--recursive")
+        try:
+            result = await self.git.run(*args, cwd=path, timeout=remaining(deadline))
+        except GitError:
+            return True
+        return any(line[:1] in ("-", "+", "U") for line in result.stdout.splitlines())
 
     def is_complete(self, path: Path, sha: str) -> bool:
         """Whether ``path`` is an intact worktree of ``sha`` (no subprocess: cheap per poll).

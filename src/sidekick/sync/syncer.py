@@ -270,7 +270,7 @@ class Syncer:
             cur is not None
             and cur[0] == sha
             and self.tree.in_layout(cur[1])
-            and self._reusable(cur[1], sha)
+            and await self._reusable(cur[1], sha, deadline)
         ):
             if not self.remote.fetched_once:
                 # A restart: fetch once anyway, so a new --depth applies now, not with the
@@ -295,7 +295,7 @@ class Syncer:
             if self.published is not None and self.published[0] == sha
             else self.tree.worktrees / sha
         )
-        if self._reusable(candidate, sha):
+        if await self._reusable(candidate, sha, deadline):
             path = candidate
         else:
             # Always fetch: asking git first whether it has the commit costs a process on
@@ -339,16 +339,19 @@ class Syncer:
             env=env,
         )
 
-    def _reusable(self, path: Path, sha: str) -> bool:
+    async def _reusable(self, path: Path, sha: str, deadline: float) -> bool:
         """Whether the tree at ``path`` can stand for ``sha``: complete, and on the first
-        sync of a process also checked out with today's sparse patterns, as git-sync
-        configures the current worktree again on its first sync (a restart with another
-        --sparse-checkout-file builds the revision anew)."""
+        sync of a process also checked out with today's sparse patterns and with the
+        submodules today's --submodules checks out, as git-sync configures the current
+        worktree again on its first sync (a restart with another --sparse-checkout-file,
+        or with submodules turned on, builds the revision anew)."""
         if not self.tree.is_complete(path, sha):
             return False
         if self.remote.fetched_once:
             return True
-        return self.tree.sparse_patterns(path) == self._sparse_patterns()
+        if self.tree.sparse_patterns(path) != self._sparse_patterns():
+            return False
+        return not await self.tree.lacks_submodules(path, self.cfg.submodules, deadline)
 
     def _set_published(self, sha: str, path: Path) -> None:
         self.published = (sha, path)
