@@ -146,6 +146,14 @@ class FileLines:
             self._f.close()
 
 
+def wait_for_lines(counters: list[FileLines], want: int, timeout: float = 180.0) -> int:
+    """Wait until the files hold ``want`` lines in all, or ``timeout`` seconds pass; the count."""
+    deadline = time.monotonic() + timeout
+    while sum(c.count() for c in counters) < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sum(c.count() for c in counters)
+
+
 class CountingSink:
     """A TCP line counter and a minimal HTTP/1.1 NDJSON endpoint, on 127.0.0.1, in a thread.
 

@@ -30,7 +30,6 @@ import argparse
 import multiprocessing
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from _common import (
     stop,
     stop_all,
     table,
+    wait_for_lines,
     write_results,
 )
 from ingest import free_port, wait_listening
@@ -179,17 +179,12 @@ def receiver_case(
         accepted = sum(q.get(timeout=300) for _ in senders) * case.per_send
         for s in senders:
             s.join()
-        deadline = time.monotonic() + 180
-        while sum(c.count() for c in outs) < accepted and time.monotonic() < deadline:
-            time.sleep(0.05)
-        delivered = sum(c.count() for c in outs)
+        delivered = wait_for_lines(outs, accepted)
         elapsed = time.monotonic() - t0
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
     finally:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(60)
+            stop(p, 60)
         for c in outs:
             c.close()
     if delivered < accepted:
