@@ -30,6 +30,15 @@ GIT_ENV = {
 }
 
 
+def script(path: Path, body: str) -> str:
+    """An executable shell script at ``path`` running ``body``; its path, as a hook command
+    (one program, no arguments, as git-sync runs it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
 def git(cwd: Path, *args: str) -> str:
     out = subprocess.run(
         ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from sidekick.sync.app import verify_trigger
 from tests.conftest import SIDEKICK
-from tests.sync.conftest import GIT_ENV, Upstream, metric
+from tests.sync.conftest import GIT_ENV, Upstream, metric, script
 from tests.sync.test_loop import running_app, until
 
 
@@ -23,7 +23,7 @@ async def test_exechook_runs_in_the_new_worktree_with_gitsync_hash(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     out = tmp_path / "hook.out"
-    command = f"sh -c 'echo \"$GITSYNC_HASH $PWD\" > {out}'"
+    command = script(tmp_path / "hook.sh", f'echo "$GITSYNC_HASH $PWD" > {out}')
     root = tmp_path / "root"
     async with running_app(repo=upstream.url, root=str(root), exechook_command=command) as app:
         await until(lambda: out.exists() and out.read_text().strip() != "")
@@ -46,7 +46,8 @@ async def test_failed_exechook_is_retried_after_its_backoff(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     marker, done = tmp_path / "failed-once", tmp_path / "done"
-    command = f"sh -c 'if [ -e {marker} ]; then touch {done}; else touch {marker}; exit 3; fi'"
+    body = f"if [ -e {marker} ]; then touch {done}; else touch {marker}; exit 3; fi"
+    command = script(tmp_path / "hook.sh", body)
     async with running_app(
         repo=upstream.url,
         root=str(tmp_path / "root"),
@@ -64,7 +65,7 @@ async def test_exechook_that_hangs_is_killed_at_its_timeout(
     async with running_app(
         repo=upstream.url,
         root=str(tmp_path / "root"),
-        exechook_command="sleep 60",
+        exechook_command=script(tmp_path / "hook.sh", "exec sleep 60"),
         exechook_timeout=1,
         exechook_backoff=30,
     ) as app:
@@ -135,6 +136,63 @@ def test_one_time_exits_1_when_the_exechook_fails(upstream: Upstream, tmp_path: 
     )
     assert proc.returncode == 1
     assert "exechook 'false' exited with status 1" in proc.stderr
+
+
+async def test_exechook_runs_git_as_the_sync_does(upstream: Upstream, tmp_path: Path) -> None:
+    """git-sync's exechook inherits git-sync's environment, where it has set
+    GIT_CONFIG_GLOBAL (its private config, --git-config included) and GIT_SSH_COMMAND, so
+    a git the hook runs has the same set-up; sidekick's parsing locale stays out."""
+    out = tmp_path / "hook.out"
+    body = (
+        f"{{ git config --get user.name; git config --get safe.directory; "
+        f'echo "$GIT_SSH_COMMAND"; echo "${{LC_ALL-unset}}"; }} > {out}.tmp && mv {out}.tmp {out}'
+    )
+    async with running_app(
+        repo=upstream.url,
+        root=str(tmp_path / "root"),
+        exechook_command=script(tmp_path / "hook.sh", body),
+        git_config="user.name:Hook Tester,safe.directory:*",
+        ssh_known_hosts=False,
+    ):
+        await until(out.exists)
+    name, safe, ssh, lc_all = out.read_text().splitlines()
+    assert (name, safe) == ("Hook Tester", "*")
+    assert "StrictHostKeyChecking=no" in ssh
+    assert lc_all == GIT_ENV.get("LC_ALL", "unset")
+
+
+async def test_exechook_is_one_program_whose_path_may_hold_spaces(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """git-sync runs the value as one program with no arguments (exec.Command(command)),
+    so a path with a space in it is a path, not a command line."""
+    out = tmp_path / "hook.out"
+    command = script(tmp_path / "my hooks" / "on publish.sh", f'echo "$GITSYNC_HASH" > {out}')
+    async with running_app(
+        repo=upstream.url, root=str(tmp_path / "root"), exechook_command=command
+    ):
+        await until(lambda: out.exists() and out.read_text() != "")
+    assert out.read_text().strip() == upstream.head()
+
+
+@pytest.mark.parametrize("flag", ["--exechook-command", "--pre-publish-exechook-command"])
+def test_a_command_line_with_arguments_is_refused_at_start(
+    upstream: Upstream, tmp_path: Path, flag: str
+) -> None:
+    """Earlier versions split the value into words; git-sync takes it as one program, so
+    "sh -c 'touch x'" names no program there and would fail on every run. It is refused
+    with the fix rather than run differently."""
+    marker = tmp_path / "ran"
+    proc = subprocess.run(
+        [*SIDEKICK, "sync", "--repo", upstream.url, "--root", str(tmp_path / "root"),
+         "--one-time", flag, f"sh -c 'touch {marker}'"],
+        capture_output=True, text=True, timeout=60, env=GIT_ENV,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"{flag} \"sh -c 'touch {marker}'\" names no program" in proc.stderr
+    assert "put the command line in a script and give the script's path" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists()
 
 
 SECRET = b"webhook-secret"

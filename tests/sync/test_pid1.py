@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import SIDEKICK, free_port
-from tests.sync.conftest import GIT_ENV, CliSync, Upstream, wait_for
+from tests.sync.conftest import GIT_ENV, CliSync, Upstream, script, wait_for
 
 
 def _children(pid: int) -> list[int]:
@@ -49,7 +49,7 @@ def test_as_pid_1_it_reaps_orphaned_processes_and_passes_signals_on(
     """git-sync re-runs itself as a child when it is PID 1 and reaps every orphan; without
     that, what a hook or a killed git leaves behind stays a zombie until the Pod goes."""
     port = free_port()
-    hook = "sh -c 'sleep 0.3 & exit 0'"
+    hook = script(tmp_path / "hook.sh", "sleep 0.3 &\nexit 0")
     args = ["--repo", upstream.url, "--root", str(tmp_path / "root"), "--period", "100ms"]
     args += ["--admin-addr", f"127.0.0.1:{port}", "--exechook-command", hook]
     proc = subprocess.Popen(

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SIDEKICK
-from tests.sync.conftest import GIT_ENV, CliSync, Upstream, wait_for
+from tests.sync.conftest import GIT_ENV, CliSync, Upstream, script, wait_for
 from tests.sync.test_metrics_compat import metric_text
 
-# Records the hash, the working directory and whether the link existed when it ran.
-RECORDER = """#!/bin/sh
-echo "$GITSYNC_HASH $(pwd) $(test -e "$1" && echo linked || echo unlinked)" >> "$2"
-"""
+
+def recorder(path: Path, link: Path, log: Path) -> str:
+    """A hook recording the hash, the working directory and whether ``link`` existed."""
+    body = f'echo "$GITSYNC_HASH $(pwd) $(test -e {link} && echo linked || echo unlinked)" >> {log}'
+    return script(path, body)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -48,12 +49,9 @@ def test_the_hook_runs_in_the_new_worktree_before_the_link_moves(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
-    script = tmp_path / "record.sh"
-    script.write_text(RECORDER)
-    script.chmod(0o755)
     log = tmp_path / "runs"
     link = root / "upstream"
-    command = f"{script} {link} {log}"
+    command = recorder(tmp_path / "record.sh", link, log)
     proc = run_cli(
         "--repo", upstream.url, "--root", str(root), "--one-time",
         "--pre-publish-exechook-command", command,
@@ -80,7 +78,7 @@ def test_a_hook_that_starts_passing_publishes_after_its_backoff(
     proc = cli_sync(
         ["--repo", upstream.url, "--root", str(root), "--period", "1h",
          "--max-failures", "-1", "--pre-publish-exechook-backoff", "1s",
-         "--pre-publish-exechook-command", f"test -e {gate}"]
+         "--pre-publish-exechook-command", script(tmp_path / "gate.sh", f"test -e {gate}")]
     )  # fmt: skip
     wait_for(
         lambda: (

@@ -343,7 +343,7 @@ def _deprecated(name: str, *env_names: str, **kw: Any) -> Callable[[F], F]:
 @_opt(
     "--pre-publish-exechook-command",
     env_name="PRE_PUBLISH_EXECHOOK_COMMAND",
-    help="Command run in the new worktree before the link is swapped to it, with GITSYNC_HASH set; if it fails, the revision is not published.",
+    help="Program run (no arguments, no shell) in the new worktree before the link is swapped to it, with GITSYNC_HASH set; if it fails, the revision is not published.",
 )
 @_opt(
     "--pre-publish-exechook-timeout",
@@ -369,7 +369,7 @@ def _deprecated(name: str, *env_names: str, **kw: Any) -> Callable[[F], F]:
 @_opt(
     "--exechook-command",
     env_name="EXECHOOK_COMMAND",
-    help="Command run in the new worktree after each publish, with GITSYNC_HASH set.",
+    help="Program run (no arguments, no shell) in the new worktree after each publish, with GITSYNC_HASH set.",
 )
 @_opt(
     "--exechook-timeout",

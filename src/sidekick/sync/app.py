@@ -106,18 +106,21 @@ class SyncApp:
                     url=cfg.repo, username=github_app.TOKEN_USER, password_file=str(token_file)
                 )
             )
+        git = build_git(cfg, self.env, self.redact, credentials)
+        # What exechooks run with: this process's environment and the sync's git set-up.
+        self.hook_env = git.hook_env(self.env)
         pre_publish = None
         if cfg.pre_publish_exechook_command:
             pre_publish = PrePublish(
                 cfg.pre_publish_exechook_command,
                 cfg.pre_publish_exechook_timeout,
                 cfg.pre_publish_exechook_backoff,
-                self.env,
+                self.hook_env,
                 self.metrics,
             )
         self.syncer = Syncer(
             cfg,
-            git=build_git(cfg, self.env, self.redact, credentials),
+            git=git,
             metrics=self.metrics,
             hooks=self.hooks,
             refresh_credentials=app_token.refresh if app_token is not None else None,
@@ -198,7 +201,7 @@ class SyncApp:
             self.hooks.append(
                 HookRunner(
                     "exechook",
-                    exechook(cfg.exechook_command, cfg.exechook_timeout, self.env),
+                    exechook(cfg.exechook_command, cfg.exechook_timeout, self.hook_env),
                     cfg.exechook_backoff,
                     self.metrics,
                 )

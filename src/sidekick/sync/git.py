@@ -124,6 +124,22 @@ class Git:
             self.env["GIT_CONFIG_GLOBAL"] = private_global_config(protected, self.env)
         self.calls = 0
 
+    def hook_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` with the git set-up this runner gives git: its SSH command, its private
+        global config and its settings (``--git-config`` and the rest).
+
+        For hooks: git-sync's exechook inherits git-sync's own environment, to which it
+        added ``GIT_CONFIG_GLOBAL`` (its private config holding those settings) and
+        ``GIT_SSH_COMMAND``, so a ``git`` the hook runs is configured as git-sync's.
+        ``LC_ALL=C``, which this runner sets for parsing git's messages, is left out.
+        """
+        out = dict(env)
+        for key in ("GIT_SSH_COMMAND", "GIT_CONFIG_GLOBAL", "GIT_TERMINAL_PROMPT"):
+            if key in self.env:
+                out[key] = self.env[key]
+        out.update(self._config_env((), out))
+        return out
+
     def _ownership_hint(self, cwd: str | os.PathLike[str], err: str) -> str:
         """Why git may not see a repository that is there: its directory has another owner.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -91,13 +90,14 @@ class HookRunner:
 
 
 def exechook(command: str, timeout: float, env: Mapping[str, str], name: str = "exechook") -> Hook:
-    """The command runs without a shell (split like one would), in the new worktree."""
-    argv = shlex.split(command)
+    """git-sync's exechook: ``command`` is one program, a path (relative ones from the new
+    worktree) or a name looked up in ``PATH``, run with no arguments and no shell in the
+    new worktree, with ``env`` and ``GITSYNC_HASH``."""
 
     async def run(sha: str, path: Path) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                command,
                 cwd=path,
                 env={**env, "GITSYNC_HASH": sha},
                 stdin=asyncio.subprocess.DEVNULL,
@@ -106,15 +106,15 @@ def exechook(command: str, timeout: float, env: Mapping[str, str], name: str = "
                 start_new_session=True,
             )
         except OSError as exc:
-            raise HookError(f"{name} {argv[0]!r} could not start: {exc.strerror}") from None
+            raise HookError(f"{name} {command!r} could not start: {exc.strerror}") from None
         try:
             out, _ = await run_with_deadline(proc, timeout)
         except TimeoutError:
             kill_group(proc)
-            raise HookError(f"{name} {argv[0]!r} did not finish within {timeout:g}s") from None
+            raise HookError(f"{name} {command!r} did not finish within {timeout:g}s") from None
         if proc.returncode != 0:
             tail = last_lines(out.decode("utf-8", "replace"))
-            raise HookError(f"{name} {argv[0]!r} exited with status {proc.returncode}: {tail}")
+            raise HookError(f"{name} {command!r} exited with status {proc.returncode}: {tail}")
 
     return run
 

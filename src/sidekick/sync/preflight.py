@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
+import shutil
 import signal
 from pathlib import Path
 
@@ -186,10 +186,20 @@ __all__ = ["add_user", "parse_signal", "preflight"]
 
 
 def _check_command(flag: str, command: str) -> None:
-    """A hook command must split into words (shell quoting) and not be empty."""
-    try:
-        argv = shlex.split(command)
-    except ValueError as exc:
-        raise ConfigError(f"{flag} {command!r} cannot be split ({exc}); fix the quoting") from None
-    if not argv:
+    """A hook command is one program run with no arguments, as in git-sync.
+
+    A value that is a program followed by arguments (which earlier versions split into
+    words) names no program: git-sync would fail it on every run, so it is refused here,
+    naming the fix. A path holding spaces is taken whole when it exists.
+    """
+    words = command.split()
+    if not words:
         raise ConfigError(f"{flag} is empty; give a command or leave it unset")
+    if command == words[0] or shutil.which(command) is not None:
+        return
+    if shutil.which(words[0]) is not None:
+        raise ConfigError(
+            f"{flag} {command!r} names no program: it is run as one program with no "
+            "arguments and no shell, as in git-sync; put the command line in a script and "
+            "give the script's path"
+        )
