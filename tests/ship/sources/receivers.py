@@ -4,12 +4,40 @@ output, and waiting for records there."""
 from __future__ import annotations
 
 import contextlib
+import os
+import resource
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import SIDEKICK
 from tests.ship.helpers import ShipperProcess, read_ndjson
+
+
+class LimitedShipper(ShipperProcess):
+    """A shipper started with an open-file limit of ``nofile`` (soft and hard)."""
+
+    def __init__(self, args: list[str], log_path: Path, nofile: int) -> None:
+        super().__init__(args, log_path)
+        self.nofile = nofile
+
+    def start(self) -> LimitedShipper:
+        n = self.nofile
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*SIDEKICK, "ship", *self.args, "--admin-addr", f"127.0.0.1:{self.port}"],
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=limit,
+            )
+        return self
 
 
 class Receiving:
@@ -47,8 +75,10 @@ def receiving(
     output: str | None = None,
     state: Path | None = None,
     extra: tuple[str, ...] = (),
+    nofile: int | None = None,
 ) -> Iterator[Receiving]:
-    """Run ``sidekick ship`` with ``inputs`` until the block ends (SIGTERM, then kill)."""
+    """Run ``sidekick ship`` with ``inputs`` until the block ends (SIGTERM, then kill);
+    ``nofile``: its open-file limit."""
     out = tmp_path / "out.ndjson"
     args: list[str] = []
     for given in inputs:
@@ -58,7 +88,10 @@ def receiving(
     if output is not None and "--shutdown-timeout" not in extra:
         # Tests with an output that is down would otherwise wait out the whole drain.
         args += ["--shutdown-timeout", "3s"]
-    proc = ShipperProcess(args, tmp_path / "shipper.log").start()
+    log_path = tmp_path / "shipper.log"
+    proc = (
+        ShipperProcess(args, log_path) if nofile is None else LimitedShipper(args, log_path, nofile)
+    ).start()
     try:
         proc.wait_ready()
         yield Receiving(proc, out)

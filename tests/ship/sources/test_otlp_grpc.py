@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -13,7 +16,9 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from tests.conftest import free_port
+from tests.ship.helpers import wait_for_sync
 from tests.ship.sources.receivers import invalid_utf8, receiving
+from tests.ship.sources.test_http_abuse import wait_closed
 from tests.ship.sources.test_otlp import request
 
 METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -138,7 +143,6 @@ def test_kill_9_right_after_ok_loses_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("scheme", ["otlp+grpc", "otlp"])
 def test_a_taken_port_is_a_clear_error(tmp_path: Path, scheme: str) -> None:
-    import socket
     import subprocess
 
     from tests.conftest import SIDEKICK
@@ -167,3 +171,121 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path, scheme: str) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "cannot be bound" in result.stderr
+
+
+# -- idle, slow and too many connections ----------------------------------------------------
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+    )
+
+
+def h2_call(stream: int, authority: str) -> bytes:
+    """HEADERS opening an Export call (HPACK literals, no Huffman), then the first 5 bytes of
+    a message that announces 100 bytes."""
+    fields = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", METHOD),
+        (":authority", authority),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    block = b"".join(
+        b"\x00" + bytes([len(k)]) + k.encode() + bytes([len(v)]) + v.encode() for k, v in fields
+    )
+    return h2_frame(1, 0x4, stream, block) + h2_frame(0, 0, stream, b"\x00\x00\x00\x00\x64")
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_connections_that_never_speak_http2_are_closed_at_the_header_timeout(
+    tmp_path: Path,
+) -> None:
+    # gRPC waits 120 s by default for a new connection's HTTP/2 preface and SETTINGS, and
+    # takes connections until the process has no descriptor left: 150 silent connections
+    # under 160 descriptors left the exporter with DEADLINE_EXCEEDED and /healthz unanswered.
+    port = free_port()
+    name = f"otlp+grpc://127.0.0.1:{port}"
+    header_timeout = 2.0
+    extra = ("--ingest-header-timeout", f"{header_timeout}s")
+    with receiving(tmp_path, name, extra=extra, nofile=160) as rx:
+        opened = time.monotonic()
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+        partial = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        try:
+            for s in partial:
+                s.sendall(PREFACE[:10])
+            # Half the limit, less 32 for files and outputs, is the connection limit: the
+            # rest are closed at once and the process keeps descriptors to work with.
+            assert fds(rx.proc.pid) <= 80 + 20
+            assert rx.proc.get("/healthz")[0] == 200
+            closed = wait_closed(silent + partial, opened + header_timeout + 10)
+            assert len(closed) == 150
+            took = max(closed.values()) - opened
+            assert took < header_timeout + 5, took
+        finally:
+            for s in silent + partial:
+                s.close()
+        sdk_send_grpc(port, 50)
+        assert sorted(r["invoice.id"] for r in rx.wait_records(50)) == list(range(50))
+    log = rx.proc.log_path.read_text()
+    assert "File descriptor limit reached" not in log and "Traceback" not in log
+    print(f"\n150 silent connections on 160 descriptors: all closed within {took:.1f}s")
+
+
+def test_a_call_whose_message_trickles_in_is_cut_at_the_body_timeout(tmp_path: Path) -> None:
+    # gRPC runs a unary handler only once the whole message is in, and counted the call
+    # against its own limit from its headers on: four calls sending a byte now and then held
+    # all four places for good, and every other call got RESOURCE_EXHAUSTED, not counted.
+    port = free_port()
+    name = f"otlp+grpc://127.0.0.1:{port}"
+    extra = ("--ingest-max-connections", "4", "--ingest-body-timeout", "2s")
+    with receiving(tmp_path, name, extra=extra) as rx:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(PREFACE + h2_frame(4, 0, 0, b""))
+            for k in range(4):
+                s.sendall(h2_call(1 + 2 * k, f"127.0.0.1:{port}"))
+            time.sleep(0.5)
+            code, details = export(port, request(3).SerializeToString())
+            assert code == grpc.StatusCode.UNAVAILABLE, (code, details)
+            assert b"limit of 4 calls" in details
+            started = time.monotonic()
+            for _ in range(8):  # a byte a half-second, each call's
+                for k in range(4):
+                    with contextlib.suppress(OSError):
+                        s.sendall(h2_frame(0, 0, 1 + 2 * k, b"\x0a"))
+                time.sleep(0.5)
+                if rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="slow"):
+                    break
+            wait_for_sync(
+                lambda: rx.metric(
+                    "sidekick_ship_receiver_rejected_total", input=name, reason="slow"
+                ) == 4,
+                10,
+            )  # fmt: skip
+            assert time.monotonic() - started < 5
+            code, _ = export(port, request(3).SerializeToString())
+            assert code == grpc.StatusCode.OK
+        assert rx.metric(
+            "sidekick_ship_receiver_answers_total", input=name, code="DEADLINE_EXCEEDED"
+        ) == 4  # fmt: skip
+        assert rx.metric(
+            "sidekick_ship_receiver_rejected_total", input=name, reason="connection_limit"
+        ) == 1  # fmt: skip
+        # A call that ends without a message is malformed, not a hang.
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+            pytest.raises(grpc.RpcError) as err,
+        ):
+            channel.stream_unary(METHOD)(iter([]), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(rx.wait_records(3)) == 3
+    log = rx.proc.log_path.read_text()
+    assert log.count("did not arrive within 2s") == 1 and "Traceback" not in log

@@ -38,12 +38,35 @@ import msgspec
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
+from sidekick.core.limits import open_files_limit
 from sidekick.core.ratelog import RateLimitedLog
 
 log = logging.getLogger("sidekick.ship.ingest")
 
 Reason = Literal["header_timeout", "idle_timeout", "evicted", "refused", "no_descriptors"]
 Phase = Literal["new", "headers", "busy", "idle"]
+
+
+def connection_cap(configured: int, what: str) -> int:
+    """``configured``, or less if the open-file limit cannot hold it.
+
+    Past that limit ``accept`` fails (asyncio logs each failure with a traceback, gRPC once a
+    second) and every other socket and file of the process fails with it; tailed files may
+    take the other half of the limit, and the spool, outputs and admin server a few.
+    """
+    soft = open_files_limit()
+    cap = max(1, soft // 2 - 32)
+    if configured <= cap:
+        return configured
+    log.info(
+        "%s takes at most %d connections, not %d: half the open-file limit of %d, less 32 "
+        "for files and outputs; raise the limit (ulimit -n) for more.",
+        what,
+        cap,
+        configured,
+        soft,
+    )
+    return cap
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,9 @@ from aiohttp import web
 
 from sidekick.core.addr import HostPort, parse_hostport
 from sidekick.core.errors import ConfigError
-from sidekick.core.limits import open_files_limit
 from sidekick.core.redact import redact_url
 from sidekick.ship.config import seconds, size
-from sidekick.ship.sources._connections import ConnectionLimits, Listener
+from sidekick.ship.sources._connections import ConnectionLimits, Listener, connection_cap
 from sidekick.ship.sources._ingest_auth import TokenFile
 from sidekick.ship.sources._ingest_metrics import IngestMetrics, ingest_metrics
 from sidekick.ship.sources._ingest_server import PATH, IngestLimits, IngestServer
@@ -139,7 +138,7 @@ class IngestSource(Receiver):
             metrics=metrics,
             tokens=tokens,
             connection_limits=ConnectionLimits(
-                max_connections=_connection_cap(ingest.max_connections),
+                max_connections=connection_cap(ingest.max_connections, "Ingest"),
                 header_timeout=seconds(ingest.header_timeout),
                 keepalive_timeout=seconds(ingest.keepalive_timeout),
                 retry_after=RETRY_AFTER_SECONDS,
@@ -171,26 +170,6 @@ class IngestSource(Receiver):
             runner, self._runner = self._runner, None
             await runner.cleanup()
         self._sock.close()
-
-
-def _connection_cap(configured: int) -> int:
-    """``configured``, or less if the open-file limit cannot hold it.
-
-    Past that limit ``accept`` fails, and asyncio logs each failure with a traceback; tailed
-    files may take the other half of the limit, and the spool, outputs and admin server a few.
-    """
-    soft = open_files_limit()
-    cap = max(1, soft // 2 - 32)
-    if configured <= cap:
-        return configured
-    log.info(
-        "Ingest takes at most %d connections, not %d: half the open-file limit of %d, less 32 "
-        "for files and outputs; raise the limit (ulimit -n) for more.",
-        cap,
-        configured,
-        soft,
-    )
-    return cap
 
 
 def _bind(addr: HostPort, spec: str) -> socket.socket:

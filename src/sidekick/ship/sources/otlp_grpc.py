@@ -14,6 +14,14 @@ stopping; ``UNAUTHENTICATED`` without the bearer token of ``--ingest-token-file`
 gRPC itself with ``RESOURCE_EXHAUSTED`` before it reaches the handler, so it is not counted
 here; gzip (``grpc-encoding``) is inflated by gRPC under the same limit.
 
+Slow and idle clients, as for the other receivers: a call's message must arrive within
+``--ingest-body-timeout`` (else ``DEADLINE_EXCEEDED``, counted ``slow``), and at most
+``--ingest-max-connections`` calls are under way (beyond, ``UNAVAILABLE``, counted
+``connection_limit``). gRPC itself closes a connection that has not sent its HTTP/2 preface
+and SETTINGS within ``--ingest-header-timeout`` (with a ``GOAWAY`` that says so), one without
+a call for ``--ingest-keepalive-timeout``, and one beyond ``--ingest-max-connections`` (capped
+at half the open-file limit) at once; it does not tell us, so these are not counted.
+
 Left out: TLS, traces and metrics services, and gRPC health checking.
 """
 
@@ -22,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,8 +39,10 @@ import grpc
 
 from sidekick.core.addr import HostPort, parse_hostport
 from sidekick.core.errors import ConfigError
+from sidekick.core.ratelog import RateLimitedLog
 from sidekick.core.redact import redact_url
-from sidekick.ship.config import size
+from sidekick.ship.config import seconds, size
+from sidekick.ship.sources._connections import connection_cap
 from sidekick.ship.sources._ingest_auth import TokenFile
 from sidekick.ship.sources._otlp_map import (
     OtlpError,
@@ -47,6 +58,9 @@ from sidekick.ship.sources.spool import SpoolFullError, SpoolWriteError
 log = logging.getLogger("sidekick.ship.otlp_grpc")
 
 DEFAULT_PORT = 4317
+# Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); an exporter
+# makes one at a time.
+MAX_STREAMS = 100
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 
 
@@ -84,16 +98,32 @@ class OtlpGrpcSource(Receiver):
         self.draining = False
         self.under_way = 0
         self.idle = asyncio.Event()
+        # Calls from their headers to their answer, at most ``max_calls`` (the connection
+        # limit, as before); ``under_way`` counts those past their message, which the drain
+        # waits for.
+        self.calls = 0
+        self.max_calls = ingest.max_connections
+        self.body_timeout = seconds(ingest.body_timeout)
+        self._rate = RateLimitedLog(log)
         max_bytes = size(ingest.max_body_bytes)
+        self.max_connections = connection_cap(ingest.max_connections, "OTLP/gRPC")
+        self.header_timeout = seconds(ingest.header_timeout)
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.so_reuseport", 0),
-                ("grpc.max_connection_idle_ms", int(ingest.keepalive_timeout) * 1000),
+                # A connection must send the HTTP/2 preface and its SETTINGS within the header
+                # timeout (gRPC's default is 120 s), and is closed after the keep-alive timeout
+                # without a call; at the limit, a new connection is closed at once. Without
+                # these, connections that send nothing used up the descriptors: the listener
+                # stopped accepting, and the admin server and the other inputs with it.
+                ("grpc.server_handshake_timeout_ms", _ms(self.header_timeout)),
+                ("grpc.max_connection_idle_ms", _ms(seconds(ingest.keepalive_timeout))),
+                ("grpc.max_allowed_incoming_connections", self.max_connections),
+                ("grpc.max_concurrent_streams", MAX_STREAMS),
             ],
-            maximum_concurrent_rpcs=ingest.max_connections,
         )
-        handler: Any = grpc.unary_unary_rpc_method_handler(self._export)
+        handler: Any = grpc.stream_unary_rpc_method_handler(self._export)
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
         )
@@ -125,10 +155,24 @@ class OtlpGrpcSource(Receiver):
     async def close_server(self) -> None:
         await self._server.stop(1.0)
 
-    async def _export(self, request: bytes, context: Any) -> bytes:
-        self.under_way += 1
+    async def _export(self, messages: AsyncIterator[bytes], context: Any) -> bytes:
+        # A stream handler, though clients call a unary method (the two are the same on the
+        # wire): it runs once the call's headers are in, so the message has a deadline and
+        # the limit on calls is ours. A unary handler runs only once the whole message has
+        # arrived, and gRPC's own limit (``maximum_concurrent_rpcs``) answered
+        # RESOURCE_EXHAUSTED, uncounted: 20 calls sending their message a byte at a time
+        # held every place for good.
+        self.calls += 1
         try:
-            answer = await self._accept(request, context)
+            self._admit(context)
+            request = await self._receive(messages)
+            self.under_way += 1
+            try:
+                answer = await self._accept(request)
+            finally:
+                self.under_way -= 1
+                if not self.under_way:
+                    self.idle.set()
         except _Refused as exc:
             self.metrics.reject(exc.reason)
             self.metrics.requests.labels(exc.code.name).inc()
@@ -136,18 +180,28 @@ class OtlpGrpcSource(Receiver):
             context.set_details(exc.message)
             return b""
         finally:
-            self.under_way -= 1
-            if not self.under_way:
-                self.idle.set()
+            self.calls -= 1
         self.metrics.requests.labels("OK").inc()
         return answer
 
-    async def _accept(self, request: bytes, context: Any) -> bytes:
+    def _admit(self, context: Any) -> None:
         if self.draining:
             raise _Refused(
                 grpc.StatusCode.UNAVAILABLE,
                 "draining",
                 "the shipper is shutting down; retry later (another instance takes over)",
+            )
+        if self.calls > self.max_calls:
+            self._rate.warning(
+                "connection_limit",
+                "OTLP/gRPC is at its limit of %d calls under way: answered UNAVAILABLE to a "
+                "new one; raise ingest.max_connections if these clients are legitimate.",
+                self.max_calls,
+            )
+            raise _Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                "connection_limit",
+                f"the receiver is at its limit of {self.max_calls} calls under way; retry later",
             )
         if self.tokens is not None:
             header = dict(context.invocation_metadata() or ()).get("authorization")
@@ -157,6 +211,37 @@ class OtlpGrpcSource(Receiver):
                     "unauthorized",
                     "missing or wrong bearer token; send metadata authorization: Bearer <token>",
                 )
+
+    async def _receive(self, messages: AsyncIterator[bytes]) -> bytes:
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await anext(messages)
+        except TimeoutError:
+            self._rate.warning(
+                "slow",
+                "Answered DEADLINE_EXCEEDED to an OTLP/gRPC call whose request message did not "
+                "arrive within %gs (ingest.body_timeout).",
+                self.body_timeout,
+            )
+            raise _Refused(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "slow",
+                f"the request message did not arrive within {self.body_timeout:g}s; retry",
+            ) from None
+        except StopAsyncIteration:
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "malformed",
+                "the call ended without a request message; send one ExportLogsServiceRequest",
+            ) from None
+
+    async def _accept(self, request: bytes) -> bytes:
+        if self.draining:
+            raise _Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                "draining",
+                "the shipper is shutting down; retry later (another instance takes over)",
+            )
         if not self.spool.has_room(len(request)):
             raise self._full()
         try:
@@ -199,6 +284,10 @@ class OtlpGrpcSource(Receiver):
             f"the spool is full ({self.spool.used_bytes} of {self.spool.max_bytes} bytes wait "
             "for delivery); retry later",
         )
+
+
+def _ms(value: float) -> int:
+    return max(1, round(value * 1000))
 
 
 def create(spec: InputSpec, ctx: SourceContext) -> OtlpGrpcSource:
