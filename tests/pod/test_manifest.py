@@ -168,6 +168,36 @@ def test_grpc_probe_is_named_unsupported(tmp_path: Path) -> None:
     assert "spec.containers[0].readinessProbe.grpc: gRPC probes are not supported" in text
 
 
+def test_a_probe_grace_period_is_validated_as_the_api_server_does(tmp_path: Path) -> None:
+    """Probe.terminationGracePeriodSeconds: "Minimum value is 1", and a readiness probe
+    cannot set it (the API server refuses both)."""
+    text = problems(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          containers:
+            - name: a
+              command: [sleep, "1"]
+              livenessProbe: {exec: {command: ["true"]}, terminationGracePeriodSeconds: 0}
+              startupProbe: {exec: {command: ["true"]}, terminationGracePeriodSeconds: -1}
+              readinessProbe: {exec: {command: ["true"]}, terminationGracePeriodSeconds: 5}
+        """,
+    )
+    assert (
+        "spec.containers[0].livenessProbe.terminationGracePeriodSeconds: 0 is not a whole "
+        "number of seconds of at least 1; set 1 or more, or remove it to use the Pod's "
+        "terminationGracePeriodSeconds"
+    ) in text
+    assert "startupProbe.terminationGracePeriodSeconds: -1 is not a whole number" in text
+    assert (
+        "spec.containers[0].readinessProbe.terminationGracePeriodSeconds: readiness probes "
+        "cannot set it, as a failed one kills nothing; remove it"
+    ) in text
+
+
 def test_unknown_volume_and_missing_configmap_are_reported(tmp_path: Path) -> None:
     text = problems(
         tmp_path,

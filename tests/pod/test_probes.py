@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 
@@ -157,8 +158,9 @@ def test_liveness_failure_restarts_the_container_after_failure_threshold(
     assert "app: liveness probe failed (exit code 1); restarting it." in up.err
     last = up.container("app")["lastState"]
     # `sleep` is PID 1 of its container without a SIGTERM handler, so it ignores SIGTERM (as
-    # in a cluster) and SIGKILL ends it after the 2 s grace period.
-    assert (last["reason"], last["exitCode"]) == ("LivenessProbeFailed", 137)
+    # in a cluster) and SIGKILL ends it after the 2 s grace period. The reason is the
+    # runtime's for that exit code, as the kubelet reports it, not the kill's cause.
+    assert (last["reason"], last["exitCode"]) == ("Error", 137)
     assert up.stop() == 0
 
 
@@ -346,6 +348,49 @@ def test_on_failure_restarts_a_liveness_kill_even_when_it_exits_0(
     )
     up.wait_for(lambda: up.out.count("onfail/app | up") >= 2, timeout=20, what="a restart")
     last = up.container("app")["lastState"]
-    assert (last["exitCode"], last["reason"]) == (0, "LivenessProbeFailed")
+    assert (last["exitCode"], last["reason"]) == (0, "Completed")
     assert up.proc.poll() is None, up.err  # the Pod did not complete
+    assert up.stop() == 0
+
+
+def test_a_liveness_kill_with_a_grace_period_of_0_skips_prestop(
+    start_up: Callable[..., Up], tmp_path: Path
+) -> None:
+    """The kubelet's killContainer runs preStop only when the grace period is above 0, and
+    then gives the stop signal its minimum window of 2 s (kuberuntime_container.go)."""
+    marker = tmp_path / "prestop-ran"
+    program = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
+        "print('up', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    up = start_up(
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: nograce}}
+        spec:
+          terminationGracePeriodSeconds: 0
+          containers:
+            - name: app
+              command: [python3, -c, {program!r}]
+              lifecycle:
+                preStop:
+                  exec: {{command: [touch, {str(marker)!r}]}}
+              livenessProbe:
+                exec: {{command: ["false"]}}
+                initialDelaySeconds: 1
+                periodSeconds: 1
+                failureThreshold: 1
+        """
+    )
+    up.wait_for(lambda: up.out.count("nograce/app | up") >= 2, timeout=20, what="a restart")
+    last = up.container("app")["lastState"]
+    # SIGTERM reached it (exit 3 from its handler), not SIGKILL at once.
+    assert (last["exitCode"], last["reason"]) == (3, "Error")
+    assert not marker.exists()
+    assert "preStop hook failed" not in up.err
+    assert "app: grace period is 0 s; preStop hook skipped" in up.err
     assert up.stop() == 0

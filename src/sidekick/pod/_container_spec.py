@@ -76,6 +76,23 @@ def _probe(raw: dict[str, Any] | None, where: str, problems: list[str]) -> Probe
     if isinstance(action, SleepAction):
         problems.append(f"{where}.sleep: sleep is a lifecycle hook, not a probe; use exec")
         return None
+    grace = raw.get("terminationGracePeriodSeconds")
+    if grace is not None:
+        # As the API server validates a Probe (the field's doc: "Minimum value is 1"; not
+        # for readiness probes, whose failure kills nothing).
+        if where.endswith(".readinessProbe"):
+            problems.append(
+                f"{where}.terminationGracePeriodSeconds: readiness probes cannot set it, "
+                "as a failed one kills nothing; remove it"
+            )
+            grace = None
+        elif isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:
+            problems.append(
+                f"{where}.terminationGracePeriodSeconds: {grace!r} is not a whole number of "
+                "seconds of at least 1; set 1 or more, or remove it to use the Pod's "
+                "terminationGracePeriodSeconds"
+            )
+            grace = None
     probe = Probe(
         action=action,
         initial_delay=float(raw.get("initialDelaySeconds") or 0),
@@ -83,11 +100,7 @@ def _probe(raw: dict[str, Any] | None, where: str, problems: list[str]) -> Probe
         timeout=float(raw.get("timeoutSeconds") or 1),
         success_threshold=int(raw.get("successThreshold") or 1),
         failure_threshold=int(raw.get("failureThreshold") or 3),
-        grace_period=(
-            None
-            if raw.get("terminationGracePeriodSeconds") is None
-            else float(raw["terminationGracePeriodSeconds"])
-        ),
+        grace_period=None if grace is None else float(grace),
     )
     return probe
 

@@ -182,7 +182,7 @@ class ContainerRunner:
             # A container killed for a failed liveness or startup probe is restarted under
             # any policy but Never, whatever its exit code (the kubelet decides so when it
             # kills it: computePodActions, shouldRestartOnFailure).
-            probe_killed = self.status.reason in ("LivenessProbeFailed", "StartupProbeFailed")
+            probe_killed = self._probe_killed
             restart = self.restart_policy == "Always" or (
                 self.restart_policy == "OnFailure" and (code != 0 or probe_killed)
             )
@@ -209,6 +209,7 @@ class ContainerRunner:
             self.status.restarts += 1
 
     async def _run_once(self) -> int:
+        self._probe_killed = False
         self._set(state="Waiting", reason="ContainerCreating", message="", ready=False)
         log_file = self.dirs.log_file(self.spec.name)
         log_offset = log_file.stat().st_size if log_file.exists() else 0
@@ -287,13 +288,13 @@ class ContainerRunner:
             await self._clean_up(proc, reader)
         code = exit_code(proc.returncode if proc.returncode is not None else -9)
         self.last_returncode = code
-        reason = (
-            self.status.reason
-            if self.status.reason in ("FailedPostStartHook",)
-            else ("Completed" if code == 0 else "Error")
-        )
-        if self._kill_reason:
-            reason = self._kill_reason
+        # The runtime's reason, by exit code (containerd's toCRIContainerStatus: Completed
+        # for 0, Error otherwise), also for a kill after a failed liveness or startup probe:
+        # the kubelet's kill reason only picks the grace period and words the event.
+        reason = "Completed" if code == 0 else "Error"
+        if "FailedPostStartHook" in (self.status.reason, self._kill_reason):
+            reason = "FailedPostStartHook"
+        self._probe_killed = self._kill_reason in ("LivenessProbeFailed", "StartupProbeFailed")
         finished = time.time()
         self.last_state = {
             "exitCode": code,
@@ -319,6 +320,7 @@ class ContainerRunner:
         return code
 
     _kill_reason = ""
+    _probe_killed = False  # the last instance was killed for a failed liveness/startup probe
 
     async def _post_start(self, proc: asyncio.subprocess.Process) -> tuple[bool, str]:
         assert self.spec.post_start is not None
@@ -456,7 +458,13 @@ class ContainerRunner:
         deadline = loop.time() + grace
         for worker in self.probes.values():
             worker.on_change = lambda ok, r: None
-        if run_pre_stop and self.spec.pre_stop is not None:
+        if run_pre_stop and self.spec.pre_stop is not None and grace <= 0:
+            # killContainer runs preStop only with a grace period above 0; the stop signal
+            # still gets the minimum window below.
+            log.info(
+                "%s: grace period is 0 s; preStop hook skipped, as the kubelet does.", self.name
+            )
+        elif run_pre_stop and self.spec.pre_stop is not None:
             self._set(ready=False)
             # An exec hook runs in its container: when the container ends, the hook ends too
             # (`nginx -s quit; while killall -0 nginx; ...` must not outlive nginx).
