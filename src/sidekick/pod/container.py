@@ -289,11 +289,9 @@ class ContainerRunner:
         code = exit_code(proc.returncode if proc.returncode is not None else -9)
         self.last_returncode = code
         # The runtime's reason, by exit code (containerd's toCRIContainerStatus: Completed
-        # for 0, Error otherwise), also for a kill after a failed liveness or startup probe:
+        # for 0, Error otherwise), also for a kill after a failed probe or postStart hook:
         # the kubelet's kill reason only picks the grace period and words the event.
         reason = "Completed" if code == 0 else "Error"
-        if "FailedPostStartHook" in (self.status.reason, self._kill_reason):
-            reason = "FailedPostStartHook"
         self._probe_killed = self._kill_reason in ("LivenessProbeFailed", "StartupProbeFailed")
         finished = time.time()
         self.last_state = {
