@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -328,3 +329,31 @@ def test_boolean_flags_take_git_sync_style_values(upstream: Upstream, tmp_path: 
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "root" / "upstream" / "index.html").exists()
+
+
+async def test_a_commit_hash_ref_is_not_polled_once_published(
+    upstream: Upstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """git-sync stops its loop after publishing a --ref that is the commit hash itself ("ref
+    appears to be a git hash, no further sync needed"): it cannot change upstream. POST
+    /sync still syncs on request."""
+    caplog.set_level(logging.INFO)
+    sha = upstream.head()
+    upstream.commit({"index.html": "later\n"})
+    async with running_app(
+        repo=upstream.url, root=str(tmp_path / "root"), ref=sha, period=0.05
+    ) as app:
+
+        def syncs() -> float:
+            return sum(
+                metric(app.metrics, "sidekick_sync_syncs_total", {"outcome": o})
+                for o in ("published", "unchanged", "error")
+            )
+
+        await until(lambda: syncs() == 1)
+        await asyncio.sleep(0.5)  # ten periods
+        assert syncs() == 1
+        assert (tmp_path / "root" / "upstream").resolve().name == sha
+        assert "--ref is a commit hash; no further periodic syncs" in caplog.text
+        app.syncer.trigger("http")
+        await until(lambda: syncs() == 2)

@@ -44,7 +44,7 @@ from sidekick.sync.config import SyncConfig
 from sidekick.sync.git import Git, Redactor, remaining
 from sidekick.sync.hooks import HookRunner
 from sidekick.sync.metrics import SyncMetrics
-from sidekick.sync.publish import Tree, parse_patterns
+from sidekick.sync.publish import SHA, Tree, parse_patterns
 from sidekick.sync.remote import Remote
 from sidekick.sync.status_files import StatusFiles, owned_names
 
@@ -148,6 +148,8 @@ class Syncer:
         # so a webhook right after a periodic poll is not held back.
         last_triggered = -math.inf
         triggered = False
+        pinned = False
+        delay: float | None
         while not shutdown.is_requested:
             self._wake.clear()
             if triggered:
@@ -172,6 +174,17 @@ class Syncer:
                 if self.cfg.one_time:
                     return 0
                 delay = self.cfg.period
+                if SHA.match(self.cfg.ref):
+                    # git-sync stops syncing once a commit hash is published ("ref appears
+                    # to be a git hash, no further sync needed"): it cannot change. POST
+                    # /sync and the signals still sync (and repair) on request.
+                    if not pinned:
+                        log.info(
+                            "--ref is a commit hash; no further periodic syncs (POST /sync "
+                            "or SIGHUP still syncs)."
+                        )
+                        pinned = True
+                    delay = None
             triggered = False
             if not await self._sleep(delay, shutdown):
                 self.metrics.triggers.labels("period").inc()
@@ -188,8 +201,8 @@ class Syncer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(shutdown.requested.wait(), delay)
 
-    async def _sleep(self, delay: float, shutdown: Shutdown) -> bool:
-        """Wait ``delay`` seconds; True if woken early by a trigger or shutdown."""
+    async def _sleep(self, delay: float | None, shutdown: Shutdown) -> bool:
+        """Wait ``delay`` seconds (None: until woken); True if woken by a trigger or shutdown."""
         wake = asyncio.ensure_future(self._wake.wait())
         stop = asyncio.ensure_future(shutdown.requested.wait())
         try:
