@@ -198,6 +198,32 @@ def test_a_probe_grace_period_is_validated_as_the_api_server_does(tmp_path: Path
     ) in text
 
 
+def test_negative_probe_settings_are_refused(tmp_path: Path) -> None:
+    """The API server refuses a negative delay, period, timeout or threshold; here a
+    negative period would make the probe run without pause."""
+    text = problems(
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web}
+        spec:
+          containers:
+            - name: a
+              command: [sleep, "1"]
+              readinessProbe:
+                exec: {command: ["true"]}
+                periodSeconds: -1
+                timeoutSeconds: -2
+                failureThreshold: -3
+        """,
+    )
+    where = "spec.containers[0].readinessProbe"
+    assert f"{where}.periodSeconds: -1 is negative; use 0 or more (0 is the default)" in text
+    assert f"{where}.timeoutSeconds: -2 is negative" in text
+    assert f"{where}.failureThreshold: -3 is negative" in text
+
+
 def test_unknown_volume_and_missing_configmap_are_reported(tmp_path: Path) -> None:
     text = problems(
         tmp_path,

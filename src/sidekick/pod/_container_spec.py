@@ -76,6 +76,20 @@ def _probe(raw: dict[str, Any] | None, where: str, problems: list[str]) -> Probe
     if isinstance(action, SleepAction):
         problems.append(f"{where}.sleep: sleep is a lifecycle hook, not a probe; use exec")
         return None
+    for field in (
+        "initialDelaySeconds",
+        "timeoutSeconds",
+        "periodSeconds",
+        "successThreshold",
+        "failureThreshold",
+    ):
+        value = raw.get(field)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            # The API server's validateProbe refuses these (ValidateNonnegativeField); a
+            # negative period or timeout would make the probe spin.
+            problems.append(
+                f"{where}.{field}: {value!r} is negative; use 0 or more (0 is the default)"
+            )
     grace = raw.get("terminationGracePeriodSeconds")
     if grace is not None:
         # As the API server validates a Probe (the field's doc: "Minimum value is 1"; not
