@@ -419,3 +419,64 @@ def test_a_secret_holding_a_line_break_is_refused_at_start_without_showing_it(
     assert "line break" in result.stderr and f"option {option!r}" in result.stderr
     assert "Traceback" not in result.stderr
     assert MARKER not in result.stderr + result.stdout
+
+
+async def test_custom_headers_and_short_secrets_quoted_back_are_masked(tmp_path: Path) -> None:
+    # Only the values of secret-looking headers of 6 characters or more used to be masked: a
+    # token in a header named X-Custom, or a 5-character key, went verbatim into the log and
+    # the dead-letter file of every output a server quoted the request back to.
+    short = "Kq9Zx"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("".join(f"line {i}\n" for i in range(5)))
+    state = tmp_path / "state"
+    admin = free_port()
+    async with Echoing() as srv, Echoing() as partial:
+        local = f"127.0.0.1:{srv.port}"
+        custom = {"headers": {"X-Custom": MARKER, "X-Flag": "true"}}
+        outputs = [
+            {"url": f"http://{local}/custom", **{"options": custom}},
+            {"url": f"http://{local}/short", "options": {"headers": {"X-Api-Key": short}}},
+            {"url": f"loki://{local}", "options": {"tenant": MARKER}},
+            {"url": f"otlp://{local}", "options": custom},
+            {"url": f"otlp://127.0.0.1:{partial.port}/partial", "options": custom},
+        ]  # fmt: skip
+        config = tmp_path / "ship.yaml"
+        config.write_text(json.dumps({"ship": {"outputs": outputs}}))
+        stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
+        proc = start(
+            [
+                "--config", str(config),
+                "--input", f"file://{logs}/*.log",
+                "--state-dir", str(state),
+                "--admin-addr", f"127.0.0.1:{admin}",
+                "--log-level", "debug",
+                "--shutdown-timeout", "2s",
+            ],
+            stdout,
+            stderr,
+        )  # fmt: skip
+        try:
+            dead = state / DEAD_LETTER_FILE
+            wanted = 4 * 5  # every output but the partial success dead-letters its 5 records
+            await wait_for(lambda: dead.exists() and len(read_ndjson(dead)) >= wanted, timeout=60)
+            await wait_for(lambda: "/partial" in partial.paths, timeout=30)
+            metrics = await asyncio.to_thread(fetch, admin, "/metrics")
+        finally:
+            await asyncio.to_thread(stop, proc)
+    shown = stderr.read_text() + stdout.read_text()
+    reasons = " ".join(d["reason"] for d in read_ndjson(dead))
+    assert f"X-Custom: {'*' * len(MARKER)}" in reasons, reasons
+    assert "X-Api-Key: *****;" in reasons
+    # A short value is masked where it stands alone, not inside other words.
+    assert "X-Flag: ****;" in reasons and "Content-Type: application/" in reasons
+    # A configured value is masked in what is shown, not in the answer before it is read:
+    # the partial success still decodes, as one partial rejection.
+    assert partial.paths.count("/partial") == 1
+    assert "dropped one: " in shown and f"X-Custom: {'*' * len(MARKER)}" in shown
+    events = "sidekick_ship_output_events_total"
+    otlp = f"otlp 127.0.0.1:{partial.port}"
+    assert f'{events}{{event="rejected_by_peer",output="{otlp}"}} 1.0' in metrics
+    assert f'{events}{{event="bad_responses",output="{otlp}"}} 0.0' in metrics
+    texts = {"stdout+stderr": shown, "/metrics": metrics, "dead letters": dead.read_text()}
+    assert [where for where, text in texts.items() if MARKER in text or short in text] == []

@@ -214,3 +214,29 @@ def test_password_in_the_url_is_refused_without_showing_it(make_sink: MakeSink) 
 def test_url_without_a_host_is_a_config_error(make_sink: MakeSink, url: str) -> None:
     with pytest.raises(ConfigError, match="http"):
         make_sink(url)
+
+
+def test_configured_header_values_and_short_secrets_are_masked_in_what_is_shown() -> None:
+    from sidekick.ship.sinks._http import request_secrets
+
+    secrets = request_secrets(
+        "http://h/p?token=abc&page=2",
+        {
+            "Content-Type": "application/json",
+            "X-Custom": "opaque-value-42",
+            "X-Flag": "true",
+            "X-Api-Key": "k3y",
+            "Authorization": "Bearer long-bearer-token",
+        },
+        ("pw1",),
+    )
+    # Masked in the body before it is read: secret-looking values of 6 characters or more.
+    assert secrets.body == {"Bearer long-bearer-token", "long-bearer-token"}
+    answer = (
+        '{"errors":true,"said":"X-Custom: opaque-value-42; X-Flag: true; X-Api-Key: k3y; '
+        'k3ys pw1 ?token=abc; application/json; Bearer long-bearer-token"}'
+    )
+    assert secrets.mask(answer) == (
+        '{"errors":****,"said":"X-Custom: ***************; X-Flag: ****; X-Api-Key: ***; '
+        'k3ys *** ?token=***; application/json; ************************"}'
+    )

@@ -29,7 +29,9 @@ what it was sent in its answer (a gateway's "bad header Authorization: Bearer ..
 string quoted back); every answer's body has the secrets of its request (the credentials, the
 values of secret-looking headers and query parameters) overwritten with ``*`` before anything
 reads it, so no error message, log line or dead-letter reason built from it can carry them.
-The mask keeps the length, so a protobuf or JSON body still decodes.
+The mask keeps the length, so a protobuf or JSON body still decodes. Text taken from an answer
+is masked again (``Response.mask``) for what cannot be masked in the body without garbling it:
+secrets shorter than 6 characters and the values of configured headers of any name.
 
 It also holds the RFC 3339 → epoch-nanoseconds conversion that Loki and OTLP both need, done
 with one compiled regex and a per-second cache rather than ``datetime`` per record.
@@ -68,8 +70,8 @@ rate_log = RateLimitedLog(log, 60.0)
 
 # Statuses that mean "our credentials or URL are wrong": retried (see module docstring).
 CONFIG_STATUSES = frozenset({401, 403, 404, 405, 407})
-# Shorter values of secret-looking headers or parameters are not masked in answers: they
-# would mask ordinary text, and are no secrets worth the name.
+# Secrets shorter than this are masked in text taken from an answer only where they stand
+# alone, and not in the answer's body itself (see ``Secrets``): they could be a word of it.
 MIN_SECRET_CHARS = 6
 
 
@@ -109,20 +111,61 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def request_secrets(url: str, headers: Mapping[str, str], extra: Iterable[str] = ()) -> set[str]:
+# Headers the outputs set themselves; any other header was configured (``headers``, a tenant).
+PROTOCOL_HEADERS = frozenset({"accept", "content-encoding", "content-type", "user-agent"})
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """What a request carries that an answer must not bring into logs or files.
+
+    ``body``: masked in the answer's body before it is read, so what is parsed from it (an
+    OTLP partial success, Elasticsearch's item errors) cannot carry them: the credentials and
+    the values of secret-looking headers and query parameters, of ``MIN_SECRET_CHARS`` or
+    more (a shorter one, like any configured value, could be a word of the protocol, say
+    ``true`` or ``status``, and masking it would garble the answer). ``shown``: masked in
+    every text taken from the answer: those, shorter secrets and the value of every
+    configured header whatever its name (a custom header may carry a token); those shorter
+    than ``MIN_SECRET_CHARS`` only where they stand alone, not inside a longer word.
+    """
+
+    body: frozenset[str] = frozenset()
+    shown: frozenset[str] = frozenset()
+
+    def mask(self, text: str) -> str:
+        for secret in sorted(self.shown, key=len, reverse=True):
+            if len(secret) >= MIN_SECRET_CHARS:
+                text = text.replace(secret, "*" * len(secret))
+            elif secret in text:
+                text = re.sub(
+                    rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])", "*" * len(secret), text
+                )
+        return text
+
+
+def request_secrets(url: str, headers: Mapping[str, str], extra: Iterable[str] = ()) -> Secrets:
     """The secrets a request carries: ``extra`` (the credentials), the values of its
-    secret-looking headers (and their part after an auth scheme: ``Bearer TOKEN``), and of its
-    URL's secret-looking query parameters (as written and decoded)."""
-    found = set(extra)
+    secret-looking headers (and their part after an auth scheme: ``Bearer TOKEN``) and of its
+    URL's secret-looking query parameters (as written and decoded); and, to be masked in what
+    is shown, the values of every header the output did not set itself."""
+    strong = set(extra)
+    configured: set[str] = set()
     for name, value in headers.items():
         if name.lower() == "cookie" or is_secret_key(name):
-            found.add(value)
-            found.add(value.partition(" ")[2].strip())
+            strong.add(value)
+            strong.add(value.partition(" ")[2].strip())
+        elif name.lower() not in PROTOCOL_HEADERS:
+            configured.add(value.strip())
     for pair in urlsplit(url).query.split("&"):
         key, sep, value = pair.partition("=")
         if sep and is_secret_key(unquote_plus(key)):
-            found.update((value, unquote_plus(value)))
-    return {s for s in found if len(s) >= MIN_SECRET_CHARS}
+            strong.update((value, unquote_plus(value)))
+    strong.discard("")
+    configured.discard("")
+    return Secrets(
+        body=frozenset(s for s in strong if len(s) >= MIN_SECRET_CHARS),
+        shown=frozenset(strong | configured),
+    )
 
 
 def mask_secrets(body: bytes, secrets: Iterable[str]) -> bytes:
@@ -138,12 +181,17 @@ def mask_secrets(body: bytes, secrets: Iterable[str]) -> bytes:
 class Response:
     status: int
     headers: Mapping[str, str]
-    body: bytes
+    body: bytes  # with ``secrets.body`` masked
     request_bytes: int = 0  # size of the request body as sent (after gzip)
+    secrets: Secrets = Secrets()
 
     def text(self, limit: int = 500) -> str:
-        text = self.body.decode("utf-8", "replace").strip()
+        text = self.mask(self.body.decode("utf-8", "replace").strip())
         return text if len(text) <= limit else text[:limit] + "…"
+
+    def mask(self, text: str) -> str:
+        """``text``, taken from this answer, with every secret of the request masked."""
+        return self.secrets.mask(text)
 
 
 def looks_like_html(resp: Response) -> bool:
@@ -202,7 +250,9 @@ class HttpClient:
         secrets = request_secrets(
             url, {**self._headers, **headers}, creds.secrets() if creds is not None else ()
         )
-        response = Response(resp.status, resp.headers, mask_secrets(payload, secrets), len(body))
+        response = Response(
+            resp.status, resp.headers, mask_secrets(payload, secrets.body), len(body), secrets
+        )
         if response.status in (401, 403) and creds is not None:
             creds.refused()
         return response
@@ -224,7 +274,7 @@ def raise_for_common_status(name: str, resp: Response, *, retry_statuses: frozen
         what = "credentials" if status in (401, 403, 407) else "URL"
         said = resp.text(200) or "no body"
         if 300 <= status < 400:
-            location = redact_url(resp.headers.get("Location", "")) or "nowhere"
+            location = resp.mask(redact_url(resp.headers.get("Location", ""))) or "nowhere"
             said = f"a redirect to {location}, which is not followed"
         # An error, not a warning: nothing is shipped until someone fixes this.
         rate_log.error(
@@ -302,6 +352,7 @@ class PushSink(BaseSink):
         The whole batch is sent again: a duplicate is preferred to a silent loss.
         """
         self.bad_responses += 1
+        problem = resp.mask(problem)
         rate_log.warning(
             (self.name, "bad response"),
             "%s: HTTP %d does not confirm the batch of %d records: %s; sending it again",

@@ -326,9 +326,9 @@ class ElasticsearchSink(PushSink):
                 # The user may not write to this index: a privilege to grant, not a bad
                 # document, so the item is retried (and logged) rather than dead-lettered.
                 result.retry.append(i)
-                unauthorized.append(_item_reason(status, item.error))
+                unauthorized.append(resp.mask(_item_reason(status, item.error)))
             else:
-                result.rejected.append((i, _item_reason(status, item.error)))
+                result.rejected.append((i, resp.mask(_item_reason(status, item.error))))
         if unauthorized:
             rate_log.error(
                 (self.name, "unauthorized items"),
@@ -371,7 +371,7 @@ def _whole_reason(resp: Response) -> str:
     except msgspec.DecodeError:
         err = None
     if isinstance(err, dict):
-        return f"HTTP {resp.status} {err.get('type', '?')}: {err.get('reason', '')}"
+        return resp.mask(f"HTTP {resp.status} {err.get('type', '?')}: {err.get('reason', '')}")
     return f"HTTP {resp.status}: {resp.text(300)}"
 
 

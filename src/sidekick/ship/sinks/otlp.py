@@ -109,7 +109,8 @@ def _partial_success(resp: Response) -> tuple[int, str]:
         raise BadResponse("an HTML page, not the collector's answer")
     ctype = resp.headers.get("Content-Type", "").lower()
     if "json" in ctype:
-        return _json_partial_success(resp.body)
+        rejected, message = _json_partial_success(resp.body)
+        return rejected, resp.mask(message)
     if ctype and not any(t in ctype for t in ("protobuf", "octet-stream")):
         raise BadResponse(f"a {ctype.split(';')[0]} body, not an export response")
     try:
@@ -117,7 +118,7 @@ def _partial_success(resp: Response) -> tuple[int, str]:
     except Exception:  # protobuf raises its own DecodeError type
         raise BadResponse("a body that is not a protobuf export response") from None
     ps = msg.partial_success
-    return int(ps.rejected_log_records), str(ps.error_message)
+    return int(ps.rejected_log_records), resp.mask(str(ps.error_message))
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -160,12 +161,12 @@ def _error_text(resp: Response) -> str:
     if "protobuf" in ctype:
         message = rpc_status_message(resp.body)
         if message:
-            return message
+            return resp.mask(message)
     elif "json" in ctype:
         try:
             obj = msgspec.json.decode(resp.body)
             if isinstance(obj, dict) and obj.get("message"):
-                return str(obj["message"])
+                return resp.mask(str(obj["message"]))
         except msgspec.DecodeError:
             pass
     return resp.text(300) or "no body"
