@@ -6,10 +6,14 @@ import itertools
 import json
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.conftest import free_port
 from tests.pod.conftest import Up, marked_pids, read_times
 
 
@@ -630,3 +634,57 @@ def test_active_deadline_fails_the_pod_and_stops_it_gracefully(
     assert (status["phase"], status["reason"]) == ("Failed", "DeadlineExceeded")
     assert status["message"] == "Pod was active on the node longer than the specified deadline"
     assert status["containerStatuses"][0]["exitCode"] == 0  # stopped by its SIGTERM trap
+
+
+def test_a_poststart_http_hook_answered_with_an_error_status_has_run(
+    start_up: Callable[..., Up],
+) -> None:
+    """The kubelet's runHTTPHandler looks at no status: a postStart httpGet answered 503 is
+    a hook that ran, so the container is not killed."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import http.server, sys\n"
+            "class H(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self):\n"
+            "        self.send_response(503); self.end_headers()\n"
+            "    def log_message(self, *a): pass\n"
+            "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
+            str(port),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the test server did not start"
+                time.sleep(0.05)
+        up = start_up(
+            f"""
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: order}}
+            spec:
+              restartPolicy: Never
+              terminationGracePeriodSeconds: 2
+              containers:
+                - name: web
+                  command: [sleep, "60"]
+                  lifecycle:
+                    postStart:
+                      httpGet: {{path: /started, port: {port}}}
+            """
+        )
+        up.wait_for(lambda: up.container("web")["started"], what="started")
+        time.sleep(0.5)
+        assert up.container("web")["state"] == "Running", up.err
+        assert "postStart hook failed" not in up.err
+        assert up.stop() == 0
+    finally:
+        server.kill()
+        server.wait()

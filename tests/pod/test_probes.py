@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from sidekick.pod.hygiene import Tracker
-from sidekick.pod.manifest import ExecAction, Probe, TCPSocketAction
+from sidekick.pod.manifest import ExecAction, HTTPGetAction, Probe, TCPSocketAction
 from sidekick.pod.paths import Translator
-from sidekick.pod.probes import ActionContext, ProbeWorker
+from sidekick.pod.probes import ActionContext, ProbeWorker, run_action
 from tests.conftest import free_port
 from tests.pod.conftest import Up
 
@@ -394,3 +397,74 @@ def test_a_liveness_kill_with_a_grace_period_of_0_skips_prestop(
     assert "preStop hook failed" not in up.err
     assert "app: grace period is 0 s; preStop hook skipped" in up.err
     assert up.stop() == 0
+
+
+@contextlib.asynccontextmanager
+async def http_server(port: int | None = None) -> AsyncIterator[int]:
+    """A server for httpGet actions: /ok 200, /bad 503, /to-ok and /to-bad redirect on the
+    same host, /elsewhere redirects to another host name (nothing listens there), /loop
+    redirects to itself, /endless answers 200 with a body that never ends."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        while True:
+            await resp.write(b"x" * 4096)
+            await asyncio.sleep(0.01)
+
+    closed = free_port()
+    answers = {
+        "/ok": (200, None),
+        "/bad": (503, None),
+        "/to-ok": (302, "/ok"),
+        "/to-bad": (302, "/bad"),
+        "/elsewhere": (302, f"http://localhost:{closed}/"),
+        "/loop": (302, "/loop"),
+    }
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        status, location = answers[request.path]
+        headers = {"Location": location} if location else {}
+        return web.Response(status=status, headers=headers)
+
+    app = web.Application()
+    for path in answers:
+        app.router.add_get(path, answer)
+    app.router.add_get("/endless", endless)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port or 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_http_probe_follows_redirects_only_on_its_own_host() -> None:
+    """The kubelet's prober (pkg/probe/http) follows a redirect to the same host name, up
+    to 10 requests; one to another host is not followed and counts as success ("Probe
+    terminated redirects"); at most 10 KiB of a body is read."""
+    async with http_server() as port, aiohttp.ClientSession() as session:
+        ctx = dataclasses.replace(host_context("probe-http-test"), session=lambda: session)
+
+        async def probe(path: str) -> bool:
+            ok, _ = await run_action(HTTPGetAction(port=port, path=path), ctx, 3.0)
+            return ok
+
+        assert await probe("/to-ok") is True
+        assert await probe("/to-bad") is False
+        assert await probe("/elsewhere") is True
+        assert await probe("/loop") is False
+        assert await probe("/endless") is True
+
+
+async def test_an_http_hook_succeeds_whatever_the_status() -> None:
+    """The kubelet's runHTTPHandler returns only the request's error: a hook answered 503
+    has run; a hook that reaches no server has failed."""
+    async with http_server() as port, aiohttp.ClientSession() as session:
+        ctx = dataclasses.replace(host_context("hook-http-test"), session=lambda: session)
+        ok, why = await run_action(HTTPGetAction(port=port, path="/bad"), ctx, 3.0, hook=True)
+        assert ok, why
+        ok, _ = await run_action(HTTPGetAction(port=port, path="/elsewhere"), ctx, 3.0, hook=True)
+        assert not ok

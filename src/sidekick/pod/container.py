@@ -322,7 +322,9 @@ class ContainerRunner:
 
     async def _post_start(self, proc: asyncio.subprocess.Process) -> tuple[bool, str]:
         assert self.spec.post_start is not None
-        hook = asyncio.create_task(run_action(self.spec.post_start, self.ctx, self.grace))
+        hook = asyncio.create_task(
+            run_action(self.spec.post_start, self.ctx, self.grace, hook=True)
+        )
         exited = asyncio.create_task(proc.wait())
         await asyncio.wait({hook, exited}, return_when=asyncio.FIRST_COMPLETED)
         exited.cancel()
@@ -466,7 +468,7 @@ class ContainerRunner:
             self._set(ready=False)
             # An exec hook runs in its container: when the container ends, the hook ends too
             # (`nginx -s quit; while killall -0 nginx; ...` must not outlive nginx).
-            hook = asyncio.ensure_future(run_action(self.spec.pre_stop, self.ctx, grace))
+            hook = asyncio.ensure_future(run_action(self.spec.pre_stop, self.ctx, grace, hook=True))
             exited = asyncio.ensure_future(proc.wait())
             await asyncio.wait({hook, exited}, return_when=asyncio.FIRST_COMPLETED)
             if not hook.done():

@@ -1,8 +1,10 @@
 """Probes and lifecycle hooks: run one action, and the kubelet's probe loop.
 
 An action is ``exec`` (a host process with the container's environment, working directory and
-path translation; exit code 0 is success), ``httpGet`` (any status from 200 to 399 is
-success; HTTPS certificates are not verified, as the kubelet does not verify them), ``tcpSocket``
+path translation; exit code 0 is success), ``httpGet`` (for a probe any status from 200 to 399
+is success, redirects are followed on the same host only and one to another host counts as
+success; for a hook any answer is success; at most 10 KiB of the body is read; HTTPS
+certificates are not verified; all as the kubelet does), ``tcpSocket``
 (the connection opens) or, for hooks only, ``sleep``. A probe passes after ``successThreshold``
 consecutive successes and fails after ``failureThreshold`` consecutive failures, checked every
 ``periodSeconds`` after ``initialDelaySeconds``, each attempt limited to ``timeoutSeconds``.
@@ -21,6 +23,7 @@ import contextlib
 import logging
 import math
 import signal
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -71,14 +74,17 @@ class _NoPort(Exception):
     pass
 
 
-async def run_action(action: Action, ctx: ActionContext, timeout: float) -> tuple[bool, str]:
-    """Run ``action`` once; return (succeeded, a short reason)."""
+async def run_action(
+    action: Action, ctx: ActionContext, timeout: float, *, hook: bool = False
+) -> tuple[bool, str]:
+    """Run ``action`` once, as a probe or (``hook``) a lifecycle hook; return (succeeded, a
+    short reason)."""
     try:
         if isinstance(action, ExecAction):
             return await _exec(action, ctx, timeout)
         if isinstance(action, HTTPGetAction):
             async with asyncio.timeout(timeout):
-                return await _http(action, ctx)
+                return await (_http_hook(action, ctx) if hook else _http(action, ctx))
         if isinstance(action, TCPSocketAction):
             async with asyncio.timeout(timeout):
                 return await _tcp(action, ctx)
@@ -126,18 +132,76 @@ async def _exec(action: ExecAction, ctx: ActionContext, timeout: float) -> tuple
     return False, f"exit code {proc.returncode}" + (f": {text}" if text else "")
 
 
-async def _http(action: HTTPGetAction, ctx: ActionContext) -> tuple[bool, str]:
+# The kubelet reads at most this much of an answer's body (pkg/probe/http, and
+# discardHTTPRespBody for hooks); the status alone decides.
+_BODY_LIMIT = 10 * 1024
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def _request(action: HTTPGetAction, ctx: ActionContext, agent: str) -> tuple[str, dict[str, str]]:
     host = action.host or ctx.host
     scheme = "https" if action.scheme == "HTTPS" else "http"
     path = action.path if action.path.startswith("/") else "/" + action.path
     url = f"{scheme}://{host}:{_port(action.port, ctx)}{path}"
-    headers = {"User-Agent": "kube-probe/1.33", "Accept": "*/*"}
+    # NewRequestForHTTPGetAction's headers: kube-probe/<version> or kube-lifecycle/<version>.
+    headers = {"User-Agent": f"{agent}/1.33", "Accept": "*/*"}
     headers.update(dict(action.headers))
+    return url, headers
+
+
+async def _get(
+    ctx: ActionContext, url: str, headers: dict[str, str], *, follow: bool
+) -> tuple[int, str | None]:
+    """One GET (redirects followed if ``follow``): its status and Location header."""
+    async with ctx.session().get(url, headers=headers, ssl=False, allow_redirects=follow) as r:
+        read = 0
+        while read < _BODY_LIMIT:
+            chunk = await r.content.read(_BODY_LIMIT - read)
+            if not chunk:
+                break
+            read += len(chunk)
+        return r.status, r.headers.get("Location")
+
+
+async def _http(action: HTTPGetAction, ctx: ActionContext) -> tuple[bool, str]:
+    """A probe's GET, as the kubelet's prober does it: redirects are followed only to the
+    same host name (up to 10 requests); a redirect to another host is not followed and
+    counts as success ("Probe terminated redirects", a warning)."""
+    url, headers = _request(action, ctx, "kube-probe")
+    current = url
     try:
-        async with ctx.session().get(url, headers=headers, ssl=False) as resp:
-            await resp.read()
-            ok = 200 <= resp.status < 400
-            return ok, f"GET {url}: HTTP {resp.status}"
+        for request in range(1, 11):
+            status, location = await _get(ctx, current, headers, follow=False)
+            if status not in _REDIRECTS or not location:
+                return 200 <= status < 400, f"GET {url}: HTTP {status}"
+            target = urllib.parse.urljoin(current, location)
+            if urllib.parse.urlsplit(target).hostname != urllib.parse.urlsplit(url).hostname:
+                return True, f"GET {url}: HTTP {status} to another host, not followed"
+            if request == 10:
+                return False, f"GET {url}: stopped after 10 redirects"
+            current = target
+    except aiohttp.ClientError as exc:
+        return False, f"GET {url}: {exc or type(exc).__name__}"
+    except (OSError, ValueError) as exc:
+        return False, f"GET {url}: {getattr(exc, 'strerror', None) or exc}"
+    raise AssertionError("unreachable")
+
+
+async def _http_hook(action: HTTPGetAction, ctx: ActionContext) -> tuple[bool, str]:
+    """A lifecycle hook's GET, as the kubelet's runHTTPHandler does it: any answer is
+    success (the status is not looked at), redirects are followed, and an HTTPS request
+    that an HTTP server answers is made again over HTTP without Authorization."""
+    url, headers = _request(action, ctx, "kube-lifecycle")
+    try:
+        try:
+            status, _ = await _get(ctx, url, headers, follow=True)
+        except aiohttp.ClientSSLError:
+            if not url.startswith("https://"):
+                raise
+            url = "http://" + url.removeprefix("https://")
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            status, _ = await _get(ctx, url, headers, follow=True)
+        return True, f"GET {url}: HTTP {status}"
     except aiohttp.ClientError as exc:
         return False, f"GET {url}: {exc or type(exc).__name__}"
     except OSError as exc:
