@@ -688,3 +688,58 @@ def test_a_poststart_http_hook_answered_with_an_error_status_has_run(
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_prestop_hook_is_waited_for_at_most_the_grace_period(
+    start_up: Callable[..., Up],
+) -> None:
+    """executePreStopHook waits for the hook at most the grace period, whatever the hook
+    (here a sleep hook ten times longer); the stop signal then gets its 2 s."""
+    up = start_up(
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: quick}}
+        spec:
+          terminationGracePeriodSeconds: 2
+          containers:
+            - name: app
+              command: [python3, -c, {json.dumps(CLEAN_EXIT)}]
+              lifecycle:
+                preStop:
+                  sleep: {{seconds: 20}}
+        """
+    )
+    up.wait_for(lambda: "up" in up.out, what="container output")
+    began = time.monotonic()
+    assert up.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - began < 8.0, up.err
+    assert "quick/app | cleaned up" in up.out
+    assert "app: preStop hook did not finish within the grace period of 2s" in up.err
+
+
+def test_a_poststart_hook_has_no_time_limit(start_up: Callable[..., Up]) -> None:
+    """The kubelet runs a postStart hook without a timeout (RunInContainer(..., 0)), so a
+    hook longer than the grace period is waited for, not failed."""
+    up = start_up(
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: order}}
+        spec:
+          terminationGracePeriodSeconds: 1
+          volumes: [{{name: ts, emptyDir: {{}}}}]
+          containers:
+            - name: web
+              command: [sh, -c, "{looping("web")}"]
+              lifecycle:
+                postStart:
+                  exec: {{command: [sh, -c, "sleep 2.5; {ev("poststart")}"]}}
+              {MOUNT}
+        """
+    )
+    up.wait_for(lambda: "poststart" in events(up), timeout=15, what="postStart event")
+    assert up.container("web")["state"] == "Running", up.err
+    assert up.container("web")["restartCount"] == 0
+    assert "postStart hook failed" not in up.err
+    assert up.stop() == 0

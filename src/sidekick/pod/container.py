@@ -322,9 +322,9 @@ class ContainerRunner:
 
     async def _post_start(self, proc: asyncio.subprocess.Process) -> tuple[bool, str]:
         assert self.spec.post_start is not None
-        hook = asyncio.create_task(
-            run_action(self.spec.post_start, self.ctx, self.grace, hook=True)
-        )
+        # No time limit, as the kubelet runs a postStart hook (RunInContainer with a timeout
+        # of 0); the container's end or a stop ends it.
+        hook = asyncio.create_task(run_action(self.spec.post_start, self.ctx, None, hook=True))
         exited = asyncio.create_task(proc.wait())
         await asyncio.wait({hook, exited}, return_when=asyncio.FIRST_COMPLETED)
         exited.cancel()
@@ -470,18 +470,30 @@ class ContainerRunner:
             # (`nginx -s quit; while killall -0 nginx; ...` must not outlive nginx).
             hook = asyncio.ensure_future(run_action(self.spec.pre_stop, self.ctx, grace, hook=True))
             exited = asyncio.ensure_future(proc.wait())
-            await asyncio.wait({hook, exited}, return_when=asyncio.FIRST_COMPLETED)
+            # The kubelet waits for preStop at most the grace period (executePreStopHook),
+            # whatever the hook (a sleep hook longer than it included).
+            await asyncio.wait({hook, exited}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            overran = not hook.done() and not exited.done()
             if not hook.done():
                 hook.cancel()
                 await asyncio.wait({hook})
-            ok, why = (False, "") if hook.cancelled() else hook.result()
-            if not ok and not exited.done():  # killed with its container's namespace?
-                await asyncio.wait({exited}, timeout=0.5)
-            exited.cancel()
-            if hook.cancelled() or (not ok and proc.returncode is not None):
-                log.info("%s ended during its preStop hook, which ended with it.", self.name)
-            elif not ok:
-                log.warning("%s: preStop hook failed (%s).", self.name, why)
+            if overran:
+                exited.cancel()
+                log.warning(
+                    "%s: preStop hook did not finish within the grace period of %s; "
+                    "stopping the container.",
+                    self.name,
+                    format_duration(grace),
+                )
+            else:
+                ok, why = (False, "") if hook.cancelled() else hook.result()
+                if not ok and not exited.done():  # killed with its container's namespace?
+                    await asyncio.wait({exited}, timeout=0.5)
+                exited.cancel()
+                if hook.cancelled() or (not ok and proc.returncode is not None):
+                    log.info("%s ended during its preStop hook, which ended with it.", self.name)
+                elif not ok:
+                    log.warning("%s: preStop hook failed (%s).", self.name, why)
         if turn is not None and proc.returncode is None:
             await asyncio.wait({turn}, timeout=max(0.0, deadline - loop.time()))
         if proc.returncode is None:

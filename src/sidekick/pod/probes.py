@@ -75,10 +75,10 @@ class _NoPort(Exception):
 
 
 async def run_action(
-    action: Action, ctx: ActionContext, timeout: float, *, hook: bool = False
+    action: Action, ctx: ActionContext, timeout: float | None, *, hook: bool = False
 ) -> tuple[bool, str]:
-    """Run ``action`` once, as a probe or (``hook``) a lifecycle hook; return (succeeded, a
-    short reason)."""
+    """Run ``action`` once, as a probe or (``hook``) a lifecycle hook, within ``timeout``
+    seconds (None: no limit); return (succeeded, a short reason)."""
     try:
         if isinstance(action, ExecAction):
             return await _exec(action, ctx, timeout)
@@ -91,12 +91,12 @@ async def run_action(
         await asyncio.sleep(action.seconds)
         return True, f"slept {action.seconds:g}s"
     except TimeoutError:
-        return False, f"timed out after {timeout:g}s"
+        return False, f"timed out after {timeout or 0:g}s"
     except _NoPort as exc:
         return False, str(exc)
 
 
-async def _exec(action: ExecAction, ctx: ActionContext, timeout: float) -> tuple[bool, str]:
+async def _exec(action: ExecAction, ctx: ActionContext, timeout: float | None) -> tuple[bool, str]:
     argv = [ctx.translate(expand(a, ctx.expand_env)) for a in action.command]
     if not argv:
         return False, "exec command is empty"
@@ -111,7 +111,7 @@ async def _exec(action: ExecAction, ctx: ActionContext, timeout: float) -> tuple
         async with asyncio.timeout(timeout):
             await proc.wait()
     except TimeoutError:
-        return False, f"command timed out after {timeout:g}s"
+        return False, f"command timed out after {timeout or 0:g}s"
     finally:
         try:
             kill_group(proc.pid, signal.SIGKILL)  # on timeout, and anything left in its group
