@@ -61,6 +61,11 @@ class AckTracker:
     def idle(self) -> bool:
         return not self._pending
 
+    @property
+    def emitted(self) -> int:
+        """The end of the latest batch registered (``committed`` if none is pending)."""
+        return self._pending[-1].end if self._pending else self.committed
+
     def _advance(self) -> None:
         pending = self._pending
         moved = False

@@ -77,6 +77,8 @@ class FileTable:
         )
         # Matched files waiting for a descriptor, with their paths.
         self._waiting: dict[tuple[int, int], str] = {}
+        # New matched files whose open failed at the latest scan (tried again at each).
+        self._unopened: dict[tuple[int, int], str] = {}
         # Checkpoint keys of saved files not matched at start that could not be opened or
         # looked for yet (out of descriptors); tried again at each scan.
         self._unresumed: set[str] = set()

@@ -65,6 +65,12 @@ once and counted (``sidekick_ship_non_regular_files_skipped``). Files are opened
 ``O_NONBLOCK``, so a named pipe put in place of a regular file between the scan and the open
 cannot block the event loop.
 
+Drain: after SIGTERM the globs are scanned at least four times per ``--drain-quiet``, so
+files waiting for a descriptor are opened and read before the drain ends. Files left unread
+at its end (their open failed) are named in one warning instead of "Read every file ... to
+its end", and a drain cut short by the timeout counts, in ``unshipped``, files never opened,
+parked files that grew and the batches of released ones still in flight.
+
 Compressed files: a matched file whose first bytes are gzip, zstd, bzip2 or xz magic is never
 read as lines (it would ship binary garbage); it is skipped, logged once, counted
 (``sidekick_ship_compressed_files_skipped``) and not looked at again while it keeps its
@@ -81,11 +87,18 @@ import contextlib
 import logging
 import os
 import time
+from typing import Any
 
 from sidekick.ship.config import seconds
 from sidekick.ship.files import file_url_path
-from sidekick.ship.sources._discover import MAGIC_FIRST, Discovery, compressed_kind, static_dir
-from sidekick.ship.sources._identity import checkpoint_key
+from sidekick.ship.sources._discover import (
+    MAGIC_FIRST,
+    Discovery,
+    compressed_kind,
+    regular_files_in,
+    static_dir,
+)
+from sidekick.ship.sources._identity import checkpoint_key, saved_ident
 from sidekick.ship.sources._inotify import Inotify
 from sidekick.ship.sources._reader import PARTIAL, TailFile, shown_path
 from sidekick.ship.sources._rotation import Rotation
@@ -95,6 +108,7 @@ log = logging.getLogger("sidekick.ship.tail")
 
 IDLE_POLL = 0.1  # seconds between growth checks of idle files when inotify is unavailable
 LAG_INTERVAL = 1.0  # at least this often the lag gauges follow the files, reading or not
+UNREAD_NAMED = 10  # files named in the line that says which were left unread at stop
 
 
 class TailSource(Rotation):
@@ -145,7 +159,7 @@ class TailSource(Rotation):
         self._scan(first_start=first)
         self._resume_missing()
         loop = asyncio.get_running_loop()
-        next_scan = loop.time() + self.poll_interval
+        last_scan = loop.time()
         drain = self.ctx.drain
         while True:
             # After SIGTERM every file is still read to its end, and files that keep growing
@@ -160,9 +174,9 @@ class TailSource(Rotation):
             if progressed:
                 drain.activity()
             now = loop.time()
-            if self._rescan or now >= next_scan:
+            if self._rescan or now >= last_scan + self._scan_interval(draining):
                 self._rescan = False
-                next_scan = now + self.poll_interval
+                last_scan = now
                 self._scan(first_start=False)
                 self._resume_again()
                 await self._check_files(emit)
@@ -175,6 +189,14 @@ class TailSource(Rotation):
                 await self._idle(None, min(drain.remaining(), IDLE_POLL))
             else:
                 await self._idle(stopping)
+
+    def _scan_interval(self, draining: bool) -> float:
+        """``poll_interval``; while draining, short enough for several scans to fall within
+        ``--drain-quiet``: files that wait for a descriptor are opened at a scan (once the
+        open ones are read to their end), and the drain must not end quiet before that."""
+        if not draining:
+            return self.poll_interval
+        return min(self.poll_interval, max(IDLE_POLL, self.ctx.drain.quiet_seconds / 4))
 
     async def _idle(self, stopping: asyncio.Event | None, timeout: float | None = None) -> None:
         if timeout is None:
@@ -201,19 +223,90 @@ class TailSource(Rotation):
                 f.continuing = True
                 await self.reader.ship_carry(f, emit, PARTIAL)
             await self.reader.flush_joiner(f, emit)
-        log.info("Read every file of %s to its end.", self.name)
+        unread = self._left_unread()
+        if not unread:
+            log.info("Read every file of %s to its end.", self.name)
+            return
+        names = sorted(unread)
+        log.warning(
+            "Files of %s left unread at stop (%d, %d bytes): %s%s. They were never opened "
+            "(waiting for a descriptor, or the open failed) and are read at the next start.",
+            self.name,
+            len(names),
+            sum(unread.values()),
+            ", ".join(f"{n} ({unread[n]} bytes)" for n in names[:UNREAD_NAMED]),
+            f" and {len(names) - UNREAD_NAMED} more" if len(names) > UNREAD_NAMED else "",
+        )
 
     def unshipped(self) -> dict[str, int]:
+        """Bytes not delivered, by file: past the committed offset of the files held (open
+        or parked), in flight from released ones, and all of those never opened."""
         out: dict[str, int] = {}
+
+        def add(path: str, nbytes: int) -> None:
+            if nbytes > 0:
+                out[path] = out.get(path, 0) + nbytes
+
         for f in self.files.values():
-            try:
-                end = os.fstat(f.fd).st_size
-            except OSError:
-                end = f.read_pos
-            left = max(0, end - f.tracker.committed)
-            if left:
-                out[f.shown] = left
+            end: int | None = None
+            if f.fd >= 0:
+                with contextlib.suppress(OSError):
+                    end = os.fstat(f.fd).st_size
+            else:
+                end = self._size_at(f.ident, f.path)
+            if end is None:
+                end = max(f.size, f.read_pos)
+            add(f.shown, end - f.tracker.committed)
+        for key, tracker in self.retiring:
+            entry = self.store.get(key) or {}
+            add(str(entry.get("path", key)), tracker.emitted - tracker.committed)
+        for path, nbytes in self._left_unread().items():
+            add(path, nbytes)
         return out
+
+    def _left_unread(self) -> dict[str, int]:
+        """Files known to this input and never opened: waiting for a descriptor, whose open
+        failed at the latest scan, or saved ones (rotated while ship was down) not opened
+        yet; the bytes each holds past its saved position, by path."""
+        left: dict[str, int] = {}
+        known: dict[tuple[int, int], tuple[str, int]] = {}
+        for ident, path in [*self._unopened.items(), *self._waiting.items()]:
+            entry = self.store.get(checkpoint_key(self._prefix, *ident))
+            if entry is not None and not entry.get("waiting"):
+                start = _offset(entry)
+            elif self.start_at_end and ident in self._first_seen:
+                start = self._first_seen[ident]
+            else:
+                start = 0
+            known[ident] = (path, start)
+        for key in self._unresumed:
+            entry = self.store.get(key)
+            saved = saved_ident(entry)
+            if entry is not None and saved is not None:
+                known[saved] = (str(entry.get("path", "")), _offset(entry))
+        for ident, (path, start) in known.items():
+            if ident in self.files:
+                continue
+            size = self._size_at(ident, path)
+            if size is not None and size > start:
+                left[shown_path(path)] = size - start
+        return left
+
+    def _size_at(self, ident: tuple[int, int], path: str) -> int | None:
+        """The size of the file ``ident``, at ``path`` or renamed in its directory; None if
+        it is gone (or cannot be looked at)."""
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == ident:
+                return st.st_size
+        except OSError:
+            pass
+        found, _errors = regular_files_in([os.path.dirname(path)])
+        for other, where in found:
+            if other == ident:
+                with contextlib.suppress(OSError):
+                    return os.stat(where).st_size
+        return None
 
     def _on_inotify(self, structural: bool) -> None:
         if structural:
@@ -287,6 +380,7 @@ class TailSource(Rotation):
             self._skipped &= matches.keys()
         gone_waiting = {i: p for i, p in self._waiting.items() if i not in matches}
         self._waiting = {}
+        self._unopened = {}
         for ident, path in new:
             if not self.fds.room():
                 self._waiting[ident] = path
@@ -295,6 +389,8 @@ class TailSource(Rotation):
             opened = self._open(path, ident, first_size=self._first_seen.get(ident))
             if opened is not None or ident in self._skipped:
                 self._first_seen.pop(ident, None)
+            else:
+                self._unopened[ident] = path
         now = time.monotonic()
         parked_gone: list[TailFile] = []
         for ident, f in self.files.items():
@@ -396,6 +492,14 @@ class TailSource(Rotation):
                 return False
         await self.reader.take(f, data, emit)
         return True
+
+
+def _offset(entry: dict[str, Any]) -> int:
+    """The saved offset of a checkpoint entry (0 if it is damaged)."""
+    try:
+        return max(0, int(entry.get("offset", 0)))
+    except (ValueError, TypeError):
+        return 0
 
 
 def parse_file_url(spec: str) -> list[str]:
