@@ -1,3 +1,4 @@
+import asyncio
 import os
 import socket
 import subprocess
@@ -7,8 +8,11 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
+from sidekick.core import admin
 from sidekick.core.addr import HostPort
 from sidekick.core.admin import AdminServer
 
@@ -126,3 +130,73 @@ def test_admin_answers_when_the_process_is_out_of_descriptors(tmp_path: Path) ->
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
+
+
+async def test_idle_and_slow_connections_are_limited_and_cut(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The admin port is open to the cluster: 1,100 connections that sent nothing held every
+    # descriptor of a shipper limited to 1,024, and its receivers reset their clients.
+    monkeypatch.setattr(admin, "HEADER_TIMEOUT", 1.0)
+    gate = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await gate.wait()
+        return web.Response(text="done\n")
+
+    server = AdminServer(HostPort("127.0.0.1", 0), CollectorRegistry())
+    server.add_route("GET", "/slow", slow)
+    await server.start()
+    url = f"http://127.0.0.1:{server.port}"
+    silent: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(200):
+            silent.append(await asyncio.open_connection("127.0.0.1", server.port))
+        await asyncio.sleep(0.2)
+        # At the limit each new connection closed the one idle longest.
+        assert len(server._guard.open) == admin.MAX_CONNECTIONS
+        async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as r:
+            assert r.status == 200
+        # A request whose headers trickle in is cut at the header timeout like the silent.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        started = asyncio.get_running_loop().time()
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.05)
+            if reader.at_eof() or writer.is_closing():
+                break
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert asyncio.get_running_loop().time() - started < 3
+        writer.close()
+        for r_, _w in silent[-admin.MAX_CONNECTIONS :]:
+            assert await asyncio.wait_for(r_.read(), 5) == b""
+        assert not server._guard.open
+        # With every connection in a request, a new one is answered 503 and closed.
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=10)
+        ) as http:
+            busy = [
+                asyncio.ensure_future(http.get(url + "/slow")) for _ in range(admin.MAX_CONNECTIONS)
+            ]
+            for _ in range(200):
+                if len(server._guard.open) == admin.MAX_CONNECTIONS and not server._guard.idle:
+                    break
+                await asyncio.sleep(0.05)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            writer.close()
+            gate.set()
+            for response in await asyncio.gather(*busy):
+                assert response.status == 200
+                response.release()
+    finally:
+        gate.set()
+        for _r, w in silent:
+            w.close()
+        await server.aclose()
+    logged = [r.getMessage() for r in caplog.records if r.name == "sidekick.admin"]
+    assert sum("idle longest" in m for m in logged) == 1
+    assert sum("no complete request" in m for m in logged) == 1
+    assert sum("answered a new one 503" in m for m in logged) == 1
