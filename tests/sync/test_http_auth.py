@@ -23,7 +23,8 @@ from sidekick.sync.git import GitError, Redactor
 from sidekick.sync.git_setup import build_git
 from sidekick.sync.syncer import Syncer
 from tests.conftest import SIDEKICK
-from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer, metric
+from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer, metric, script
+from tests.sync.test_loop import running_app, until
 
 PASSWORD = "s3cret-Pa55word"
 
@@ -410,3 +411,28 @@ async def test_the_password_is_offered_only_to_the_repositorys_own_host(
     assert seen, err.decode()
     leaked = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     assert all(leaked not in header for header in seen)
+
+
+async def test_a_git_run_by_a_hook_authenticates_to_the_repository_as_the_sync(
+    http_git: GitHttpServer, tmp_path: Path
+) -> None:
+    """git-sync stores --username/--password-file in git's credential cache, configured in
+    the global config its hooks inherit, so a git run by a hook authenticates to --repo's
+    host too; the password appears in no argument and no environment variable."""
+    out = tmp_path / "hook.out"
+    hook = script(
+        tmp_path / "hook.sh",
+        f'git ls-remote "{http_git.url}" HEAD > {out}.tmp 2>&1; env > {tmp_path}/env; '
+        f"mv {out}.tmp {out}",
+    )
+    async with running_app(
+        repo=http_git.url,
+        root=str(tmp_path / "root"),
+        username="alice",
+        password_file=password_file(tmp_path, PASSWORD),
+        exechook_command=hook,
+    ):
+        await until(out.exists)
+    sha = git(tmp_path / "root" / "upstream", "rev-parse", "HEAD")
+    assert out.read_text().split() == [sha, "HEAD"], out.read_text()
+    assert PASSWORD not in (tmp_path / "env").read_text()

@@ -31,6 +31,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections import ChainMap
 from collections.abc import Mapping
 
 import aiohttp
@@ -107,25 +108,27 @@ class SyncApp:
                 )
             )
         git = build_git(cfg, self.env, self.redact, credentials)
-        # What exechooks run with: this process's environment and the sync's git set-up.
-        self.hook_env = git.hook_env(self.env)
-        pre_publish = None
-        if cfg.pre_publish_exechook_command:
-            pre_publish = PrePublish(
-                cfg.pre_publish_exechook_command,
-                cfg.pre_publish_exechook_timeout,
-                cfg.pre_publish_exechook_backoff,
-                self.hook_env,
-                self.metrics,
-            )
         self.syncer = Syncer(
             cfg,
             git=git,
             metrics=self.metrics,
             hooks=self.hooks,
             refresh_credentials=app_token.refresh if app_token is not None else None,
-            pre_publish=pre_publish,
         )
+        # What exechooks run with: this process's environment, the sync's git set-up and
+        # the last sync's credentials for --repo (which a git run by git-sync's hooks finds
+        # in git's credential cache).
+        self.hook_env: Mapping[str, str] = ChainMap(
+            self.syncer.remote.hook_credentials, git.hook_env(self.env)
+        )
+        if cfg.pre_publish_exechook_command:
+            self.syncer.pre_publish = PrePublish(
+                cfg.pre_publish_exechook_command,
+                cfg.pre_publish_exechook_timeout,
+                cfg.pre_publish_exechook_backoff,
+                self.hook_env,
+                self.metrics,
+            )
         self.admin = AdminServer(
             admin_addr, self.metrics.registry, healthy=self.owner.alive, ready=self.syncer.ready
         )

@@ -72,6 +72,10 @@ class Remote:
         # The commit the last ``resolve`` found -> the object the remote advertised for it
         # (an annotated tag's own id), which ``fetch`` asks for.
         self._advertised: dict[str, str] = {}
+        # The credentials' environment of the last sync, kept up to date in place for the
+        # hooks: git-sync stores them in git's credential cache, where a git run by a hook
+        # finds them, for --repo's URL only.
+        self.hook_credentials: dict[str, str] = {}
 
     async def env(self, deadline: float) -> dict[str, str]:
         """The environment that gives git this sync's credentials (empty without any)."""
@@ -84,6 +88,8 @@ class Remote:
             self.metrics.gs_askpass.inc("success")
         else:
             env = self._auth_env()
+        self.hook_credentials.clear()
+        self.hook_credentials.update(env)
         return env
 
     async def resolve(self, deadline: float, env: dict[str, str]) -> str:
