@@ -279,13 +279,39 @@ def test_a_call_whose_message_trickles_in_is_cut_at_the_body_timeout(tmp_path: P
         assert rx.metric(
             "sidekick_ship_receiver_rejected_total", input=name, reason="connection_limit"
         ) == 1  # fmt: skip
-        # A call that ends without a message is malformed, not a hang.
+        # A call that ends without a message is refused, not a hang.
         with (
             grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
             pytest.raises(grpc.RpcError) as err,
         ):
             channel.stream_unary(METHOD)(iter([]), timeout=10)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert len(rx.wait_records(3)) == 3
     log = rx.proc.log_path.read_text()
     assert log.count("did not arrive within 2s") == 1 and "Traceback" not in log
+
+
+def test_a_message_over_the_limit_is_counted_as_oversize_not_malformed(tmp_path: Path) -> None:
+    # gRPC refuses it (RESOURCE_EXHAUSTED) before the handler has it: the handler, which
+    # runs from the call's headers on, saw the call end without a message and counted it
+    # malformed (INVALID_ARGUMENT) though the client was told RESOURCE_EXHAUSTED.
+    port = free_port()
+    name = f"otlp+grpc://127.0.0.1:{port}"
+    with receiving(tmp_path, name, extra=("--ingest-max-body-bytes", "64KiB")) as rx:
+        big = request(5000).SerializeToString()
+        assert len(big) > 64 * 1024
+        code, details = export(port, big)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
+        # A gzip bomb: 20 MB of one letter, 20 KB on the wire.
+        bomb = request(1)
+        bomb.resource_logs[0].scope_logs[0].log_records[0].body.string_value = "a" * 20_000_000
+        code, details = export(port, bomb.SerializeToString(), compression=grpc.Compression.Gzip)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
+        assert export(port, request(3).SerializeToString())[0] == grpc.StatusCode.OK
+        assert len(rx.wait_records(3)) == 3
+        rejected = "sidekick_ship_receiver_rejected_total"
+        assert rx.metric(rejected, input=name, reason="oversize") == 2
+        assert rx.metric(rejected, input=name, reason="malformed") == 0
+        answers = "sidekick_ship_receiver_answers_total"
+        assert rx.metric(answers, input=name, code="RESOURCE_EXHAUSTED") == 2
+        assert rx.metric(answers, input=name, code="INVALID_ARGUMENT") == 0

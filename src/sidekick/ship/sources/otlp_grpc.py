@@ -11,8 +11,8 @@ that does not decode or holds more than ``--ingest-max-records`` records (not re
 ``UNAVAILABLE`` (retryable) when the spool is full, a write failed, or the shipper is
 stopping; ``UNAUTHENTICATED`` without the bearer token of ``--ingest-token-file`` (metadata
 ``authorization: Bearer <token>``). A message over ``--ingest-max-body-bytes`` is refused by
-gRPC itself with ``RESOURCE_EXHAUSTED`` before it reaches the handler, so it is not counted
-here; gzip (``grpc-encoding``) is inflated by gRPC under the same limit.
+gRPC itself with ``RESOURCE_EXHAUSTED``; the handler sees a call without a message and counts
+it ``oversize``; gzip (``grpc-encoding``) is inflated by gRPC under the same limit.
 
 Slow and idle clients, as for the other receivers: a call's message must arrive within
 ``--ingest-body-timeout`` (else ``DEADLINE_EXCEEDED``, counted ``slow``), and at most
@@ -105,7 +105,7 @@ class OtlpGrpcSource(Receiver):
         self.max_calls = ingest.max_connections
         self.body_timeout = seconds(ingest.body_timeout)
         self._rate = RateLimitedLog(log)
-        max_bytes = size(ingest.max_body_bytes)
+        self.max_bytes = max_bytes = size(ingest.max_body_bytes)
         self.max_connections = connection_cap(ingest.max_connections, "OTLP/gRPC")
         self.header_timeout = seconds(ingest.header_timeout)
         self._server = grpc.aio.server(
@@ -229,10 +229,13 @@ class OtlpGrpcSource(Receiver):
                 f"the request message did not arrive within {self.body_timeout:g}s; retry",
             ) from None
         except StopAsyncIteration:
+            # gRPC refused the message (over --ingest-max-body-bytes, before or after gzip:
+            # it answered RESOURCE_EXHAUSTED itself), or the client sent none; the handler
+            # cannot tell which, and no exporter does the latter.
             raise _Refused(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "malformed",
-                "the call ended without a request message; send one ExportLogsServiceRequest",
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "oversize",
+                f"no request message of at most {self.max_bytes} bytes; send smaller requests",
             ) from None
 
     async def _accept(self, request: bytes) -> bytes:
