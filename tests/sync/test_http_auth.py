@@ -436,3 +436,25 @@ async def test_a_git_run_by_a_hook_authenticates_to_the_repository_as_the_sync(
     sha = git(tmp_path / "root" / "upstream", "rev-parse", "HEAD")
     assert out.read_text().split() == [sha, "HEAD"], out.read_text()
     assert PASSWORD not in (tmp_path / "env").read_text()
+
+
+async def test_askpass_url_beside_username_and_password_file_is_used_with_a_warning(
+    http_git: GitHttpServer, tmp_path: Path
+) -> None:
+    """git-sync accepts both: it stores the --username credential, then --askpass-url's
+    answer for the same URL over it, so the answer is what git uses."""
+    runner, url = await serve_askpass(web.Response(text=f"username=alice\npassword={PASSWORD}\n"))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *SIDEKICK, "sync", "--repo", http_git.url, "--root", str(tmp_path / "root"),
+            "--one-time", "--username", "bob",
+            "--password-file", password_file(tmp_path, "wrong-Pa55word"), "--askpass-url", url,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=GIT_ENV,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await runner.cleanup()
+    assert proc.returncode == 0, err
+    assert (tmp_path / "root" / "upstream" / "index.html").read_text() == "rev 0\n"
+    assert b"--askpass-url is set beside --username/--password-file; its answer is used" in err
+    assert PASSWORD.encode() not in out + err

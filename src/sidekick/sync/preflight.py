@@ -13,6 +13,7 @@ It leaves out reading the flags (``sidekick.cli.sync``) and what can only fail d
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ from sidekick.sync.credentials import check_credentials
 from sidekick.sync.git import Redactor
 from sidekick.sync.publish import WORKTREES
 from sidekick.sync.syncer import default_link
+
+log = logging.getLogger("sidekick.sync")
 
 # Signals that cannot trigger a sync: they stop the program, or cannot be caught.
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGSTOP}
@@ -62,8 +65,11 @@ def preflight(cfg: SyncConfig) -> None:
                 f"--askpass-url {Redactor()(cfg.askpass_url)!r} is not an http(s) URL; use http:// or https://"
             )
         if cfg.password_file or cfg.username:
-            raise ConfigError(
-                "--askpass-url supplies the user name and password; drop --username and --password-file"
+            # git-sync takes both: it stores --username's credential, then the answer of
+            # --askpass-url for the same URL over it, so the answer is what git uses.
+            log.warning(
+                "--askpass-url is set beside --username/--password-file; its answer is used, "
+                "as in git-sync, so drop --username and --password-file."
             )
     if cfg.username and not cfg.password_file:
         raise ConfigError("--username is set but --password-file is not; give both or neither")
