@@ -98,6 +98,13 @@ class ShipMetrics:
             ["input"],
             registry=r,
         )
+        self.shared_skipped = Counter(
+            p + "shared_files_skipped",
+            "Matched files not tailed because another file input tails the same file "
+            "(a symlink to it, or overlapping globs).",
+            ["input"],
+            registry=r,
+        )
         self.tail_errors = Counter(
             p + "tail_errors",
             "Failed listings, stats, opens and reads of tailed files, by errno name "

@@ -216,3 +216,39 @@ def test_global_multiline_start_does_not_apply_to_joining_parsers(tmp_path: Path
     cfg = config(tmp_path, "file:///x/*.log?parser=cri", multiline_start="^2")
     (spec,) = prepare(cfg).inputs
     assert spec.multiline_start is None and spec.k8s_metadata is True
+
+
+async def test_a_file_two_inputs_match_is_shipped_once(tmp_path: Path) -> None:
+    # The kubelet's layout: /var/log/containers/<pod>_<ns>_<container>-<id>.log is a symlink
+    # to /var/log/pods/.../<n>.log. With one input for each tree (the second following
+    # links), every line was shipped twice.
+    pods = tmp_path / "pods"
+    log = pod_log(pods, "shop", "web-0", "nginx")
+    log.write_text(f"{T} stdout F one\n")
+    links = tmp_path / "containers"
+    links.mkdir()
+    link = links / f"web-0_shop_nginx-{'c' * 64}.log"
+    link.symlink_to(log)
+    pods_url = f"file://{pods}/**/*.log?parser=cri"
+    links_url = f"file://{links}/*.log?parser=cri&follow_symlinks=true"
+    cfg = ship_config(
+        inputs=[pods_url, links_url],
+        outputs=[f"file://{tmp_path}/out.ndjson"],
+        state_dir=str(tmp_path / "state"),
+    )
+    skipped = "sidekick_ship_shared_files_skipped_total"
+    async with shipping(cfg) as sh:
+        await wait_for(lambda: len(records(tmp_path)) == 1)
+        with log.open("a") as f:
+            f.write(f"{T} stdout F two\n")
+        # The kubelet rotates: the file is renamed, a new one takes its name (and the link's).
+        log.rename(log.with_name("0.log.20240501-100000"))
+        log.write_text(f"{T} stdout F three\n")
+        await wait_for(lambda: len(records(tmp_path)) >= 3)
+        await asyncio.sleep(1.0)
+        assert sh.metric(skipped, input=f"file://{links}/*.log") >= 1
+        assert sh.metric(skipped, input=f"file://{pods}/**/*.log") == 0
+    got = [r["message"] for r in records(tmp_path)]
+    assert sorted(got) == ["one", "three", "two"]
+    first = records(tmp_path)[0]
+    assert first["log.file.path"] == str(log) and first["k8s.pod.uid"] == UID

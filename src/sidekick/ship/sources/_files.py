@@ -69,7 +69,10 @@ class FileTable:
         self._finder = Finder(patterns, follow_symlinks=follow, exclude=spec.exclude)
         self._compressed = m.compressed_skipped.labels(name)
         self._special = m.non_regular_skipped.labels(name)
-        self._skipped: set[tuple[int, int]] = set()  # compressed files, not opened again
+        # Compressed files, and files another input tails: not opened again (while matched).
+        self._skipped: set[tuple[int, int]] = set()
+        self._shared = m.shared_skipped.labels(name)
+        self._tailed = ctx.tailed  # shared by the file inputs
         self._errlog = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         # At most max_open_files descriptors; parks idle files to make room.
         self.fds = Descriptors(
@@ -124,6 +127,10 @@ class FileTable:
         """Open a matched file at its saved position, or at 0; with start_at end, a file
         present at the first start (``first_size``: its size then) at its last line end up
         to that size, so lines written since are read however late it is opened."""
+        other = self._tailed.get(ident)
+        if other is not None and other[0] != self.name:
+            self._skip_shared(path, ident, *other)
+            return None
         try:
             fd = self.fds.open(path)
         except OSError as exc:
@@ -181,6 +188,7 @@ class FileTable:
         if rotated:
             f.rotated_at = time.monotonic()
         self.files[f.ident] = f
+        self._tailed[f.ident] = (self.name, f.shown)
         self._save_entry(f)
         if offset is None:
             self._started.append((f.shown, f.read_pos))
@@ -208,9 +216,15 @@ class FileTable:
         if retired:
             self.retiring = [(k, t) for k, t in self.retiring if k != key]
 
+    def _forget(self, f: TailFile) -> None:
+        """Take ``f`` out of the table (and out of the files the inputs tail)."""
+        del self.files[f.ident]
+        if self._tailed.get(f.ident, ("",))[0] == self.name:
+            del self._tailed[f.ident]
+
     def _drop(self, f: TailFile) -> None:
         """Forget ``f`` entirely (nothing of it was read): no position, no descriptor."""
-        del self.files[f.ident]
+        self._forget(f)
         self.fds.close(f)
         f.tracker.close()
         self.store.drop(f.key)
@@ -218,6 +232,18 @@ class FileTable:
             self._lag.remove(f.shown)
         self._watched.set(len(self.files))
         self._open_gauge.set(self.fds.count)
+
+    def _skip_shared(self, path: str, ident: tuple[int, int], other: str, where: str) -> None:
+        self._skipped.add(ident)
+        self.store.drop(checkpoint_key(self._prefix, *ident))  # the other input's now
+        self._shared.inc()
+        log.warning(
+            "Not tailing %s: it is %s, which input %s tails already; each file is shipped "
+            "once, by the input that found it first.",
+            shown_path(path),
+            where,
+            other,
+        )
 
     def _skip_compressed(self, path: str, ident: tuple[int, int], kind: str) -> None:
         self._skipped.add(ident)

@@ -216,7 +216,7 @@ class Rotation(FileTable):
             f.continuing = False
             await self.reader.ship_carry(f, emit, flags)
         await self.reader.flush_joiner(f, emit)
-        del self.files[f.ident]
+        self._forget(f)
         self.fds.close(f)
         with contextlib.suppress(KeyError):
             self._lag.remove(f.shown)

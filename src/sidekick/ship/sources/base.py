@@ -133,6 +133,9 @@ class SourceContext:
     # hand it to ``emit``, return from ``run``.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     drain: DrainClock = field(default_factory=lambda: DrainClock(1.0))
+    # Files tailed by the file inputs, (device, inode) -> (input, path): one file matched by
+    # two inputs (a /var/log/containers link into /var/log/pods) is read by the first only.
+    tailed: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
 
 
 class Source(Protocol):

@@ -44,6 +44,12 @@ be ``stat``-ed for any reason but absence (too many open files, no permission) i
 for rotated or deleted: the files below it stay as they were until a later scan sees them.
 Such errors are counted (``sidekick_ship_tail_errors``) and logged once a minute per kind.
 
+One file, one input: the file inputs share a table of the files they tail
+(``SourceContext.tailed``). A file another input already tails (a ``/var/log/containers`` link
+into ``/var/log/pods`` followed by a second input, or overlapping globs) is not opened again:
+logged once, counted (``sidekick_ship_shared_files_skipped``) and left while it keeps its
+(device, inode).
+
 Descriptors (``_descriptors.Descriptors``): at most ``max_open_files`` files (shared by the file
 inputs; by default half the open-file limit) are held open. A new file that finds no free
 descriptor closes ("parks") the least recently grown file that is fully read and not rotated;
@@ -322,6 +328,8 @@ class TailSource(Rotation):
                 with contextlib.suppress(OSError):
                     os.close(f.fd)
                 f.fd = -1
+            if self._tailed.get(f.ident, ("",))[0] == self.name:
+                del self._tailed[f.ident]
         self.files.clear()
         self.fds.count = 0
         self._watched.set(0)
@@ -440,7 +448,8 @@ class TailSource(Rotation):
             self.fds.room()  # rotated files are opened even over the budget
             size = self._first_seen.get(ident)
             if self._open(path, ident, first_size=size, rotated=True) is None:
-                self._waiting[ident] = path  # tried again at the next scan
+                if ident not in self._skipped:
+                    self._waiting[ident] = path  # tried again at the next scan
                 continue
             self._first_seen.pop(ident, None)
             self._rotations.inc()
