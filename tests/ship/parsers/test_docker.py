@@ -85,3 +85,17 @@ def test_pending_group_holds_the_checkpoint_and_flush_marks_it_partial() -> None
     (rec,) = parse(*messages)
     assert rec["message"] == "waiting" and j.flags == [["partial"]]
     assert offsets == [len(lines[0]) + 1]
+
+
+def test_an_entry_without_log_is_not_joined_and_gets_a_parse_error() -> None:
+    # Before, it was taken for a piece of a longer line (no newline at the end of an absent
+    # "log"): joined into the next entry of its stream, whose time it gave, and gone.
+    j = DockerParser().joiner(1 << 20)
+    no_log = json.dumps({"stream": "stdout", "time": T2}, separators=(",", ":"))
+    messages, offsets = feed(j, [no_log, entry("hello\n")])
+    assert j.pending_offset is None
+    assert offsets == [0, len(no_log) + 1]
+    bad, hello = parse(*messages)
+    assert bad["message"] == no_log and bad[PARSE_ERROR] == 'docker: the entry has no "log" field'
+    assert FLAGS not in bad
+    assert (hello["message"], hello["@timestamp"]) == ("hello", T1)

@@ -17,7 +17,8 @@ whole line contains ``\\n","stream":"``; only lines without it (and the rare one
 backslash is itself escaped) are decoded to decide. An entry that reaches the parser unjoined
 keeps or gets ``log.flags: ["partial"]``.
 
-A line that is not such an object keeps its message and gets ``log.parse_error``.
+A line that is not such an object, or an object without ``log``, keeps its message and gets
+``log.parse_error``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _PARTIAL = ["partial"]
 
 
 class _Entry(msgspec.Struct):
-    log: str = ""
+    log: str | None = None
     stream: str = ""
     time: str = ""
     attrs: dict[str, Any] | None = None
@@ -54,8 +55,8 @@ def _classify(line: str) -> tuple[str, str, bool, str] | None:
         entry = _decode(line)
     except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):
         return None
-    if not entry.stream:
-        return None
+    if not entry.stream or entry.log is None:
+        return None  # no piece of a line: passes through, and the parser says what it lacks
     return entry.time, entry.stream, not entry.log.endswith("\n"), entry.log
 
 
@@ -106,6 +107,9 @@ class DockerParser(BaseParser):
                     rec[PARSE_ERROR] = f"docker: {why}"
                 continue
             text = entry.log
+            if text is None:
+                rec[PARSE_ERROR] = 'docker: the entry has no "log" field'
+                continue
             if text.endswith("\n"):
                 text = text[:-1]
             elif FLAGS not in rec:
