@@ -315,3 +315,37 @@ def test_a_message_over_the_limit_is_counted_as_oversize_not_malformed(tmp_path:
         answers = "sidekick_ship_receiver_answers_total"
         assert rx.metric(answers, input=name, code="RESOURCE_EXHAUSTED") == 2
         assert rx.metric(answers, input=name, code="INVALID_ARGUMENT") == 0
+
+
+def test_connections_gone_without_a_call_are_counted_by_reason(tmp_path: Path) -> None:
+    # gRPC closes them in its core; the receiver follows them through channelz. Before, the
+    # connections gauge stayed unset and these closes were not counted anywhere.
+    port = free_port()
+    name = f"otlp+grpc://127.0.0.1:{port}"
+    extra = ("--ingest-header-timeout", "2s", "--ingest-keepalive-timeout", "5s")
+    with receiving(tmp_path, name, extra=extra) as rx:
+
+        def gauge() -> float:
+            return rx.metric("sidekick_ship_receiver_connections", input=name)
+
+        def closed(reason: str) -> float:
+            return rx.metric(
+                "sidekick_ship_receiver_connections_closed_total", input=name, reason=reason
+            )
+
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        quiet = socket.create_connection(("127.0.0.1", port))
+        quiet.sendall(PREFACE + h2_frame(4, 0, 0, b""))
+        try:
+            wait_for_sync(lambda: gauge() == 21, 5)
+            sdk_send_grpc(port, 5)
+            wait_for_sync(lambda: closed("header_timeout") == 20, 10)
+            wait_for_sync(lambda: closed("idle_timeout") == 1, 15)
+            wait_for_sync(lambda: gauge() == 0, 5)
+        finally:
+            for s in [*silent, quiet]:
+                s.close()
+        assert len(rx.wait_records(5)) == 5
+    log = rx.proc.log_path.read_text()
+    assert log.count("sent no HTTP/2 preface and settings within 2s") == 1
+    assert "channelz" not in log and "Traceback" not in log

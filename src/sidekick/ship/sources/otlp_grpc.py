@@ -20,7 +20,8 @@ Slow and idle clients, as for the other receivers: a call's message must arrive 
 ``connection_limit``). gRPC itself closes a connection that has not sent its HTTP/2 preface
 and SETTINGS within ``--ingest-header-timeout`` (with a ``GOAWAY`` that says so), one without
 a call for ``--ingest-keepalive-timeout``, and one beyond ``--ingest-max-connections`` (capped
-at half the open-file limit) at once; it does not tell us, so these are not counted.
+at half the open-file limit) at once. It does not tell the handler; the first two are
+counted through channelz (``_grpc_watch``), with the open connections.
 
 Left out: TLS, traces and metrics services, and gRPC health checking.
 """
@@ -43,6 +44,7 @@ from sidekick.core.ratelog import RateLimitedLog
 from sidekick.core.redact import redact_url
 from sidekick.ship.config import seconds, size
 from sidekick.ship.sources._connections import connection_cap
+from sidekick.ship.sources._grpc_watch import INTERVAL, ConnectionWatch, server_ids
 from sidekick.ship.sources._ingest_auth import TokenFile
 from sidekick.ship.sources._otlp_map import (
     OtlpError,
@@ -108,6 +110,7 @@ class OtlpGrpcSource(Receiver):
         self.max_bytes = max_bytes = size(ingest.max_body_bytes)
         self.max_connections = connection_cap(ingest.max_connections, "OTLP/gRPC")
         self.header_timeout = seconds(ingest.header_timeout)
+        known = _server_ids()
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
@@ -123,6 +126,18 @@ class OtlpGrpcSource(Receiver):
                 ("grpc.max_concurrent_streams", MAX_STREAMS),
             ],
         )
+        ours = _server_ids() - known
+        self._watch = (
+            ConnectionWatch(
+                ours.pop(),
+                self.metrics,
+                header_timeout=self.header_timeout,
+                idle_timeout=seconds(ingest.keepalive_timeout),
+            )
+            if len(ours) == 1
+            else None
+        )
+        self._watching: asyncio.Task[None] | None = None
         handler: Any = grpc.stream_unary_rpc_method_handler(self._export)
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
@@ -144,6 +159,8 @@ class OtlpGrpcSource(Receiver):
 
     async def serve(self) -> None:
         await self._server.start()
+        if self._watch is not None:
+            self._watching = asyncio.create_task(self._watch_connections(self._watch))
         log.info("Receiving OTLP/gRPC logs on %s:%d.", self.addr.host, self.port)
 
     async def stop_accepting(self) -> None:
@@ -153,7 +170,23 @@ class OtlpGrpcSource(Receiver):
             await self.idle.wait()
 
     async def close_server(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
         await self._server.stop(1.0)
+
+    async def _watch_connections(self, watch: ConnectionWatch) -> None:
+        while True:
+            await asyncio.sleep(INTERVAL)
+            try:
+                watch.poll()
+            except Exception as exc:  # channelz is gRPC's: do without it if it changes
+                log.warning(
+                    "Cannot follow the OTLP/gRPC connections through channelz (%s); "
+                    "sidekick_ship_receiver_connections stays unset for %s.",
+                    exc,
+                    self.metrics.input,
+                )
+                return
 
     async def _export(self, messages: AsyncIterator[bytes], context: Any) -> bytes:
         # A stream handler, though clients call a unary method (the two are the same on the
@@ -287,6 +320,13 @@ class OtlpGrpcSource(Receiver):
             f"the spool is full ({self.spool.used_bytes} of {self.spool.max_bytes} bytes wait "
             "for delivery); retry later",
         )
+
+
+def _server_ids() -> set[int]:
+    try:
+        return server_ids()
+    except Exception:  # channelz is gRPC's: do without it if it changes
+        return set()
 
 
 def _ms(value: float) -> int:
