@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from tests.conftest import SIDEKICK
-from tests.sync.conftest import GIT_ENV, Upstream, make_syncer, metric
+from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer, metric
 
 FILES = [f"page{i}.html" for i in range(8)]
 
@@ -261,3 +261,32 @@ def test_a_sparse_checkout_file_given_at_a_restart_applies_to_the_current_revisi
     )
     assert proc.returncode == 0, proc.stderr
     assert (link / "src" / "b.py").exists()
+
+
+async def test_tracked_files_edited_in_the_tree_are_restored_at_a_restart(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """git-sync runs 'reset --hard' in its current worktree on the first sync after a
+    start, which puts back tracked files changed or removed in it; here the revision is
+    checked out anew, as for any damaged tree."""
+    upstream.commit({"a.txt": "a\n"})
+    root = tmp_path / "root"
+    link = root / "upstream"
+    syncer = make_syncer(root, upstream.url)
+    await syncer.sync_once()
+    syncer.aclose()
+    (link / "index.html").write_text("edited\n")
+    (link / "a.txt").unlink()
+    (link / "added.txt").write_text("mine\n")
+    restarted = make_syncer(root, upstream.url)
+    assert await restarted.sync_once() == "published"
+    restarted.aclose()
+    assert (link / "index.html").read_text() == git(upstream.path, "show", "HEAD:index.html") + "\n"
+    assert (link / "a.txt").read_text() == "a\n"
+    assert os.path.basename(os.readlink(link)) == upstream.head()
+    # A restart over an untouched tree keeps it.
+    kept = link.resolve()
+    again = make_syncer(root, upstream.url)
+    assert await again.sync_once() == "unchanged"
+    again.aclose()
+    assert link.resolve() == kept

@@ -245,6 +245,20 @@ class Tree:
             return None
         return parse_patterns(text)
 
+    async def is_modified(self, path: Path, deadline: float) -> bool:
+        """Whether a tracked file of ``path`` was changed or removed since the checkout.
+
+        git-sync checks its current worktree out again on its first sync (``reset --hard``),
+        which puts such files back; files added beside them stay. Only asked on the first
+        sync of a process: it reads every file's metadata.
+        """
+        args = ["status", "--porcelain", "--untracked-files=no", "--ignore-submodules=all"]
+        try:
+            result = await self.git.run(*args, cwd=path, timeout=remaining(deadline))
+        except GitError:
+            return True
+        return result.stdout.strip() != ""
+
     async def lacks_submodules(self, path: Path, submodules: str, deadline: float) -> bool:
         """Whether ``path`` lacks a submodule checkout that ``--submodules`` asks for.
 

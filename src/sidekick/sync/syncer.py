@@ -354,17 +354,23 @@ class Syncer:
 
     async def _reusable(self, path: Path, sha: str, deadline: float) -> bool:
         """Whether the tree at ``path`` can stand for ``sha``: complete, and on the first
-        sync of a process also checked out with today's sparse patterns and with the
-        submodules today's --submodules checks out, as git-sync configures the current
-        worktree again on its first sync (a restart with another --sparse-checkout-file,
-        or with submodules turned on, builds the revision anew)."""
+        sync of a process also checked out with today's sparse patterns, with the
+        submodules today's --submodules checks out and with its tracked files unchanged,
+        as git-sync configures the current worktree again on its first sync (a restart
+        with another --sparse-checkout-file, with submodules turned on, or after files of
+        the tree were edited, builds the revision anew)."""
         if not self.tree.is_complete(path, sha):
             return False
         if self.remote.fetched_once:
             return True
         if self.tree.sparse_patterns(path) != self._sparse_patterns():
             return False
-        return not await self.tree.lacks_submodules(path, self.cfg.submodules, deadline)
+        if await self.tree.lacks_submodules(path, self.cfg.submodules, deadline):
+            return False
+        if await self.tree.is_modified(path, deadline):
+            log.warning("Tracked files in %s were changed; checking it out again.", path)
+            return False
+        return True
 
     def _set_published(self, sha: str, path: Path) -> None:
         self.published = (sha, path)
