@@ -145,6 +145,42 @@ def test_a_partial_line_pending_at_kill_9_is_shipped_whole_after_the_restart(
     assert [r["message"] for r in records(tmp_path)] == ["before", "begun ended"]
 
 
+def test_the_rest_of_a_line_cut_by_a_stop_is_marked_partial_end_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    # A DaemonSet's rolling update: SIGTERM while the app is in the middle of a long line.
+    # The drain ships the pieces read so far marked partial; the rest, read by the next
+    # shipper, must say it ends that line. Before, it came without any flag.
+    log = pod_log(tmp_path / "pods", "shop", "web-0", "app")
+    log.write_text(
+        f"{T} stdout F before\n{T} stdout P begun \n{T} stderr F other\n{T} stdout P more \n"
+    )
+    args = [
+        "--input", f"file://{tmp_path}/pods/**/*.log?parser=cri",
+        "--output", f"file://{tmp_path}/out.ndjson",
+        "--state-dir", str(tmp_path / "state"),
+    ]  # fmt: skip
+    for wanted in (3, 5):
+        shipper = ShipperProcess(args, tmp_path / "ship.log").start()
+        try:
+            shipper.wait_ready()
+            wait_for_sync(lambda n=wanted: len(records(tmp_path)) == n)
+            assert shipper.terminate() == 0
+        finally:
+            shipper.stop_quietly()
+        if wanted == 3:
+            with log.open("a") as f:
+                f.write(f"{T} stdout F ended\n{T} stdout F after\n")
+    got = [(r["message"], r.get("log.flags")) for r in records(tmp_path)]
+    assert got == [
+        ("before", None),
+        ("other", None),
+        ("begun more ", ["partial"]),
+        ("ended", ["partial", "partial_end"]),
+        ("after", None),
+    ]
+
+
 async def test_docker_json_file_lines_are_joined_and_parsed(tmp_path: Path) -> None:
     logs = tmp_path / "containers" / "abc"
     logs.mkdir(parents=True)

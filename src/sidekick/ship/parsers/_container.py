@@ -23,7 +23,8 @@ source already drives:
 ``flush()``
     Ships pending groups as they are (after ``multiline_timeout`` without growth, at the end
     of a rotated file, in the shutdown drain), marked ``log.flags: ["partial"]``; the rest of
-    such a line, when it comes, is marked ``["partial", "partial_end"]``.
+    such a line, when it comes, is marked ``["partial", "partial_end"]``, after a restart too
+    (``resume_after``: the lines before the saved position show which streams were cut).
 ``flags``
     After ``feed`` or ``flush``: ``None`` if no record is marked, else a list beside the
     messages (``None`` or the record's ``log.flags``).
@@ -223,6 +224,20 @@ class PartialJoiner:
             out.append(self._render(g.time, stream, "".join(taken), False))
             out_offsets.append(first)
             self._continuing.add(stream)
+
+    def resume_after(self, lines: list[str]) -> None:
+        """The file is read again from a saved position; ``lines`` are the last ones before it
+        (oldest first). A stream whose last line there is partial had its line shipped in
+        part (flushed at a stop, or cut at ``max_bytes``), since a checkpoint never passes a
+        pending group: the rest of that line, read from here, is marked ``partial_end``."""
+        seen: set[str] = set()
+        for line in reversed(lines):
+            parsed = self._classify(line)
+            if parsed is None or parsed[1] in seen:
+                continue
+            seen.add(parsed[1])
+            if parsed[2]:
+                self._continuing.add(parsed[1])
 
     def flush(self) -> tuple[list[str], list[int]]:
         groups = sorted(self._groups.items(), key=lambda kv: kv[1].offsets[0])

@@ -185,6 +185,8 @@ class FileTable:
                 f.read_pos = last_line_end(fd, first_size)
         f.tracker = self._tracker(f, f.read_pos)
         self.reader.prepare(f)
+        if offset:
+            self.reader.resume(f, offset)
         if rotated:
             f.rotated_at = time.monotonic()
         self.files[f.ident] = f

@@ -33,6 +33,7 @@ from typing import Any
 from sidekick.ship.acks import AckTracker
 from sidekick.ship.config import size
 from sidekick.ship.k8s_path import k8s_fields
+from sidekick.ship.parsers._container import PartialJoiner
 from sidekick.ship.records import (
     FILE_ID,
     FILE_PATH,
@@ -49,6 +50,7 @@ from sidekick.ship.timefmt import rfc3339_ns
 
 PARTIAL = ["partial"]
 PARTIAL_END = ["partial", "partial_end"]
+RESUME_LOOKBACK = 64 * 1024  # bytes before a saved position a joiner is shown at a restart
 
 Piece = tuple[int, bytes, list[str] | None]  # (file offset, bytes, log.flags)
 
@@ -148,6 +150,20 @@ class LineReader:
                 f.build = _with_static(static)
         if self._column_names:
             f.build_columns = column_builder(static, self._column_names)
+
+    def resume(self, f: TailFile, offset: int) -> None:
+        """``f`` (prepared) is read again from its saved ``offset``: show its runtime-line
+        joiner the lines before it, so the rest of a line shipped in part before the stop is
+        marked ``partial_end`` as it would have been without the restart."""
+        joiner = f.joiner
+        if offset <= 0 or not isinstance(joiner, PartialJoiner):
+            return
+        start = max(0, offset - RESUME_LOOKBACK)
+        lines = os.pread(f.fd, offset - start, start).split(b"\n")
+        lines.pop()  # empty, or a line cut by the position (a long line shipped in pieces)
+        if start and lines:
+            del lines[0]  # cut by the window
+        joiner.resume_after([x.decode("utf-8", "replace") for x in lines if x])
 
     def read(self, f: TailFile) -> bytes:
         """The next chunk of open ``f`` (empty at its end); OSError if it cannot be read."""
