@@ -101,3 +101,23 @@ def test_a_hook_that_starts_passing_publishes_after_its_backoff(
         == 1
     )
     proc.stop()
+
+
+def test_a_tree_checked_out_again_at_a_restart_is_not_a_new_publish(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """git-sync configures its current tree in place on the first sync after a start (here:
+    tracked files edited in it are put back); the link keeps its revision, so the
+    pre-publish hook does not run for it."""
+    root = tmp_path / "root"
+    log = tmp_path / "runs"
+    link = root / "upstream"
+    command = recorder(tmp_path / "record.sh", link, log)
+    args = ["--repo", upstream.url, "--root", str(root), "--one-time"]
+    first = run_cli(*args, "--pre-publish-exechook-command", command)
+    assert first.returncode == 0, first.stderr
+    (link / "index.html").write_text("edited\n")
+    again = run_cli(*args, "--pre-publish-exechook-command", command)
+    assert again.returncode == 0, again.stderr
+    assert (link / "index.html").read_text() != "edited\n"
+    assert len(log.read_text().splitlines()) == 1

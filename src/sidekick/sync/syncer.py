@@ -315,7 +315,17 @@ class Syncer:
             # every publish to save one only when going back to an old revision.
             await self.remote.fetch(sha, deadline, env)
             path = await self._build(sha, deadline, env)
-        if self.pre_publish is not None:
+        # A whole tree of this revision checked out again for today's settings (sparse
+        # patterns, submodules, edited files): git-sync configures its tree in place then,
+        # the link does not change and its pre-publish hook does not run. A damaged tree is
+        # a change for it, and the hook runs.
+        reconfigured = (
+            cur is not None
+            and cur[0] == sha
+            and self.tree.in_layout(cur[1])
+            and self.tree.is_complete(cur[1], sha)
+        )
+        if self.pre_publish is not None and not reconfigured:
             await self.pre_publish(sha, path)
         self.tree.swap(path)
         if cur is not None and cur[1] != path:
