@@ -13,6 +13,7 @@ import msgpack
 from tests.conftest import free_port
 from tests.ship.sources.receivers import receiving
 from tests.ship.sources.test_forward import send
+from tests.ship.sources.test_http_abuse import wait_closed
 
 
 def test_out_of_descriptors_new_connections_are_closed_at_once_and_logged_once(
@@ -49,3 +50,53 @@ def test_out_of_descriptors_new_connections_are_closed_at_once_and_logged_once(
     log = rx.proc.log_path.read_text()
     assert "out of system resource" not in log and "Traceback" not in log
     assert log.count("out of file descriptors") == 2  # one line per receiver
+
+
+def test_connections_that_send_nothing_cannot_lock_clients_out(tmp_path: Path) -> None:
+    # At the connection limit a new connection was closed at once, and a connection that
+    # sent nothing was held until the idle timeout (75 s by default): 100 silent
+    # connections to each receiver (--ingest-max-connections 100) locked every client out,
+    # 0 of 20 fluent-logger and 0 of 20 syslog messages arriving in 13 s.
+    from fluent import sender
+
+    fp, sp = free_port(), free_port()
+    inputs = (f"forward://127.0.0.1:{fp}", f"syslog+tcp://127.0.0.1:{sp}")
+    extra = ("--ingest-max-connections", "20", "--ingest-header-timeout", "2s")
+    with receiving(tmp_path, *inputs, extra=extra) as rx:
+        silent = [socket.create_connection(("127.0.0.1", p)) for p in (fp, sp) for _ in range(20)]
+        try:
+            time.sleep(0.3)
+            started = time.monotonic()
+            # Each new client closes the connection idle longest.
+            message = msgpack.packb(["t", int(time.time()), {"seq": 1}, {"chunk": "c1"}])
+            assert send(fp, message, want_acks=1) == [{"ack": "c1"}]
+            logger = sender.FluentSender("app", host="127.0.0.1", port=fp, timeout=5)
+            try:
+                assert logger.emit("orders", {"seq": 2})
+            finally:
+                logger.close()
+            with socket.create_connection(("127.0.0.1", sp)) as s:
+                s.sendall(b"<14>1 - host app - - - through the crowd\n")
+            got = rx.wait_records(3, timeout=10)
+            assert time.monotonic() - started < 1.5
+            assert {r.get("seq") for r in got} >= {1, 2}
+            assert "through the crowd" in {r.get("message") for r in got}
+            # The rest are closed at the header timeout.
+            closed = wait_closed(silent, time.monotonic() + 10)
+            assert len(closed) == len(silent)
+        finally:
+            for s in silent:
+                s.close()
+
+        def count(name: str, reason: str) -> float:
+            return rx.metric(
+                "sidekick_ship_receiver_connections_closed_total", input=name, reason=reason
+            )
+
+        for name in inputs:
+            evicted, timed_out = count(name, "evicted"), count(name, "header_timeout")
+            assert evicted >= 1 and evicted + timed_out == 20, (name, evicted, timed_out)
+    log = rx.proc.log_path.read_text()
+    assert log.count("closed the one idle longest") == 2
+    assert log.count("sent nothing within 2s") == 2
+    assert "Traceback" not in log

@@ -1,10 +1,14 @@
 """Stream connections of the forward and syslog receivers: a limit, timeouts and the drain.
 
-A protocol handler reads with ``Stream.read(partial)``: a connection idle between messages
-longer than ``idle_timeout`` is closed (``idle_timeout``), and one that leaves a message
-unfinished longer than ``frame_timeout`` is closed as a slow sender (``slow``); both
-counted in ``sidekick_ship_receiver_connections_closed_total{reason}``. Connections beyond
-``max_connections`` are closed at once and counted (``rejected{reason="connection_limit"}``).
+A protocol handler reads with ``Stream.read(partial)``: a new connection that sends nothing
+within ``header_timeout`` is closed (``header_timeout``), one idle between messages longer
+than ``idle_timeout`` too (``idle_timeout``), and one that leaves a message unfinished longer
+than ``frame_timeout`` is closed as a slow sender (``slow``); all counted in
+``sidekick_ship_receiver_connections_closed_total{reason}``. At ``max_connections``, a new
+connection closes the one that has waited longest between messages (``evicted``), as the HTTP
+ingest does, so connections that send nothing cannot lock the clients out; only when every
+connection is in a message is the new one closed at once
+(``rejected{reason="connection_limit"}``). Closes other than on time are logged once a minute.
 A handler marks the time it holds records not yet durable with ``async with stream.busy()``:
 the drain (``stop``) closes idle connections at once and waits for busy ones, so an
 acknowledgement is never cut off after its records were written.
@@ -47,6 +51,7 @@ class StreamLimits:
     max_connections: int = 512
     idle_timeout: float = 75.0
     frame_timeout: float = 30.0
+    header_timeout: float = 10.0
 
     @classmethod
     def of(cls, ingest: IngestConfig) -> StreamLimits:
@@ -55,6 +60,7 @@ class StreamLimits:
             max_connections=ingest.max_connections,
             idle_timeout=seconds(ingest.keepalive_timeout),
             frame_timeout=seconds(ingest.body_timeout),
+            header_timeout=seconds(ingest.header_timeout),
         )
 
 
@@ -66,6 +72,7 @@ class Stream:
         self.reader = reader
         self.writer = writer
         self.holding = False
+        self.fresh = True  # nothing received yet
 
     async def read(self, since: float | None = None) -> bytes:
         """The next bytes. ``since``: the loop time at which the message still unfinished
@@ -73,26 +80,45 @@ class Stream:
         partial = since is not None
         if self.owner.draining and not partial:
             raise Closed
-        limits = self.owner.limits
-        if since is None:
-            timeout = limits.idle_timeout
-        else:
+        owner = self.owner
+        limits = owner.limits
+        if since is not None:
             timeout = max(0.0, since + limits.frame_timeout - asyncio.get_running_loop().time())
+        elif self.fresh:
+            timeout = limits.header_timeout
+        else:
+            timeout = limits.idle_timeout
+        # Between messages, holding nothing: the connection may be evicted meanwhile.
+        waiting = not partial and not self.holding
+        if waiting:
+            owner.waiting[self] = None
         try:
             async with asyncio.timeout(timeout):
                 data = await self.reader.read(READ_BYTES)
         except TimeoutError:
-            reason = "slow" if partial else "idle_timeout"
-            self.owner.metrics.connections_closed.labels(reason).inc()
+            reason = "slow" if partial else "header_timeout" if self.fresh else "idle_timeout"
+            owner.metrics.connections_closed.labels(reason).inc()
             if partial:
-                self.owner.metrics.reject("slow")
+                owner.metrics.reject("slow")
+            elif self.fresh:
+                owner._rate.warning(
+                    "header_timeout",
+                    "Closed a connection to %s that sent nothing within %gs "
+                    "(ingest.header_timeout).",
+                    owner.metrics.input,
+                    limits.header_timeout,
+                )
             raise Closed from None
         except (ConnectionError, OSError):
             raise Closed from None
+        finally:
+            if waiting:
+                owner.waiting.pop(self, None)
         if not data:
             if partial:
-                self.owner.metrics.reject("truncated")
+                owner.metrics.reject("truncated")
             raise Closed
+        self.fresh = False
         return data
 
     @contextlib.asynccontextmanager
@@ -122,6 +148,8 @@ class Streams:
         self.limits = limits
         self.handle = handle
         self.open: set[Stream] = set()
+        # Connections waiting between messages, the one waiting longest first.
+        self.waiting: dict[Stream, None] = {}
         self.draining = False
         self.under_way = 0
         self.idle = asyncio.Event()
@@ -148,13 +176,24 @@ class Streams:
         )
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.draining or len(self.open) >= self.limits.max_connections:
-            self.metrics.reject("connection_limit" if not self.draining else "draining")
+        if self.draining:
+            self.metrics.reject("draining")
+            writer.transport.abort()
+            return
+        if len(self.open) >= self.limits.max_connections and not self._evict():
+            self.metrics.reject("connection_limit")
+            self._rate.warning(
+                "connection_limit",
+                "%s is at its limit of %d connections, each in a message: closed a new one at "
+                "once; raise ingest.max_connections.",
+                self.metrics.input,
+                self.limits.max_connections,
+            )
             writer.transport.abort()
             return
         stream = Stream(self, reader, writer)
         self.open.add(stream)
-        self.metrics.connections.inc()
+        self.metrics.connections.set(len(self.open))
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -174,10 +213,29 @@ class Streams:
             )
         finally:
             self.open.discard(stream)
-            self.metrics.connections.dec()
+            self.waiting.pop(stream, None)
+            self.metrics.connections.set(len(self.open))
             if task is not None:
                 self._tasks.discard(task)
             writer.transport.abort()
+
+    def _evict(self) -> bool:
+        """Close the connection waiting longest between messages, if any, to make room."""
+        victim = next(iter(self.waiting), None)
+        if victim is None:
+            return False
+        del self.waiting[victim]
+        self.open.discard(victim)
+        victim.writer.transport.abort()
+        self.metrics.connections_closed.labels("evicted").inc()
+        self._rate.warning(
+            "evicted",
+            "%s is at its limit of %d connections: closed the one idle longest to take a new "
+            "one; raise ingest.max_connections if these clients are legitimate.",
+            self.metrics.input,
+            self.limits.max_connections,
+        )
+        return True
 
     async def stop(self) -> None:
         """Take no new connections, close the idle ones, wait for those holding records."""
