@@ -107,22 +107,23 @@ FLAGS = {
     "--ingest-max-connections",
     type=int,
     metavar="N",
-    help="HTTP ingest: connections open at once (default 512).",
+    help="Receivers: connections open at once, each (default 512).",
 )
 @click.option(
     "--ingest-header-timeout",
     metavar="DURATION",
-    help="HTTP ingest: close a connection whose request headers take longer (default 10s).",
+    help="Receivers: close a new connection whose request (gRPC: HTTP/2 preface; forward, "
+    "syslog: first bytes) takes longer (default 10s).",
 )
 @click.option(
     "--ingest-body-timeout",
     metavar="DURATION",
-    help="HTTP ingest: answer 408 to a body that takes longer (default 30s).",
+    help="Receivers: refuse a body or message that takes longer (default 30s).",
 )
 @click.option(
     "--ingest-keepalive-timeout",
     metavar="DURATION",
-    help="HTTP ingest: close a connection idle between requests this long (default 75s).",
+    help="Receivers: close a connection idle between requests this long (default 75s).",
 )
 @click.option(
     "--drain-quiet",
