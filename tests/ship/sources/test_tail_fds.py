@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from sidekick.ship.checkpoints import STATE_FILE
 from tests.conftest import SIDEKICK
 from tests.ship.helpers import ShipperProcess, wait_for_sync
 
@@ -86,6 +87,16 @@ def shipped(tmp_path: Path) -> list[str]:
         except msgspec.DecodeError:
             continue
     return out
+
+
+def all_saved(tmp_path: Path, count: int) -> bool:
+    """Whether the state file names small0.log ... small{count-1}.log (files waiting for a
+    descriptor are saved there, without a position, once a scan has seen them)."""
+    try:
+        text = (tmp_path / "state" / STATE_FILE).read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+    return all(f"small{i}.log" in text for i in range(count))
 
 
 def args(tmp_path: Path, *extra: str) -> list[str]:
@@ -318,6 +329,9 @@ def test_files_waiting_for_a_descriptor_are_read_after_a_rename_rotation(
             name.write_text(f"small {i}\n")
             want.add(f"small {i}")
         sh.wait(lambda: "wait for a descriptor" in sh.log(), timeout=15)
+        # Every one seen by a scan: one created and renamed before any scan saw it was never
+        # a file of this glob as far as any tailer can know.
+        sh.wait(lambda: all_saved(tmp_path, 10), timeout=15)
         for i in range(10):
             os.rename(logs / f"small{i}.log", logs / f"small{i}.log.1")  # rotated
         sh.wait(lambda: want <= set(shipped(tmp_path)), timeout=60)
@@ -349,7 +363,7 @@ def test_files_waiting_for_a_descriptor_at_a_kill_9_are_read_after_a_rotation(
             (logs / f"small{i}.log").write_text(f"small {i}\n")
             want.add(f"small {i}")
         sh.wait(lambda: "wait for a descriptor" in sh.log(), timeout=15)
-        time.sleep(1.5)  # a checkpoint write (checkpoint_interval) while they wait
+        sh.wait(lambda: all_saved(tmp_path, 10), timeout=15)  # each in the state file
         sh.kill()
         for i in range(10):
             os.rename(logs / f"small{i}.log", logs / f"small{i}.log.1")  # rotated meanwhile
