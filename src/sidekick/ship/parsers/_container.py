@@ -238,6 +238,8 @@ class PartialJoiner:
             seen.add(parsed[1])
             if parsed[2]:
                 self._continuing.add(parsed[1])
+            if len(seen) == 2:
+                break  # stdout and stderr: the runtimes write no other stream
 
     def flush(self) -> tuple[list[str], list[int]]:
         groups = sorted(self._groups.items(), key=lambda kv: kv[1].offsets[0])

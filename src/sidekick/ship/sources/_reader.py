@@ -50,7 +50,7 @@ from sidekick.ship.timefmt import rfc3339_ns
 
 PARTIAL = ["partial"]
 PARTIAL_END = ["partial", "partial_end"]
-RESUME_LOOKBACK = 64 * 1024  # bytes before a saved position a joiner is shown at a restart
+RESUME_LOOKBACK = 32 * 1024  # bytes before a saved position a joiner is shown at a restart
 
 Piece = tuple[int, bytes, list[str] | None]  # (file offset, bytes, log.flags)
 
