@@ -100,3 +100,27 @@ def test_connections_that_send_nothing_cannot_lock_clients_out(tmp_path: Path) -
     assert log.count("closed the one idle longest") == 2
     assert log.count("sent nothing within 2s") == 2
     assert "Traceback" not in log
+
+
+def test_connections_are_capped_at_half_the_open_file_limit(tmp_path: Path) -> None:
+    # The stream receivers took --ingest-max-connections (512) whatever the open-file limit:
+    # under 400 descriptors, 450 connections ran the process out of them.
+    fp = free_port()
+    name = f"forward://127.0.0.1:{fp}"
+    with receiving(tmp_path, name, nofile=400) as rx:
+        conns = []
+        try:
+            for _ in range(450):
+                conns.append(socket.create_connection(("127.0.0.1", fp)))
+            time.sleep(0.5)
+            assert rx.metric("sidekick_ship_receiver_connections", input=name) == 400 // 2 - 32
+            # asyncio accepts up to 100 at a time before the receiver sees them.
+            assert len(os.listdir(f"/proc/{rx.proc.pid}/fd")) < 168 + 100
+            message = msgpack.packb(["t", int(time.time()), {"seq": 1}, {"chunk": "c1"}])
+            assert send(fp, message, want_acks=1) == [{"ack": "c1"}]
+        finally:
+            for s in conns:
+                s.close()
+    log = rx.proc.log_path.read_text()
+    assert "takes at most 168 connections, not 512" in log
+    assert "out of file descriptors" not in log

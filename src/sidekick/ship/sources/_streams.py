@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from sidekick.core.ratelog import RateLimitedLog
 from sidekick.ship.config import IngestConfig, seconds
-from sidekick.ship.sources._connections import Listener
+from sidekick.ship.sources._connections import Listener, connection_cap
 from sidekick.ship.sources.receiver import InputMetrics
 
 log = logging.getLogger("sidekick.ship.receiver")
@@ -54,10 +54,11 @@ class StreamLimits:
     header_timeout: float = 10.0
 
     @classmethod
-    def of(cls, ingest: IngestConfig) -> StreamLimits:
-        """The limits the ``ingest`` section sets for every stream receiver."""
+    def of(cls, ingest: IngestConfig, name: str = "A stream receiver") -> StreamLimits:
+        """The limits the ``ingest`` section sets for every stream receiver (the connections
+        capped at half the open-file limit, as for the HTTP ingest)."""
         return cls(
-            max_connections=ingest.max_connections,
+            max_connections=connection_cap(ingest.max_connections, name),
             idle_timeout=seconds(ingest.keepalive_timeout),
             frame_timeout=seconds(ingest.body_timeout),
             header_timeout=seconds(ingest.header_timeout),

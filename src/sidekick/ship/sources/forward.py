@@ -276,7 +276,7 @@ class ForwardSource(Receiver):
         self.port: int = self._sock.getsockname()[1]
         self.streams = Streams(
             self.metrics,
-            StreamLimits.of(ingest),
+            StreamLimits.of(ingest, f"Forward input {redact_url(spec.url)}"),
             self._handle,
         )
         try:

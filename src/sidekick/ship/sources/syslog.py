@@ -130,7 +130,7 @@ class SyslogSource(Receiver):
         self.where = where
         self.streams = Streams(
             self.metrics,
-            StreamLimits.of(ingest),
+            StreamLimits.of(ingest, f"Syslog input {redact_url(spec.url)}"),
             self._handle,
         )
         try:
