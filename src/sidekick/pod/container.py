@@ -2,8 +2,9 @@
 
 ``ContainerRunner.supervise()`` runs the container until it should not be restarted any more
 (``restartPolicy``: Always restarts on every exit, OnFailure on a non-zero exit, Never not at
-all), waiting the kubelet's back-off between restarts: 10 s doubling to 5 min, reset once a run
-lasted 10 min (``--fast-backoff``: 0.1 s doubling to 2 s, reset after 4 s). A failed liveness or
+all), waiting the kubelet's back-off between restarts: none before the first, then 10 s
+doubling to 5 min, reset once a run lasted 10 min (``--fast-backoff``: 0.1 s doubling to 2 s,
+reset after 4 s). A failed liveness or
 startup probe, or a failed postStart hook, kills the container (preStop first, then SIGTERM,
 then SIGKILL after the grace period) and counts as an exit.
 
@@ -190,20 +191,31 @@ class ContainerRunner:
                 return code
             if time.monotonic() - began >= self.policy.reset_after:
                 self.backoff.reset()
-            delay = self.backoff.next_delay()
-            self._set(
-                state="Waiting",
-                reason="CrashLoopBackOff",
-                message=f"back-off {format_duration(delay)} restarting failed container",
-            )
-            log.info(
-                "%s exited with code %d; restarting in %s.", self.name, code, format_duration(delay)
-            )
-            # asyncio.timeout, not wait_for, throughout: Python 3.11's wait_for can swallow a
-            # cancellation that arrives just as the awaited thing finishes.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop_event.wait()
+                self._backing_off = False
+            if not self._backing_off:
+                # The kubelet restarts at once after the first exit (or the first after a
+                # reset): doBackOff finds no back-off entry for the container yet, and only
+                # then starts one (kuberuntime_manager.go; kubernetes/kubernetes#133472).
+                self._backing_off = True
+                log.info("%s exited with code %d; restarting it.", self.name, code)
+            else:
+                delay = self.backoff.next_delay()
+                self._set(
+                    state="Waiting",
+                    reason="CrashLoopBackOff",
+                    message=f"back-off {format_duration(delay)} restarting failed container",
+                )
+                log.info(
+                    "%s exited with code %d; restarting in %s.",
+                    self.name,
+                    code,
+                    format_duration(delay),
+                )
+                # asyncio.timeout, not wait_for, throughout: Python 3.11's wait_for can
+                # swallow a cancellation that arrives just as the awaited thing finishes.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop_event.wait()
             if self.stopping:
                 return code
             self.status.restarts += 1
@@ -318,6 +330,7 @@ class ContainerRunner:
         return code
 
     _kill_reason = ""
+    _backing_off = False  # a restart has been made since the back-off was last reset
     _probe_killed = False  # the last instance was killed for a failed liveness/startup probe
 
     async def _post_start(self, proc: asyncio.subprocess.Process) -> tuple[bool, str]:
