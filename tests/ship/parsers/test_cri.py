@@ -130,11 +130,31 @@ def test_group_longer_than_max_bytes_ships_in_marked_pieces_of_that_size() -> No
     j = CriParser().joiner(10)
     lines = [f"{T1} stdout P {'a' * 8}", f"{T1} stdout P {'b' * 8}", f"{T1} stdout F {'c' * 8}"]
     messages, offsets = feed(j, lines)
-    assert [m.split(" ", 3)[3] for m in messages] == ["aaaaaaaabb", "bbbbbbcccccccc"]
-    assert [m.split(" ", 3)[2] for m in messages] == ["P", "F"]
-    assert j.flags == [["partial"], ["partial", "partial_end"]]
-    # The second piece starts inside the second line: its offset is that line's.
-    assert offsets == [0, len(lines[0]) + 1]
+    # The final line's text counts too: before, the last record was 14 characters long.
+    assert [m.split(" ", 3)[3] for m in messages] == ["aaaaaaaabb", "bbbbbbcccc", "cccc"]
+    assert [m.split(" ", 3)[2] for m in messages] == ["P", "P", "F"]
+    assert j.flags == [["partial"], ["partial"], ["partial", "partial_end"]]
+    # A piece that starts inside a line has that line's offset.
+    assert offsets == [0, len(lines[0]) + 1, 2 * (len(lines[0]) + 1)]
+
+
+def test_a_single_line_longer_than_max_bytes_ships_in_pieces_with_its_time_and_stream() -> None:
+    # Before, a full line passed whole however long (no group to cut), and the same went for
+    # a P and F pair each within max_bytes but longer together (the usual run).
+    j = CriParser().joiner(10)
+    messages, offsets = feed(j, [f"{T1} stdout F short", f"{T2} stderr F {'x' * 25}"])
+    assert [m.split(" ", 3)[1:] for m in messages] == [
+        ["stdout", "F", "short"],
+        ["stderr", "P", "x" * 10],
+        ["stderr", "P", "x" * 10],
+        ["stderr", "F", "x" * 5],
+    ]
+    assert all(m.startswith(T1 if i == 0 else T2) for i, m in enumerate(messages))
+    assert j.flags == [None, ["partial"], ["partial"], ["partial", "partial_end"]]
+    second = len(f"{T1} stdout F short") + 1
+    assert offsets == [0, second, second, second] and j.pending_offset is None
+    messages, _ = feed(j, [f"{T1} stdout P {'a' * 8}", f"{T1} stdout F {'b' * 8}"])
+    assert [m.split(" ", 3)[3] for m in messages] == ["aaaaaaaabb", "bbbbbb"]
 
 
 def test_pending_offset_moves_to_the_first_line_whose_text_is_not_shipped() -> None:
@@ -192,7 +212,7 @@ def test_joining_keeps_every_streams_text_in_order_and_never_passes_a_pending_gr
         CriParser().parse(records)
         for rec in records:
             got[rec["log.iostream"]] += rec["message"]
-            assert len(rec["message"]) <= limit or FLAGS not in rec
+            assert len(rec["message"]) <= limit
         # At least once: the checkpoint never passes a line whose text is not all shipped.
         unshipped = [o for o, s, end in fed if end > len(got[s])]
         if unshipped:

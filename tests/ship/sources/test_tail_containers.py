@@ -181,6 +181,36 @@ def test_the_rest_of_a_line_cut_by_a_stop_is_marked_partial_end_after_the_restar
     ]
 
 
+async def test_a_runtime_line_over_max_line_bytes_leaves_the_others_joined(
+    tmp_path: Path,
+) -> None:
+    # One stderr line of 500 characters with --max-line-bytes 200 among P and F lines of
+    # stdout. Before, the tail cut that chunk itself: the stdout pieces were never joined
+    # ('aaa' partial, then 'bbb' unmarked) and the long line's later pieces had no time or
+    # stream. Now the joiner cuts the long line, keeping its runtime fields.
+    log = pod_log(tmp_path / "pods", "shop", "web-0", "app")
+    log.write_text(
+        f"{T} stdout P {'a' * 50}\n{T} stdout F {'b' * 50}\n"
+        f"2024-05-01T10:00:00.6Z stderr F {'c' * 500}\n"
+        f"{T} stdout P {'d' * 50}\n{T} stdout F {'e' * 50}\n"
+    )
+    cfg = config(tmp_path, f"file://{tmp_path}/pods/**/*.log?parser=cri", max_line_bytes=200)
+    async with shipping(cfg):
+        await wait_for(lambda: len(records(tmp_path)) == 5)
+    got = [
+        (r["message"][:1], len(r["message"]), r["log.iostream"], r["@timestamp"][17:23],
+         r.get("log.flags"))
+        for r in records(tmp_path)
+    ]  # fmt: skip
+    assert got == [
+        ("a", 100, "stdout", "00.500", None),
+        ("c", 200, "stderr", "00.600", ["partial"]),
+        ("c", 200, "stderr", "00.600", ["partial"]),
+        ("c", 100, "stderr", "00.600", ["partial", "partial_end"]),
+        ("d", 100, "stdout", "00.500", None),
+    ]
+
+
 async def test_docker_json_file_lines_are_joined_and_parsed(tmp_path: Path) -> None:
     logs = tmp_path / "containers" / "abc"
     logs.mkdir(parents=True)

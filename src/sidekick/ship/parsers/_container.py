@@ -29,10 +29,11 @@ source already drives:
     After ``feed`` or ``flush``: ``None`` if no record is marked, else a list beside the
     messages (``None`` or the record's ``log.flags``).
 
-A group longer than ``max_bytes`` characters (``--max-line-bytes``) is shipped in pieces of
-exactly that size, marked as the tail marks the pieces of a long line; its pending offset
-moves to the first line whose text is not yet shipped. Memory per stream stays bounded by
-``max_bytes`` plus one runtime line.
+A group longer than ``max_bytes`` characters (``--max-line-bytes``), its final line's text
+included, is shipped in pieces of exactly that size (the last one shorter), marked as the
+tail marks the pieces of a long line, and so is a single runtime line that long; a pending
+group's offset moves to the first line whose text is not yet shipped. Memory per stream
+stays bounded by ``max_bytes`` plus one runtime line.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate, repeat
-from operator import add, sub
+from itertools import accumulate, compress, repeat
+from operator import add, gt, sub
 
 from sidekick.ship.parsers._time import iso8601
 
@@ -102,6 +103,11 @@ class PartialJoiner:
         else:
             assert self._marker is not None
             cands = _marked(self._marker, lines, offsets)
+        limit = self.max_bytes
+        if lines and max(map(len, lines)) > limit:
+            # A final line whose text alone is longer than max_bytes is cut too.
+            longer = compress(range(len(lines)), map(gt, map(len, lines), repeat(limit)))
+            cands = sorted(set(cands).union(longer))
         groups = self._groups
         continuing = self._continuing  # the same set that _cut adds to
         if not cands and not groups and not continuing:
@@ -110,7 +116,6 @@ class PartialJoiner:
         out_offsets: list[int] = []
         marks: list[tuple[int, list[str]]] = []  # (index in out, log.flags), rarely any
         classify = self._classify
-        limit = self.max_bytes
         n = len(lines)
         i = 0
         k = 0  # cands[k] is the first candidate not before line i
@@ -151,12 +156,20 @@ class PartialJoiner:
                     if not g.texts:
                         del groups[stream]
                 continue
-            if g is None:
+            if g is None and len(text) <= limit:
                 first_offset = offset
                 joined = line
             else:
-                first_offset = g.offsets[0]
+                # The line's end: longer than max_bytes with the pieces before it (or alone),
+                # its first max_bytes go as pieces, as those of a long group do.
+                if g is None:
+                    g = groups[stream] = _Group(time)
+                g.offsets.append(offset)
                 g.texts.append(text)
+                g.size += len(text)
+                if g.size > limit:
+                    self._cut(stream, g, out, out_offsets, marks)
+                first_offset = g.offsets[0]
                 joined = self._render(g.time, stream, "".join(g.texts), True)
                 del groups[stream]
             if stream in continuing:
@@ -190,9 +203,11 @@ class PartialJoiner:
             if piece is None or piece[1] != stream:
                 return None
             texts.append(piece[3])
-            if not piece[2]:
-                return self._render(time, stream, "".join(texts), True), j + 1
             size += len(piece[3])
+            if not piece[2]:
+                if size > limit:
+                    return None
+                return self._render(time, stream, "".join(texts), True), j + 1
         return None
 
     def _cut(
@@ -224,6 +239,11 @@ class PartialJoiner:
             out.append(self._render(g.time, stream, "".join(taken), False))
             out_offsets.append(first)
             self._continuing.add(stream)
+
+    def takes(self, line: str) -> bool:
+        """Whether ``line`` is a runtime line, which ``feed`` cuts at ``max_bytes`` itself
+        (each piece keeps the runtime's time and stream); the tail cuts other long lines."""
+        return self._classify(line) is not None
 
     def resume_after(self, lines: list[str]) -> None:
         """The file is read again from a saved position; ``lines`` are the last ones before it

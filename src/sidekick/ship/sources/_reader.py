@@ -211,8 +211,16 @@ class LineReader:
         else:
             lengths = list(map(len, complete.split(b"\n")))
         if len(complete) > self.max_line and max(lengths) > self.max_line:
-            await self._emit_slow(f, emit, complete, base, end)
-            return
+            # Longer than max_line_bytes: the tail cuts such lines itself, unless the file's
+            # joiner takes them all (runtime lines, which it cuts keeping their time and
+            # stream); cutting here would also take every line of the chunk past the joiner.
+            joiner = f.joiner
+            limit = self.max_line
+            if not isinstance(joiner, PartialJoiner) or not all(
+                joiner.takes(m) for m, n in zip(messages, lengths, strict=True) if n > limit
+            ):
+                await self._emit_slow(f, emit, complete, base, end)
+                return
         # Start of line i: base + (lengths of the lines before it) + i newlines; all in C.
         offsets = list(map(add, accumulate(lengths, initial=base), count()))
         offsets.pop()
