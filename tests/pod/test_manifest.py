@@ -497,3 +497,26 @@ def test_hooks_on_a_plain_init_container_are_refused_as_the_api_server_does(
     )
     assert "initContainers[1]" not in result.stderr  # a sidecar may have hooks
     assert "migrated" not in result.stdout
+
+
+def test_a_negative_grace_period_is_taken_as_1_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API server defaults a negative terminationGracePeriodSeconds to 1 (Kubernetes
+    1.27 on), so the kubelet sees 1: preStop runs then, as with any grace period above 0."""
+    path = tmp_path / "pod.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: web}
+            spec:
+              terminationGracePeriodSeconds: -5
+              containers:
+                - {name: a, command: [sleep, "1"]}
+            """
+        )
+    )
+    assert read_manifests([str(path)]).pods[0].grace_period == 1.0
+    assert "spec.terminationGracePeriodSeconds -5 is negative; using 1" in caplog.text

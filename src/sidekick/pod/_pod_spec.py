@@ -15,6 +15,7 @@ one name (``manifest.read_manifests``).
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 from typing import Any
@@ -23,6 +24,8 @@ from sidekick.core.errors import ConfigError
 from sidekick.core.sizes import parse_size
 from sidekick.pod._container_spec import _container
 from sidekick.pod.manifest import Container, Kind, Pod, Volume, env_data
+
+log = logging.getLogger("sidekick.up")
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -181,6 +184,17 @@ def _build_pod(
     for msg in local:
         add(msg)
     grace = spec.get("terminationGracePeriodSeconds")
+    if isinstance(grace, int | float) and grace < 0:
+        # The API server has defaulted a negative value to 1 since Kubernetes 1.27
+        # (kubernetes/kubernetes#115606); before, the delete path already took it as 1.
+        log.warning(
+            "Pod %r: %s.terminationGracePeriodSeconds %s is negative; using 1, as the API "
+            "server does. Set 0 or more.",
+            name,
+            sp,
+            grace,
+        )
+        grace = 1
     return Pod(
         name=name,
         namespace=namespace,
