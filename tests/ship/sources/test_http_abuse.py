@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
@@ -419,6 +420,44 @@ def test_client_leaving_mid_body_is_counted_499_and_not_logged(
     wait_for_sync(lambda: sh.answered(499) == 20, 30)
     assert log_size(sh) == size_before
     assert sh.answered(500) == 0
+
+
+def test_expect_100_continue_is_answered_only_for_a_body_that_is_wanted(
+    tmp_path: Path, shippers: list[Shipper]
+) -> None:
+    # aiohttp answered 100 Continue as soon as the headers were in: a client announcing 10 GB
+    # (or a content type that is refused) was invited to send the body, then refused.
+    sh = Shipper(tmp_path, "--ingest-max-body-bytes", "1MiB")
+    shippers.append(sh.start())
+    head = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    refused = [
+        (b"Content-Type: application/x-ndjson\r\nContent-Length: 10000000000\r\n", b" 413 "),
+        (b"Content-Type: image/png\r\nContent-Length: 10\r\n", b" 415 "),
+    ]
+    for headers, status in refused:
+        with sh.connect() as s:
+            s.sendall(head + headers + b"\r\n")
+            first = s.makefile("rb").readline()
+        assert status in first and b"100" not in first, first
+    # A body that is wanted is invited, then taken.
+    with sh.connect() as s:
+        s.sendall(head + b"Content-Type: application/x-ndjson\r\nContent-Length: 8\r\n\r\n")
+        answers = s.makefile("rb")
+        assert answers.readline() == b"HTTP/1.1 100 Continue\r\n"
+        assert answers.readline() == b"\r\n"
+        s.sendall(b'{"a":1}\n')
+        assert answers.readline().startswith(b"HTTP/1.1 202")
+
+    async def expecting() -> int:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{sh.ingest_port}/v1/logs"
+            async with http.post(url, data=b'{"b":2}\n', headers=NDJSON, expect100=True) as r:
+                return r.status
+
+    assert asyncio.run(expecting()) == 202
+    wait_for_sync(lambda: len(read_ndjson(sh.out)) == 2, 30)
+    assert sh.answered(413) == 1 and sh.answered(415) == 1
+    assert_quiet_log(sh)
 
 
 async def raw_status(port: int, headers: bytes) -> int:

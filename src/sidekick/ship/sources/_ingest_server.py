@@ -115,7 +115,7 @@ class IngestServer:
         self.idle = asyncio.Event()
         self.on_accepted: Callable[[], None] = lambda: None
         self.app = web.Application(middlewares=[self._count])
-        self.app.router.add_post(PATH, self._post)
+        self.app.router.add_post(PATH, self._post, expect_handler=_no_continue_yet)
         if not otlp_only:
             # logging.handlers.HTTPHandler sends GET by default, its record in the query.
             self.app.router.add_get(PATH, self._post, allow_head=False)
@@ -255,6 +255,7 @@ class IngestServer:
         # holding the second): raw bodies while they arrive, which can take long; and the
         # work on a body (inflate, decode, encode), which is short and CPU-bound anyway.
         async with self.read_budget.reserve(raw_bound) as raw_held:
+            await _continue(request)
             try:
                 async with asyncio.timeout(self.limits.body_timeout):
                     body = await self._read(request, limit)
@@ -355,3 +356,18 @@ _REASONS = {
     415: "unsupported",
     503: "unavailable",
 }
+
+
+async def _no_continue_yet(request: web.Request) -> None:
+    """aiohttp answers ``Expect: 100-continue`` as soon as the headers are in, before any check:
+    a client announcing 10 GB, a wrong token or content type was invited to send its body and
+    refused after. Here ``100 Continue`` is sent (``_continue``) once the request passed every
+    check made without the body, and got its room in the read budget; a request refused before
+    is answered at once, without it. Other expectations are ignored (RFC 9110 allows it)."""
+
+
+async def _continue(request: web.Request) -> None:
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # As aiohttp's own handler does: the response proper has not started.
+        request.writer.output_size = 0
