@@ -12,9 +12,7 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,45 +84,30 @@ def test_a_cut_short_drain_counts_the_files_never_opened(tmp_path: Path) -> None
     assert m is not None and int(m.group(1)) == total
 
 
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory another user can reach (pytest's tmp_path is root's alone)."""
-    d = Path(tempfile.mkdtemp(prefix="sidekick-drain-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
-def test_a_drain_that_ends_with_a_file_it_could_not_open_says_so(shared_dir: Path) -> None:
-    # The shipper runs as nobody; secret.log is root's with mode 0600 (an app that writes
-    # its log for itself alone). Before, the drain logged "Read every file ... to its end".
-    logs = shared_dir / "logs"
+def test_a_drain_that_ends_with_a_file_it_could_not_open_says_so(tmp_path: Path) -> None:
+    # secret.log is another user's with mode 0600 (an app that writes its log for itself
+    # alone), and the shipper runs as root without the capabilities that would let it read
+    # it anyway. Before, the drain logged "Read every file ... to its end".
+    logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "ok.log").write_text("readable\n")
     (logs / "secret.log").write_text("private line\n" * 10)
     (logs / "secret.log").chmod(0o600)
-    state = shared_dir / "st"
-    state.mkdir()
-    os.chown(state, NOBODY, NOBODY)
-    out = shared_dir / "out"
-    out.mkdir()
-    os.chown(out, NOBODY, NOBODY)
+    os.chown(logs / "secret.log", NOBODY, NOBODY)
     port = free_port()
-    log_path = shared_dir / "ship.log"
+    log_path = tmp_path / "ship.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
              *SIDEKICK, "ship", "--input", f"file://{logs}/*.log",
-             "--output", f"file://{out}/out.ndjson", "--state-dir", str(state),
+             "--output", f"file://{tmp_path}/out.ndjson", "--state-dir", str(tmp_path / "st"),
              "--admin-addr", f"127.0.0.1:{port}"],
             stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
     try:
         wait_for_sync(lambda: "Cannot open" in log_path.read_text(), timeout=20)
-        wait_for_sync(lambda: (out / "out.ndjson").exists(), timeout=20)
+        wait_for_sync(lambda: (tmp_path / "out.ndjson").exists(), timeout=20)
         time.sleep(0.3)
         proc.terminate()
         code = proc.wait(30)
@@ -134,7 +117,7 @@ def test_a_drain_that_ends_with_a_file_it_could_not_open_says_so(shared_dir: Pat
             proc.wait(10)
     text = log_path.read_text()
     assert code == 0, text
-    assert [r["message"] for r in read_ndjson(out / "out.ndjson")] == ["readable"]
+    assert [r["message"] for r in read_ndjson(tmp_path / "out.ndjson")] == ["readable"]
     assert "Read every file of" not in text
     assert (
         f"Files of file://{logs}/*.log left unread at stop (1, 130 bytes): "
