@@ -326,3 +326,17 @@ def test_durations_take_every_form_go_reads() -> None:
     assert settings(env={"GITSYNC_PERIOD": ".5s"})["sync"]["period"] == 0.5
     assert settings("--period", "1.s")["sync"]["period"] == 1.0
     assert settings("--sync-timeout", "1m.5s")["sync"]["sync_timeout"] == 60.5
+
+
+def test_an_empty_flag_value_leaves_the_feature_off(upstream: Upstream, tmp_path: Path) -> None:
+    """git-sync tests these settings against "" (a template often renders an unused one
+    as --webhook-url=""), so an empty value is no hook, no credentials, no file."""
+    empty = [
+        "--webhook-url", "", "--askpass-url", "", "--exechook-command", "",
+        "--pre-publish-exechook-command", "", "--touch-file", "", "--error-file", "",
+        "--sparse-checkout-file", "", "--username", "", "--password-file", "",
+    ]  # fmt: skip
+    root = tmp_path / "root"
+    proc = run(["--repo", upstream.url, "--root", str(root), "--one-time", *empty])
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "upstream" / "index.html").exists()

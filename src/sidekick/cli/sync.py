@@ -92,6 +92,20 @@ class _ColonList(click.ParamType[str]):
         return [p for p in rv.split(":") if p]
 
 
+# Settings an empty flag value leaves unset, as in git-sync.
+_EMPTY_MEANS_UNSET = (
+    "sparse_checkout_file",
+    "touch_file",
+    "error_file",
+    "username",
+    "password_file",
+    "askpass_url",
+    "exechook_command",
+    "pre_publish_exechook_command",
+    "webhook_url",
+    "github_app_private_key_file",
+)
+
 # click parameter -> config field; durations are parsed to seconds before conversion.
 FIELDS = {
     "repo": "repo",
@@ -539,6 +553,11 @@ def sync(ctx: click.Context, /, **params: Any) -> None:
     _warn_older_variables()
     print_only = bool(params.pop("print_config"))
     over = overrides(ctx, FIELDS)
+    for field in _EMPTY_MEANS_UNSET:
+        # git-sync tests these against "" (`if *flWebhookURL != ""`), so a flag given an
+        # empty value, as templates often give it, leaves the feature off.
+        if over.get(field) == "":
+            over[field] = None
     for param in DURATIONS:
         dotted = FIELDS[param]
         if dotted in over:
