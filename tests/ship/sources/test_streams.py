@@ -124,3 +124,69 @@ def test_connections_are_capped_at_half_the_open_file_limit(tmp_path: Path) -> N
     log = rx.proc.log_path.read_text()
     assert "takes at most 168 connections, not 512" in log
     assert "out of file descriptors" not in log
+
+
+# A process whose listener lost its spare descriptor (another thread, such as gRPC's
+# acceptor, took the one it gave back), serving until killed; it prints its port, then
+# 'free' once it has given two descriptors back.
+LOST_SPARE = """
+import asyncio, os, resource, socket, sys
+from sidekick.ship.sources._connections import Listener
+
+async def main():
+    sock = socket.create_server(("127.0.0.1", 0))
+    held = []
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    listener = Listener(sock)  # no descriptor for its spare
+    async def client(reader, writer):
+        writer.write(b"hi")
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(client, sock=listener)
+    print(listener.getsockname()[1], flush=True)
+    await asyncio.sleep(3)
+    os.close(held.pop())
+    os.close(held.pop())
+    print("free", flush=True)
+    await asyncio.Event().wait()
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+asyncio.run(main())
+"""
+
+
+def test_a_listener_without_its_spare_takes_it_again_and_does_not_retry_per_connection(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    stderr = tmp_path / "stderr"
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LOST_SPARE], stdout=subprocess.PIPE, stderr=err
+        )
+    assert proc.stdout is not None
+    try:
+        port = int(proc.stdout.readline())
+        waiting = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        time.sleep(2)
+        # asyncio (3.11) goes on calling accept for its whole batch after a failure: each
+        # failure was reported and scheduled another try, about a hundred a second.
+        failures = stderr.read_text().count("out of system resource")
+        assert 1 <= failures <= 4, failures
+        assert proc.stdout.readline() == b"free\n"
+        # With a descriptor back the spare is taken again, and the waiting connections are
+        # shed at once (closed, nothing sent) instead of waiting in the backlog.
+        closed = wait_closed(waiting, time.monotonic() + 5)
+        assert len(closed) == len(waiting)
+        for s in waiting:
+            s.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()

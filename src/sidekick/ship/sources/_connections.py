@@ -30,6 +30,7 @@ import errno
 import logging
 import os
 import socket
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
@@ -328,12 +329,24 @@ class Listener(socket.socket):
         # forward and syslog receivers' ``Streams``.
         self.guard: Shedding | None = None
         self._spare: int | None = _spare()
+        self._failed_at = -1.0
 
     def accept(self) -> tuple[socket.socket, Any]:
+        if self._spare is None:
+            # Lost when another thread (gRPC's acceptor) took the descriptor given back.
+            self._spare = _spare()
+        now = time.monotonic()
+        if now - self._failed_at < _BATCH:
+            raise BlockingIOError(errno.EAGAIN, "accepting again in a second")
         try:
             return super().accept()
         except OSError as exc:
             if exc.errno not in (errno.EMFILE, errno.ENFILE) or self._spare is None:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    # asyncio reports it and waits a second; but (3.11) it goes on calling
+                    # accept for the rest of its batch, each failure reported and scheduling
+                    # another try: the rest of the batch is told there is nothing to accept.
+                    self._failed_at = now
                 raise
         os.close(self._spare)
         try:
@@ -354,6 +367,10 @@ class Listener(socket.socket):
             os.close(self._spare)
             self._spare = None
         super().close()
+
+
+# Well within the second asyncio waits after a failed ``accept``, well above one batch.
+_BATCH = 0.5
 
 
 def _spare() -> int | None:
