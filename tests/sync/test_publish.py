@@ -8,6 +8,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SIDEKICK
 from tests.sync.conftest import GIT_ENV, Upstream, git, make_syncer, metric
 
@@ -264,7 +266,7 @@ def test_a_sparse_checkout_file_given_at_a_restart_applies_to_the_current_revisi
 
 
 async def test_tracked_files_edited_in_the_tree_are_restored_at_a_restart(
-    upstream: Upstream, tmp_path: Path
+    upstream: Upstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """git-sync runs 'reset --hard' in its current worktree on the first sync after a
     start, which puts back tracked files changed or removed in it; here the revision is
@@ -281,6 +283,7 @@ async def test_tracked_files_edited_in_the_tree_are_restored_at_a_restart(
     restarted = make_syncer(root, upstream.url)
     assert await restarted.sync_once() == "published"
     restarted.aclose()
+    assert caplog.text.count("were changed; checking it out again") == 1
     assert (link / "index.html").read_text() == git(upstream.path, "show", "HEAD:index.html") + "\n"
     assert (link / "a.txt").read_text() == "a\n"
     assert os.path.basename(os.readlink(link)) == upstream.head()

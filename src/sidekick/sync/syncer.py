@@ -88,6 +88,8 @@ class Syncer:
         link = Path(link_name) if os.path.isabs(link_name) else root / link_name
         self.tree = Tree(root, link, git, owned=owned_names(cfg))
         self.remote = Remote(cfg, git=git, tree=self.tree, metrics=self.metrics)
+        # Trees the first sync found checked out for other settings or edited.
+        self._outdated: set[Path] = set()
         self.status_files = StatusFiles(cfg, self.tree.root)
         self.published: tuple[str, Path] | None = None
         self.consecutive_failures = 0
@@ -373,12 +375,16 @@ class Syncer:
             return False
         if self.remote.fetched_once:
             return True
-        if self.tree.sparse_patterns(path) != self._sparse_patterns():
+        if path in self._outdated:  # already found so by this sync (current and candidate)
             return False
-        if await self.tree.lacks_submodules(path, self.cfg.submodules, deadline):
+        if self.tree.sparse_patterns(path) != self._sparse_patterns() or (
+            await self.tree.lacks_submodules(path, self.cfg.submodules, deadline)
+        ):
+            self._outdated.add(path)
             return False
         if await self.tree.is_modified(path, deadline):
             log.warning("Tracked files in %s were changed; checking it out again.", path)
+            self._outdated.add(path)
             return False
         return True
 
