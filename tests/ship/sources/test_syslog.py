@@ -225,3 +225,25 @@ def test_framer_splits_octet_counted_lf_and_nul_frames() -> None:
     assert (frames, oversize, framer.partial) == ([b"<1>ab", b"<13>x", b"<13>y"], 0, True)
     frames, _ = framer.feed(b"zzzzzz")
     assert frames == [b"<13>zzzzzzz"]
+
+
+def test_empty_octet_counted_frames_are_skipped_like_empty_lines(tmp_path: Path) -> None:
+    # RFC 6587's MSG-LEN starts with a non-zero digit. A count of 0 gave an empty frame, which
+    # became a record (empty message, 'no syslog <PRI> header'): 2 bytes on the wire for each
+    # stored record, where empty LF- or NUL-ended frames are skipped.
+    framer = Framer(100)
+    assert framer.feed(b"0 0 5 <1>ab0 \n\n0 ") == ([b"<1>ab"], 0)
+    assert framer.feed(b"0 0 4 <2>c") == ([b"<2>c"], 0)
+    port = free_port()
+    name = f"syslog+tcp://127.0.0.1:{port}"
+    with receiving(tmp_path, name) as rx:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"0 " * 1000 + b"\n" * 1000 + b"<13>app: after nothing\n")
+        deadline = time.monotonic() + 30
+        while not any(r["message"] == "after nothing" for r in rx.records()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert [r["message"] for r in rx.records()] == ["after nothing"]
+        assert (
+            rx.metric("sidekick_ship_receiver_rejected_total", input=name, reason="unparsed") == 0
+        )

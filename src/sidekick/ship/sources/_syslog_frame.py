@@ -24,7 +24,8 @@ class Framer:
     """Splits a stream into syslog frames (RFC 6587), at most ``max_bytes`` each.
 
     A frame over the limit is skipped to its end (an octet-counted one by its count, another
-    to its LF or NUL) and counted by ``feed``; the stream goes on after it.
+    to its LF or NUL) and counted by ``feed``; the stream goes on after it. Empty frames
+    (an octet count of 0, separators in a row) give nothing.
 
     Frames are taken in bulk where that is certain to give the same frames: octet-counted
     ones by a loop that only finds, looks up and slices; LF- or NUL-terminated ones by one
@@ -88,7 +89,8 @@ class Framer:
                     end = start + size
                     if end > n or size > max_bytes:
                         break
-                    append(view[start:end])
+                    if size:  # an empty frame (RFC 6587 has no count 0) is skipped
+                        append(view[start:end])
                     pos = end
                 if pos >= n or not 48 <= view[pos] <= 57:
                     continue
@@ -113,7 +115,8 @@ class Framer:
                     continue
                 if end > n:
                     break
-                append(view[sp + 1 : end])
+                if end > sp + 1:
+                    append(view[sp + 1 : end])
                 pos = end
                 continue
             if pos >= bulk_from:
