@@ -211,6 +211,31 @@ async def test_a_runtime_line_over_max_line_bytes_leaves_the_others_joined(
     ]
 
 
+async def test_a_line_cut_by_a_kubelet_rotation_ends_partial_end_in_the_new_file(
+    tmp_path: Path,
+) -> None:
+    # The runtime wrote a P piece, the kubelet renamed 0.log and the runtime wrote the F
+    # piece into the new 0.log. Before, the piece was shipped partial and the end came as a
+    # line of its own, unmarked.
+    log = pod_log(tmp_path / "pods", "shop", "web-0", "app")
+    log.write_text(f"{T} stdout F first\n{T} stdout P begun \n{T} stderr P err \n")
+    cfg = config(tmp_path, f"file://{tmp_path}/pods/**/*.log?parser=cri")
+    async with shipping(cfg):
+        await wait_for(lambda: len(records(tmp_path)) == 1)
+        log.rename(log.with_name("0.log.20240501-100000"))
+        log.write_text(f"{T} stdout F ended\n{T} stdout F next\n{T} stderr F too\n")
+        await wait_for(lambda: len(records(tmp_path)) == 6)
+    got = [(r["message"], r["log.iostream"], r.get("log.flags")) for r in records(tmp_path)]
+    assert got == [
+        ("first", "stdout", None),
+        ("begun ", "stdout", ["partial"]),
+        ("err ", "stderr", ["partial"]),
+        ("ended", "stdout", ["partial", "partial_end"]),
+        ("next", "stdout", None),
+        ("too", "stderr", ["partial", "partial_end"]),
+    ]
+
+
 async def test_docker_json_file_lines_are_joined_and_parsed(tmp_path: Path) -> None:
     logs = tmp_path / "containers" / "abc"
     logs.mkdir(parents=True)

@@ -240,6 +240,13 @@ class PartialJoiner:
             out_offsets.append(first)
             self._continuing.add(stream)
 
+    def follow(self, before: PartialJoiner) -> None:
+        """This file took the name of the file ``before`` joined (a rotation: the runtime
+        writes on here), which was read to its end: a line it cut goes on here, and its end
+        is marked ``partial_end``. ``before``'s pending groups were flushed already."""
+        self._continuing |= before._continuing
+        before._continuing.clear()
+
     def takes(self, line: str) -> bool:
         """Whether ``line`` is a runtime line, which ``feed`` cuts at ``max_bytes`` itself
         (each piece keeps the runtime's time and stream); the tail cuts other long lines."""

@@ -50,6 +50,7 @@ from sidekick.ship.timefmt import rfc3339_ns
 
 PARTIAL = ["partial"]
 PARTIAL_END = ["partial", "partial_end"]
+FOLLOW_WAIT = 1.0  # seconds a rotated file's successor waits for it to be read to its end
 RESUME_LOOKBACK = 32 * 1024  # bytes before a saved position a joiner is shown at a restart
 
 Piece = tuple[int, bytes, list[str] | None]  # (file offset, bytes, log.flags)
@@ -96,6 +97,10 @@ class TailFile(FileIdentity):
         self.size = 0
         self.mtime = 0  # st_mtime_ns when parked; a change (or of size) reopens it
         self.at_end = False  # the latest read found nothing new
+        # The file that had this one's name before a rotation, while its runtime-line joiner
+        # may hold a line that goes on here (``LineReader.follow``); with when that was seen.
+        self.predecessor: TailFile | None = None
+        self.opened_at = time.monotonic()
 
     @property
     def path(self) -> str:
@@ -125,6 +130,10 @@ class LineReader:
         self._bytes = m.bytes_read.labels(name)
         self._split = m.lines_split.labels(name)
         self._build = record_builder(self.static)
+        # Whether the parser joins the runtime's partial lines (``cri``, ``docker``).
+        self.runtime_joiner = spec.parser is not None and isinstance(
+            spec.parser.joiner(1), PartialJoiner
+        )
         # A parser that splits a whole batch into field columns (``cri``) has its records
         # built with those fields at once, instead of being parsed in the pipeline later.
         self._column_names = spec.parser.column_names if spec.parser is not None else ()
@@ -164,6 +173,29 @@ class LineReader:
         if start and lines:
             del lines[0]  # cut by the window
         joiner.resume_after([x.decode("utf-8", "replace") for x in lines if x])
+
+    def waits_for_predecessor(self, f: TailFile) -> bool:
+        """Whether ``f`` should not be read yet: the file it replaced (rotated) still has data
+        to read, where a line cut at the rotation may end. After ``FOLLOW_WAIT`` it is read
+        anyway, and a line cut at that rotation is not followed (its end is not marked)."""
+        old = f.predecessor
+        if old is None or old.fd < 0 or old.at_end:
+            return False
+        if time.monotonic() - f.opened_at < FOLLOW_WAIT:
+            return True
+        f.predecessor = None
+        return False
+
+    async def follow(self, f: TailFile, emit: Emit) -> None:
+        """``f`` took the name of its predecessor, now read to its end: the runtime lines it
+        left cut (shipped in part, or pending: shipped now, marked partial) end in ``f``."""
+        old, f.predecessor = f.predecessor, None
+        if old is None or not isinstance(f.joiner, PartialJoiner):
+            return
+        if not isinstance(old.joiner, PartialJoiner):
+            return
+        await self.flush_joiner(old, emit)
+        f.joiner.follow(old.joiner)
 
     def read(self, f: TailFile) -> bytes:
         """The next chunk of open ``f`` (empty at its end); OSError if it cannot be read."""

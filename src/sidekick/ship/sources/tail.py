@@ -64,7 +64,10 @@ Container logs: an input whose parser joins partial lines (``cri``, ``docker``) 
 its joiners per file in place of a multi-line joiner, with the same checkpoint rule (never
 past the first byte of a pending group). With ``k8s_metadata`` (on by default with those
 parsers) the Kubernetes fields the file's path names (``sidekick.ship.k8s_path``) are
-computed when the file is opened and built into its records like the static fields.
+computed when the file is opened and built into its records like the static fields. A new
+file at the name of a tailed one (the kubelet's rotation) is read once that one is read to
+its end (for at most a second): a line the runtime cut across the two ends in the new file
+marked ``partial_end``, after its pieces.
 
 Other kinds of files: a matched named pipe, socket or device is not opened; it is logged
 once and counted (``sidekick_ship_non_regular_files_skipped``). Files are opened with
@@ -368,6 +371,7 @@ class TailSource(Rotation):
         if first_start:
             self._first_seen = {ident: m.st.st_size for ident, m in matches.items()}
         new: list[tuple[tuple[int, int], str]] = []
+        moved: dict[str, TailFile] = {}  # by the path they had before this scan
         for ident, m in matches.items():
             f = self.files.get(ident)
             if f is None:
@@ -375,6 +379,7 @@ class TailSource(Rotation):
                     new.append((ident, m.path))
                 continue
             if f.path != m.path:
+                moved[f.path] = f
                 with contextlib.suppress(KeyError):
                     self._lag.remove(f.shown)  # the gauge follows the file's new name
                 f.path = m.path
@@ -389,12 +394,19 @@ class TailSource(Rotation):
         gone_waiting = {i: p for i, p in self._waiting.items() if i not in matches}
         self._waiting = {}
         self._unopened = {}
+        by_path: dict[str, TailFile] | None = None
         for ident, path in new:
             if not self.fds.room():
                 self._waiting[ident] = path
                 self._save_waiting(path, ident)
                 continue
+            if by_path is None and self.reader.runtime_joiner:
+                # A new file at the name of a tailed one: a rotation, which may cut a line.
+                by_path = {f.path: f for f in self.files.values()}
+                by_path.update(moved)
             opened = self._open(path, ident, first_size=self._first_seen.get(ident))
+            if opened is not None and by_path is not None and path in by_path:
+                opened.predecessor = by_path[path]
             if opened is not None or ident in self._skipped:
                 self._first_seen.pop(ident, None)
             else:
@@ -476,6 +488,10 @@ class TailSource(Rotation):
         """Read one chunk of ``f`` and emit its complete lines; False at end of file."""
         if f.fd < 0:
             return False  # parked: fully read; the scan reopens it when it changes
+        if self.reader.waits_for_predecessor(f):
+            return False
+        if f.predecessor is not None:
+            await self.reader.follow(f, emit)
         try:
             data = self.reader.read(f)
         except OSError as exc:
