@@ -349,3 +349,41 @@ def test_connections_gone_without_a_call_are_counted_by_reason(tmp_path: Path) -
     log = rx.proc.log_path.read_text()
     assert log.count("sent no HTTP/2 preface and settings within 2s") == 1
     assert "channelz" not in log and "Traceback" not in log
+
+
+def test_millions_of_tiny_records_are_counted_before_they_are_parsed(tmp_path: Path) -> None:
+    # A 6 MB request of 3,000,000 empty log records was parsed whole before its count was
+    # refused: the shipper's peak memory grew by 440 MB, over gRPC or OTLP/HTTP alike.
+    import urllib.error
+    import urllib.request
+
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    def field(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2]) + _VarintBytes(len(payload)) + payload
+
+    body = field(1, field(2, field(2, b"") * 3_000_000))
+    gp, hp = free_port(), free_port()
+    inputs = (f"otlp+grpc://127.0.0.1:{gp}", f"otlp://127.0.0.1:{hp}")
+    with receiving(tmp_path, *inputs) as rx:
+
+        def peak_kib() -> int:
+            with open(f"/proc/{rx.proc.pid}/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+        before = peak_kib()
+        code, details = export(gp, body)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and b"more than 10000" in details
+        post = urllib.request.Request(
+            f"http://127.0.0.1:{hp}/v1/logs", body, {"Content-Type": "application/x-protobuf"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(post, timeout=30)
+        assert refused.value.code == 413
+        grown = (peak_kib() - before) // 1024
+        assert grown < 250, grown
+        assert export(gp, request(3).SerializeToString())[0] == grpc.StatusCode.OK
+        assert len(rx.wait_records(3)) == 3
+        rejected = "sidekick_ship_receiver_rejected_total"
+        assert rx.metric(rejected, input=inputs[0], reason="oversize") == 1
+    print(f"\n3,000,000 empty records in 6 MB, over gRPC and OTLP/HTTP: peak memory +{grown} MB")

@@ -33,6 +33,7 @@ from sidekick.ship.sources._otlp_map import (
     decode_json,
     decode_json_bytes,
     decode_protobuf,
+    protobuf_records,
     to_records,
 )
 from sidekick.ship.sources.receiver import encode_records
@@ -442,6 +443,10 @@ def _encode_otlp(
         if json_doc:
             req = decode_json(data)
         elif proto:
+            # Counted before they are parsed: a body of millions of tiny records would take
+            # hundreds of MB to parse.
+            if protobuf_records(data) > max_records:
+                raise _too_many(max_records)
             req = decode_protobuf(data)
         else:
             if _deeper_than(data, 4 * MAX_DEPTH):

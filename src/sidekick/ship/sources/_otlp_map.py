@@ -45,7 +45,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from sidekick.ship.records import MESSAGE, TIMESTAMP, Record
-from sidekick.ship.sources._otlp_wire import Attributes, parse_request, string_body
+from sidekick.ship.sources._otlp_wire import (
+    Attributes,
+    count_log_records,
+    parse_request,
+    string_body,
+)
 from sidekick.ship.sources.receiver import Stamps
 from sidekick.ship.timefmt import rfc3339_ns
 
@@ -70,6 +75,19 @@ def decode_protobuf(body: bytes) -> Any:
     decodes its attributes and bodies)."""
     try:
         return parse_request(body)
+    except (DecodeError, RecursionError) as exc:
+        raise OtlpError(
+            f"the body is not a valid ExportLogsServiceRequest protobuf ({exc or 'truncated'}); "
+            "send OTLP logs encoded as protobuf"
+        ) from None
+
+
+def protobuf_records(body: bytes) -> int:
+    """The number of log records of a protobuf request, counted without parsing them: checked
+    before ``decode_protobuf``, so a request of millions of tiny records is refused before it
+    is parsed (parsing takes about 150 bytes of memory a record)."""
+    try:
+        return count_log_records(body)
     except (DecodeError, RecursionError) as exc:
         raise OtlpError(
             f"the body is not a valid ExportLogsServiceRequest protobuf ({exc or 'truncated'}); "

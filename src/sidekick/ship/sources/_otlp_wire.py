@@ -68,22 +68,42 @@ _SCHEMA: dict[str, list[tuple[int, str, int, int, str]]] = {
 }
 
 
-def _request_class() -> type[Message]:
+def _request_class(
+    schema: dict[str, list[tuple[int, str, int, int, str]]] = _SCHEMA, package: str = _PACKAGE
+) -> type[Message]:
     proto = descriptor_pb2.FileDescriptorProto(
-        name="sidekick/otlp_wire.proto", package=_PACKAGE, syntax="proto3"
+        name=f"{package.replace('.', '/')}.proto", package=package, syntax="proto3"
     )
-    for name, fields in _SCHEMA.items():
+    for name, fields in schema.items():
         message = proto.message_type.add(name=name)
         for number, field_name, kind, label, type_name in fields:
             field = message.field.add(name=field_name, number=number, type=kind, label=label)
             if type_name:
-                field.type_name = f".{_PACKAGE}.{type_name}"
+                field.type_name = f".{package}.{type_name}"
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.Request"))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Request"))
 
 
 Request = _request_class()
+
+# The same envelope with each log record as bytes: counting them costs a few bytes of memory
+# each, where parsing them as messages costs about 150 (a 6 MB request of 3,000,000 empty
+# records took 440 MB to parse before its count was refused).
+_COUNT_SCHEMA: dict[str, list[tuple[int, str, int, int, str]]] = {
+    "Request": [(1, "resource_logs", _F.TYPE_MESSAGE, _MANY, "ResourceLogs")],
+    "ResourceLogs": [(2, "scope_logs", _F.TYPE_MESSAGE, _MANY, "ScopeLogs")],
+    "ScopeLogs": [(2, "log_records", _F.TYPE_BYTES, _MANY, "")],
+}
+CountRequest = _request_class(_COUNT_SCHEMA, "sidekick.otlp_count")
+
+
+def count_log_records(body: bytes) -> int:
+    """The number of log records of an encoded request, without parsing them; raises
+    ``DecodeError`` for an envelope that does not parse."""
+    req: Any = CountRequest()
+    req.ParseFromString(body)
+    return sum(len(sl.log_records) for rl in req.resource_logs for sl in rl.scope_logs)
 
 
 def parse_request(body: bytes) -> Any:

@@ -51,6 +51,7 @@ from sidekick.ship.sources._otlp_map import (
     count_records,
     decode_protobuf,
     export_response,
+    protobuf_records,
     to_records,
 )
 from sidekick.ship.sources.base import InputSpec, SourceContext
@@ -281,10 +282,13 @@ class OtlpGrpcSource(Receiver):
         if not self.spool.has_room(len(request)):
             raise self._full()
         try:
-            req = decode_protobuf(request)
+            # Counted before they are parsed: a request of millions of tiny records would
+            # take hundreds of MB to parse.
+            count = protobuf_records(request)
+            req = decode_protobuf(request) if count <= self.max_records else None
         except OtlpError as exc:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(exc)) from None
-        if count_records(req) > self.max_records:
+        if req is None or count_records(req) > self.max_records:
             raise _Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "oversize",
