@@ -9,6 +9,8 @@ opening terminal" and crash-looping on ``git clone`` into the non-empty director
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -129,6 +131,8 @@ def git_daemon(repo: Path) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # `git daemon` runs git-daemon as a child: the group is killed, or it outlives us.
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -139,7 +143,7 @@ def git_daemon(repo: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield f"git://127.0.0.1:{port}/{repo.name}"
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
